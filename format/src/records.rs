@@ -1,0 +1,468 @@
+//! The records of an image: header, section table and the fixed-size table entries.
+//!
+//! Every type is `#[repr(C)]`, made only of integers and arrays of integers, with
+//! explicit padding, so any byte pattern is a valid value ([`Pod`]) and the layout is
+//! the same for the writer and the stub. Sizes are pinned by unit tests.
+
+/// Marker for plain-old-data records that may be viewed from raw bytes.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, contain only integer fields or arrays of them,
+/// have no implicit padding, and accept every bit pattern.
+pub unsafe trait Pod: Copy + 'static {}
+
+/// Where each section lives. The section table is indexed by this value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionKind {
+    Threads = 0,
+    Vmas = 1,
+    Runs = 2,
+    Mm = 3,
+    Fds = 4,
+    Strings = 5,
+    Xstate = 6,
+    Vdso = 7,
+}
+
+/// Number of slots in the section table; slots past the last kind must be empty.
+pub const MAX_SECTIONS: usize = 16;
+/// Number of section kinds this version knows.
+pub const KNOWN_SECTIONS: usize = 8;
+
+impl SectionKind {
+    pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
+        SectionKind::Threads,
+        SectionKind::Vmas,
+        SectionKind::Runs,
+        SectionKind::Mm,
+        SectionKind::Fds,
+        SectionKind::Strings,
+        SectionKind::Xstate,
+        SectionKind::Vdso,
+    ];
+
+    /// Size of one entry, or 1 for byte blobs.
+    pub const fn entry_size(self) -> u64 {
+        match self {
+            SectionKind::Threads => core::mem::size_of::<Thread>() as u64,
+            SectionKind::Vmas => core::mem::size_of::<Vma>() as u64,
+            SectionKind::Runs => core::mem::size_of::<PageRun>() as u64,
+            SectionKind::Mm => core::mem::size_of::<Mm>() as u64,
+            SectionKind::Fds => core::mem::size_of::<Fd>() as u64,
+            SectionKind::Strings | SectionKind::Xstate | SectionKind::Vdso => 1,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            SectionKind::Threads => "threads",
+            SectionKind::Vmas => "vmas",
+            SectionKind::Runs => "page runs",
+            SectionKind::Mm => "mm",
+            SectionKind::Fds => "fds",
+            SectionKind::Strings => "strings",
+            SectionKind::Xstate => "xstate",
+            SectionKind::Vdso => "vdso",
+        }
+    }
+}
+
+/// One slot of the section table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Section {
+    /// Offset from the image start; 8-byte aligned.
+    pub offset: u64,
+    /// Bytes; equals `count * entry_size`.
+    pub size: u64,
+    /// Number of entries (bytes for blobs).
+    pub count: u32,
+    /// CRC-32C of the section bytes.
+    pub crc: u32,
+}
+
+/// Image header flags.
+pub const HDR_SSE42_CRC: u64 = 1 << 0;
+
+/// The image header, at offset 0 of the image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// `size_of::<Header>()`, so a reader can reject a header of another layout.
+    pub header_size: u32,
+    pub flags: u64,
+    /// Total bytes of the image, header to last table byte.
+    pub image_size: u64,
+    /// Seconds since the epoch at the freeze.
+    pub created_unix: u64,
+    /// XSAVE feature bits present in the saved xstate (must be a subset of XCR0 at resume).
+    pub xcr0: u64,
+    pub xstate_size: u32,
+    pub page_size: u32,
+    /// Address of the bytes `0f 05 c3` (`syscall; ret`) in the target's own text, 0 if none.
+    pub gadget_syscall_ret: u64,
+    /// Address of `mov eax|rax, 15; syscall` (rt_sigreturn) in the target's text, 0 if none.
+    pub gadget_sigreturn: u64,
+    /// PID of the frozen process (informational).
+    pub pid: u32,
+    pub nsections: u32,
+    pub sections: [Section; MAX_SECTIONS],
+    /// `uname -r` of the freezing kernel, NUL padded (informational).
+    pub kernel_release: [u8; 64],
+    /// CRC-32C of the header bytes before this field.
+    pub header_crc: u32,
+    pub _pad: u32,
+}
+
+impl Header {
+    /// Byte offset of `header_crc` (the checksum covers everything before it).
+    pub const CRC_OFFSET: usize = core::mem::size_of::<Header>() - 8;
+
+    pub fn section(&self, kind: SectionKind) -> &Section {
+        &self.sections[kind as usize]
+    }
+}
+
+/// General registers in the order of the kernel's `struct user_regs_struct`
+/// (NT_PRSTATUS), including fs_base and gs_base.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// One thread. Version 1 stores exactly one (the main thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Thread {
+    pub tid: u32,
+    pub flags: u32,
+    pub regs: Regs,
+    /// Blocked signal mask (bit n-1 for signal n).
+    pub sigmask: u64,
+    pub rseq_addr: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    pub ss_sp: u64,
+    pub ss_size: u64,
+    pub ss_flags: u32,
+    /// Bytes of XSAVE area in the Xstate section for this thread.
+    pub xstate_size: u32,
+    /// Offset of this thread's XSAVE area inside the Xstate section.
+    pub xstate_off: u64,
+    /// clear_child_tid address, 0 if unknown.
+    pub tid_address: u64,
+    pub robust_list: u64,
+    pub robust_len: u64,
+}
+
+/// What a VMA is; decides how the stub creates it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    Anon = 1,
+    Heap = 2,
+    Stack = 3,
+    FilePrivate = 4,
+    SharedAnon = 5,
+    Vdso = 6,
+    Vvar = 7,
+    VvarVclock = 8,
+    /// MAP_SHARED of a file: mapped again from the file, whose content it is.
+    SharedFile = 9,
+}
+
+impl VmaKind {
+    pub const fn from_u32(v: u32) -> Option<VmaKind> {
+        Some(match v {
+            1 => VmaKind::Anon,
+            2 => VmaKind::Heap,
+            3 => VmaKind::Stack,
+            4 => VmaKind::FilePrivate,
+            5 => VmaKind::SharedAnon,
+            6 => VmaKind::Vdso,
+            7 => VmaKind::Vvar,
+            8 => VmaKind::VvarVclock,
+            9 => VmaKind::SharedFile,
+            _ => return None,
+        })
+    }
+
+    /// Mappings the kernel provides; the stub moves its own instead of creating them.
+    pub const fn is_special(self) -> bool {
+        matches!(self, VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            VmaKind::Anon => "anon",
+            VmaKind::Heap => "heap",
+            VmaKind::Stack => "stack",
+            VmaKind::FilePrivate => "file",
+            VmaKind::SharedAnon => "shared-anon",
+            VmaKind::Vdso => "vdso",
+            VmaKind::Vvar => "vvar",
+            VmaKind::VvarVclock => "vvar_vclock",
+            VmaKind::SharedFile => "shared-file",
+        }
+    }
+}
+
+/// VMA flags (`Vma::flags`).
+pub const VMA_GROWSDOWN: u32 = 1 << 0;
+pub const VMA_HUGEPAGE: u32 = 1 << 1;
+pub const VMA_NOHUGEPAGE: u32 = 1 << 2;
+pub const VMA_DONTFORK: u32 = 1 << 3;
+pub const VMA_DONTDUMP: u32 = 1 << 4;
+pub const VMA_LOCKED: u32 = 1 << 5;
+/// Created with MAP_NORESERVE (smaps "nr"): no swap space is reserved.
+pub const VMA_NORESERVE: u32 = 1 << 6;
+pub const VMA_KNOWN_FLAGS: u32 = (1 << 7) - 1;
+
+/// Protection bits, as PROT_* of mmap(2).
+pub const PROT_READ: u32 = 1;
+pub const PROT_WRITE: u32 = 2;
+pub const PROT_EXEC: u32 = 4;
+
+/// One memory area of the target, in address order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// Offset in the mapped file (FilePrivate only).
+    pub file_offset: u64,
+    pub prot: u32,
+    pub kind: u32,
+    pub flags: u32,
+    /// File path (FilePrivate) in the Strings section.
+    pub name_off: u32,
+    pub name_len: u32,
+    /// Index of the first PageRun of this VMA and how many follow.
+    pub first_run: u32,
+    pub nruns: u32,
+    pub _pad: u32,
+    /// Size of the mapped file at the freeze (FilePrivate), to decide whether the
+    /// stub may map the file itself or must use anonymous memory.
+    pub file_size: u64,
+}
+
+/// Page-aligned bytes stored in the image for one address range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageRun {
+    pub addr: u64,
+    /// Offset of the bytes from the image start (page aligned, >= DATA_START).
+    pub data_off: u64,
+    /// Bytes (multiple of the page size, non-zero).
+    pub len: u64,
+    /// CRC-32C of the bytes.
+    pub crc: u32,
+    /// Index of the VMA holding this run.
+    pub vma: u32,
+}
+
+/// Memory-descriptor fields for prctl(PR_SET_MM, PR_SET_MM_MAP) and the saved auxv.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Mm {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// Number of u64 words used in `auxv` (pairs, AT_NULL included).
+    pub auxv_words: u32,
+    /// Executable path in the Strings section (informational; exe_fd needs privileges).
+    pub exe_off: u32,
+    pub exe_len: u32,
+    pub _pad: u32,
+    pub auxv: [u64; 2 * crate::MAX_AUXV],
+}
+
+impl Default for Mm {
+    fn default() -> Self {
+        Mm {
+            start_code: 0,
+            end_code: 0,
+            start_data: 0,
+            end_data: 0,
+            start_brk: 0,
+            brk: 0,
+            start_stack: 0,
+            arg_start: 0,
+            arg_end: 0,
+            env_start: 0,
+            env_end: 0,
+            auxv_words: 0,
+            exe_off: 0,
+            exe_len: 0,
+            _pad: 0,
+            auxv: [0; 2 * crate::MAX_AUXV],
+        }
+    }
+}
+
+/// How the stub provides a file descriptor.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// Keep whatever the resumer has at this number (stdio pipes, terminals, sockets).
+    Inherit = 1,
+    /// Reopen `path` with `flags` and seek to `offset`.
+    RegularFile = 2,
+}
+
+impl FdKind {
+    pub const fn from_u32(v: u32) -> Option<FdKind> {
+        match v {
+            1 => Some(FdKind::Inherit),
+            2 => Some(FdKind::RegularFile),
+            _ => None,
+        }
+    }
+}
+
+/// One file descriptor to provide at resume.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fd {
+    pub fd: i32,
+    pub kind: u32,
+    /// open(2) flags as in /proc/PID/fdinfo (O_CREAT/O_TRUNC/O_EXCL never set).
+    pub flags: u32,
+    /// 1 if FD_CLOEXEC.
+    pub cloexec: u32,
+    pub offset: u64,
+    pub path_off: u32,
+    pub path_len: u32,
+}
+
+// SAFETY: each of these is #[repr(C)], made of integers with explicit padding fields,
+// and every bit pattern is a valid value (sizes pinned in the tests below).
+unsafe impl Pod for Header {}
+// SAFETY: as above.
+unsafe impl Pod for Section {}
+// SAFETY: as above.
+unsafe impl Pod for Thread {}
+// SAFETY: as above.
+unsafe impl Pod for Regs {}
+// SAFETY: as above.
+unsafe impl Pod for Vma {}
+// SAFETY: as above.
+unsafe impl Pod for PageRun {}
+// SAFETY: as above.
+unsafe impl Pod for Mm {}
+// SAFETY: as above.
+unsafe impl Pod for Fd {}
+// SAFETY: u8 and u64 accept every bit pattern.
+unsafe impl Pod for u8 {}
+// SAFETY: as above.
+unsafe impl Pod for u64 {}
+
+/// View a record as its bytes (for writing and checksums).
+pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod (no padding, no pointers), so its bytes are initialised.
+    unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) }
+}
+
+/// View a slice of records as bytes.
+pub fn slice_as_bytes<T: Pod>(v: &[T]) -> &[u8] {
+    // SAFETY: as in as_bytes; the length covers exactly the slice.
+    unsafe { core::slice::from_raw_parts(v.as_ptr() as *const u8, core::mem::size_of_val(v)) }
+}
+
+/// View bytes as a slice of records, checking alignment and that the length is a
+/// whole number of records. Returns None otherwise.
+pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<&[T]> {
+    let sz = core::mem::size_of::<T>();
+    if b.len() % sz != 0 || (b.as_ptr() as usize) % core::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: alignment and length checked above; T accepts any bit pattern.
+    Some(unsafe { core::slice::from_raw_parts(b.as_ptr() as *const T, b.len() / sz) })
+}
+
+/// Read one record from the start of `b` (any alignment).
+pub fn read_record<T: Pod>(b: &[u8]) -> Option<T> {
+    if b.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; read_unaligned copes with any alignment; T is Pod.
+    Some(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const T) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn sizes_are_pinned() {
+        assert_eq!(size_of::<Section>(), 24);
+        assert_eq!(size_of::<Regs>(), 27 * 8);
+        assert_eq!(size_of::<Thread>(), 304);
+        assert_eq!(size_of::<Vma>(), 64);
+        assert_eq!(size_of::<PageRun>(), 32);
+        assert_eq!(size_of::<Mm>(), 11 * 8 + 16 + 2 * 64 * 8);
+        assert_eq!(size_of::<Fd>(), 32);
+        assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
+        assert!(size_of::<Header>() <= crate::DATA_START as usize);
+    }
+
+    #[test]
+    fn regs_match_kernel_user_regs_struct_order() {
+        // struct user_regs_struct (arch/x86/include/asm/user_64.h): r15 first,
+        // orig_ax at 15, ip at 16, sp at 19, fs_base at 21.
+        assert_eq!(offset_of!(Regs, r15), 0);
+        assert_eq!(offset_of!(Regs, orig_rax), 15 * 8);
+        assert_eq!(offset_of!(Regs, rip), 16 * 8);
+        assert_eq!(offset_of!(Regs, rsp), 19 * 8);
+        assert_eq!(offset_of!(Regs, fs_base), 21 * 8);
+        assert_eq!(offset_of!(Regs, gs), 26 * 8);
+    }
+
+    #[test]
+    fn from_bytes_checks_length_and_alignment() {
+        let words = [0u64; 8];
+        let b = slice_as_bytes(&words);
+        assert_eq!(from_bytes::<PageRun>(b).map(|s| s.len()), Some(2));
+        assert!(from_bytes::<PageRun>(&b[..40]).is_none());
+        assert!(from_bytes::<u64>(&b[1..9]).is_none());
+    }
+}

@@ -1,0 +1,418 @@
+//! Reading an image safely: every field is checked before anyone acts on it.
+//!
+//! [`check_header`] validates the header against the file length; [`Tables::parse`]
+//! verifies each section's checksum and every record (ranges inside user space, counts
+//! bounded, sorted and non-overlapping VMAs and runs, strings in bounds). The stub calls
+//! both before it touches its address space, so a corrupted file ends in a message,
+//! never in a jump into garbage.
+
+use crate::crc32c::crc32c;
+use crate::records::*;
+use crate::{
+    DATA_START, MAGIC, MAX_AUXV, MAX_FDS, MAX_RUNS, MAX_STRINGS, MAX_THREADS, MAX_VDSO,
+    MAX_VMAS, MAX_XSTATE, PAGE_SIZE, USER_TOP, VERSION,
+};
+
+/// Why an image was rejected. `index` names the record where one is at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatError {
+    /// The file ends before `need` bytes (it has `have`).
+    Truncated { need: u64, have: u64 },
+    BadMagic,
+    BadVersion { found: u32 },
+    BadHeaderSize { found: u32 },
+    BadPageSize { found: u32 },
+    HeaderChecksum { stored: u32, computed: u32 },
+    /// A section table slot is malformed (`what` says how).
+    BadSection { section: u32, what: &'static str },
+    SectionChecksum { section: SectionKind, stored: u32, computed: u32 },
+    TooMany { section: SectionKind, count: u64, max: u64 },
+    BadThread { index: u32, what: &'static str },
+    BadVma { index: u32, what: &'static str },
+    BadRun { index: u32, what: &'static str },
+    BadMm { what: &'static str },
+    BadFd { index: u32, what: &'static str },
+}
+
+impl FormatError {
+    /// A short, fixed description (usable without core::fmt).
+    pub fn what(&self) -> &'static str {
+        match self {
+            FormatError::Truncated { .. } => "image is truncated",
+            FormatError::BadMagic => "not a ckpt image (bad magic)",
+            FormatError::BadVersion { .. } => "unsupported image format version",
+            FormatError::BadHeaderSize { .. } => "header size does not match this version",
+            FormatError::BadPageSize { .. } => "page size differs from this machine's",
+            FormatError::HeaderChecksum { .. } => "header checksum mismatch (corrupted image)",
+            FormatError::BadSection { what, .. } => what,
+            FormatError::SectionChecksum { .. } => "section checksum mismatch (corrupted image)",
+            FormatError::TooMany { .. } => "record count over the format's limit",
+            FormatError::BadThread { what, .. }
+            | FormatError::BadVma { what, .. }
+            | FormatError::BadRun { what, .. }
+            | FormatError::BadFd { what, .. }
+            | FormatError::BadMm { what } => what,
+        }
+    }
+
+    /// The record or section the error is about, for messages.
+    pub fn index(&self) -> Option<u64> {
+        match *self {
+            FormatError::BadSection { section, .. } => Some(section as u64),
+            FormatError::SectionChecksum { section, .. } | FormatError::TooMany { section, .. } => {
+                Some(section as u64)
+            }
+            FormatError::BadThread { index, .. }
+            | FormatError::BadVma { index, .. }
+            | FormatError::BadRun { index, .. }
+            | FormatError::BadFd { index, .. } => Some(index as u64),
+            FormatError::BadVersion { found } => Some(found as u64),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FormatError::Truncated { need, have } => {
+                write!(f, "image is truncated: needs {need} bytes, file has {have}")
+            }
+            FormatError::BadVersion { found } => write!(
+                f,
+                "unsupported image format version {found} (this build reads version {VERSION})"
+            ),
+            FormatError::BadPageSize { found } => {
+                write!(f, "image page size {found} differs from this machine's {PAGE_SIZE}")
+            }
+            FormatError::HeaderChecksum { stored, computed } => write!(
+                f,
+                "header checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): corrupted image"
+            ),
+            FormatError::BadSection { section, what } => write!(f, "section slot {section}: {what}"),
+            FormatError::SectionChecksum { section, stored, computed } => write!(
+                f,
+                "{} section checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): corrupted image",
+                section.name()
+            ),
+            FormatError::TooMany { section, count, max } => {
+                write!(f, "{} section has {count} records, the limit is {max}", section.name())
+            }
+            FormatError::BadThread { index, what } => write!(f, "thread {index}: {what}"),
+            FormatError::BadVma { index, what } => write!(f, "vma {index}: {what}"),
+            FormatError::BadRun { index, what } => write!(f, "page run {index}: {what}"),
+            FormatError::BadFd { index, what } => write!(f, "fd record {index}: {what}"),
+            _ => f.write_str(self.what()),
+        }
+    }
+}
+
+/// The header's checksum over its bytes before `header_crc`.
+pub fn header_crc(h: &Header) -> u32 {
+    crc32c(&as_bytes(h)[..Header::CRC_OFFSET], false)
+}
+
+/// Validate the header read from the first bytes of an image of `file_len` bytes.
+pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> {
+    let need = core::mem::size_of::<Header>() as u64;
+    let h: Header = read_record(bytes).ok_or(FormatError::Truncated { need, have: bytes.len() as u64 })?;
+    if h.magic != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    if h.version != VERSION {
+        return Err(FormatError::BadVersion { found: h.version });
+    }
+    if h.header_size as u64 != need {
+        return Err(FormatError::BadHeaderSize { found: h.header_size });
+    }
+    let computed = header_crc(&h);
+    if computed != h.header_crc {
+        return Err(FormatError::HeaderChecksum { stored: h.header_crc, computed });
+    }
+    if h.page_size as u64 != PAGE_SIZE {
+        return Err(FormatError::BadPageSize { found: h.page_size });
+    }
+    if h.image_size > file_len {
+        return Err(FormatError::Truncated { need: h.image_size, have: file_len });
+    }
+    if h.nsections as usize != MAX_SECTIONS {
+        return Err(FormatError::BadSection { section: h.nsections, what: "wrong number of section slots" });
+    }
+    if h.xstate_size > MAX_XSTATE {
+        return Err(FormatError::BadThread { index: 0, what: "xstate size over the limit" });
+    }
+    for (i, s) in h.sections.iter().enumerate() {
+        let slot = i as u32;
+        if i >= KNOWN_SECTIONS {
+            if *s != Section::default() {
+                return Err(FormatError::BadSection { section: slot, what: "unknown section kind" });
+            }
+            continue;
+        }
+        let kind = SectionKind::ALL[i];
+        if s.size == 0 {
+            if s.count != 0 {
+                return Err(FormatError::BadSection { section: slot, what: "empty section with records" });
+            }
+            continue;
+        }
+        if s.offset % 8 != 0 || s.offset < need {
+            return Err(FormatError::BadSection { section: slot, what: "section offset misaligned or inside the header" });
+        }
+        let end = s.offset.checked_add(s.size).ok_or(FormatError::BadSection {
+            section: slot,
+            what: "section range overflows",
+        })?;
+        if end > h.image_size {
+            return Err(FormatError::BadSection { section: slot, what: "section extends past the image end" });
+        }
+        if (s.count as u64).checked_mul(kind.entry_size()) != Some(s.size) {
+            return Err(FormatError::BadSection { section: slot, what: "section size is not count x record size" });
+        }
+        let max = match kind {
+            SectionKind::Threads => MAX_THREADS as u64,
+            SectionKind::Vmas => MAX_VMAS as u64,
+            SectionKind::Runs => MAX_RUNS as u64,
+            SectionKind::Mm => 1,
+            SectionKind::Fds => MAX_FDS as u64,
+            SectionKind::Strings => MAX_STRINGS,
+            SectionKind::Xstate => MAX_XSTATE as u64 * MAX_THREADS as u64,
+            SectionKind::Vdso => MAX_VDSO,
+        };
+        if s.count as u64 > max {
+            return Err(FormatError::TooMany { section: kind, count: s.count as u64, max });
+        }
+    }
+    Ok(h)
+}
+
+/// The contiguous byte range `[lo, hi)` of the image holding every table.
+pub fn tables_span(h: &Header) -> (u64, u64) {
+    let mut lo = u64::MAX;
+    let mut hi = 0;
+    for s in h.sections.iter().take(KNOWN_SECTIONS).filter(|s| s.size != 0) {
+        lo = lo.min(s.offset);
+        hi = hi.max(s.offset + s.size);
+    }
+    if lo == u64::MAX {
+        (0, 0)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// The validated tables of an image, borrowed from a buffer holding `tables_span`.
+#[derive(Clone, Copy)]
+pub struct Tables<'a> {
+    pub threads: &'a [Thread],
+    pub vmas: &'a [Vma],
+    pub runs: &'a [PageRun],
+    pub mm: &'a Mm,
+    pub fds: &'a [Fd],
+    pub strings: &'a [u8],
+    pub xstate: &'a [u8],
+    pub vdso: &'a [u8],
+}
+
+fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: bool) -> Result<&'a [u8], FormatError> {
+    let s = h.section(kind);
+    if s.size == 0 {
+        return Ok(&[]);
+    }
+    let start = (s.offset - lo) as usize;
+    let b = buf
+        .get(start..start + s.size as usize)
+        .ok_or(FormatError::Truncated { need: s.offset + s.size, have: lo + buf.len() as u64 })?;
+    let computed = crc32c(b, hw);
+    if computed != s.crc {
+        return Err(FormatError::SectionChecksum { section: kind, stored: s.crc, computed });
+    }
+    Ok(b)
+}
+
+fn records<'a, T: Pod>(b: &'a [u8], kind: SectionKind) -> Result<&'a [T], FormatError> {
+    from_bytes(b).ok_or(FormatError::BadSection { section: kind as u32, what: "section misaligned in memory" })
+}
+
+fn str_in(strings: &[u8], off: u32, len: u32) -> bool {
+    (off as u64 + len as u64) <= strings.len() as u64
+}
+
+impl<'a> Tables<'a> {
+    /// Verify the checksums of every section in `buf` (the image bytes `[lo, ..)`, 8-byte
+    /// aligned in memory) and validate every record. `hw` selects the SSE4.2 CRC.
+    pub fn parse(h: &Header, buf: &'a [u8], lo: u64, hw: bool) -> Result<Tables<'a>, FormatError> {
+        let threads: &[Thread] = records(section_bytes(h, buf, lo, SectionKind::Threads, hw)?, SectionKind::Threads)?;
+        let vmas: &[Vma] = records(section_bytes(h, buf, lo, SectionKind::Vmas, hw)?, SectionKind::Vmas)?;
+        let runs: &[PageRun] = records(section_bytes(h, buf, lo, SectionKind::Runs, hw)?, SectionKind::Runs)?;
+        let mm: &[Mm] = records(section_bytes(h, buf, lo, SectionKind::Mm, hw)?, SectionKind::Mm)?;
+        let fds: &[Fd] = records(section_bytes(h, buf, lo, SectionKind::Fds, hw)?, SectionKind::Fds)?;
+        let strings = section_bytes(h, buf, lo, SectionKind::Strings, hw)?;
+        let xstate = section_bytes(h, buf, lo, SectionKind::Xstate, hw)?;
+        let vdso = section_bytes(h, buf, lo, SectionKind::Vdso, hw)?;
+        let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso };
+        t.check(h)?;
+        Ok(t)
+    }
+
+    fn check(&self, h: &Header) -> Result<(), FormatError> {
+        self.check_threads(h)?;
+        self.check_vmas()?;
+        self.check_runs(h)?;
+        self.check_mm()?;
+        self.check_fds()
+    }
+
+    fn check_threads(&self, h: &Header) -> Result<(), FormatError> {
+        if self.threads.is_empty() {
+            return Err(FormatError::BadThread { index: 0, what: "image has no thread" });
+        }
+        for (i, t) in self.threads.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadThread { index: i as u32, what });
+            if t.regs.rip >= USER_TOP || t.regs.rsp >= USER_TOP {
+                return bad("rip or rsp outside user space");
+            }
+            if t.xstate_size != h.xstate_size {
+                return bad("xstate size differs from the header's");
+            }
+            if t.xstate_size != 0 {
+                if t.xstate_size < 576 || t.xstate_off % 64 != 0 {
+                    return bad("xstate area too small or misaligned");
+                }
+                if t.xstate_off + t.xstate_size as u64 > self.xstate.len() as u64 {
+                    return bad("xstate area outside the xstate section");
+                }
+            }
+            if t.rseq_addr != 0 && (t.rseq_len < 32 || t.rseq_addr >= USER_TOP || t.rseq_addr % 32 != 0) {
+                return bad("invalid rseq registration");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_vmas(&self) -> Result<(), FormatError> {
+        let mut prev_end = 0u64;
+        let mut next_run = 0u64;
+        for (i, v) in self.vmas.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadVma { index: i as u32, what });
+            if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end {
+                return bad("range empty or not page aligned");
+            }
+            if v.start < PAGE_SIZE || v.end > USER_TOP {
+                return bad("range outside user space");
+            }
+            if v.start < prev_end {
+                return bad("overlaps or is out of order with the previous vma");
+            }
+            prev_end = v.end;
+            if v.prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+                return bad("unknown protection bits");
+            }
+            if v.flags & !VMA_KNOWN_FLAGS != 0 {
+                return bad("unknown flags");
+            }
+            let kind = match VmaKind::from_u32(v.kind) {
+                Some(k) => k,
+                None => return bad("unknown kind"),
+            };
+            if !str_in(self.strings, v.name_off, v.name_len) {
+                return bad("name outside the strings section");
+            }
+            let file = matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
+            if file && (v.name_len == 0 || v.file_offset % PAGE_SIZE != 0) {
+                return bad("file mapping without a path or with a misaligned offset");
+            }
+            if (kind.is_special() || kind == VmaKind::SharedFile) && v.nruns != 0 {
+                return bad("mapping whose content is not in the image has stored pages");
+            }
+            if v.first_run as u64 != next_run {
+                return bad("page runs not in vma order");
+            }
+            next_run += v.nruns as u64;
+        }
+        if next_run != self.runs.len() as u64 {
+            return Err(FormatError::BadVma { index: self.vmas.len() as u32, what: "vmas do not account for every page run" });
+        }
+        Ok(())
+    }
+
+    fn check_runs(&self, h: &Header) -> Result<(), FormatError> {
+        let mut prev_end = 0u64;
+        for (i, r) in self.runs.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadRun { index: i as u32, what });
+            let v = match self.vmas.get(r.vma as usize) {
+                Some(v) => v,
+                None => return bad("names a vma that does not exist"),
+            };
+            if !(v.first_run..v.first_run + v.nruns).contains(&(i as u32)) {
+                return bad("is not among its vma's runs");
+            }
+            if r.len == 0 || r.len % PAGE_SIZE != 0 || r.addr % PAGE_SIZE != 0 || r.data_off % PAGE_SIZE != 0 {
+                return bad("empty or not page aligned");
+            }
+            let end = match r.addr.checked_add(r.len) {
+                Some(e) => e,
+                None => return bad("range overflows"),
+            };
+            if r.addr < v.start || end > v.end {
+                return bad("outside its vma");
+            }
+            if r.addr < prev_end {
+                return bad("overlaps the previous run");
+            }
+            prev_end = end;
+            if r.data_off < DATA_START || r.data_off.checked_add(r.len).is_none_or(|e| e > h.image_size) {
+                return bad("data outside the image");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_mm(&self) -> Result<(), FormatError> {
+        let m = self.mm;
+        let bad = |what| Err(FormatError::BadMm { what });
+        if m.auxv_words as usize > 2 * MAX_AUXV || m.auxv_words % 2 != 0 {
+            return bad("auxv length invalid");
+        }
+        if !str_in(self.strings, m.exe_off, m.exe_len) {
+            return bad("executable path outside the strings section");
+        }
+        let fields = [
+            m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack,
+            m.arg_start, m.arg_end, m.env_start, m.env_end,
+        ];
+        if fields.iter().any(|&a| a >= USER_TOP) {
+            return bad("mm field outside user space");
+        }
+        if m.start_brk > m.brk {
+            return bad("brk below start_brk");
+        }
+        Ok(())
+    }
+
+    fn check_fds(&self) -> Result<(), FormatError> {
+        let mut prev = -1i64;
+        for (i, f) in self.fds.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadFd { index: i as u32, what });
+            if (f.fd as i64) <= prev || f.fd >= 1 << 20 {
+                return bad("fd numbers not ascending or out of range");
+            }
+            prev = f.fd as i64;
+            match FdKind::from_u32(f.kind) {
+                None => return bad("unknown fd kind"),
+                Some(FdKind::RegularFile) if f.path_len == 0 => return bad("file without a path"),
+                _ => {}
+            }
+            if !str_in(self.strings, f.path_off, f.path_len) {
+                return bad("path outside the strings section");
+            }
+        }
+        Ok(())
+    }
+
+    /// A string of the Strings section (validated to be in bounds).
+    pub fn string(&self, off: u32, len: u32) -> &'a [u8] {
+        &self.strings[off as usize..(off + len) as usize]
+    }
+}

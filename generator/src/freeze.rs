@@ -1,0 +1,230 @@
+//! `ckpt freeze`: attach, take the inventory, plan, stream the pages into a temp file,
+//! commit it, and only then let the original go (kill it, or detach).
+
+use crate::image::{self, ImageParts};
+use crate::memory::Mem;
+use crate::output::Output;
+use crate::pagemap::Pagemap;
+use crate::plan::{self, Strings};
+use crate::ptrace::{Release, Seized};
+use crate::regs::{self, Restart};
+use crate::{fdplan, gadgets, inventory, proc};
+use anyhow::{bail, Context, Result};
+use ckpt_format::*;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    Kill,
+    Continue,
+    Stop,
+}
+
+pub struct Options {
+    pub pid: i32,
+    pub output: PathBuf,
+    pub after: After,
+    pub raw_image: bool,
+    pub ignore_fds: bool,
+    pub verbose: bool,
+}
+
+/// Checks that need no tracing: the process exists, is alive and is one thread.
+fn precheck(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        bail!("invalid pid {pid}");
+    }
+    if pid as u32 == std::process::id() {
+        bail!("pid {pid} is ckpt itself");
+    }
+    let st = proc::status::read_status(pid)?;
+    if st.state == 'Z' || st.state == 'X' {
+        bail!("pid {pid} is a zombie (it has exited and waits for its parent to reap it)");
+    }
+    if st.tgid != pid {
+        bail!("pid {pid} is a thread of process {}; freeze the process", st.tgid);
+    }
+    if st.threads > 1 {
+        bail!("pid {pid} has {} threads; multi-threaded processes are not supported yet", st.threads);
+    }
+    Ok(())
+}
+
+fn children(pid: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    let t0 = Instant::now();
+    precheck(o.pid)?;
+    let mut t = Seized::seize(o.pid)?;
+    t.set_release(match o.after {
+        After::Stop => Release::Stop,
+        _ => Release::Continue,
+    });
+    t.interrupt()?;
+    let inv = inventory::take(&t).with_context(|| format!("reading the state of pid {}", o.pid))?;
+    if inv.threads.len() > 1 {
+        bail!("pid {} has {} threads; multi-threaded processes are not supported yet", o.pid, inv.threads.len());
+    }
+    let mut warnings = Vec::new();
+    let kids = children(o.pid);
+    if !kids.is_empty() {
+        warnings.push(format!(
+            "pid {} has child processes ({}); they are not frozen, and the resumed process will not be their parent",
+            o.pid,
+            kids.join(" ")
+        ));
+    }
+    if t.pending_signal() != 0 {
+        warnings.push(format!("signal {} was being delivered at the freeze; it is not in the image", t.pending_signal()));
+    }
+
+    let mem = Mem::open(o.pid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
+    let mut strings = Strings::default();
+    let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
+    let fds = fdplan::plan(o.pid, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
+
+    let mut r = inv.regs;
+    let mut before = [0u8; 2];
+    let restart = if (r.orig_rax as i64) >= 0 && r.rip >= 2 {
+        mem.read_exact(r.rip - 2, &mut before).context("reading the instruction before rip")?;
+        regs::fix_syscall_restart(&mut r, before).with_context(|| format!("pid {}", o.pid))?
+    } else {
+        Restart::None
+    };
+    if let Some(rs) = inv.rseq {
+        if let Some(abort) = regs::fix_rseq(&mem, rs.addr, &mut r)? {
+            warnings.push(format!("stopped inside an rseq critical section; resumes at its abort handler {abort:#x}"));
+        }
+    }
+    let g = gadgets::find(&mem, &vmas);
+    if g.syscall_ret == 0 {
+        warnings.push("no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind".into());
+    }
+
+    let mut parts = ImageParts {
+        xcr0: inventory::xcr0(),
+        xstate_size: inv.xstate.len() as u32,
+        gadget_syscall_ret: g.syscall_ret,
+        gadget_sigreturn: g.sigreturn,
+        pid: o.pid as u32,
+        kernel_release: proc::kernel_release(),
+        created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        ..Default::default()
+    };
+    parts.xstate = inv.xstate.clone();
+    let (robust_list, robust_len) = inv.robust;
+    parts.threads.push(Thread {
+        tid: o.pid as u32,
+        regs: r,
+        sigmask: inv.status.sig_blk,
+        rseq_addr: inv.rseq.map_or(0, |x| x.addr),
+        rseq_len: inv.rseq.map_or(0, |x| x.len),
+        rseq_sig: inv.rseq.map_or(0, |x| x.sig),
+        xstate_size: inv.xstate.len() as u32,
+        robust_list,
+        robust_len,
+        ..Default::default()
+    });
+    if let Some(v) = vmas.iter().find(|v| v.vma.kind == VmaKind::Vdso as u32) {
+        let mut b = vec![0u8; (v.vma.end - v.vma.start) as usize];
+        mem.read_exact(v.vma.start, &mut b).context("reading the vdso")?;
+        parts.vdso = b;
+    }
+    let st = &inv.stat;
+    let heap_end = vmas.iter().find(|v| v.vma.kind == VmaKind::Heap as u32).map(|v| v.vma.end);
+    let mut mm = Mm {
+        start_code: st.start_code,
+        end_code: st.end_code,
+        start_data: st.start_data,
+        end_data: st.end_data,
+        start_brk: st.start_brk,
+        brk: heap_end.unwrap_or(st.start_brk).max(st.start_brk),
+        start_stack: st.start_stack,
+        arg_start: st.arg_start,
+        arg_end: st.arg_end,
+        env_start: st.env_start,
+        env_end: st.env_end,
+        ..Default::default()
+    };
+    if inv.auxv.len() > MAX_AUXV {
+        bail!("pid {} has {} auxv entries, more than the format's {MAX_AUXV}", o.pid, inv.auxv.len());
+    }
+    for (i, (k, v)) in inv.auxv.iter().enumerate() {
+        mm.auxv[2 * i] = *k;
+        mm.auxv[2 * i + 1] = *v;
+    }
+    mm.auxv_words = 2 * inv.auxv.len() as u32;
+    if let Some(exe) = &inv.exe {
+        (mm.exe_off, mm.exe_len) = strings.add(exe);
+    }
+    parts.mm = mm;
+    parts.fds = fds;
+
+    // Stream: [ELF prefix][image header page][page runs...][tables], then go back
+    // and write the header and prefix once the sizes are known.
+    let out = Output::create(&o.output)?;
+    let prefix_len = if o.raw_image { 0 } else { ckpt_linker::resume_prefix(ckpt_linker::STUB, 0)?.len() as u64 };
+    let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
+    let file: &File = &out.file;
+    let mut bw = BufWriter::with_capacity(1 << 20, file);
+    bw.seek(SeekFrom::Start(prefix_len + DATA_START)).context("seeking in the output")?;
+    let mut pw = crate::pages::PageWriter::new(bw, DATA_START);
+    crate::pages::dump(&mem, &mut pm, &mut vmas, &mut pw).with_context(|| format!("writing {}", o.output.display()))?;
+    let (mut bw, runs, stats, data_end) = pw.finish();
+    parts.runs = runs;
+    parts.vmas = vmas.iter().map(|v| v.vma).collect();
+    parts.strings = strings.buf;
+    let (hdr, tables) = image::finish(&parts, data_end);
+    let write = |bw: &mut BufWriter<&File>, at: u64, b: &[u8]| -> Result<()> {
+        bw.seek(SeekFrom::Start(at))?;
+        bw.write_all(b)?;
+        Ok(())
+    };
+    let io = || format!("writing {}", o.output.display());
+    write(&mut bw, prefix_len + align_up(data_end, 64), &tables).with_context(io)?;
+    write(&mut bw, prefix_len, as_bytes(&hdr)).with_context(io)?;
+    if !o.raw_image {
+        let prefix = ckpt_linker::resume_prefix(ckpt_linker::STUB, hdr.image_size)?;
+        write(&mut bw, 0, &prefix).with_context(io)?;
+    }
+    bw.flush().with_context(io)?;
+    drop(bw);
+    out.file.set_len(prefix_len + hdr.image_size).with_context(io)?;
+    out.commit()?;
+    let frozen = t0.elapsed();
+
+    let file_size = prefix_len + hdr.image_size;
+    match o.after {
+        After::Kill => t.kill(),
+        After::Continue | After::Stop => drop(t),
+    }
+    for w in &warnings {
+        eprintln!("ckpt: warning: {w}");
+    }
+    if o.verbose {
+        eprintln!(
+            "ckpt: froze pid {} into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}{}",
+            o.pid,
+            o.output.display(),
+            file_size,
+            parts.vmas.len(),
+            stats.stored_pages,
+            stats.zero_pages,
+            stats.unreadable_pages,
+            frozen,
+            match restart {
+                Restart::None => String::new(),
+                Restart::Reexecute { nr } => format!("; system call {nr} will be restarted"),
+                Restart::Interrupted { nr } => format!("; system call {nr} will return EINTR"),
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Two instruction sequences in the target's own text that let the restorer leave
+//! without leaving itself behind: `syscall; ret` (to munmap the restorer, returning
+//! into the next gadget) and `mov eax|rax, 15; syscall` (rt_sigreturn; glibc's signal
+//! restorer __restore_rt is exactly that). Found by byte search in executable
+//! mappings, then confirmed by decoding with iced-x86.
+
+use crate::memory::Mem;
+use crate::plan::{Pages, PlannedVma};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Gadgets {
+    pub syscall_ret: u64,
+    pub sigreturn: u64,
+}
+
+fn decode_all(bytes: &[u8], ip: u64) -> Vec<iced_x86::Instruction> {
+    let mut d = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+    let mut v = Vec::new();
+    while d.can_decode() {
+        v.push(d.decode());
+    }
+    v
+}
+
+fn is_syscall_ret(bytes: &[u8], ip: u64) -> bool {
+    let i = decode_all(bytes, ip);
+    i.len() == 2 && i[0].mnemonic() == Mnemonic::Syscall && i[1].mnemonic() == Mnemonic::Ret && i[1].op_count() == 0
+}
+
+fn is_sigreturn(bytes: &[u8], ip: u64) -> bool {
+    let i = decode_all(bytes, ip);
+    i.len() == 2
+        && i[0].mnemonic() == Mnemonic::Mov
+        && matches!(i[0].op0_register(), Register::EAX | Register::RAX)
+        && matches!(i[0].op1_kind(), OpKind::Immediate32 | OpKind::Immediate32to64)
+        && i[0].immediate(1) == 15
+        && i[1].mnemonic() == Mnemonic::Syscall
+}
+
+/// Search `text` (mapped at `base`) for both gadgets.
+pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
+    const SYSRET: &[u8] = &[0x0f, 0x05, 0xc3];
+    const SIGRET32: &[u8] = &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05];
+    const SIGRET64: &[u8] = &[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05];
+    for (pat, is_sys) in [(SYSRET, true), (SIGRET32, false), (SIGRET64, false)] {
+        if (is_sys && g.syscall_ret != 0) || (!is_sys && g.sigreturn != 0) {
+            continue;
+        }
+        if let Some(pos) = text.windows(pat.len()).position(|w| w == pat) {
+            let ip = base + pos as u64;
+            let bytes = &text[pos..pos + pat.len()];
+            if is_sys && is_syscall_ret(bytes, ip) {
+                g.syscall_ret = ip;
+            } else if !is_sys && is_sigreturn(bytes, ip) {
+                g.sigreturn = ip;
+            }
+        }
+    }
+}
+
+/// Find both gadgets in the executable VMAs that will be restored.
+pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
+    let mut g = Gadgets::default();
+    for v in vmas.iter().filter(|v| v.map.exec && v.pages != Pages::None) {
+        let mut buf = vec![0u8; (v.vma.end - v.vma.start) as usize];
+        if mem.read_exact(v.vma.start, &mut buf).is_err() {
+            continue;
+        }
+        search(&buf, v.vma.start, &mut g);
+        if g.syscall_ret != 0 && g.sigreturn != 0 {
+            break;
+        }
+    }
+    if g.syscall_ret == 0 || g.sigreturn == 0 {
+        g = Gadgets::default();
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_confirms_both_gadgets() {
+        let text = [0x90, 0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05, 0x90, 0x0f, 0x05, 0xc3];
+        let mut g = Gadgets::default();
+        search(&text, 0x1000, &mut g);
+        assert_eq!(g.sigreturn, 0x1001);
+        assert_eq!(g.syscall_ret, 0x100b);
+    }
+
+    #[test]
+    fn rejects_other_immediates() {
+        let text = [0xb8, 0x0e, 0, 0, 0, 0x0f, 0x05];
+        let mut g = Gadgets::default();
+        search(&text, 0x1000, &mut g);
+        assert_eq!(g.sigreturn, 0);
+    }
+}

@@ -1,0 +1,80 @@
+//! Assembling the image's header and tables once the pages are written: the tables
+//! follow the page data, each section 8-byte aligned (64 for xstate) with its CRC-32C.
+
+use ckpt_format::*;
+
+#[derive(Default)]
+pub struct ImageParts {
+    pub threads: Vec<Thread>,
+    pub vmas: Vec<Vma>,
+    pub runs: Vec<PageRun>,
+    pub mm: Mm,
+    pub fds: Vec<Fd>,
+    pub strings: Vec<u8>,
+    pub xstate: Vec<u8>,
+    pub vdso: Vec<u8>,
+    pub xcr0: u64,
+    pub xstate_size: u32,
+    pub gadget_syscall_ret: u64,
+    pub gadget_sigreturn: u64,
+    pub pid: u32,
+    pub kernel_release: String,
+    pub created_unix: u64,
+}
+
+/// Lay out the tables from image offset `data_end` on. Returns the header and the
+/// bytes to write at `align_up(data_end, 64)`.
+pub fn finish(p: &ImageParts, data_end: u64) -> (Header, Vec<u8>) {
+    let hw = crc32c::have_hw();
+    let base = align_up(data_end, 64);
+    let mut tables: Vec<u8> = Vec::new();
+    let mut sections = [Section::default(); MAX_SECTIONS];
+    let blobs: [(SectionKind, &[u8], u32); KNOWN_SECTIONS] = [
+        (SectionKind::Threads, slice_as_bytes(&p.threads), p.threads.len() as u32),
+        (SectionKind::Vmas, slice_as_bytes(&p.vmas), p.vmas.len() as u32),
+        (SectionKind::Runs, slice_as_bytes(&p.runs), p.runs.len() as u32),
+        (SectionKind::Mm, as_bytes(&p.mm), 1),
+        (SectionKind::Fds, slice_as_bytes(&p.fds), p.fds.len() as u32),
+        (SectionKind::Strings, &p.strings, p.strings.len() as u32),
+        (SectionKind::Xstate, &p.xstate, p.xstate.len() as u32),
+        (SectionKind::Vdso, &p.vdso, p.vdso.len() as u32),
+    ];
+    for (kind, bytes, count) in blobs {
+        if bytes.is_empty() {
+            continue;
+        }
+        let align = if kind == SectionKind::Xstate { 64 } else { 8 };
+        tables.resize(align_up(tables.len() as u64, align) as usize, 0);
+        sections[kind as usize] = Section {
+            offset: base + tables.len() as u64,
+            size: bytes.len() as u64,
+            count,
+            crc: crc32c::crc32c(bytes, hw),
+        };
+        tables.extend_from_slice(bytes);
+    }
+    let mut kr = [0u8; 64];
+    let n = p.kernel_release.len().min(63);
+    kr[..n].copy_from_slice(&p.kernel_release.as_bytes()[..n]);
+    let mut h = Header {
+        magic: MAGIC,
+        version: VERSION,
+        header_size: core::mem::size_of::<Header>() as u32,
+        flags: if hw { HDR_SSE42_CRC } else { 0 },
+        image_size: base + tables.len() as u64,
+        created_unix: p.created_unix,
+        xcr0: p.xcr0,
+        xstate_size: p.xstate_size,
+        page_size: PAGE_SIZE as u32,
+        gadget_syscall_ret: p.gadget_syscall_ret,
+        gadget_sigreturn: p.gadget_sigreturn,
+        pid: p.pid,
+        nsections: MAX_SECTIONS as u32,
+        sections,
+        kernel_release: kr,
+        header_crc: 0,
+        _pad: 0,
+    };
+    h.header_crc = header_crc(&h);
+    (h, tables)
+}

@@ -1,0 +1,80 @@
+//! `ckpt`: turn a running Linux process into a file that *is* the process.
+
+mod fdplan;
+mod freeze;
+mod gadgets;
+mod image;
+mod inventory;
+mod memory;
+mod output;
+mod pagemap;
+mod pages;
+mod plan;
+mod proc;
+mod ptrace;
+mod regs;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Stop a process, write it to a self-restoring executable, then kill the original.
+    ///
+    /// Run the output file to continue the process where it stopped.
+    Freeze {
+        /// The process to freeze (single-threaded).
+        pid: i32,
+        /// Output file (created owner-only, mode 0700).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Let the original continue after the dump instead of killing it.
+        #[arg(long, conflicts_with = "leave_stopped")]
+        leave_running: bool,
+        /// Leave the original stopped (SIGSTOP) after the dump instead of killing it.
+        #[arg(long)]
+        leave_stopped: bool,
+        /// Write a raw image (no restorer inside) instead of an executable.
+        #[arg(long)]
+        image: bool,
+        /// Close fds other than 0-2 at resume instead of refusing the freeze.
+        #[arg(long)]
+        ignore_fds: bool,
+        /// Print what was written and how long it took.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose } => {
+            let after = if leave_running {
+                freeze::After::Continue
+            } else if leave_stopped {
+                freeze::After::Stop
+            } else {
+                freeze::After::Kill
+            };
+            freeze::run(&freeze::Options { pid, output, after, raw_image: image, ignore_fds, verbose })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ckpt: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

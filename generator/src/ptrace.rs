@@ -1,0 +1,213 @@
+//! The tracer side of a freeze: attach without the task noticing, read its registers
+//! and kernel-held state, and always let go of it.
+//!
+//! PTRACE_SEIZE + PTRACE_INTERRUPT stop the task without queuing a SIGSTOP it could
+//! observe (ptrace(2)); no PTRACE_O_EXITKILL, so if ckpt dies the kernel detaches and
+//! the task runs on. [`Seized`] detaches on drop, so every error path leaves the
+//! target running as it was.
+
+use ckpt_format::Regs;
+use std::io;
+
+const NT_PRSTATUS: libc::c_int = 1;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_EVENT_STOP: i32 = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error("no such process: pid {pid}")]
+    NoSuchProcess { pid: i32 },
+    #[error("not permitted to trace pid {pid} (not ours, or already traced): {source}")]
+    NotPermitted { pid: i32, source: io::Error },
+    #[error("pid {pid} exited during the freeze ({how})")]
+    Exited { pid: i32, how: String },
+    #[error("ptrace {what} on pid {pid} failed: {source}")]
+    Call { pid: i32, what: &'static str, source: io::Error },
+}
+
+/// What to do with the task when the guard is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Detach: the task continues as before.
+    Continue,
+    /// Detach and leave it stopped (group stop via SIGSTOP).
+    Stop,
+}
+
+/// The rseq registration of a thread (struct ptrace_rseq_configuration).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RseqConfig {
+    pub addr: u64,
+    pub len: u32,
+    pub sig: u32,
+}
+
+pub struct Seized {
+    pub pid: i32,
+    attached: bool,
+    /// A signal that was being delivered when the task stopped; passed on at detach.
+    pending: i32,
+    release: Release,
+}
+
+fn errno() -> io::Error {
+    io::Error::last_os_error()
+}
+
+impl Seized {
+    pub fn seize(pid: i32) -> Result<Seized, PtraceError> {
+        // SAFETY: PTRACE_SEIZE takes no pointers (addr and data are 0: no options).
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) };
+        if r != 0 {
+            let e = errno();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => PtraceError::NoSuchProcess { pid },
+                Some(libc::EPERM) | Some(libc::EACCES) => PtraceError::NotPermitted { pid, source: e },
+                _ => PtraceError::Call { pid, what: "SEIZE", source: e },
+            });
+        }
+        Ok(Seized { pid, attached: true, pending: 0, release: Release::Continue })
+    }
+
+    pub fn set_release(&mut self, r: Release) {
+        self.release = r;
+    }
+
+    /// Stop the task and wait until it is in a ptrace stop.
+    pub fn interrupt(&mut self) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        // SAFETY: PTRACE_INTERRUPT takes no pointers.
+        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) } != 0 {
+            return Err(PtraceError::Call { pid, what: "INTERRUPT", source: errno() });
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+            if r == pid {
+                break;
+            }
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.attached = false;
+            let how = if libc::WIFEXITED(status) {
+                format!("exit status {}", libc::WEXITSTATUS(status))
+            } else {
+                format!("killed by signal {}", libc::WTERMSIG(status))
+            };
+            return Err(PtraceError::Exited { pid, how });
+        }
+        // Either our event stop, a group stop, or a signal-delivery stop; in the last
+        // case the signal is handed back at detach so it is not lost.
+        if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
+            self.pending = libc::WSTOPSIG(status);
+        }
+        Ok(())
+    }
+
+    /// The signal the task was about to receive when it stopped, if any.
+    pub fn pending_signal(&self) -> i32 {
+        self.pending
+    }
+
+    fn getregset(&self, nt: libc::c_int, buf: &mut [u8], what: &'static str) -> Result<usize, PtraceError> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: iov describes `buf`, which the kernel fills up to iov_len bytes.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, self.pid, nt as usize, &mut iov as *mut libc::iovec) };
+        if r != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what, source: errno() });
+        }
+        Ok(iov.iov_len)
+    }
+
+    /// General registers with fs_base/gs_base (NT_PRSTATUS = struct user_regs_struct).
+    pub fn regs(&self) -> Result<Regs, PtraceError> {
+        let mut buf = [0u8; std::mem::size_of::<Regs>()];
+        let n = self.getregset(NT_PRSTATUS, &mut buf, "GETREGSET(NT_PRSTATUS)")?;
+        if n != buf.len() {
+            return Err(PtraceError::Call { pid: self.pid, what: "GETREGSET(NT_PRSTATUS) size", source: io::ErrorKind::InvalidData.into() });
+        }
+        Ok(ckpt_format::read_record(&buf).expect("length checked"))
+    }
+
+    /// The XSAVE area in standard format (NT_X86_XSTATE); its size depends on the CPU.
+    pub fn xstate(&self) -> Result<Vec<u8>, PtraceError> {
+        let mut buf = vec![0u8; ckpt_format::MAX_XSTATE as usize];
+        let n = self.getregset(NT_X86_XSTATE, &mut buf, "GETREGSET(NT_X86_XSTATE)")?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// The rseq registration (Linux 5.13+); None when the task registered none.
+    pub fn rseq(&self) -> Result<Option<RseqConfig>, PtraceError> {
+        #[repr(C)]
+        #[derive(Default)]
+        struct Conf {
+            addr: u64,
+            len: u32,
+            sig: u32,
+            flags: u32,
+            pad: u32,
+        }
+        let mut c = Conf::default();
+        // SAFETY: the kernel writes at most `addr` (= sizeof) bytes into `c`.
+        let r = unsafe {
+            libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, self.pid, std::mem::size_of::<Conf>(), &mut c as *mut Conf)
+        };
+        if r < 0 {
+            let e = errno();
+            if e.raw_os_error() == Some(libc::EIO) {
+                return Ok(None); // kernel without the request
+            }
+            return Err(PtraceError::Call { pid: self.pid, what: "GET_RSEQ_CONFIGURATION", source: e });
+        }
+        Ok((c.addr != 0).then_some(RseqConfig { addr: c.addr, len: c.len, sig: c.sig }))
+    }
+
+    /// The robust futex list head and length (get_robust_list(2) works on a tracee).
+    pub fn robust_list(&self) -> (u64, u64) {
+        let (mut head, mut len) = (0u64, 0usize);
+        // SAFETY: both out-pointers are valid.
+        let r = unsafe { libc::syscall(libc::SYS_get_robust_list, self.pid, &mut head as *mut u64, &mut len as *mut usize) };
+        if r == 0 {
+            (head, len as u64)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Kill the task (after the output is safely on disk) and wait until it is gone.
+    pub fn kill(mut self) {
+        let pid = self.pid;
+        self.attached = false;
+        // SAFETY: plain signal delivery.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // As its tracer we are notified of its death; bounded by the kernel (SIGKILL).
+        // SAFETY: status is a valid out-pointer.
+        while unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } == pid {
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for Seized {
+    fn drop(&mut self) {
+        if !self.attached {
+            return;
+        }
+        let sig = match self.release {
+            Release::Continue => self.pending,
+            Release::Stop => libc::SIGSTOP,
+        };
+        // SAFETY: PTRACE_DETACH takes a signal number as data, no pointers.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid, 0usize, sig as usize) };
+    }
+}

@@ -1,0 +1,59 @@
+//! What phase 1 hands to phase 2 (copied into the gap with the tables).
+
+use ckpt_format::Header;
+
+/// An address range `[start, end)`; empty when `start == end`.
+#[derive(Clone, Copy, Default)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Range {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+    pub fn overlaps(&self, o: &Range) -> bool {
+        !self.is_empty() && !o.is_empty() && self.start < o.end && o.start < self.end
+    }
+}
+
+/// Index of the kernel-provided mappings in `Ctx::cur`.
+pub const VVAR: usize = 0;
+pub const VVAR_VCLOCK: usize = 1;
+pub const VDSO: usize = 2;
+
+pub struct Ctx {
+    /// Open fd of the file holding the image, and where the image starts in it.
+    pub fd: usize,
+    pub image_base: u64,
+    pub file_len: u64,
+    pub hdr: Header,
+    /// The tables: image offset they start at, and where they are in memory.
+    pub tables_lo: u64,
+    pub tables_addr: usize,
+    pub tables_len: usize,
+    /// The restorer's working area.
+    pub gap_start: usize,
+    pub gap_len: usize,
+    /// This process's own [vvar], [vvar_vclock], [vdso].
+    pub cur: [Range; 3],
+    pub hw_crc: bool,
+}
+
+impl Ctx {
+    pub fn zeroed() -> Ctx {
+        // SAFETY: every field is an integer, a bool or an array of them; all-zero is
+        // a valid value for each (false for the bool).
+        unsafe { core::mem::zeroed() }
+    }
+
+    pub fn tables(&self) -> &'static [u8] {
+        // SAFETY: tables_addr/len describe the copy made by gap::enter, which stays
+        // mapped until the restorer leaves.
+        unsafe { core::slice::from_raw_parts(self.tables_addr as *const u8, self.tables_len) }
+    }
+}

@@ -1,0 +1,144 @@
+//! Tearing down the stub's own layout and recreating the target's VMAs.
+//!
+//! Each VMA is created at its exact address with MAP_FIXED_NOREPLACE (a collision is
+//! a bug, reported with the range), writable while its pages are read straight from
+//! the image into place, then given its final protection and madvise flags.
+
+use crate::ctx::{Ctx, Range};
+use crate::image;
+use crate::out::{self, Line, Step};
+use crate::sys;
+use ckpt_format::crc32c::crc32c;
+use ckpt_format::*;
+
+/// Unmap everything but the gap and the current vdso/vvar.
+pub fn unmap_old(ctx: &Ctx) {
+    let mut keep = [Range::default(); 4];
+    keep[0] = Range { start: ctx.gap_start as u64, end: (ctx.gap_start + ctx.gap_len) as u64 };
+    keep[1..].copy_from_slice(&ctx.cur);
+    keep.sort_unstable_by_key(|r| r.start);
+    let mut lo = PAGE_SIZE;
+    for r in keep.iter().filter(|r| !r.is_empty()).chain(core::iter::once(&Range { start: USER_TOP, end: USER_TOP })) {
+        if r.start > lo {
+            out::trace("unmap", lo, r.start);
+            // SAFETY: nothing the restorer uses lies outside the kept ranges.
+            out::check(unsafe { sys::munmap(lo as usize, (r.start - lo) as usize) }, Step::Unmap, lo, r.start);
+        }
+        lo = lo.max(r.end);
+    }
+}
+
+/// Copy a string of the image into `buf` with a NUL terminator.
+pub fn cpath<'a>(s: &[u8], buf: &'a mut [u8; 4096]) -> &'a [u8] {
+    let n = s.len().min(buf.len() - 1);
+    buf[..n].copy_from_slice(&s[..n]);
+    buf[n] = 0;
+    &buf[..n + 1]
+}
+
+/// Open the file behind a private file mapping if it still exists and covers the
+/// whole mapped range (writing a page past EOF of a private file mapping is SIGBUS).
+fn open_backing(t: &Tables, v: &Vma) -> Option<usize> {
+    let mut buf = [0u8; 4096];
+    let path = cpath(t.string(v.name_off, v.name_len), &mut buf);
+    let fd = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
+    let size = sys::lseek(fd, 0, sys::SEEK_END).unwrap_or(0) as u64;
+    if align_up(size, PAGE_SIZE) >= v.file_offset + (v.end - v.start) {
+        Some(fd)
+    } else {
+        let _ = sys::close(fd);
+        None
+    }
+}
+
+/// A shared file mapping's content is the file: it must still be there.
+fn open_shared(t: &Tables, v: &Vma) -> usize {
+    let mut buf = [0u8; 4096];
+    let path = cpath(t.string(v.name_off, v.name_len), &mut buf);
+    let mode = if v.prot & PROT_WRITE != 0 { 2 /* O_RDWR */ } else { sys::O_RDONLY };
+    match sys::open(path, mode | sys::O_CLOEXEC, 0) {
+        Ok(fd) => fd,
+        Err(e) => {
+            Line::new().s("map vma failed for ").range(v.start, v.end).s(": cannot open shared file ")
+                .b(&path[..path.len() - 1]).s(": ").errno(e).emit();
+            sys::exit_group(Step::MapVma as i32)
+        }
+    }
+}
+
+fn advise(v: &Vma, bit: u32, advice: usize) {
+    if v.flags & bit != 0 {
+        // Advice is best effort: e.g. MADV_HUGEPAGE fails without THP support.
+        let _ = sys::madvise(v.start as usize, (v.end - v.start) as usize, advice);
+    }
+}
+
+fn create(t: &Tables, v: &Vma, kind: VmaKind) {
+    let len = (v.end - v.start) as usize;
+    let filling = v.nruns != 0;
+    let prot_fill = if filling { sys::PROT_READ | sys::PROT_WRITE } else { v.prot as usize };
+    let mut flags = sys::MAP_FIXED_NOREPLACE;
+    flags |= if kind == VmaKind::SharedAnon { sys::MAP_SHARED } else { sys::MAP_PRIVATE };
+    if v.flags & VMA_GROWSDOWN != 0 {
+        flags |= sys::MAP_GROWSDOWN;
+    }
+    if v.flags & VMA_NORESERVE != 0 {
+        flags |= sys::MAP_NORESERVE;
+    }
+    let backing = match kind {
+        VmaKind::FilePrivate => open_backing(t, v),
+        VmaKind::SharedFile => Some(open_shared(t, v)),
+        _ => None,
+    };
+    if kind == VmaKind::SharedFile {
+        flags = (flags & !sys::MAP_PRIVATE) | sys::MAP_SHARED;
+    }
+    out::trace(if backing.is_some() { "map file vma" } else { "map vma" }, v.start, v.end);
+    // SAFETY: MAP_FIXED_NOREPLACE only creates; the range is free in the target.
+    let r = unsafe {
+        match backing {
+            Some(fd) => sys::mmap(v.start as usize, len, prot_fill, flags, fd as isize, v.file_offset),
+            None => sys::mmap(v.start as usize, len, prot_fill, flags | sys::MAP_ANONYMOUS, -1, 0),
+        }
+    };
+    if let Some(fd) = backing {
+        let _ = sys::close(fd);
+    }
+    out::check(r, Step::MapVma, v.start, v.end);
+    advise(v, VMA_HUGEPAGE, sys::MADV_HUGEPAGE);
+    advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
+    advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
+    advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
+}
+
+fn fill(ctx: &Ctx, t: &Tables, v: &Vma) {
+    for r in &t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize] {
+        image::read_at(ctx, r.addr as usize, r.len as usize, r.data_off, Step::FillPages);
+        // SAFETY: the run was just written in a mapped, readable range.
+        let data = unsafe { core::slice::from_raw_parts(r.addr as *const u8, r.len as usize) };
+        if crc32c(data, ctx.hw_crc) != r.crc {
+            Line::new().s("fill pages failed for ").range(r.addr, r.addr + r.len)
+                .s(": page data checksum mismatch (corrupted image)").emit();
+            sys::exit_group(Step::FillPages as i32);
+        }
+    }
+}
+
+/// Create, fill and protect every VMA except the kernel-provided ones.
+pub fn create_all(ctx: &Ctx, t: &Tables) {
+    for v in t.vmas {
+        let kind = match VmaKind::from_u32(v.kind) {
+            Some(k) if !k.is_special() => k,
+            _ => continue,
+        };
+        create(t, v, kind);
+        if v.nruns != 0 {
+            fill(ctx, t, v);
+            if v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
+                // SAFETY: the range is the target's VMA we just filled.
+                let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
+                out::check(r, Step::Protect, v.start, v.end);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The restorer stub: a `no_std`, static, position-independent program that turns a
+//! ckpt image back into the frozen process.
+//!
+//! Phase 1 runs where the kernel loaded us: find and validate the image, check the
+//! CPU and vdso, pick a gap free in both the current and the target layout, and copy
+//! ourselves (code, tables, a stack) there. Phase 2 runs in the gap: unmap the old
+//! layout, move the vdso/vvar to the saved addresses, recreate every VMA and fill its
+//! pages, set the mm fields, fds and thread state, and leave through `rt_sigreturn`
+//! on a prebuilt signal frame, unmapping the gap on the way when the target's text
+//! offers the instructions to do so.
+#![no_std]
+#![no_main]
+
+#[path = "arch/x86_64.rs"]
+mod arch;
+mod ctx;
+mod fds;
+mod gap;
+mod image;
+mod layout;
+mod mem;
+mod mm;
+mod out;
+mod reloc;
+mod selfmaps;
+mod sigframe;
+mod startup;
+mod sys;
+mod thread;
+mod vdso;
+
+use out::Step;
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    out::fail_msg(Step::Validate, "internal error in the restorer", b"")
+}
+
+/// Phase 1, called by `_start` with the initial stack pointer.
+#[no_mangle]
+pub extern "C" fn entry(sp: *const usize) -> ! {
+    sys::block_all_signals();
+    // SAFETY: called once, first, before any relocated data is used.
+    unsafe { reloc::relocate_self() };
+    // SAFETY: sp is the stack pointer the kernel handed to _start.
+    let st = unsafe { startup::Startup::parse(sp) };
+    out::set_trace(st.env_flag(b"CKPT_TRACE"));
+    out::trace("restorer started at", reloc::stub_start() as u64, reloc::stub_end() as u64);
+
+    let mut ctx = ctx::Ctx::zeroed();
+    ctx.hw_crc = ckpt_format::crc32c::have_hw();
+    image::open(&st, &mut ctx);
+    let tables = image::load(&mut ctx);
+    let t = image::parse(&ctx, tables);
+    vdso::check_cpu(&ctx.hdr);
+    ctx.cur = selfmaps::read_specials();
+    vdso::check(&t, &ctx.cur);
+    gap::enter(&mut ctx, &t, tables)
+}
+
+/// Phase 2, running from the copy in the gap on the gap's stack.
+pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
+    // SAFETY: gap::enter passes a pointer to the Ctx it copied into the gap.
+    let ctx = unsafe { &*ctx };
+    out::trace("restorer running in gap", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
+    let t = image::parse(ctx, ctx.tables());
+    layout::unmap_old(ctx);
+    vdso::move_specials(ctx, &t);
+    layout::create_all(ctx, &t);
+    mm::restore(&t);
+    fds::restore(&t);
+    thread::restore(&t.threads[0]);
+    sigframe::leave(ctx, &t)
+}

@@ -1,0 +1,85 @@
+//! The initial process stack: argc, argv, envp and the auxiliary vector (execve(2)).
+
+pub const AT_NULL: usize = 0;
+pub const AT_EXECFD: usize = 2;
+
+pub struct Startup {
+    pub argc: usize,
+    pub argv: *const *const u8,
+    pub envp: *const *const u8,
+    pub auxv: *const usize,
+}
+
+/// Length of a NUL-terminated string.
+///
+/// # Safety
+/// `p` must point to a NUL-terminated string.
+pub unsafe fn cstr_len(p: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: the string is NUL-terminated.
+    while unsafe { *p.add(n) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+impl Startup {
+    /// # Safety
+    /// `sp` must be the stack pointer at process entry.
+    pub unsafe fn parse(sp: *const usize) -> Startup {
+        // SAFETY: layout of the entry stack per the ABI: argc, argv[argc], NULL,
+        // envp..., NULL, auxv pairs up to AT_NULL.
+        unsafe {
+            let argc = *sp;
+            let argv = sp.add(1) as *const *const u8;
+            let envp = argv.add(argc + 1);
+            let mut e = envp;
+            while !(*e).is_null() {
+                e = e.add(1);
+            }
+            Startup { argc, argv, envp, auxv: e.add(1) as *const usize }
+        }
+    }
+
+    pub fn arg(&self, i: usize) -> Option<&'static [u8]> {
+        if i >= self.argc {
+            return None;
+        }
+        // SAFETY: i < argc, so argv[i] is a valid NUL-terminated string.
+        unsafe {
+            let p = *self.argv.add(i);
+            Some(core::slice::from_raw_parts(p, cstr_len(p) + 1))
+        }
+    }
+
+    pub fn aux(&self, key: usize) -> Option<usize> {
+        let mut p = self.auxv;
+        // SAFETY: the auxv ends with AT_NULL.
+        unsafe {
+            while *p != AT_NULL {
+                if *p == key {
+                    return Some(*p.add(1));
+                }
+                p = p.add(2);
+            }
+        }
+        None
+    }
+
+    /// Whether `NAME` is set in the environment to something other than "" or "0".
+    pub fn env_flag(&self, name: &[u8]) -> bool {
+        let mut e = self.envp;
+        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+        unsafe {
+            while !(*e).is_null() {
+                let s = core::slice::from_raw_parts(*e, cstr_len(*e));
+                if s.len() > name.len() && s.starts_with(name) && s[name.len()] == b'=' {
+                    let v = &s[name.len() + 1..];
+                    return !v.is_empty() && v != b"0";
+                }
+                e = e.add(1);
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,245 @@
+//! Raw Linux system calls: the stub's only way to talk to the kernel.
+//!
+//! All inline `syscall` instructions live here. The x86_64 convention (syscall(2)):
+//! number in rax, arguments in rdi, rsi, rdx, r10, r8, r9; the kernel clobbers rcx
+//! and r11; a result in [-4095, -1] is -errno.
+#![allow(dead_code)]
+
+use core::arch::asm;
+
+pub const SYS_READ: usize = 0;
+pub const SYS_WRITE: usize = 1;
+pub const SYS_OPEN: usize = 2;
+pub const SYS_CLOSE: usize = 3;
+pub const SYS_FSTAT: usize = 5;
+pub const SYS_LSEEK: usize = 8;
+pub const SYS_MMAP: usize = 9;
+pub const SYS_MPROTECT: usize = 10;
+pub const SYS_MUNMAP: usize = 11;
+pub const SYS_RT_SIGPROCMASK: usize = 14;
+pub const SYS_PREAD64: usize = 17;
+pub const SYS_MREMAP: usize = 25;
+pub const SYS_MADVISE: usize = 28;
+pub const SYS_DUP2: usize = 33;
+pub const SYS_FCNTL: usize = 72;
+pub const SYS_PRCTL: usize = 157;
+pub const SYS_ARCH_PRCTL: usize = 158;
+pub const SYS_SET_TID_ADDRESS: usize = 218;
+pub const SYS_EXIT_GROUP: usize = 231;
+pub const SYS_SET_ROBUST_LIST: usize = 273;
+pub const SYS_DUP3: usize = 292;
+pub const SYS_RSEQ: usize = 334;
+pub const SYS_CLOSE_RANGE: usize = 436;
+
+pub const O_RDONLY: usize = 0;
+pub const O_CLOEXEC: usize = 0o2000000;
+pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_NOCTTY: u32 = 0o400;
+pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const F_DUPFD_CLOEXEC: usize = 1030;
+pub const SEEK_SET: usize = 0;
+pub const SEEK_END: usize = 2;
+
+pub const PROT_READ: usize = 1;
+pub const PROT_WRITE: usize = 2;
+pub const PROT_EXEC: usize = 4;
+pub const MAP_SHARED: usize = 0x01;
+pub const MAP_PRIVATE: usize = 0x02;
+pub const MAP_FIXED: usize = 0x10;
+pub const MAP_ANONYMOUS: usize = 0x20;
+pub const MAP_GROWSDOWN: usize = 0x100;
+pub const MAP_NORESERVE: usize = 0x4000;
+pub const MAP_FIXED_NOREPLACE: usize = 0x100000;
+pub const MREMAP_MAYMOVE: usize = 1;
+pub const MREMAP_FIXED: usize = 2;
+
+pub const MADV_DONTFORK: usize = 10;
+pub const MADV_DONTDUMP: usize = 16;
+pub const MADV_HUGEPAGE: usize = 14;
+pub const MADV_NOHUGEPAGE: usize = 15;
+
+pub const PR_SET_MM: usize = 35;
+pub const PR_SET_MM_MAP: usize = 14;
+pub const ARCH_SET_GS: usize = 0x1001;
+pub const ARCH_SET_FS: usize = 0x1002;
+
+pub const EEXIST: isize = 17;
+pub const EINTR: isize = 4;
+
+/// # Safety
+/// The caller guarantees the system call's memory arguments are valid for it.
+#[inline(always)]
+pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the arguments; rcx/r11 are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3,
+             in("r10") a4, in("r8") a5, in("r9") a6, lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    ret
+}
+
+/// # Safety
+/// As [`syscall6`].
+#[inline(always)]
+pub unsafe fn syscall3(n: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    // SAFETY: as syscall6.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Result of a system call: the value, or the positive errno.
+pub type Res = Result<usize, isize>;
+
+fn res(r: isize) -> Res {
+    if (-4095..0).contains(&r) {
+        Err(-r)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+pub fn write(fd: usize, buf: &[u8]) -> Res {
+    // SAFETY: buf is a valid readable slice.
+    res(unsafe { syscall3(SYS_WRITE, fd, buf.as_ptr() as usize, buf.len()) })
+}
+
+pub fn read(fd: usize, buf: &mut [u8]) -> Res {
+    // SAFETY: buf is a valid writable slice.
+    res(unsafe { syscall3(SYS_READ, fd, buf.as_mut_ptr() as usize, buf.len()) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn open(path: &[u8], flags: usize, mode: usize) -> Res {
+    if path.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_OPEN, path.as_ptr() as usize, flags, mode) })
+}
+
+pub fn close(fd: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_CLOSE, fd, 0, 0) })
+}
+
+pub fn lseek(fd: usize, off: u64, whence: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_LSEEK, fd, off as usize, whence) })
+}
+
+/// Read into raw memory `[addr, addr+len)` from `off`.
+///
+/// # Safety
+/// The range must be writable memory the caller owns.
+pub unsafe fn pread_raw(fd: usize, addr: usize, len: usize, off: u64) -> Res {
+    // SAFETY: the caller vouches for the destination range.
+    res(unsafe { syscall6(SYS_PREAD64, fd, addr, len, off as usize, 0, 0) })
+}
+
+pub fn pread(fd: usize, buf: &mut [u8], off: u64) -> Res {
+    // SAFETY: buf is a valid writable slice.
+    unsafe { pread_raw(fd, buf.as_mut_ptr() as usize, buf.len(), off) }
+}
+
+/// # Safety
+/// With MAP_FIXED the caller must own the replaced range.
+pub unsafe fn mmap(addr: usize, len: usize, prot: usize, flags: usize, fd: isize, off: u64) -> Res {
+    // SAFETY: the caller vouches for fixed ranges.
+    res(unsafe { syscall6(SYS_MMAP, addr, len, prot, flags, fd as usize, off as usize) })
+}
+
+/// # Safety
+/// Nothing still in use may live in the range.
+pub unsafe fn munmap(addr: usize, len: usize) -> Res {
+    // SAFETY: the caller vouches that the range is unused.
+    res(unsafe { syscall3(SYS_MUNMAP, addr, len, 0) })
+}
+
+/// # Safety
+/// The caller must not rely on the old protection of the range.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: usize) -> Res {
+    // SAFETY: as documented.
+    res(unsafe { syscall3(SYS_MPROTECT, addr, len, prot) })
+}
+
+/// # Safety
+/// Nothing may use the old range afterwards; the new range must be free.
+pub unsafe fn mremap_fixed(old: usize, len: usize, new: usize) -> Res {
+    // SAFETY: as documented.
+    res(unsafe { syscall6(SYS_MREMAP, old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
+}
+
+pub fn madvise(addr: usize, len: usize, advice: usize) -> Res {
+    // SAFETY: advice values used here never discard contents.
+    res(unsafe { syscall3(SYS_MADVISE, addr, len, advice) })
+}
+
+pub fn dup3(old: usize, new: usize, flags: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_DUP3, old, new, flags) })
+}
+
+pub fn fcntl(fd: usize, cmd: usize, arg: usize) -> Res {
+    // SAFETY: only integer commands are used.
+    res(unsafe { syscall3(SYS_FCNTL, fd, cmd, arg) })
+}
+
+pub fn close_range(first: usize, last: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_CLOSE_RANGE, first, last, 0) })
+}
+
+/// # Safety
+/// `a2` must point to a valid struct for the given option.
+pub unsafe fn prctl(opt: usize, a2: usize, a3: usize, a4: usize) -> Res {
+    // SAFETY: the caller vouches for the pointer arguments.
+    res(unsafe { syscall6(SYS_PRCTL, opt, a2, a3, a4, 0, 0) })
+}
+
+pub fn arch_prctl(code: usize, addr: u64) -> Res {
+    // SAFETY: SET_FS/SET_GS take a value, not a pointer.
+    res(unsafe { syscall3(SYS_ARCH_PRCTL, code, addr as usize, 0) })
+}
+
+/// # Safety
+/// `addr` must point to a struct rseq that stays mapped.
+pub unsafe fn rseq(addr: u64, len: u32, flags: u32, sig: u32) -> Res {
+    // SAFETY: as documented.
+    res(unsafe { syscall6(SYS_RSEQ, addr as usize, len as usize, flags as usize, sig as usize, 0, 0) })
+}
+
+/// # Safety
+/// `head` must be the task's robust list head (or 0).
+pub unsafe fn set_robust_list(head: u64, len: u64) -> Res {
+    // SAFETY: the kernel only stores the pointer.
+    res(unsafe { syscall3(SYS_SET_ROBUST_LIST, head as usize, len as usize, 0) })
+}
+
+/// # Safety
+/// `addr` must be the task's clear_child_tid word.
+pub unsafe fn set_tid_address(addr: u64) -> Res {
+    // SAFETY: the kernel only stores the pointer.
+    res(unsafe { syscall3(SYS_SET_TID_ADDRESS, addr as usize, 0, 0) })
+}
+
+/// Block every signal the kernel lets us block.
+pub fn block_all_signals() {
+    let all: u64 = !0;
+    // SAFETY: `all` is a valid 8-byte sigset on the stack; no old set is requested.
+    unsafe { syscall6(SYS_RT_SIGPROCMASK, 2, &all as *const u64 as usize, 0, 8, 0, 0) };
+}
+
+pub fn exit_group(code: i32) -> ! {
+    // SAFETY: exit_group never returns.
+    unsafe {
+        asm!("syscall", in("rax") SYS_EXIT_GROUP, in("rdi") code as isize, options(noreturn, nostack));
+    }
+}
