@@ -177,6 +177,7 @@ pub fn run(o: &Options) -> Result<()> {
     bw.seek(SeekFrom::Start(prefix_len + DATA_START)).context("seeking in the output")?;
     let mut pw = crate::pages::PageWriter::new(bw, DATA_START);
     crate::pages::dump(&mem, &mut pm, &mut vmas, &mut pw).with_context(|| format!("writing {}", o.output.display()))?;
+    t.check_alive()?;
     let (mut bw, runs, stats, data_end) = pw.finish();
     parts.runs = runs;
     parts.vmas = vmas.iter().map(|v| v.vma).collect();
@@ -197,6 +198,7 @@ pub fn run(o: &Options) -> Result<()> {
     bw.flush().with_context(io)?;
     drop(bw);
     out.file.set_len(prefix_len + hdr.image_size).with_context(io)?;
+    t.check_alive()?;
     out.commit()?;
     let frozen = t0.elapsed();
 

@@ -13,6 +13,7 @@ mod plan;
 mod proc;
 mod ptrace;
 mod regs;
+mod resume;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +53,18 @@ enum Cmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
+    Resume {
+        file: PathBuf,
+        /// Ignored by the resumed process; kept for binfmt_misc-style invocations.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Write the plain restorer executable (the binfmt_misc interpreter) to a file.
+    Restorer {
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,6 +79,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             freeze::run(&freeze::Options { pid, output, after, raw_image: image, ignore_fds, verbose })
         }
+        Cmd::Resume { file, args } => resume::run(&file, &args),
+        Cmd::Restorer { output } => resume::write_restorer(&output),
     }
 }
 

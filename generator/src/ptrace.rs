@@ -110,6 +110,18 @@ impl Seized {
         Ok(())
     }
 
+    /// Confirm the task is still there and stopped (a SIGKILL during the freeze ends
+    /// it even while traced; its memory then reads as nothing).
+    pub fn check_alive(&self) -> Result<(), PtraceError> {
+        match self.regs() {
+            Ok(_) => Ok(()),
+            Err(PtraceError::Call { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+                Err(PtraceError::Exited { pid: self.pid, how: "killed".into() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The signal the task was about to receive when it stopped, if any.
     pub fn pending_signal(&self) -> i32 {
         self.pending

@@ -19,7 +19,9 @@ pub struct Segment {
 pub struct StubInfo {
     pub entry: u64,
     pub e_type: u16,
-    /// PT_LOAD and PT_DYNAMIC headers, in file order.
+    /// PT_LOAD headers, in file order. (PT_DYNAMIC is dropped: the stub relocates
+    /// itself through linker symbols, and a dynamic segment without a .dynamic
+    /// section and string table only confuses readelf.)
     pub segments: Vec<Segment>,
     /// File offset of the 8-byte `CKPT_IMAGE_OFFSET` variable.
     pub param_offset: u64,
@@ -40,7 +42,7 @@ impl StubInfo {
         let segments: Vec<Segment> = elf
             .program_headers
             .iter()
-            .filter(|p| p.p_type == PT_LOAD || p.p_type == PT_DYNAMIC)
+            .filter(|p| p.p_type == PT_LOAD)
             .map(|p| Segment {
                 p_type: p.p_type,
                 flags: p.p_flags,
