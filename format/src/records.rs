@@ -311,6 +311,9 @@ pub struct Mm {
     /// Executable path in the Strings section (informational; exe_fd needs privileges).
     pub exe_off: u32,
     pub exe_len: u32,
+    /// Command line (arguments separated by NUL) in the Strings section (informational).
+    pub cmdline_off: u32,
+    pub cmdline_len: u32,
     pub _pad: u32,
     pub auxv: [u64; 2 * crate::MAX_AUXV],
 }
@@ -332,6 +335,8 @@ impl Default for Mm {
             auxv_words: 0,
             exe_off: 0,
             exe_len: 0,
+            cmdline_off: 0,
+            cmdline_len: 0,
             _pad: 0,
             auxv: [0; 2 * crate::MAX_AUXV],
         }
@@ -439,7 +444,7 @@ mod tests {
         assert_eq!(size_of::<Thread>(), 304);
         assert_eq!(size_of::<Vma>(), 64);
         assert_eq!(size_of::<PageRun>(), 32);
-        assert_eq!(size_of::<Mm>(), 11 * 8 + 16 + 2 * 64 * 8);
+        assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 2 * 64 * 8);
         assert_eq!(size_of::<Fd>(), 32);
         assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
         assert!(size_of::<Header>() <= crate::DATA_START as usize);

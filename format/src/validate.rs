@@ -375,8 +375,8 @@ impl<'a> Tables<'a> {
         if m.auxv_words as usize > 2 * MAX_AUXV || m.auxv_words % 2 != 0 {
             return bad("auxv length invalid");
         }
-        if !str_in(self.strings, m.exe_off, m.exe_len) {
-            return bad("executable path outside the strings section");
+        if !str_in(self.strings, m.exe_off, m.exe_len) || !str_in(self.strings, m.cmdline_off, m.cmdline_len) {
+            return bad("executable path or command line outside the strings section");
         }
         let fields = [
             m.start_code, m.end_code, m.start_data, m.end_data, m.start_brk, m.brk, m.start_stack,

@@ -164,6 +164,7 @@ pub fn run(o: &Options) -> Result<()> {
     if let Some(exe) = &inv.exe {
         (mm.exe_off, mm.exe_len) = strings.add(exe);
     }
+    (mm.cmdline_off, mm.cmdline_len) = strings.add(&inv.cmdline.join("\0"));
     parts.mm = mm;
     parts.fds = fds;
 

@@ -17,7 +17,6 @@ pub struct Inventory {
     pub auxv: Vec<(u64, u64)>,
     pub fds: Vec<FdInfo>,
     pub exe: Option<String>,
-    #[allow(dead_code)] // shown by `ckpt info` once images carry it
     pub cmdline: Vec<String>,
     pub threads: Vec<i32>,
 }

@@ -1,9 +1,13 @@
 //! `ckpt`: turn a running Linux process into a file that *is* the process.
 
+mod binfmt;
+mod convert;
+mod core_file;
 mod fdplan;
 mod freeze;
 mod gadgets;
 mod image;
+mod info;
 mod inventory;
 mod memory;
 mod output;
@@ -12,6 +16,7 @@ mod pages;
 mod plan;
 mod proc;
 mod ptrace;
+mod reader;
 mod regs;
 mod resume;
 
@@ -60,6 +65,31 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Show what is inside a .resume or raw image file.
+    Info {
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert between a raw image and a .resume executable (the kind of the output
+    /// is the opposite of the input's).
+    Convert {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Write an ELF core file of the frozen state (for gdb).
+    Core {
+        file: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Manage the binfmt_misc registration that runs raw images directly.
+    Binfmt {
+        #[command(subcommand)]
+        cmd: binfmt::BinfmtCmd,
+    },
     /// Write the plain restorer executable (the binfmt_misc interpreter) to a file.
     Restorer {
         #[arg(short, long)]
@@ -81,6 +111,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Resume { file, args } => resume::run(&file, &args),
         Cmd::Restorer { output } => resume::write_restorer(&output),
+        Cmd::Info { file, json } => info::run(&file, json),
+        Cmd::Convert { file, output } => convert::run(&file, &output),
+        Cmd::Core { file, output } => core_file::run(&file, &output),
+        Cmd::Binfmt { cmd } => binfmt::run(cmd),
     }
 }
 

@@ -1,0 +1,94 @@
+//! Reading an image back from a file, raw (`.ckpt`) or inside a `.resume`
+//! executable, with the same validation the stub applies. Used by `info`, `convert`,
+//! `core` and the tests.
+
+use anyhow::{bail, Context, Result};
+use ckpt_format::{check_header, tables_span, Header, PageRun, Tables, MAGIC};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A self-restoring ELF executable.
+    Resume,
+    /// A raw image.
+    Raw,
+}
+
+pub struct ImageFile {
+    pub path: PathBuf,
+    pub kind: FileKind,
+    pub file: File,
+    /// File offset where the image starts.
+    pub offset: u64,
+    pub header: Header,
+    /// The tables, 8-byte aligned in memory.
+    words: Vec<u64>,
+    tables_len: usize,
+    tables_lo: u64,
+}
+
+impl ImageFile {
+    pub fn open(path: &Path) -> Result<ImageFile> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
+        let mut head = vec![0u8; 65536.min(len as usize)];
+        file.read_exact_at(&mut head, 0).with_context(|| format!("cannot read {}", path.display()))?;
+        let (kind, offset) = if head.starts_with(b"\x7fELF") {
+            let (off, _) = ckpt_linker::find_image(&head)
+                .with_context(|| format!("{} is an ELF file but not a ckpt resume executable", path.display()))?;
+            (FileKind::Resume, off)
+        } else if head.starts_with(&MAGIC) {
+            (FileKind::Raw, 0)
+        } else {
+            bail!("{} is neither a ckpt image nor a resume executable", path.display());
+        };
+        if offset > len {
+            bail!("{}: image is truncated: needs {} bytes, file has {len}", path.display(), offset);
+        }
+        let mut hb = vec![0u8; std::mem::size_of::<Header>().min((len - offset) as usize)];
+        file.read_exact_at(&mut hb, offset)?;
+        let header = check_header(&hb, len - offset).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (lo, hi) = tables_span(&header);
+        let tables_len = (hi - lo) as usize;
+        let mut words = vec![0u64; tables_len.div_ceil(8)];
+        let bytes = bytemuck_bytes_mut(&mut words, tables_len);
+        file.read_exact_at(bytes, offset + lo).with_context(|| format!("reading the tables of {}", path.display()))?;
+        let img = ImageFile { path: path.to_path_buf(), kind, file, offset, header, words, tables_len, tables_lo: lo };
+        img.tables()?;
+        Ok(img)
+    }
+
+    /// The validated tables (checksums verified).
+    pub fn tables(&self) -> Result<Tables<'_>> {
+        let bytes = ckpt_format::slice_as_bytes(&self.words);
+        Tables::parse(&self.header, &bytes[..self.tables_len], self.tables_lo, ckpt_format::crc32c::have_hw())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
+    }
+
+    /// The bytes of a page run, checked against its CRC.
+    pub fn read_run(&self, r: &PageRun) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; r.len as usize];
+        self.file
+            .read_exact_at(&mut b, self.offset + r.data_off)
+            .with_context(|| format!("{}: reading pages {:#x}-{:#x}", self.path.display(), r.addr, r.addr + r.len))?;
+        if ckpt_format::crc32c::crc32c(&b, ckpt_format::crc32c::have_hw()) != r.crc {
+            bail!("{}: page data checksum mismatch for {:#x}-{:#x} (corrupted image)", self.path.display(), r.addr, r.addr + r.len);
+        }
+        Ok(b)
+    }
+
+    /// All image bytes (header to last table byte), e.g. for conversion.
+    pub fn image_len(&self) -> u64 {
+        self.header.image_size
+    }
+}
+
+/// View the first `len` bytes of a u64 buffer as mutable bytes.
+fn bytemuck_bytes_mut(words: &mut [u64], len: usize) -> &mut [u8] {
+    assert!(len <= words.len() * 8);
+    // SAFETY: u64 has no invalid bit patterns and u8 has alignment 1; the length is
+    // within the buffer (asserted above).
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) }
+}
