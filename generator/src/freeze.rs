@@ -200,13 +200,20 @@ pub fn run(o: &Options) -> Result<()> {
     drop(bw);
     out.file.set_len(prefix_len + hdr.image_size).with_context(io)?;
     t.check_alive()?;
+    // Every byte is in the page cache now. A process that keeps running need not
+    // wait for the disk; one that is killed is killed only once the file is durable.
+    let t = match o.after {
+        After::Kill => Some(t),
+        After::Continue | After::Stop => {
+            drop(t);
+            None
+        }
+    };
     out.commit()?;
     let frozen = t0.elapsed();
-
     let file_size = prefix_len + hdr.image_size;
-    match o.after {
-        After::Kill => t.kill(),
-        After::Continue | After::Stop => drop(t),
+    if let Some(t) = t {
+        t.kill();
     }
     for w in &warnings {
         eprintln!("ckpt: warning: {w}");

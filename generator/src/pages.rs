@@ -48,25 +48,28 @@ impl<W: Write> PageWriter<W> {
         }
     }
 
-    fn push_page(&mut self, vma: u32, addr: u64, page: &[u8]) -> std::io::Result<()> {
+    /// Store `data` (whole pages) for `addr`, extending the current run when it
+    /// continues it. One write per span, not per page.
+    fn push(&mut self, vma: u32, addr: u64, data: &[u8]) -> std::io::Result<()> {
+        let len = data.len() as u64;
         match &mut self.cur {
             Some(r) if r.vma == vma && r.addr + r.len == addr => {
-                r.len += PAGE_SIZE;
+                r.len += len;
                 r.crc = if self.hw {
                     // SAFETY: hw is only true when the CPU has SSE4.2.
-                    unsafe { crc32c::update_hw(r.crc, page) }
+                    unsafe { crc32c::update_hw(r.crc, data) }
                 } else {
-                    crc32c::update_sw(r.crc, page)
+                    crc32c::update_sw(r.crc, data)
                 };
             }
             _ => {
                 self.close_run();
-                self.cur = Some(PageRun { addr, data_off: self.pos, len: PAGE_SIZE, crc: crc32c::crc32c(page, self.hw), vma });
+                self.cur = Some(PageRun { addr, data_off: self.pos, len, crc: crc32c::crc32c(data, self.hw), vma });
             }
         }
-        self.out.write_all(page)?;
-        self.pos += PAGE_SIZE;
-        self.stats.stored_pages += 1;
+        self.out.write_all(data)?;
+        self.pos += len;
+        self.stats.stored_pages += len / PAGE_SIZE;
         Ok(())
     }
 
@@ -107,14 +110,22 @@ pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &
             w.stats.unreadable_pages += mem.read_segments(segs, b) as u64;
             let mut off = 0;
             for &(addr, len) in segs.iter() {
+                let seg = &b[off..off + len];
+                // Spans of stored pages between skipped zero pages.
+                let mut span_start = 0;
                 for p in (0..len).step_by(PAGE) {
-                    let page = &b[off + p..off + p + PAGE];
-                    if skip_zero && is_zero(page) {
+                    if skip_zero && is_zero(&seg[p..p + PAGE]) {
+                        if span_start < p {
+                            w.push(i as u32, addr + span_start as u64, &seg[span_start..p])
+                                .with_context(|| format!("writing the pages of {:x}-{:x}", addr, addr + len as u64))?;
+                        }
                         w.stats.zero_pages += 1;
                         w.close_run();
-                        continue;
+                        span_start = p + PAGE;
                     }
-                    w.push_page(i as u32, addr + p as u64, page)
+                }
+                if span_start < len {
+                    w.push(i as u32, addr + span_start as u64, &seg[span_start..])
                         .with_context(|| format!("writing the pages of {:x}-{:x}", addr, addr + len as u64))?;
                 }
                 off += len;
@@ -150,10 +161,10 @@ mod tests {
     fn coalesces_pages_and_splits_on_gaps() {
         let mut w = PageWriter::new(Vec::new(), 4096);
         let p = [7u8; PAGE];
-        w.push_page(0, 0x1000, &p).unwrap();
-        w.push_page(0, 0x2000, &p).unwrap();
-        w.push_page(0, 0x4000, &p).unwrap();
-        w.push_page(1, 0x5000, &p).unwrap();
+        w.push(0, 0x1000, &p).unwrap();
+        w.push(0, 0x2000, &p).unwrap();
+        w.push(0, 0x4000, &p).unwrap();
+        w.push(1, 0x5000, &p).unwrap();
         let (data, runs, stats, end) = w.finish();
         assert_eq!(data.len(), 4 * PAGE);
         assert_eq!(stats.stored_pages, 4);
