@@ -30,10 +30,20 @@ pub struct Options {
     pub raw_image: bool,
     pub ignore_fds: bool,
     pub verbose: bool,
+    /// Root only: freeze a process that holds setuid/setgid/file-capability privileges.
+    pub force: bool,
 }
 
-/// Checks that need no tracing: the process exists, is alive and is one thread.
-fn precheck(pid: i32) -> Result<()> {
+/// Whether a process runs with privileges it got from its executable (setuid,
+/// setgid or file capabilities): its ids differ, or a non-root process holds
+/// permitted capabilities (proc(5) Uid/Gid/CapPrm; capabilities(7)).
+fn elevated(st: &proc::status::Status) -> bool {
+    st.uid.iter().any(|&u| u != st.uid[0]) || st.gid.iter().any(|&g| g != st.gid[0]) || (st.uid[0] != 0 && st.cap_prm != 0)
+}
+
+/// Checks that need no tracing: the process exists, is alive, is one thread, is not
+/// traced already and does not hold privileges a resume file could not carry.
+fn precheck(pid: i32, force: bool) -> Result<()> {
     if pid <= 0 {
         bail!("invalid pid {pid}");
     }
@@ -50,6 +60,22 @@ fn precheck(pid: i32) -> Result<()> {
     if st.threads > 1 {
         bail!("pid {pid} has {} threads; multi-threaded processes are not supported yet", st.threads);
     }
+    if st.tracer_pid != 0 {
+        bail!("pid {pid} is already being traced by pid {} (another ckpt freeze, or a debugger)", st.tracer_pid);
+    }
+    if elevated(&st) {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !(force && root) {
+            bail!(
+                "pid {pid} runs with privileges from a setuid/setgid or file-capability executable (uids {:?}, gids {:?}, CapPrm {:#x}): a resume file cannot carry them, and its memory may hold secrets; refused{}",
+                st.uid,
+                st.gid,
+                st.cap_prm,
+                if root { " (use --force to freeze it anyway)" } else { "" }
+            );
+        }
+    }
     Ok(())
 }
 
@@ -61,7 +87,9 @@ fn children(pid: i32) -> Vec<String> {
 
 pub fn run(o: &Options) -> Result<()> {
     let t0 = Instant::now();
-    precheck(o.pid)?;
+    precheck(o.pid, o.force)?;
+    // The output location is checked before the target is touched.
+    let out = Output::create(&o.output)?;
     let mut t = Seized::seize(o.pid)?;
     t.set_release(match o.after {
         After::Stop => Release::Stop,
@@ -170,7 +198,6 @@ pub fn run(o: &Options) -> Result<()> {
 
     // Stream: [ELF prefix][image header page][page runs...][tables], then go back
     // and write the header and prefix once the sizes are known.
-    let out = Output::create(&o.output)?;
     let prefix_len = if o.raw_image { 0 } else { ckpt_linker::resume_prefix(ckpt_linker::STUB, 0)?.len() as u64 };
     let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
     let file: &File = &out.file;

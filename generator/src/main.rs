@@ -57,6 +57,10 @@ enum Cmd {
         /// Print what was written and how long it took.
         #[arg(short, long)]
         verbose: bool,
+        /// Root only: freeze a process running with setuid/setgid/file-capability
+        /// privileges (they are not carried into the file; its memory may hold secrets).
+        #[arg(long)]
+        force: bool,
     },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
     Resume {
@@ -99,7 +103,7 @@ enum Cmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose } => {
+        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose, force } => {
             let after = if leave_running {
                 freeze::After::Continue
             } else if leave_stopped {
@@ -107,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 freeze::After::Kill
             };
-            freeze::run(&freeze::Options { pid, output, after, raw_image: image, ignore_fds, verbose })
+            freeze::run(&freeze::Options { pid, output, after, raw_image: image, ignore_fds, verbose, force })
         }
         Cmd::Resume { file, args } => resume::run(&file, &args),
         Cmd::Restorer { output } => resume::write_restorer(&output),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// Why information about a process could not be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
-    #[error("process {pid} does not exist")]
+    #[error("no such process: pid {pid}")]
     NoSuchProcess { pid: i32 },
     #[error("permission denied reading {path} (process {pid})")]
     PermissionDenied { pid: i32, path: PathBuf },
