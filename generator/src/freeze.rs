@@ -1,18 +1,16 @@
 //! `ckpt freeze`: attach, take the inventory, plan, stream the pages into a temp file,
 //! commit it, and only then let the original go (kill it, or detach).
 
-use crate::image::{self, ImageParts};
+use crate::image::ImageParts;
 use crate::memory::Mem;
 use crate::output::Output;
 use crate::pagemap::Pagemap;
 use crate::plan::{self, Strings};
 use crate::ptrace::{Release, Seized};
 use crate::regs::{self, Restart};
-use crate::{fdplan, gadgets, inventory, proc};
+use crate::{emit, fdplan, gadgets, inventory, proc};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
-use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -88,8 +86,9 @@ fn children(pid: i32) -> Vec<String> {
 pub fn run(o: &Options) -> Result<()> {
     let t0 = Instant::now();
     precheck(o.pid, o.force)?;
-    // The output location is checked before the target is touched.
-    let out = Output::create(&o.output)?;
+    // The output location is checked before the target is touched; "-" streams
+    // the file to standard output.
+    let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
     let mut t = Seized::seize(o.pid)?;
     t.set_release(match o.after {
         After::Stop => Release::Stop,
@@ -196,39 +195,15 @@ pub fn run(o: &Options) -> Result<()> {
     parts.mm = mm;
     parts.fds = fds;
 
-    // Stream: [ELF prefix][image header page][page runs...][tables], then go back
-    // and write the header and prefix once the sizes are known.
-    let prefix_len = if o.raw_image { 0 } else { ckpt_linker::resume_prefix(ckpt_linker::STUB, 0)?.len() as u64 };
-    let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
-    let file: &File = &out.file;
-    let mut bw = BufWriter::with_capacity(1 << 20, file);
-    bw.seek(SeekFrom::Start(prefix_len + DATA_START)).context("seeking in the output")?;
-    let mut pw = crate::pages::PageWriter::new(bw, DATA_START);
-    crate::pages::dump(&mem, &mut pm, &mut vmas, &mut pw).with_context(|| format!("writing {}", o.output.display()))?;
-    t.check_alive()?;
-    let (mut bw, runs, stats, data_end) = pw.finish();
-    parts.runs = runs;
-    parts.vmas = vmas.iter().map(|v| v.vma).collect();
     parts.strings = strings.buf;
-    let (hdr, tables) = image::finish(&parts, data_end);
-    let write = |bw: &mut BufWriter<&File>, at: u64, b: &[u8]| -> Result<()> {
-        bw.seek(SeekFrom::Start(at))?;
-        bw.write_all(b)?;
-        Ok(())
+    let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
+    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, resume_exe: !o.raw_image };
+    let (stats, file_size) = match &out {
+        Some(out) => emit::to_file(&mut src, &out.file, &t).with_context(|| format!("writing {}", o.output.display()))?,
+        None => emit::to_stream(&mut src, std::io::stdout().lock(), &t).context("writing the image to standard output")?,
     };
-    let io = || format!("writing {}", o.output.display());
-    write(&mut bw, prefix_len + align_up(data_end, 64), &tables).with_context(io)?;
-    write(&mut bw, prefix_len, as_bytes(&hdr)).with_context(io)?;
-    if !o.raw_image {
-        let prefix = ckpt_linker::resume_prefix(ckpt_linker::STUB, hdr.image_size)?;
-        write(&mut bw, 0, &prefix).with_context(io)?;
-    }
-    bw.flush().with_context(io)?;
-    drop(bw);
-    out.file.set_len(prefix_len + hdr.image_size).with_context(io)?;
-    t.check_alive()?;
-    // Every byte is in the page cache now. A process that keeps running need not
-    // wait for the disk; one that is killed is killed only once the file is durable.
+    // Every byte is written now. A process that keeps running need not wait for the
+    // disk; one that is killed is killed only once the file is durable.
     let t = match o.after {
         After::Kill => Some(t),
         After::Continue | After::Stop => {
@@ -236,9 +211,10 @@ pub fn run(o: &Options) -> Result<()> {
             None
         }
     };
-    out.commit()?;
+    if let Some(out) = out {
+        out.commit()?;
+    }
     let frozen = t0.elapsed();
-    let file_size = prefix_len + hdr.image_size;
     if let Some(t) = t {
         t.kill();
     }
@@ -251,7 +227,7 @@ pub fn run(o: &Options) -> Result<()> {
             o.pid,
             o.output.display(),
             file_size,
-            parts.vmas.len(),
+            vmas.len(),
             stats.stored_pages,
             stats.zero_pages,
             stats.unreadable_pages,

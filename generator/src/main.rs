@@ -3,6 +3,7 @@
 mod binfmt;
 mod convert;
 mod core_file;
+mod emit;
 mod fdplan;
 mod freeze;
 mod gadgets;

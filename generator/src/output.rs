@@ -60,10 +60,10 @@ impl Output {
                     .create_new(true)
                     .mode(MODE)
                     .open(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+                    .with_context(|| format!("cannot create the output {} (as {})", path.display(), tmp.display()))?;
                 (f, Some(tmp))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot create a file in {}", dir.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot create the output {} in {}", path.display(), dir.display())),
         };
         Ok(Output { path: path.to_path_buf(), dir, named_tmp, file, committed: false })
     }

@@ -1,0 +1,104 @@
+//! Writing the captured process: to a file in one pass (pages first, then tables,
+//! then going back for the header and the ELF part), or to a stream such as a pipe
+//! in two passes (the first reads every page to learn the run layout and checksums,
+//! so the header and tables can precede the pages; the target is stopped, so the
+//! second pass reads the same bytes, which is checked).
+
+use crate::image::{self, ImageParts};
+use crate::memory::Mem;
+use crate::pagemap::Pagemap;
+use crate::pages::{self, PageWriter, Stats};
+use crate::plan::PlannedVma;
+use crate::ptrace::Seized;
+use anyhow::{bail, Result};
+use ckpt_format::{align_up, as_bytes, Header, DATA_START};
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+
+pub struct Source<'a> {
+    pub mem: &'a Mem,
+    pub pm: &'a mut Pagemap,
+    pub vmas: &'a mut Vec<PlannedVma>,
+    pub parts: &'a mut ImageParts,
+    /// Write a .resume executable (ELF part first), not a raw image.
+    pub resume_exe: bool,
+}
+
+fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
+    Ok(if src.resume_exe { ckpt_linker::resume_prefix(ckpt_linker::STUB, image_size)? } else { Vec::new() })
+}
+
+fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> (Header, Vec<u8>) {
+    src.parts.runs = runs;
+    src.parts.vmas = src.vmas.iter().map(|v| v.vma).collect();
+    image::finish(src.parts, data_end)
+}
+
+/// One pass into a seekable file. Returns the stats and the file size.
+pub fn to_file(src: &mut Source, file: &File, t: &Seized) -> Result<(Stats, u64)> {
+    let prefix_len = prefix(src, 0)?.len() as u64;
+    let mut bw = BufWriter::with_capacity(1 << 20, file);
+    bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
+    let mut pw = PageWriter::new(bw, DATA_START);
+    pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
+    t.check_alive()?;
+    let (mut bw, runs, stats, data_end) = pw.finish();
+    let (hdr, tables) = layout(src, runs, data_end);
+    bw.seek(SeekFrom::Start(prefix_len + align_up(data_end, 64)))?;
+    bw.write_all(&tables)?;
+    bw.seek(SeekFrom::Start(prefix_len))?;
+    bw.write_all(as_bytes(&hdr))?;
+    bw.seek(SeekFrom::Start(0))?;
+    bw.write_all(&prefix(src, hdr.image_size)?)?;
+    bw.flush()?;
+    drop(bw);
+    file.set_len(prefix_len + hdr.image_size)?;
+    t.check_alive()?;
+    Ok((stats, prefix_len + hdr.image_size))
+}
+
+/// Counts what passes through, so padding can be computed on a stream.
+struct Counted<W: Write> {
+    w: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
+fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; (at - w.n) as usize];
+    w.write_all(&zeros)
+}
+
+/// Two passes into a sequential stream. Returns the stats and the bytes written.
+pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stats, u64)> {
+    let mut probe = PageWriter::new(std::io::sink(), DATA_START);
+    pages::dump(src.mem, src.pm, src.vmas, &mut probe)?;
+    let (_, runs, _, data_end) = probe.finish();
+    let (hdr, tables) = layout(src, runs.clone(), data_end);
+    let pre = prefix(src, hdr.image_size)?;
+    let mut w = Counted { w: BufWriter::with_capacity(1 << 20, out), n: 0 };
+    w.write_all(&pre)?;
+    w.write_all(as_bytes(&hdr))?;
+    pad_to(&mut w, pre.len() as u64 + DATA_START)?;
+    let mut pw = PageWriter::new(w, DATA_START);
+    pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
+    let (mut w, runs2, stats, data_end2) = pw.finish();
+    if runs2 != runs || data_end2 != data_end {
+        bail!("the target's memory changed between the two passes of the stream");
+    }
+    t.check_alive()?;
+    pad_to(&mut w, pre.len() as u64 + align_up(data_end, 64))?;
+    w.write_all(&tables)?;
+    w.flush()?;
+    Ok((stats, w.n))
+}

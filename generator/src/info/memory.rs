@@ -1,0 +1,131 @@
+//! The frozen address space as the image stores it: look up the VMA or page run at
+//! an address and read the bytes the image holds there. `info` reads a few bytes
+//! around rip and the ELF pages of a mapped file through this; `core` streams whole
+//! VMAs. Only stored pages (and the vdso blob) are readable: anything else is a gap.
+
+use crate::reader::ImageFile;
+use anyhow::{bail, Context, Result};
+use ckpt_format::crc32c;
+use ckpt_format::{PageRun, Tables, Vma, VmaKind};
+use std::os::unix::fs::FileExt;
+
+pub struct ImageMemory<'a> {
+    pub img: &'a ImageFile,
+    pub t: Tables<'a>,
+}
+
+impl<'a> ImageMemory<'a> {
+    pub fn new(img: &'a ImageFile, t: Tables<'a>) -> ImageMemory<'a> {
+        ImageMemory { img, t }
+    }
+
+    /// Index of the VMA holding `addr`.
+    pub fn vma_index_at(&self, addr: u64) -> Option<usize> {
+        let i = self.t.vmas.partition_point(|v| v.end <= addr);
+        self.t.vmas.get(i).filter(|v| v.start <= addr).map(|_| i)
+    }
+
+    pub fn vma_at(&self, addr: u64) -> Option<&'a Vma> {
+        self.vma_index_at(addr).map(|i| &self.t.vmas[i])
+    }
+
+    /// The page run holding `addr` (runs are sorted and disjoint, checked on read).
+    pub fn run_at(&self, addr: u64) -> Option<&'a PageRun> {
+        let i = self.t.runs.partition_point(|r| r.addr + r.len <= addr);
+        self.t.runs.get(i).filter(|r| r.addr <= addr)
+    }
+
+    /// The runs of one VMA.
+    pub fn runs_of(&self, v: &Vma) -> &'a [PageRun] {
+        &self.t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize]
+    }
+
+    /// The vdso bytes and where they were mapped, if the image has both.
+    fn vdso(&self) -> Option<(u64, &'a [u8])> {
+        let v = self.t.vmas.iter().find(|v| v.kind == VmaKind::Vdso as u32)?;
+        (!self.t.vdso.is_empty()).then_some((v.start, self.t.vdso))
+    }
+
+    /// Up to `len` bytes from `addr` on, stopping at the first byte the image does
+    /// not hold. Page data is read without its checksum (informational use).
+    pub fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut cur = addr;
+        while out.len() < len {
+            let want = (len - out.len()) as u64;
+            if let Some((start, blob)) = self.vdso() {
+                if cur >= start && cur < start + blob.len() as u64 {
+                    let from = (cur - start) as usize;
+                    let n = want.min((blob.len() - from) as u64) as usize;
+                    out.extend_from_slice(&blob[from..from + n]);
+                    cur += n as u64;
+                    continue;
+                }
+            }
+            let Some(r) = self.run_at(cur) else { break };
+            let n = want.min(r.addr + r.len - cur) as usize;
+            let at = out.len();
+            out.resize(at + n, 0);
+            if self.img.file.read_exact_at(&mut out[at..], self.img.offset + r.data_off + (cur - r.addr)).is_err() {
+                out.truncate(at);
+                break;
+            }
+            cur += n as u64;
+        }
+        out
+    }
+
+    /// Stream one page run in chunks to `sink(offset_in_run, bytes)`, verifying its
+    /// CRC-32C; a mismatch is an error naming the range.
+    pub fn for_each_chunk(&self, r: &PageRun, mut sink: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+        const CHUNK: u64 = 4 << 20;
+        let hw = crc32c::have_hw();
+        let mut crc = 0u32;
+        let mut buf = vec![0u8; CHUNK.min(r.len) as usize];
+        let mut done = 0u64;
+        while done < r.len {
+            let n = CHUNK.min(r.len - done) as usize;
+            let b = &mut buf[..n];
+            self.img
+                .file
+                .read_exact_at(b, self.img.offset + r.data_off + done)
+                .with_context(|| format!("{}: reading pages {:#x}-{:#x}", self.img.path.display(), r.addr, r.addr + r.len))?;
+            crc = if hw {
+                // SAFETY: hw is true only when the CPU has SSE4.2 (have_hw above).
+                unsafe { crc32c::update_hw(crc, b) }
+            } else {
+                crc32c::update_sw(crc, b)
+            };
+            sink(done, b)?;
+            done += n as u64;
+        }
+        if crc != r.crc {
+            bail!(
+                "{}: page data checksum mismatch for {:#x}-{:#x} (corrupted image)",
+                self.img.path.display(),
+                r.addr,
+                r.addr + r.len
+            );
+        }
+        Ok(())
+    }
+
+    /// Name of a VMA: its file path, the kernel's bracketed name, or "" for
+    /// anonymous memory.
+    pub fn vma_name(&self, v: &Vma) -> String {
+        let s = self.t.string(v.name_off, v.name_len);
+        if !s.is_empty() {
+            return String::from_utf8_lossy(s).into_owned();
+        }
+        match VmaKind::from_u32(v.kind) {
+            Some(VmaKind::Heap) => "[heap]",
+            Some(VmaKind::Stack) => "[stack]",
+            Some(VmaKind::Vdso) => "[vdso]",
+            Some(VmaKind::Vvar) => "[vvar]",
+            Some(VmaKind::VvarVclock) => "[vvar_vclock]",
+            Some(VmaKind::SharedAnon) => "/dev/zero (deleted)",
+            _ => "",
+        }
+        .to_owned()
+    }
+}
