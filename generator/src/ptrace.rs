@@ -215,9 +215,16 @@ impl Drop for Seized {
         if !self.attached {
             return;
         }
+        // The signal argument of PTRACE_DETACH is ignored unless the tracee is in a
+        // signal-delivery stop (ptrace(2)), which a PTRACE_INTERRUPT stop is not:
+        // queue SIGSTOP with kill(2) so the task stops as soon as it is let go.
         let sig = match self.release {
             Release::Continue => self.pending,
-            Release::Stop => libc::SIGSTOP,
+            Release::Stop => {
+                // SAFETY: plain signal delivery.
+                unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+                0
+            }
         };
         // SAFETY: PTRACE_DETACH takes a signal number as data, no pointers.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid, 0usize, sig as usize) };

@@ -1,0 +1,35 @@
+//! A CPython interpreter frozen mid-loop computes the same result as an
+//! uninterrupted run. python3 is required: the test fails if it is missing.
+
+use std::thread;
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn dict_checksum_survives_freeze() {
+    let dir = TestDir::new("python");
+    let script = fixtures_src().join("dictwork.py");
+
+    let reference = Launch::new(python3())
+        .arg(&script)
+        .label("python reference")
+        .spawn()
+        .wait_output(RESUME_TIMEOUT);
+    reference.assert_success();
+    let want = reference.line_starting("checksum ").to_owned();
+
+    let mut orig = Launch::new(python3()).arg(&script).label("python").spawn();
+    orig.wait_ready();
+    thread::sleep(Duration::from_millis(300));
+    let img = dir.image("python");
+    freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    assert!(
+        !before.iter().any(|l| l.starts_with("checksum")),
+        "python finished before the freeze: {before:?}"
+    );
+    let res = resume(&img);
+    res.assert_success();
+    assert_eq!(res.line_starting("checksum "), want, "{res}");
+}
