@@ -24,9 +24,12 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod crc32c;
+mod process;
 mod records;
 mod validate;
+#[cfg(test)] mod tests;
 
+pub use process::*;
 pub use records::*;
 pub use validate::*;
 
@@ -54,6 +57,9 @@ pub const MAX_STRINGS: u64 = 1 << 20;
 pub const MAX_XSTATE: u32 = 16_384;
 pub const MAX_VDSO: u64 = 1 << 20;
 pub const MAX_AUXV: usize = 64;
+pub const MAX_SIGNALS: u32 = 4096;
+pub const MAX_TIMERS: u32 = 4096;
+pub const MAX_EPOLL: u32 = 65_536;
 
 /// Round `v` up to a multiple of `a` (a power of two).
 pub const fn align_up(v: u64, a: u64) -> u64 {

@@ -23,12 +23,16 @@ pub enum SectionKind {
     Strings = 5,
     Xstate = 6,
     Vdso = 7,
+    Process = 8,
+    Signals = 9,
+    Timers = 10,
+    Epoll = 11,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 16;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 8;
+pub const KNOWN_SECTIONS: usize = 12;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -40,6 +44,10 @@ impl SectionKind {
         SectionKind::Strings,
         SectionKind::Xstate,
         SectionKind::Vdso,
+        SectionKind::Process,
+        SectionKind::Signals,
+        SectionKind::Timers,
+        SectionKind::Epoll,
     ];
 
     /// Size of one entry, or 1 for byte blobs.
@@ -51,6 +59,10 @@ impl SectionKind {
             SectionKind::Mm => core::mem::size_of::<Mm>() as u64,
             SectionKind::Fds => core::mem::size_of::<Fd>() as u64,
             SectionKind::Strings | SectionKind::Xstate | SectionKind::Vdso => 1,
+            SectionKind::Process => core::mem::size_of::<crate::Process>() as u64,
+            SectionKind::Signals => core::mem::size_of::<crate::PendingSignal>() as u64,
+            SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
+            SectionKind::Epoll => core::mem::size_of::<crate::EpollEntry>() as u64,
         }
     }
 
@@ -64,6 +76,10 @@ impl SectionKind {
             SectionKind::Strings => "strings",
             SectionKind::Xstate => "xstate",
             SectionKind::Vdso => "vdso",
+            SectionKind::Process => "process",
+            SectionKind::Signals => "pending signals",
+            SectionKind::Timers => "posix timers",
+            SectionKind::Epoll => "epoll entries",
         }
     }
 }
@@ -349,21 +365,71 @@ impl Default for Mm {
 pub enum FdKind {
     /// Keep whatever the resumer has at this number (stdio pipes, terminals, sockets).
     Inherit = 1,
-    /// Reopen `path` with `flags` and seek to `offset`.
-    RegularFile = 2,
+    /// Reopen `path` with `flags` and seek to `offset` (regular files, directories,
+    /// character devices such as /dev/null).
+    Path = 2,
+    /// A file deleted while open: recreated unlinked from `data` (O_TMPFILE).
+    Deleted = 3,
+    /// memfd_create(2): name in `path`, contents in `data`, seals in `aux[0]`.
+    Memfd = 4,
+    /// One end of a pipe whose both ends are in the task: `aux[0]` pipe inode,
+    /// `aux[1]` 0 read end / 1 write end; buffered bytes in `data` (on the read end).
+    Pipe = 5,
+    /// eventfd(2): `aux[0]` counter, `aux[1]` EFD_SEMAPHORE.
+    Eventfd = 6,
+    /// epoll instance; its registrations are in the Epoll section.
+    Epoll = 7,
+    /// signalfd(2): `aux[0]` the signal mask.
+    Signalfd = 8,
+    /// timerfd: `aux[0]` clockid, `aux[1..3]` remaining (s, ns), `aux[3..5]` interval (s, ns).
+    Timerfd = 9,
+    /// A socket listening or bound: `aux[0]` family, `aux[1]` type, `aux[2]` 1 if
+    /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes).
+    Socket = 10,
+    /// inotify instance: watches in the Strings section, `aux[0]` count.
+    Inotify = 11,
 }
 
 impl FdKind {
+    /// Former name of [`FdKind::Path`].
+    #[allow(non_upper_case_globals)]
+    pub const RegularFile: FdKind = FdKind::Path;
+
     pub const fn from_u32(v: u32) -> Option<FdKind> {
-        match v {
-            1 => Some(FdKind::Inherit),
-            2 => Some(FdKind::RegularFile),
-            _ => None,
+        Some(match v {
+            1 => FdKind::Inherit,
+            2 => FdKind::Path,
+            3 => FdKind::Deleted,
+            4 => FdKind::Memfd,
+            5 => FdKind::Pipe,
+            6 => FdKind::Eventfd,
+            7 => FdKind::Epoll,
+            8 => FdKind::Signalfd,
+            9 => FdKind::Timerfd,
+            10 => FdKind::Socket,
+            11 => FdKind::Inotify,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FdKind::Inherit => "inherited",
+            FdKind::Path => "file",
+            FdKind::Deleted => "deleted file",
+            FdKind::Memfd => "memfd",
+            FdKind::Pipe => "pipe",
+            FdKind::Eventfd => "eventfd",
+            FdKind::Epoll => "epoll",
+            FdKind::Signalfd => "signalfd",
+            FdKind::Timerfd => "timerfd",
+            FdKind::Socket => "socket",
+            FdKind::Inotify => "inotify",
         }
     }
 }
 
-/// One file descriptor to provide at resume.
+/// One file descriptor to provide at resume, in ascending fd order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fd {
@@ -376,6 +442,15 @@ pub struct Fd {
     pub offset: u64,
     pub path_off: u32,
     pub path_len: u32,
+    /// Open file description: fds with the same non-zero value share one (dup(2)),
+    /// so the first one is opened and the others are duplicated from it.
+    pub desc: u32,
+    pub data_crc: u32,
+    /// Bytes stored for this fd (file contents, pipe buffer, address), in the data
+    /// area like page runs.
+    pub data_off: u64,
+    pub data_len: u64,
+    pub aux: [u64; 6],
 }
 
 // SAFETY: each of these is #[repr(C)], made of integers with explicit padding fields,
@@ -395,6 +470,16 @@ unsafe impl Pod for PageRun {}
 unsafe impl Pod for Mm {}
 // SAFETY: as above.
 unsafe impl Pod for Fd {}
+// SAFETY: as above.
+unsafe impl Pod for crate::Process {}
+// SAFETY: as above.
+unsafe impl Pod for crate::SigAction {}
+// SAFETY: as above.
+unsafe impl Pod for crate::PendingSignal {}
+// SAFETY: as above.
+unsafe impl Pod for crate::PosixTimer {}
+// SAFETY: as above.
+unsafe impl Pod for crate::EpollEntry {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.
@@ -416,6 +501,9 @@ pub fn slice_as_bytes<T: Pod>(v: &[T]) -> &[u8] {
 /// whole number of records. Returns None otherwise.
 pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<&[T]> {
     let sz = core::mem::size_of::<T>();
+    if b.is_empty() {
+        return Some(&[]);
+    }
     if b.len() % sz != 0 || (b.as_ptr() as usize) % core::mem::align_of::<T>() != 0 {
         return None;
     }
@@ -445,7 +533,7 @@ mod tests {
         assert_eq!(size_of::<Vma>(), 64);
         assert_eq!(size_of::<PageRun>(), 32);
         assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 2 * 64 * 8);
-        assert_eq!(size_of::<Fd>(), 32);
+        assert_eq!(size_of::<Fd>(), 104);
         assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
         assert!(size_of::<Header>() <= crate::DATA_START as usize);
     }

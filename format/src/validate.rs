@@ -178,6 +178,10 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
             SectionKind::Strings => MAX_STRINGS,
             SectionKind::Xstate => MAX_XSTATE as u64 * MAX_THREADS as u64,
             SectionKind::Vdso => MAX_VDSO,
+            SectionKind::Process => 1,
+            SectionKind::Signals => crate::MAX_SIGNALS as u64,
+            SectionKind::Timers => crate::MAX_TIMERS as u64,
+            SectionKind::Epoll => crate::MAX_EPOLL as u64,
         };
         if s.count as u64 > max {
             return Err(FormatError::TooMany { section: kind, count: s.count as u64, max });
@@ -212,6 +216,11 @@ pub struct Tables<'a> {
     pub strings: &'a [u8],
     pub xstate: &'a [u8],
     pub vdso: &'a [u8],
+    /// Process-wide state; None in images written without it.
+    pub process: Option<&'a crate::Process>,
+    pub signals: &'a [crate::PendingSignal],
+    pub timers: &'a [crate::PosixTimer],
+    pub epoll: &'a [crate::EpollEntry],
 }
 
 fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: bool) -> Result<&'a [u8], FormatError> {
@@ -250,8 +259,12 @@ impl<'a> Tables<'a> {
         let strings = section_bytes(h, buf, lo, SectionKind::Strings, hw)?;
         let xstate = section_bytes(h, buf, lo, SectionKind::Xstate, hw)?;
         let vdso = section_bytes(h, buf, lo, SectionKind::Vdso, hw)?;
+        let process: &[crate::Process] = records(section_bytes(h, buf, lo, SectionKind::Process, hw)?, SectionKind::Process)?;
+        let signals = records(section_bytes(h, buf, lo, SectionKind::Signals, hw)?, SectionKind::Signals)?;
+        let timers = records(section_bytes(h, buf, lo, SectionKind::Timers, hw)?, SectionKind::Timers)?;
+        let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso };
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll };
         t.check(h)?;
         Ok(t)
     }
@@ -261,7 +274,8 @@ impl<'a> Tables<'a> {
         self.check_vmas()?;
         self.check_runs(h)?;
         self.check_mm()?;
-        self.check_fds()
+        self.check_fds(h)?;
+        self.check_process()
     }
 
     fn check_threads(&self, h: &Header) -> Result<(), FormatError> {
@@ -391,7 +405,7 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
-    fn check_fds(&self) -> Result<(), FormatError> {
+    fn check_fds(&self, h: &Header) -> Result<(), FormatError> {
         let mut prev = -1i64;
         for (i, f) in self.fds.iter().enumerate() {
             let bad = |what| Err(FormatError::BadFd { index: i as u32, what });
@@ -401,12 +415,39 @@ impl<'a> Tables<'a> {
             prev = f.fd as i64;
             match FdKind::from_u32(f.kind) {
                 None => return bad("unknown fd kind"),
-                Some(FdKind::RegularFile) if f.path_len == 0 => return bad("file without a path"),
+                Some(FdKind::Path) if f.path_len == 0 => return bad("file without a path"),
                 _ => {}
             }
             if !str_in(self.strings, f.path_off, f.path_len) {
                 return bad("path outside the strings section");
             }
+            if f.data_len != 0
+                && (f.data_off < DATA_START || f.data_off.checked_add(f.data_len).is_none_or(|e| e > h.image_size))
+            {
+                return bad("data outside the image");
+            }
+        }
+        for (i, e) in self.epoll.iter().enumerate() {
+            let is_epoll = self.fds.iter().any(|f| f.fd == e.epfd && f.kind == FdKind::Epoll as u32);
+            if !is_epoll || !self.fds.iter().any(|f| f.fd == e.fd) {
+                return Err(FormatError::BadFd { index: i as u32, what: "epoll entry names an fd that is not in the image" });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_process(&self) -> Result<(), FormatError> {
+        let bad = |what| Err(FormatError::BadMm { what });
+        if let Some(p) = self.process {
+            if !str_in(self.strings, p.cwd_off, p.cwd_len) {
+                return bad("cwd outside the strings section");
+            }
+            if p.sigactions.iter().any(|a| a.handler >= USER_TOP || a.restorer >= USER_TOP) {
+                return bad("signal handler outside user space");
+            }
+        }
+        if self.signals.iter().any(|s| s.signo == 0 || s.signo > 64) {
+            return bad("pending signal number out of range");
         }
         Ok(())
     }

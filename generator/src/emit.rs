@@ -20,8 +20,30 @@ pub struct Source<'a> {
     pub pm: &'a mut Pagemap,
     pub vmas: &'a mut Vec<PlannedVma>,
     pub parts: &'a mut ImageParts,
+    /// Bytes carried by fds (index into parts.fds, bytes), stored after the pages.
+    pub blobs: &'a [(usize, Vec<u8>)],
     /// Write a .resume executable (ELF part first), not a raw image.
     pub resume_exe: bool,
+}
+
+/// Place the fd blobs from image offset `at` (page aligned each), filling in the fd
+/// records; returns the end offset. With `w`, also write them (padding included).
+fn place_blobs<W: Write>(src: &mut Source, at: u64, mut w: Option<&mut W>) -> std::io::Result<u64> {
+    let hw = ckpt_format::crc32c::have_hw();
+    let mut pos = at;
+    for (i, data) in src.blobs {
+        let f = &mut src.parts.fds[*i];
+        f.data_off = pos;
+        f.data_len = data.len() as u64;
+        f.data_crc = ckpt_format::crc32c::crc32c(data, hw);
+        let padded = align_up(data.len() as u64, ckpt_format::PAGE_SIZE);
+        if let Some(w) = w.as_deref_mut() {
+            w.write_all(data)?;
+            w.write_all(&vec![0u8; (padded - data.len() as u64) as usize])?;
+        }
+        pos += padded;
+    }
+    Ok(pos)
 }
 
 fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
@@ -42,7 +64,8 @@ pub fn to_file(src: &mut Source, file: &File, t: &Seized) -> Result<(Stats, u64)
     let mut pw = PageWriter::new(bw, DATA_START);
     pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
     t.check_alive()?;
-    let (mut bw, runs, stats, data_end) = pw.finish();
+    let (mut bw, runs, stats, pages_end) = pw.finish();
+    let data_end = place_blobs(src, pages_end, Some(&mut bw))?;
     let (hdr, tables) = layout(src, runs, data_end);
     bw.seek(SeekFrom::Start(prefix_len + align_up(data_end, 64)))?;
     bw.write_all(&tables)?;
@@ -83,7 +106,8 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stats, u64)> {
     let mut probe = PageWriter::new(std::io::sink(), DATA_START);
     pages::dump(src.mem, src.pm, src.vmas, &mut probe)?;
-    let (_, runs, _, data_end) = probe.finish();
+    let (_, runs, _, pages_end) = probe.finish();
+    let data_end = place_blobs::<std::io::Sink>(src, pages_end, None)?;
     let (hdr, tables) = layout(src, runs.clone(), data_end);
     let pre = prefix(src, hdr.image_size)?;
     let mut w = Counted { w: BufWriter::with_capacity(1 << 20, out), n: 0 };
@@ -92,10 +116,11 @@ pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stat
     pad_to(&mut w, pre.len() as u64 + DATA_START)?;
     let mut pw = PageWriter::new(w, DATA_START);
     pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
-    let (mut w, runs2, stats, data_end2) = pw.finish();
-    if runs2 != runs || data_end2 != data_end {
+    let (mut w, runs2, stats, pages_end2) = pw.finish();
+    if runs2 != runs || pages_end2 != pages_end {
         bail!("the target's memory changed between the two passes of the stream");
     }
+    place_blobs(src, pages_end, Some(&mut w))?;
     t.check_alive()?;
     pad_to(&mut w, pre.len() as u64 + align_up(data_end, 64))?;
     w.write_all(&tables)?;

@@ -7,7 +7,17 @@
 use crate::plan::Strings;
 use crate::proc::fds::{FdInfo, FdTarget};
 use anyhow::{bail, Result};
-use ckpt_format::{Fd, FdKind};
+use ckpt_format::{EpollEntry, Fd, FdKind};
+
+/// What the stub will do for every fd, and the bytes some of them carry.
+#[derive(Default)]
+pub struct FdPlan {
+    pub fds: Vec<Fd>,
+    pub epoll: Vec<EpollEntry>,
+    /// (index into `fds`, bytes): stored in the data area; emit.rs sets
+    /// `data_off`/`data_len`/`data_crc`.
+    pub blobs: Vec<(usize, Vec<u8>)>,
+}
 
 fn what(f: &FdInfo) -> String {
     match &f.target {
@@ -16,7 +26,7 @@ fn what(f: &FdInfo) -> String {
     }
 }
 
-pub fn plan(pid: i32, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<Vec<Fd>> {
+pub fn plan(pid: i32, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
     let mut out = Vec::new();
     for f in fds {
         if f.fd > 2 {
@@ -33,7 +43,7 @@ pub fn plan(pid: i32, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings
         let mut rec = Fd { fd: f.fd, kind: FdKind::Inherit as u32, ..Default::default() };
         match &f.target {
             FdTarget::File(p) if std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false) => {
-                rec.kind = FdKind::RegularFile as u32;
+                rec.kind = FdKind::Path as u32;
                 rec.flags = f.flags & !(libc::O_CLOEXEC as u32);
                 rec.cloexec = f.cloexec() as u32;
                 rec.offset = f.pos;
@@ -46,5 +56,5 @@ pub fn plan(pid: i32, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings
         }
         out.push(rec);
     }
-    Ok(out)
+    Ok(FdPlan { fds: out, ..Default::default() })
 }

@@ -115,7 +115,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(o.pid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
-    let fds = fdplan::plan(o.pid, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(o.pid, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
 
     let mut r = inv.regs;
     let mut before = [0u8; 2];
@@ -193,11 +193,12 @@ pub fn run(o: &Options) -> Result<()> {
     }
     (mm.cmdline_off, mm.cmdline_len) = strings.add(&inv.cmdline.join("\0"));
     parts.mm = mm;
-    parts.fds = fds;
+    parts.fds = fdp.fds;
+    parts.epoll = fdp.epoll;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
-    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, resume_exe: !o.raw_image };
+    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, blobs: &fdp.blobs, resume_exe: !o.raw_image };
     let (stats, file_size) = match &out {
         Some(out) => emit::to_file(&mut src, &out.file, &t).with_context(|| format!("writing {}", o.output.display()))?,
         None => emit::to_stream(&mut src, std::io::stdout().lock(), &t).context("writing the image to standard output")?,

@@ -13,6 +13,10 @@ pub struct ImageParts {
     pub strings: Vec<u8>,
     pub xstate: Vec<u8>,
     pub vdso: Vec<u8>,
+    pub process: Option<Process>,
+    pub signals: Vec<PendingSignal>,
+    pub timers: Vec<PosixTimer>,
+    pub epoll: Vec<EpollEntry>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -38,6 +42,10 @@ pub fn finish(p: &ImageParts, data_end: u64) -> (Header, Vec<u8>) {
         (SectionKind::Strings, &p.strings, p.strings.len() as u32),
         (SectionKind::Xstate, &p.xstate, p.xstate.len() as u32),
         (SectionKind::Vdso, &p.vdso, p.vdso.len() as u32),
+        (SectionKind::Process, p.process.as_ref().map_or(&[][..], as_bytes), p.process.is_some() as u32),
+        (SectionKind::Signals, slice_as_bytes(&p.signals), p.signals.len() as u32),
+        (SectionKind::Timers, slice_as_bytes(&p.timers), p.timers.len() as u32),
+        (SectionKind::Epoll, slice_as_bytes(&p.epoll), p.epoll.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -44,7 +44,7 @@ pub fn restore(t: &Tables) {
     // Closes the image too: every page is in place by now.
     let _ = sys::close_range(3, u32::MAX as usize);
     for f in t.fds {
-        if FdKind::from_u32(f.kind) == Some(FdKind::RegularFile) {
+        if FdKind::from_u32(f.kind) == Some(FdKind::Path) {
             reopen(t, f);
         }
     }

@@ -1,0 +1,1687 @@
+//! Rejection tests for the image reader, and a bounded structure-aware fuzzer.
+//!
+//! [`valid_parts`] describes a small but complete image (one thread with an XSAVE area,
+//! VMAs of every creation path, page runs with data, an mm record with auxv, fds) and
+//! [`build`] lays it out exactly as `generator/src/image.rs` does: header, page data
+//! from `DATA_START`, then the tables from `align_up(data_end, 64)`, each 8-byte
+//! aligned (64 for xstate) with its CRC-32C.
+//!
+//! Every way `check_header` and `Tables::parse` can reject a file has one test below,
+//! which breaks exactly one thing, repairs the checksums that would otherwise fire
+//! first, and asserts the exact `FormatError`.
+//!
+//! The fuzzer at the end ([`fuzz_one`]) mutates valid images (bit flips, truncations,
+//! splices, interesting field values, with or without repaired checksums) and checks
+//! that validation never panics and that an accepted image never makes the restorer
+//! index out of bounds ([`stub_view`] repeats every table access the stub makes).
+//! `fuzz/` includes this file to reuse the builder and the oracle in its libFuzzer
+//! targets, so it must not depend on anything but the crate root's public items.
+#![allow(dead_code)]
+
+extern crate std;
+
+use super::crc32c::{crc32c, have_hw};
+use super::*;
+use core::mem::size_of;
+use std::format;
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+// ---------------------------------------------------------------------------
+// A valid image
+
+/// Everything an image holds; `build` turns it into bytes. Runs keep the
+/// `data_off`/`crc` they are given, so tests can break them.
+#[derive(Clone)]
+pub struct Parts {
+    pub threads: Vec<Thread>,
+    pub vmas: Vec<Vma>,
+    pub runs: Vec<PageRun>,
+    pub mm: Mm,
+    pub fds: Vec<Fd>,
+    pub strings: Vec<u8>,
+    pub xstate: Vec<u8>,
+    pub vdso: Vec<u8>,
+    pub process: Option<Process>,
+    pub signals: Vec<PendingSignal>,
+    pub timers: Vec<PosixTimer>,
+    pub epoll: Vec<EpollEntry>,
+    /// Page data: bytes placed at image offsets (the runs point into them).
+    pub data: Vec<(u64, Vec<u8>)>,
+    pub xcr0: u64,
+    pub xstate_size: u32,
+    pub gadget_syscall_ret: u64,
+    pub gadget_sigreturn: u64,
+}
+
+/// Deterministic filler bytes.
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.next() as u8).collect()
+}
+
+fn add_string(strings: &mut Vec<u8>, s: &[u8]) -> (u32, u32) {
+    let off = strings.len() as u32;
+    strings.extend_from_slice(s);
+    strings.push(0);
+    (off, s.len() as u32)
+}
+
+pub const XSTATE_SIZE: u32 = 832;
+pub const EXE: &[u8] = b"/usr/bin/counter";
+pub const LOG: &[u8] = b"/tmp/counter.log";
+pub const CWD: &[u8] = b"/home/user";
+/// Bytes buffered in the pipe of fds 5/6 (stored like page data).
+pub const PIPE_DATA: &[u8] = b"buffered in pipe\n";
+
+// Addresses of the valid image's VMAs.
+const CODE: (u64, u64) = (0x40_0000, 0x40_2000);
+const HEAP: (u64, u64) = (0x60_0000, 0x60_4000);
+const RESERVE: (u64, u64) = (0x7f00_0000_0000, 0x7f10_0000_0000); // 64 GiB PROT_NONE
+const SHFILE: (u64, u64) = (0x7f20_0000_0000, 0x7f20_0000_1000);
+const SHANON: (u64, u64) = (0x7f30_0000_0000, 0x7f30_0000_2000);
+const STACK: (u64, u64) = (0x7ffd_0000_0000, 0x7ffd_0002_1000);
+const VVAR: (u64, u64) = (0x7ffd_1000_0000, 0x7ffd_1000_4000);
+const VDSO: (u64, u64) = (0x7ffd_1000_4000, 0x7ffd_1000_6000);
+
+// Index of each VMA in the valid image.
+pub const V_CODE: usize = 0;
+pub const V_HEAP: usize = 1;
+pub const V_RESERVE: usize = 2;
+pub const V_SHFILE: usize = 3;
+pub const V_SHANON: usize = 4;
+pub const V_STACK: usize = 5;
+pub const V_VVAR: usize = 6;
+pub const V_VDSO: usize = 7;
+
+/// Where the valid image's tables start: after 4 pages of runs and 1 of pipe data.
+pub const TABLES_AT: u64 = DATA_START + 5 * PAGE_SIZE;
+
+// Index of some fds in the valid image.
+pub const F_LOG: usize = 1;
+pub const F_EPOLL: usize = 3;
+pub const F_PIPE_R: usize = 5;
+
+/// The valid image: 8 VMAs (file-private code, heap, a 64 GiB PROT_NONE reservation,
+/// a shared file, shared anonymous memory, stack, vvar, vdso), 4 one-page runs, one
+/// thread with an 832-byte XSAVE area at offset 0, mm with auxv; fds: 0-2 (1 a
+/// regular file), an epoll instance watching an eventfd, a pipe with buffered bytes
+/// stored after the pages; process state with a cwd and a handler, one pending
+/// signal, one POSIX timer.
+pub fn valid_parts() -> Parts {
+    let mut strings = Vec::new();
+    let exe = add_string(&mut strings, EXE);
+    let cmdline = add_string(&mut strings, b"counter\x00300");
+    let shfile = add_string(&mut strings, b"/dev/shm/counter-shared");
+    let log = add_string(&mut strings, LOG);
+    let cwd = add_string(&mut strings, CWD);
+
+    let vma = |(start, end): (u64, u64), prot, kind: VmaKind, flags| Vma {
+        start,
+        end,
+        prot,
+        kind: kind as u32,
+        flags,
+        ..Vma::default()
+    };
+    let mut vmas = vec![
+        vma(CODE, PROT_READ | PROT_EXEC, VmaKind::FilePrivate, 0),
+        vma(HEAP, PROT_READ | PROT_WRITE, VmaKind::Heap, 0),
+        vma(RESERVE, 0, VmaKind::Anon, VMA_NORESERVE),
+        vma(SHFILE, PROT_READ | PROT_WRITE, VmaKind::SharedFile, 0),
+        vma(SHANON, PROT_READ | PROT_WRITE, VmaKind::SharedAnon, VMA_DONTFORK),
+        vma(STACK, PROT_READ | PROT_WRITE, VmaKind::Stack, VMA_GROWSDOWN),
+        vma(VVAR, PROT_READ, VmaKind::Vvar, 0),
+        vma(VDSO, PROT_READ | PROT_EXEC, VmaKind::Vdso, 0),
+    ];
+    (vmas[V_CODE].name_off, vmas[V_CODE].name_len) = exe;
+    vmas[V_CODE].file_size = 0x2345;
+    (vmas[V_SHFILE].name_off, vmas[V_SHFILE].name_len) = shfile;
+    vmas[V_SHFILE].file_offset = 0x1000;
+    vmas[V_SHFILE].file_size = 0x8000;
+
+    // One page each: the first code page, two heap pages with a hole, the stack top.
+    let pages: [(usize, u64); 4] = [
+        (V_CODE, CODE.0),
+        (V_HEAP, HEAP.0),
+        (V_HEAP, HEAP.0 + 0x2000),
+        (V_STACK, STACK.1 - 0x1000),
+    ];
+    let mut runs = Vec::new();
+    let mut data = Vec::new();
+    for (i, &(v, addr)) in pages.iter().enumerate() {
+        let bytes = pattern(PAGE_SIZE as usize, 100 + i as u64);
+        let data_off = DATA_START + i as u64 * PAGE_SIZE;
+        runs.push(PageRun { addr, data_off, len: PAGE_SIZE, crc: crc32c(&bytes, false), vma: v as u32 });
+        data.push((data_off, bytes));
+    }
+    let mut next = 0;
+    for (i, v) in vmas.iter_mut().enumerate() {
+        v.first_run = next;
+        v.nruns = pages.iter().filter(|p| p.0 == i).count() as u32;
+        next += v.nruns;
+    }
+
+    let regs = Regs {
+        rip: CODE.0 + 0x123,
+        rsp: STACK.1 - 0x100,
+        rbp: STACK.1 - 0x80,
+        rax: u64::MAX - 3, // -EINTR-ish, as after an interrupted syscall
+        orig_rax: 35,
+        cs: 0x33,
+        ss: 0x2b,
+        eflags: 0x246,
+        fs_base: SHANON.0 + 0x700,
+        ..Regs::default()
+    };
+    let thread = Thread {
+        tid: 4242,
+        regs,
+        sigmask: 1 << 12,
+        rseq_addr: STACK.1 - 0x200,
+        rseq_len: 32,
+        rseq_sig: 0x5305_3053,
+        xstate_size: XSTATE_SIZE,
+        xstate_off: 0,
+        tid_address: SHANON.0 + 0x9d0,
+        robust_list: SHANON.0 + 0x9e0,
+        robust_len: 24,
+        ..Thread::default()
+    };
+
+    let mut mm = Mm {
+        start_code: CODE.0,
+        end_code: CODE.1,
+        start_data: HEAP.0 - 0x1000,
+        end_data: HEAP.0,
+        start_brk: HEAP.0,
+        brk: HEAP.1,
+        start_stack: STACK.1 - 0x400,
+        arg_start: STACK.1 - 0x300,
+        arg_end: STACK.1 - 0x2f0,
+        env_start: STACK.1 - 0x2f0,
+        env_end: STACK.1 - 0x280,
+        ..Mm::default()
+    };
+    let auxv: [(u64, u64); 4] = [(6, 4096), (9, CODE.0 + 0x100), (33, VDSO.0), (0, 0)];
+    for (i, (k, v)) in auxv.iter().enumerate() {
+        mm.auxv[2 * i] = *k;
+        mm.auxv[2 * i + 1] = *v;
+    }
+    mm.auxv_words = 2 * auxv.len() as u32;
+    (mm.exe_off, mm.exe_len) = exe;
+    (mm.cmdline_off, mm.cmdline_len) = cmdline;
+
+    let fd = |fd, kind: FdKind| Fd { fd, kind: kind as u32, ..Fd::default() };
+    let mut fds = vec![
+        fd(0, FdKind::Inherit),
+        Fd {
+            flags: 0o2001, // O_WRONLY | O_APPEND
+            offset: 1234,
+            path_off: log.0,
+            path_len: log.1,
+            ..fd(1, FdKind::Path)
+        },
+        fd(2, FdKind::Inherit),
+        fd(3, FdKind::Epoll),
+        Fd { aux: [5, 0, 0, 0, 0, 0], ..fd(4, FdKind::Eventfd) },
+        Fd { aux: [777, 0, 0, 0, 0, 0], desc: 1, ..fd(5, FdKind::Pipe) },
+        Fd { aux: [777, 1, 0, 0, 0, 0], desc: 2, ..fd(6, FdKind::Pipe) },
+    ];
+    // The pipe's bytes follow the pages, padded to a page as the generator does.
+    let pipe_off = DATA_START + pages.len() as u64 * PAGE_SIZE;
+    fds[F_PIPE_R].data_off = pipe_off;
+    fds[F_PIPE_R].data_len = PIPE_DATA.len() as u64;
+    fds[F_PIPE_R].data_crc = crc32c(PIPE_DATA, false);
+    let mut padded = PIPE_DATA.to_vec();
+    padded.resize(PAGE_SIZE as usize, 0);
+    data.push((pipe_off, padded));
+
+    let mut process = Process { flags: PROC_HAVE_STATE, umask: 0o027, ..Process::default() };
+    (process.cwd_off, process.cwd_len) = cwd;
+    process.comm[..7].copy_from_slice(b"counter");
+    process.sigactions[10 - 1] = SigAction {
+        handler: CODE.0 + 0x400,
+        flags: 0x0400_0000, // SA_RESTORER
+        restorer: CODE.0 + 0x480,
+        mask: 0,
+    };
+    let mut info = [0u64; 16];
+    info[0] = 10; // si_signo
+    let signal = PendingSignal { thread: 0, signo: 10, info };
+    let timer = PosixTimer { id: 0, clock: 1, signo: 14, value: [1, 500_000_000], ..PosixTimer::default() };
+    let epoll = EpollEntry { epfd: 3, fd: 4, events: 1, data: 4, ..EpollEntry::default() };
+
+    Parts {
+        threads: vec![thread],
+        vmas,
+        runs,
+        mm,
+        fds,
+        strings,
+        xstate: pattern(XSTATE_SIZE as usize, 7),
+        vdso: pattern(512, 8),
+        process: Some(process),
+        signals: vec![signal],
+        timers: vec![timer],
+        epoll: vec![epoll],
+        data,
+        xcr0: 0x7,
+        xstate_size: XSTATE_SIZE,
+        gadget_syscall_ret: CODE.0 + 0x200,
+        gadget_sigreturn: CODE.0 + 0x300,
+    }
+}
+
+/// Lay out `p` as generator/src/image.rs does and return the image bytes.
+pub fn build(p: &Parts) -> Vec<u8> {
+    let data_end = p.data.iter().map(|(o, d)| o + d.len() as u64).max().unwrap_or(DATA_START).max(DATA_START);
+    let base = align_up(data_end, 64);
+    let mut tables: Vec<u8> = Vec::new();
+    let mut sections = [Section::default(); MAX_SECTIONS];
+    for kind in SectionKind::ALL {
+        // An exhaustive match: a new section kind must be added here.
+        let (bytes, count): (&[u8], usize) = match kind {
+            SectionKind::Threads => (slice_as_bytes(&p.threads), p.threads.len()),
+            SectionKind::Vmas => (slice_as_bytes(&p.vmas), p.vmas.len()),
+            SectionKind::Runs => (slice_as_bytes(&p.runs), p.runs.len()),
+            SectionKind::Mm => (as_bytes(&p.mm), 1),
+            SectionKind::Fds => (slice_as_bytes(&p.fds), p.fds.len()),
+            SectionKind::Strings => (&p.strings, p.strings.len()),
+            SectionKind::Xstate => (&p.xstate, p.xstate.len()),
+            SectionKind::Vdso => (&p.vdso, p.vdso.len()),
+            SectionKind::Process => (p.process.as_ref().map_or(&[][..], as_bytes), p.process.is_some() as usize),
+            SectionKind::Signals => (slice_as_bytes(&p.signals), p.signals.len()),
+            SectionKind::Timers => (slice_as_bytes(&p.timers), p.timers.len()),
+            SectionKind::Epoll => (slice_as_bytes(&p.epoll), p.epoll.len()),
+        };
+        let count = count as u32;
+        if bytes.is_empty() {
+            continue;
+        }
+        let align = if kind == SectionKind::Xstate { 64 } else { 8 };
+        tables.resize(align_up(tables.len() as u64, align) as usize, 0);
+        sections[kind as usize] = Section {
+            offset: base + tables.len() as u64,
+            size: bytes.len() as u64,
+            count,
+            crc: crc32c(bytes, false),
+        };
+        tables.extend_from_slice(bytes);
+    }
+    let mut kernel_release = [0u8; 64];
+    kernel_release[..10].copy_from_slice(b"6.8.0-test");
+    let mut h = Header {
+        magic: MAGIC,
+        version: VERSION,
+        header_size: size_of::<Header>() as u32,
+        flags: 0,
+        image_size: base + tables.len() as u64,
+        created_unix: 1_700_000_000,
+        xcr0: p.xcr0,
+        xstate_size: p.xstate_size,
+        page_size: PAGE_SIZE as u32,
+        gadget_syscall_ret: p.gadget_syscall_ret,
+        gadget_sigreturn: p.gadget_sigreturn,
+        pid: 4242,
+        nsections: MAX_SECTIONS as u32,
+        sections,
+        kernel_release,
+        header_crc: 0,
+        _pad: 0,
+    };
+    h.header_crc = header_crc(&h);
+    let mut img = vec![0u8; base as usize];
+    img[..size_of::<Header>()].copy_from_slice(as_bytes(&h));
+    for (off, d) in &p.data {
+        img[*off as usize..*off as usize + d.len()].copy_from_slice(d);
+    }
+    img.extend_from_slice(&tables);
+    img
+}
+
+pub fn valid_image() -> Vec<u8> {
+    build(&valid_parts())
+}
+
+/// The valid image after `f` changed its parts (checksums all correct).
+fn image_with(f: impl FnOnce(&mut Parts)) -> Vec<u8> {
+    let mut p = valid_parts();
+    f(&mut p);
+    build(&p)
+}
+
+// ---------------------------------------------------------------------------
+// Reading an image as the stub does
+
+/// Bytes copied into 8-byte aligned memory (the stub reads the tables into a fresh
+/// page-aligned mapping).
+pub struct Aligned {
+    words: Vec<u64>,
+    len: usize,
+    shift: usize,
+}
+
+impl Aligned {
+    pub fn new(b: &[u8]) -> Aligned {
+        Aligned::shifted(b, 0)
+    }
+
+    /// Starting `shift` bytes past an 8-byte boundary.
+    pub fn shifted(b: &[u8], shift: usize) -> Aligned {
+        let mut words = vec![0u64; (b.len() + shift).div_ceil(8)];
+        let bytes = bytes_of_mut(&mut words);
+        bytes[shift..shift + b.len()].copy_from_slice(b);
+        Aligned { words, len: b.len(), shift }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &slice_as_bytes(&self.words)[self.shift..self.shift + self.len]
+    }
+}
+
+fn bytes_of_mut(w: &mut [u64]) -> &mut [u8] {
+    // SAFETY: u64 has no padding and every byte pattern is a valid u64.
+    unsafe { core::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, w.len() * 8) }
+}
+
+pub fn header_of(img: &[u8]) -> Header {
+    read_record(img).expect("image holds a header")
+}
+
+/// What the stub does with a file of `img.len()` bytes: read the header (or what
+/// there is of it), check it, read `tables_span` into aligned memory, parse; then
+/// give the result to `f`.
+pub fn validate_with<R>(img: &[u8], hw: bool, f: impl FnOnce(&Header, &Tables) -> R) -> Result<R, FormatError> {
+    let hlen = size_of::<Header>().min(img.len());
+    let h = check_header(&img[..hlen], img.len() as u64)?;
+    let (lo, hi) = tables_span(&h);
+    assert!(lo <= hi, "tables_span ({lo:#x}, {hi:#x}) is reversed after check_header accepted");
+    let span = img
+        .get(lo as usize..hi as usize)
+        .unwrap_or_else(|| panic!("tables_span [{lo:#x}, {hi:#x}) lies outside a file of {} bytes", img.len()));
+    let buf = Aligned::new(span);
+    let t = Tables::parse(&h, buf.bytes(), lo, hw)?;
+    Ok(f(&h, &t))
+}
+
+pub fn validate(img: &[u8]) -> Result<(), FormatError> {
+    validate_with(img, false, |_, _| ())
+}
+
+/// Asserts the exact rejection, with the portable and (where the CPU has it) the
+/// SSE4.2 checksum.
+#[track_caller]
+fn expect(img: &[u8], want: FormatError) {
+    assert_eq!(validate(img), Err(want), "{want}");
+    if have_hw() {
+        assert_eq!(validate_with(img, true, |_, _| ()), Err(want), "{want} (hw crc)");
+    }
+}
+
+/// Change the header of an image and store a correct header checksum.
+fn with_header(img: &[u8], f: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let mut img = img.to_vec();
+    let mut h = header_of(&img);
+    f(&mut h);
+    h.header_crc = header_crc(&h);
+    img[..size_of::<Header>()].copy_from_slice(as_bytes(&h));
+    img
+}
+
+/// Change the header without touching its checksum.
+fn with_header_raw(img: &[u8], f: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let mut img = img.to_vec();
+    let mut h = header_of(&img);
+    f(&mut h);
+    img[..size_of::<Header>()].copy_from_slice(as_bytes(&h));
+    img
+}
+
+fn section(img: &[u8], kind: SectionKind) -> Section {
+    *header_of(img).section(kind)
+}
+
+/// The section laid out last in the valid image.
+const LAST: SectionKind = SectionKind::ALL[KNOWN_SECTIONS - 1];
+
+const BS: fn(u32, &'static str) -> FormatError = |section, what| FormatError::BadSection { section, what };
+const BT: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadThread { index, what };
+const BV: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadVma { index, what };
+const BR: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadRun { index, what };
+const BM: fn(&'static str) -> FormatError = |what| FormatError::BadMm { what };
+const BF: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadFd { index, what };
+
+// ---------------------------------------------------------------------------
+// The valid image
+
+#[test]
+fn valid_image_parses() {
+    let img = valid_image();
+    let p = valid_parts();
+    for hw in [false, true] {
+        if hw && !have_hw() {
+            continue;
+        }
+        let summary = validate_with(&img, hw, |h, t| {
+            assert_eq!(t.threads.len(), 1);
+            assert_eq!(t.vmas.len(), 8);
+            assert_eq!(t.runs, &p.runs[..]);
+            assert_eq!(t.fds.len(), 7);
+            assert_eq!(t.process.map(|p| p.cwd_len), Some(CWD.len() as u32));
+            assert_eq!((t.signals.len(), t.timers.len(), t.epoll.len()), (1, 1, 1));
+            let pipe = &t.fds[F_PIPE_R];
+            let d = &img[pipe.data_off as usize..(pipe.data_off + pipe.data_len) as usize];
+            assert_eq!((d, crc32c(d, hw)), (PIPE_DATA, pipe.data_crc));
+            assert_eq!(t.xstate, &p.xstate[..]);
+            assert_eq!(t.vdso, &p.vdso[..]);
+            assert_eq!(t.string(t.mm.exe_off, t.mm.exe_len), EXE);
+            assert_eq!(t.string(t.fds[1].path_off, t.fds[1].path_len), LOG);
+            assert_eq!(t.string(t.vmas[V_CODE].name_off, t.vmas[V_CODE].name_len), EXE);
+            assert_eq!(t.mm.auxv_words, 8);
+            assert_eq!(h.image_size, img.len() as u64);
+            stub_view(h, t, &img).expect("the stub's view of the valid image");
+            for r in t.runs {
+                let d = &img[r.data_off as usize..(r.data_off + r.len) as usize];
+                assert_eq!(crc32c(d, hw), r.crc);
+            }
+            (tables_span(h), t.xstate.as_ptr() as usize % 64)
+        });
+        let ((lo, hi), _) = summary.expect("valid image");
+        assert_eq!((lo, hi), (TABLES_AT, img.len() as u64));
+    }
+}
+
+#[test]
+fn layout_matches_the_generator() {
+    let img = valid_image();
+    let h = header_of(&img);
+    let mut prev_end = TABLES_AT;
+    for kind in SectionKind::ALL {
+        let s = h.section(kind);
+        assert_ne!(s.size, 0, "{} is empty", kind.name());
+        assert_eq!(s.offset % if kind == SectionKind::Xstate { 64 } else { 8 }, 0);
+        assert!(s.offset >= prev_end && s.offset - prev_end < 64, "{} not packed", kind.name());
+        assert_eq!(s.size, s.count as u64 * kind.entry_size());
+        prev_end = s.offset + s.size;
+    }
+    assert_eq!(prev_end, h.image_size);
+    assert!(h.sections[KNOWN_SECTIONS..].iter().all(|s| *s == Section::default()));
+    // The xstate area is 576+ bytes at a 64-aligned offset of a 64-aligned section.
+    assert!(XSTATE_SIZE >= 576 && h.section(SectionKind::Xstate).offset % 64 == 0);
+}
+
+// ---------------------------------------------------------------------------
+// check_header
+
+#[test]
+fn header_truncated() {
+    let img = valid_image();
+    let need = size_of::<Header>() as u64;
+    expect(&img[..need as usize - 1], FormatError::Truncated { need, have: need - 1 });
+    expect(&[], FormatError::Truncated { need, have: 0 });
+}
+
+#[test]
+fn bad_magic() {
+    let img = with_header(&valid_image(), |h| h.magic[7] = 2);
+    expect(&img, FormatError::BadMagic);
+    let mut elf = valid_image();
+    elf[..4].copy_from_slice(b"\x7fELF");
+    expect(&elf, FormatError::BadMagic);
+}
+
+#[test]
+fn bad_version() {
+    let img = with_header(&valid_image(), |h| h.version = VERSION + 1);
+    expect(&img, FormatError::BadVersion { found: VERSION + 1 });
+}
+
+#[test]
+fn bad_header_size() {
+    let n = size_of::<Header>() as u32;
+    let img = with_header(&valid_image(), |h| h.header_size = n + 8);
+    expect(&img, FormatError::BadHeaderSize { found: n + 8 });
+}
+
+#[test]
+fn header_checksum() {
+    let valid = valid_image();
+    let stored = header_of(&valid).header_crc;
+    let img = with_header_raw(&valid, |h| h.kernel_release[0] ^= 1);
+    let computed = header_crc(&header_of(&img));
+    assert_ne!(stored, computed);
+    expect(&img, FormatError::HeaderChecksum { stored, computed });
+    // A flip in the stored checksum itself.
+    let img = with_header_raw(&valid, |h| h.header_crc ^= 1 << 31);
+    expect(&img, FormatError::HeaderChecksum { stored: stored ^ 1 << 31, computed: stored });
+}
+
+#[test]
+fn bad_page_size() {
+    let img = with_header(&valid_image(), |h| h.page_size = 16384);
+    expect(&img, FormatError::BadPageSize { found: 16384 });
+}
+
+#[test]
+fn image_truncated() {
+    let img = valid_image();
+    let need = img.len() as u64;
+    // Cut in the tables, in the page data, right after the header.
+    for cut in [need - 1, 2 * PAGE_SIZE + 5, size_of::<Header>() as u64] {
+        expect(&img[..cut as usize], FormatError::Truncated { need, have: cut });
+    }
+    // An image_size larger than the file.
+    let img = with_header(&img, |h| h.image_size += 8);
+    expect(&img, FormatError::Truncated { need: need + 8, have: need });
+}
+
+#[test]
+fn wrong_number_of_section_slots() {
+    let img = with_header(&valid_image(), |h| h.nsections = KNOWN_SECTIONS as u32);
+    expect(&img, BS(KNOWN_SECTIONS as u32, "wrong number of section slots"));
+}
+
+#[test]
+fn header_xstate_size_over_limit() {
+    let img = with_header(&valid_image(), |h| h.xstate_size = MAX_XSTATE + 1);
+    expect(&img, BT(0, "xstate size over the limit"));
+}
+
+#[test]
+fn unknown_section_kind() {
+    let valid = valid_image();
+    for slot in [KNOWN_SECTIONS, MAX_SECTIONS - 1] {
+        // A copy of a real section in a slot this version does not know.
+        let img = with_header(&valid, |h| h.sections[slot] = h.sections[SectionKind::Strings as usize]);
+        expect(&img, BS(slot as u32, "unknown section kind"));
+        // Any non-zero byte counts: here only the checksum field.
+        let img = with_header(&valid, |h| h.sections[slot].crc = 1);
+        expect(&img, BS(slot as u32, "unknown section kind"));
+    }
+}
+
+#[test]
+fn empty_section_with_records() {
+    let img = with_header(&valid_image(), |h| {
+        h.sections[SectionKind::Fds as usize].size = 0;
+    });
+    expect(&img, BS(SectionKind::Fds as u32, "empty section with records"));
+}
+
+#[test]
+fn section_offset_misaligned() {
+    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Runs as usize].offset += 4);
+    expect(&img, BS(SectionKind::Runs as u32, "section offset misaligned or inside the header"));
+}
+
+#[test]
+fn section_offset_inside_the_header() {
+    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Vmas as usize].offset = 64);
+    expect(&img, BS(SectionKind::Vmas as u32, "section offset misaligned or inside the header"));
+    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Threads as usize].offset = 0);
+    expect(&img, BS(SectionKind::Threads as u32, "section offset misaligned or inside the header"));
+}
+
+#[test]
+fn section_range_overflows() {
+    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Strings as usize].offset = u64::MAX - 7);
+    expect(&img, BS(SectionKind::Strings as u32, "section range overflows"));
+}
+
+#[test]
+fn section_past_the_image_end() {
+    let valid = valid_image();
+    let len = valid.len() as u64;
+    // The last section moved 8 bytes further.
+    let img = with_header(&valid, |h| h.sections[LAST as usize].offset += 8);
+    expect(&img, BS(LAST as u32, "section extends past the image end"));
+    // A middle section grown past the end (count and size still agree).
+    let img = with_header(&valid, |h| {
+        let s = &mut h.sections[SectionKind::Threads as usize];
+        s.count = ((len - s.offset) / s.size + 1) as u32;
+        s.size *= s.count as u64;
+    });
+    expect(&img, BS(SectionKind::Threads as u32, "section extends past the image end"));
+}
+
+#[test]
+fn section_size_not_count_times_record_size() {
+    let valid = valid_image();
+    let img = with_header(&valid, |h| h.sections[SectionKind::Vmas as usize].count -= 1);
+    expect(&img, BS(SectionKind::Vmas as u32, "section size is not count x record size"));
+    let img = with_header(&valid, |h| h.sections[SectionKind::Runs as usize].size -= 8);
+    expect(&img, BS(SectionKind::Runs as u32, "section size is not count x record size"));
+    // Byte blobs: count must equal size.
+    let img = with_header(&valid, |h| h.sections[SectionKind::Strings as usize].count += 1);
+    expect(&img, BS(SectionKind::Strings as u32, "section size is not count x record size"));
+}
+
+#[test]
+fn too_many_records_in_each_section() {
+    // An exhaustive match: a new section kind must get its limit here.
+    let limit = |kind| match kind {
+        SectionKind::Threads => MAX_THREADS as u64,
+        SectionKind::Vmas => MAX_VMAS as u64,
+        SectionKind::Runs => MAX_RUNS as u64,
+        SectionKind::Mm => 1,
+        SectionKind::Fds => MAX_FDS as u64,
+        SectionKind::Strings => MAX_STRINGS,
+        SectionKind::Xstate => MAX_XSTATE as u64 * MAX_THREADS as u64,
+        SectionKind::Vdso => MAX_VDSO,
+        SectionKind::Process => 1,
+        SectionKind::Signals => MAX_SIGNALS as u64,
+        SectionKind::Timers => MAX_TIMERS as u64,
+        SectionKind::Epoll => MAX_EPOLL as u64,
+    };
+    let limits = SectionKind::ALL.map(|k| (k, limit(k)));
+    let valid = valid_image();
+    for (kind, max) in limits {
+        // A huge file: the section fits, only the count is wrong. check_header needs
+        // nothing but the header and the file length.
+        let file_len = 1 << 40;
+        let count = max + 1;
+        let img = with_header(&valid, |h| {
+            h.image_size = file_len;
+            let s = &mut h.sections[kind as usize];
+            s.offset = 1 << 39;
+            s.count = count as u32;
+            s.size = count * kind.entry_size();
+        });
+        let want = FormatError::TooMany { section: kind, count, max };
+        assert_eq!(check_header(&img, file_len).map(|_| ()), Err(want), "{want}");
+        // Exactly the limit is fine.
+        let img = with_header(&img, |h| {
+            let s = &mut h.sections[kind as usize];
+            s.count = max as u32;
+            s.size = max * kind.entry_size();
+        });
+        assert!(check_header(&img, file_len).is_ok(), "{} at its limit", kind.name());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: sections
+
+#[test]
+fn tables_buffer_shorter_than_the_span() {
+    let img = valid_image();
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&img[lo as usize..hi as usize - 8]);
+    let last = h.section(LAST);
+    assert_eq!(last.offset + last.size, hi);
+    assert_eq!(
+        Tables::parse(&h, buf.bytes(), lo, false).map(|_| ()),
+        Err(FormatError::Truncated { need: hi, have: hi - 8 })
+    );
+}
+
+#[test]
+fn section_checksum_of_each_section() {
+    let valid = valid_image();
+    for kind in SectionKind::ALL {
+        let s = section(&valid, kind);
+        let mut img = valid.clone();
+        let at = (s.offset + s.size / 2) as usize;
+        img[at] ^= 0x10;
+        let computed = crc32c(&img[s.offset as usize..(s.offset + s.size) as usize], false);
+        expect(&img, FormatError::SectionChecksum { section: kind, stored: s.crc, computed });
+        // The stored checksum flipped instead (the header checksum repaired).
+        let img = with_header(&valid, |h| h.sections[kind as usize].crc ^= 1);
+        expect(&img, FormatError::SectionChecksum { section: kind, stored: s.crc ^ 1, computed: s.crc });
+    }
+}
+
+#[test]
+fn section_misaligned_in_memory() {
+    let img = valid_image();
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    for shift in [1, 4] {
+        let buf = Aligned::shifted(&img[lo as usize..hi as usize], shift);
+        assert_eq!(
+            Tables::parse(&h, buf.bytes(), lo, false).map(|_| ()),
+            Err(BS(SectionKind::Threads as u32, "section misaligned in memory"))
+        );
+    }
+}
+
+#[test]
+fn no_mm_record() {
+    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Mm as usize] = Section::default());
+    expect(&img, BM("image has no mm record"));
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: the thread
+
+#[test]
+fn no_thread() {
+    expect(&image_with(|p| p.threads.clear()), BT(0, "image has no thread"));
+}
+
+#[test]
+fn rip_or_rsp_outside_user_space() {
+    let what = "rip or rsp outside user space";
+    expect(&image_with(|p| p.threads[0].regs.rip = USER_TOP), BT(0, what));
+    expect(&image_with(|p| p.threads[0].regs.rip = 0xffff_ffff_8100_0000), BT(0, what));
+    expect(&image_with(|p| p.threads[0].regs.rsp = USER_TOP + 8), BT(0, what));
+}
+
+#[test]
+fn thread_xstate_size_differs_from_header() {
+    let what = "xstate size differs from the header's";
+    expect(&image_with(|p| p.threads[0].xstate_size = 576), BT(0, what));
+    expect(&image_with(|p| p.xstate_size = XSTATE_SIZE + 64), BT(0, what));
+}
+
+#[test]
+fn xstate_area_too_small_or_misaligned() {
+    let what = "xstate area too small or misaligned";
+    expect(
+        &image_with(|p| {
+            p.xstate_size = 512;
+            p.threads[0].xstate_size = 512;
+        }),
+        BT(0, what),
+    );
+    expect(&image_with(|p| p.threads[0].xstate_off = 32), BT(0, what));
+}
+
+#[test]
+fn xstate_area_outside_the_section() {
+    let what = "xstate area outside the xstate section";
+    expect(&image_with(|p| p.threads[0].xstate_off = 64), BT(0, what));
+    expect(&image_with(|p| p.xstate.truncate(XSTATE_SIZE as usize - 1)), BT(0, what));
+    expect(&image_with(|p| p.xstate.clear()), BT(0, what));
+}
+
+#[test]
+fn invalid_rseq_registration() {
+    let what = "invalid rseq registration";
+    expect(&image_with(|p| p.threads[0].rseq_len = 16), BT(0, what));
+    expect(&image_with(|p| p.threads[0].rseq_addr = USER_TOP), BT(0, what));
+    expect(&image_with(|p| p.threads[0].rseq_addr += 16), BT(0, what));
+    // No registration at all is fine, whatever the length says.
+    assert_eq!(
+        validate(&image_with(|p| {
+            p.threads[0].rseq_addr = 0;
+            p.threads[0].rseq_len = 0;
+        })),
+        Ok(())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: VMAs
+
+#[test]
+fn vma_range_empty_or_not_page_aligned() {
+    let what = "range empty or not page aligned";
+    let r = V_RESERVE as u32;
+    expect(&image_with(|p| p.vmas[V_RESERVE].start += 8), BV(r, what));
+    expect(&image_with(|p| p.vmas[V_RESERVE].end -= 1), BV(r, what));
+    expect(&image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start), BV(r, what));
+    expect(&image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start - PAGE_SIZE), BV(r, what));
+}
+
+#[test]
+fn vma_range_outside_user_space() {
+    let what = "range outside user space";
+    expect(&image_with(|p| p.vmas[V_CODE].start = 0), BV(V_CODE as u32, what));
+    expect(&image_with(|p| p.vmas[V_VDSO].end = USER_TOP + PAGE_SIZE), BV(V_VDSO as u32, what));
+}
+
+#[test]
+fn vma_overlaps_or_out_of_order() {
+    let what = "overlaps or is out of order with the previous vma";
+    expect(&image_with(|p| p.vmas[V_RESERVE].start = HEAP.1 - PAGE_SIZE), BV(V_RESERVE as u32, what));
+    expect(&image_with(|p| p.vmas.swap(V_RESERVE, V_SHFILE)), BV(V_SHFILE as u32, what));
+    // Touching is fine.
+    assert_eq!(validate(&image_with(|p| p.vmas[V_RESERVE].start = HEAP.1)), Ok(()));
+}
+
+#[test]
+fn vma_unknown_protection_bits() {
+    expect(&image_with(|p| p.vmas[V_HEAP].prot |= 8), BV(V_HEAP as u32, "unknown protection bits"));
+}
+
+#[test]
+fn vma_unknown_flags() {
+    expect(&image_with(|p| p.vmas[V_STACK].flags |= VMA_KNOWN_FLAGS + 1), BV(V_STACK as u32, "unknown flags"));
+}
+
+#[test]
+fn vma_unknown_kind() {
+    for kind in [0, 10, u32::MAX] {
+        expect(&image_with(|p| p.vmas[V_SHANON].kind = kind), BV(V_SHANON as u32, "unknown kind"));
+    }
+}
+
+#[test]
+fn vma_name_outside_strings() {
+    let what = "name outside the strings section";
+    expect(&image_with(|p| p.vmas[V_CODE].name_off = p.strings.len() as u32), BV(V_CODE as u32, what));
+    expect(&image_with(|p| p.vmas[V_HEAP].name_len = p.strings.len() as u32 + 1), BV(V_HEAP as u32, what));
+    expect(&image_with(|p| p.vmas[V_CODE].name_off = u32::MAX), BV(V_CODE as u32, what));
+}
+
+#[test]
+fn file_vma_without_path_or_misaligned_offset() {
+    let what = "file mapping without a path or with a misaligned offset";
+    expect(&image_with(|p| p.vmas[V_CODE].name_len = 0), BV(V_CODE as u32, what));
+    expect(&image_with(|p| p.vmas[V_CODE].file_offset = 0x800), BV(V_CODE as u32, what));
+    expect(&image_with(|p| p.vmas[V_SHFILE].name_len = 0), BV(V_SHFILE as u32, what));
+    expect(&image_with(|p| p.vmas[V_SHFILE].file_offset += 1), BV(V_SHFILE as u32, what));
+}
+
+/// The stack's run moved to VMA `to` (after the stack), run order kept.
+fn run_moved_to(p: &mut Parts, to: usize) {
+    assert!(to > V_STACK);
+    let run = p.vmas[V_STACK].first_run;
+    p.vmas[V_STACK].nruns = 0;
+    for v in &mut p.vmas[V_STACK + 1..] {
+        v.first_run = run;
+    }
+    p.vmas[to].nruns = 1;
+    p.runs[run as usize].vma = to as u32;
+    p.runs[run as usize].addr = p.vmas[to].start;
+}
+
+#[test]
+fn vma_not_in_image_with_stored_pages() {
+    let what = "mapping whose content is not in the image has stored pages";
+    for to in [V_VVAR, V_VDSO] {
+        expect(&image_with(|p| run_moved_to(p, to)), BV(to as u32, what));
+    }
+    expect(&image_with(|p| p.vmas[V_SHFILE].nruns = 1), BV(V_SHFILE as u32, what));
+}
+
+#[test]
+fn vma_page_runs_not_in_order() {
+    let what = "page runs not in vma order";
+    expect(&image_with(|p| p.vmas[V_HEAP].first_run += 1), BV(V_HEAP as u32, what));
+    expect(&image_with(|p| p.vmas[V_CODE].nruns = 2), BV(V_HEAP as u32, what));
+    expect(&image_with(|p| p.vmas[V_VDSO].first_run = 0), BV(V_VDSO as u32, what));
+}
+
+#[test]
+fn vmas_do_not_account_for_every_run() {
+    let what = "vmas do not account for every page run";
+    // A fifth run no VMA claims.
+    let img = image_with(|p| {
+        let mut r = p.runs[3];
+        r.addr += PAGE_SIZE;
+        p.runs.push(r);
+    });
+    expect(&img, BV(8, what));
+    // The stack VMA claims one run more than there is.
+    let img = image_with(|p| {
+        p.vmas[V_STACK].nruns = 2;
+        for v in &mut p.vmas[V_STACK + 1..] {
+            v.first_run = 5;
+        }
+    });
+    expect(&img, BV(8, what));
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: page runs
+
+#[test]
+fn run_names_missing_vma() {
+    expect(&image_with(|p| p.runs[3].vma = 8), BR(3, "names a vma that does not exist"));
+    expect(&image_with(|p| p.runs[0].vma = u32::MAX), BR(0, "names a vma that does not exist"));
+}
+
+#[test]
+fn run_not_among_its_vmas_runs() {
+    expect(&image_with(|p| p.runs[0].vma = V_HEAP as u32), BR(0, "is not among its vma's runs"));
+    expect(&image_with(|p| p.runs[2].vma = V_RESERVE as u32), BR(2, "is not among its vma's runs"));
+}
+
+#[test]
+fn run_empty_or_not_page_aligned() {
+    let what = "empty or not page aligned";
+    expect(&image_with(|p| p.runs[1].len = 0), BR(1, what));
+    expect(&image_with(|p| p.runs[1].len = PAGE_SIZE - 8), BR(1, what));
+    expect(&image_with(|p| p.runs[1].addr += 8), BR(1, what));
+    expect(&image_with(|p| p.runs[1].data_off += 8), BR(1, what));
+}
+
+#[test]
+fn run_range_overflows() {
+    expect(
+        &image_with(|p| {
+            p.runs[3].addr = u64::MAX - PAGE_SIZE + 1;
+            p.runs[3].len = 2 * PAGE_SIZE;
+        }),
+        BR(3, "range overflows"),
+    );
+}
+
+#[test]
+fn run_outside_its_vma() {
+    let what = "outside its vma";
+    expect(&image_with(|p| p.runs[0].addr = CODE.1), BR(0, what));
+    expect(&image_with(|p| p.runs[0].len = 3 * PAGE_SIZE), BR(0, what));
+    expect(&image_with(|p| p.runs[1].addr = HEAP.0 - PAGE_SIZE), BR(1, what));
+}
+
+#[test]
+fn run_overlaps_previous() {
+    let what = "overlaps the previous run";
+    expect(&image_with(|p| p.runs[2].addr = p.runs[1].addr), BR(2, what));
+    expect(&image_with(|p| p.runs[1].len = 3 * PAGE_SIZE), BR(2, what));
+}
+
+#[test]
+fn run_data_outside_the_image() {
+    let what = "data outside the image";
+    expect(&image_with(|p| p.runs[0].data_off = 0), BR(0, what));
+    let img = valid_image();
+    let past = align_up(img.len() as u64, PAGE_SIZE);
+    expect(&image_with(|p| p.runs[3].data_off = past), BR(3, what));
+    // Starts inside, ends past the end.
+    expect(&image_with(|p| p.runs[3].data_off = past - PAGE_SIZE), BR(3, what));
+    // data_off + len overflows.
+    expect(&image_with(|p| p.runs[2].data_off = u64::MAX - PAGE_SIZE + 1), BR(2, what));
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: mm
+
+#[test]
+fn mm_auxv_length_invalid() {
+    let what = "auxv length invalid";
+    expect(&image_with(|p| p.mm.auxv_words = 7), BM(what));
+    expect(&image_with(|p| p.mm.auxv_words = 2 * MAX_AUXV as u32 + 2), BM(what));
+    assert_eq!(validate(&image_with(|p| p.mm.auxv_words = 2 * MAX_AUXV as u32)), Ok(()));
+}
+
+#[test]
+fn mm_strings_outside_the_section() {
+    let what = "executable path or command line outside the strings section";
+    expect(&image_with(|p| p.mm.exe_off = p.strings.len() as u32 - 2), BM(what));
+    expect(&image_with(|p| p.mm.cmdline_len = u32::MAX), BM(what));
+}
+
+#[test]
+fn mm_field_outside_user_space() {
+    let what = "mm field outside user space";
+    expect(&image_with(|p| p.mm.env_end = USER_TOP), BM(what));
+    expect(&image_with(|p| p.mm.start_code = u64::MAX), BM(what));
+}
+
+#[test]
+fn mm_brk_below_start_brk() {
+    expect(&image_with(|p| p.mm.brk = p.mm.start_brk - PAGE_SIZE), BM("brk below start_brk"));
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: fds
+
+#[test]
+fn fd_numbers_not_ascending_or_out_of_range() {
+    let what = "fd numbers not ascending or out of range";
+    expect(&image_with(|p| p.fds[2].fd = 1), BF(2, what));
+    expect(&image_with(|p| p.fds.swap(0, 2)), BF(1, what));
+    expect(&image_with(|p| p.fds[0].fd = -1), BF(0, what));
+    expect(&image_with(|p| p.fds[2].fd = 1 << 20), BF(2, what));
+    assert_eq!(validate(&image_with(|p| p.fds.last_mut().unwrap().fd = (1 << 20) - 1)), Ok(()));
+}
+
+#[test]
+fn fd_unknown_kind() {
+    let first_unknown = (1..).find(|&k| FdKind::from_u32(k).is_none()).unwrap();
+    for kind in [0, first_unknown, u32::MAX] {
+        expect(&image_with(|p| p.fds[0].kind = kind), BF(0, "unknown fd kind"));
+    }
+}
+
+#[test]
+fn fd_file_without_path() {
+    expect(&image_with(|p| p.fds[F_LOG].path_len = 0), BF(F_LOG as u32, "file without a path"));
+}
+
+#[test]
+fn fd_path_outside_strings() {
+    let what = "path outside the strings section";
+    expect(&image_with(|p| p.fds[1].path_off = p.strings.len() as u32), BF(1, what));
+    // Also for inherited fds, which do not use their path.
+    expect(&image_with(|p| p.fds[2].path_len = 1 << 30), BF(2, what));
+}
+
+#[test]
+fn fd_data_outside_the_image() {
+    let what = "data outside the image";
+    let i = F_PIPE_R as u32;
+    expect(&image_with(|p| p.fds[F_PIPE_R].data_off = 0), BF(i, what));
+    expect(&image_with(|p| p.fds[F_PIPE_R].data_off = DATA_START - 1), BF(i, what));
+    let len = valid_image().len() as u64;
+    expect(&image_with(|p| p.fds[F_PIPE_R].data_off = len), BF(i, what));
+    expect(&image_with(|p| p.fds[F_PIPE_R].data_len = len), BF(i, what));
+    expect(&image_with(|p| p.fds[F_PIPE_R].data_len = u64::MAX), BF(i, what));
+    // No data: the offset is not looked at.
+    assert_eq!(
+        validate(&image_with(|p| {
+            p.fds[F_PIPE_R].data_len = 0;
+            p.fds[F_PIPE_R].data_off = u64::MAX;
+        })),
+        Ok(())
+    );
+}
+
+#[test]
+fn epoll_entry_names_missing_fd() {
+    let what = "epoll entry names an fd that is not in the image";
+    // The watched fd does not exist; the instance is not an epoll fd; nor exists.
+    expect(&image_with(|p| p.epoll[0].fd = 9), BF(0, what));
+    expect(&image_with(|p| p.epoll[0].epfd = 4), BF(0, what));
+    expect(&image_with(|p| p.epoll[0].epfd = -1), BF(0, what));
+    expect(
+        &image_with(|p| {
+            let e = p.epoll[0];
+            p.epoll.push(EpollEntry { fd: 100, ..e });
+        }),
+        BF(1, what),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: process-wide state
+
+#[test]
+fn process_cwd_outside_strings() {
+    let what = "cwd outside the strings section";
+    expect(&image_with(|p| p.process.as_mut().unwrap().cwd_off = p.strings.len() as u32), BM(what));
+    expect(&image_with(|p| p.process.as_mut().unwrap().cwd_len = u32::MAX), BM(what));
+}
+
+#[test]
+fn process_signal_handler_outside_user_space() {
+    let what = "signal handler outside user space";
+    expect(&image_with(|p| p.process.as_mut().unwrap().sigactions[0].handler = USER_TOP), BM(what));
+    expect(&image_with(|p| p.process.as_mut().unwrap().sigactions[63].restorer = u64::MAX), BM(what));
+}
+
+#[test]
+fn pending_signal_number_out_of_range() {
+    let what = "pending signal number out of range";
+    for signo in [0, 65, u32::MAX] {
+        expect(&image_with(|p| p.signals[0].signo = signo), BM(what));
+    }
+    assert_eq!(validate(&image_with(|p| p.signals[0].signo = 64)), Ok(()));
+}
+
+#[test]
+fn process_state_is_optional() {
+    let img = image_with(|p| {
+        p.process = None;
+        p.signals.clear();
+        p.timers.clear();
+        p.epoll.clear();
+    });
+    assert_eq!(validate_with(&img, false, |_, t| t.process.is_none()), Ok(true));
+}
+
+/// Compile-time list: a new `FormatError` variant must get a test above.
+#[test]
+fn every_error_variant_has_a_test() {
+    fn test_of(e: FormatError) -> &'static str {
+        match e {
+            FormatError::Truncated { .. } => "header_truncated, image_truncated, tables_buffer_shorter_than_the_span",
+            FormatError::BadMagic => "bad_magic",
+            FormatError::BadVersion { .. } => "bad_version",
+            FormatError::BadHeaderSize { .. } => "bad_header_size",
+            FormatError::BadPageSize { .. } => "bad_page_size",
+            FormatError::HeaderChecksum { .. } => "header_checksum",
+            FormatError::BadSection { .. } => "section_* tests",
+            FormatError::SectionChecksum { .. } => "section_checksum_of_each_section",
+            FormatError::TooMany { .. } => "too_many_records_in_each_section",
+            FormatError::BadThread { .. } => "thread tests",
+            FormatError::BadVma { .. } => "vma tests",
+            FormatError::BadRun { .. } => "run tests",
+            FormatError::BadMm { .. } => "mm tests",
+            FormatError::BadFd { .. } => "fd tests",
+        }
+    }
+    assert!(!test_of(FormatError::BadMagic).is_empty());
+    // Messages render without panicking.
+    let _ = format!("{}", FormatError::Truncated { need: 1, have: 0 });
+}
+
+// ---------------------------------------------------------------------------
+// Fuzzing: mutated images must be rejected cleanly or be safe for the stub
+
+/// xorshift64*: small, seedable, good enough to pick mutations.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (0 if n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    pub fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// Everything the restorer stub does with validated tables that could index out of
+/// bounds or misbehave, checked without panicking: the slices and strings it takes
+/// (layout.rs, mm.rs, fds.rs, sigframe.rs), the runs it reads into its mappings.
+/// An `Err` here is an image that validation accepted but the stub cannot use safely.
+pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
+    // image::load read [lo, hi) of the image; the header said the image fits the file.
+    if h.image_size > img.len() as u64 {
+        return Err(format!("image_size {} > file length {}", h.image_size, img.len()));
+    }
+    // main/sigframe: t.threads[0], &t.xstate[off .. off + size].
+    let th = t.threads.first().ok_or("no thread")?;
+    let off = usize::try_from(th.xstate_off).map_err(|_| format!("xstate_off {:#x} does not fit usize", th.xstate_off))?;
+    let end = off
+        .checked_add(th.xstate_size as usize)
+        .ok_or_else(|| format!("xstate_off {:#x} + xstate_size {} overflows", th.xstate_off, th.xstate_size))?;
+    let xs = t.xstate.get(off..end).ok_or_else(|| {
+        format!(
+            "thread xstate [{off:#x}, {end:#x}) is outside the {}-byte xstate section (xstate_size {})",
+            t.xstate.len(),
+            th.xstate_size
+        )
+    })?;
+    // place_xstate writes the software bytes at 464..512 and the magic after the area;
+    // the fallback frame area holds MAX_XSTATE + 64 bytes.
+    if !xs.is_empty() && (xs.len() < 512 || xs.len() + 4 > MAX_XSTATE as usize + 64) {
+        return Err(format!("xstate area of {} bytes does not fit the signal frame", xs.len()));
+    }
+    if th.rseq_addr != 0 && th.rseq_addr.checked_add(th.rseq_len as u64).is_none() {
+        return Err("rseq range overflows".into());
+    }
+    // layout::create_all: every VMA at its address with MAP_FIXED_NOREPLACE, then fill.
+    let mut prev_end = 0;
+    for (i, v) in t.vmas.iter().enumerate() {
+        if v.start >= v.end || v.start < prev_end || v.end > USER_TOP {
+            return Err(format!("vma {i} [{:#x}, {:#x}) overlaps, is reversed or leaves user space", v.start, v.end));
+        }
+        prev_end = v.end;
+        let kind = match VmaKind::from_u32(v.kind) {
+            Some(k) if !k.is_special() => k,
+            _ => continue,
+        };
+        if matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile) {
+            let (o, n) = (v.name_off as usize, v.name_len as usize);
+            if n == 0 || t.strings.get(o..o + n).is_none() {
+                return Err(format!("vma {i}: file name [{o}, +{n}) not usable"));
+            }
+            let _ = t.string(v.name_off, v.name_len);
+        }
+        let first = v.first_run as usize;
+        let runs = t
+            .runs
+            .get(first..first + v.nruns as usize)
+            .ok_or_else(|| format!("vma {i}: runs [{first}, +{}) outside the run table", v.nruns))?;
+        for (j, r) in runs.iter().enumerate() {
+            let r_end = r.addr.checked_add(r.len).ok_or_else(|| format!("run {}: range overflows", first + j))?;
+            if r.addr < v.start || r_end > v.end || r.len == 0 || r.len % PAGE_SIZE != 0 {
+                return Err(format!("run {}: [{:#x}, {r_end:#x}) is not inside its vma {i}", first + j, r.addr));
+            }
+            let d_end = r.data_off.checked_add(r.len).ok_or_else(|| format!("run {}: data range overflows", first + j))?;
+            if r.data_off < DATA_START || d_end > h.image_size {
+                return Err(format!("run {}: data [{:#x}, {d_end:#x}) outside the image", first + j, r.data_off));
+            }
+        }
+    }
+    // mm::restore: auxv words and the executable path.
+    if t.mm.auxv_words as usize > t.mm.auxv.len() {
+        return Err(format!("auxv_words {} > {}", t.mm.auxv_words, t.mm.auxv.len()));
+    }
+    for (o, n) in [(t.mm.exe_off, t.mm.exe_len), (t.mm.cmdline_off, t.mm.cmdline_len)] {
+        if t.strings.get(o as usize..o as usize + n as usize).is_none() {
+            return Err(format!("mm string [{o}, +{n}) outside the strings section"));
+        }
+        let _ = t.string(o, n);
+    }
+    // fds::restore: the path of every reopened file.
+    for (i, f) in t.fds.iter().enumerate() {
+        if FdKind::from_u32(f.kind) == Some(FdKind::RegularFile) {
+            let (o, n) = (f.path_off as usize, f.path_len as usize);
+            if n == 0 || t.strings.get(o..o + n).is_none() {
+                return Err(format!("fd record {i}: path [{o}, +{n}) not usable"));
+            }
+            let _ = t.string(f.path_off, f.path_len);
+        }
+        if f.data_len != 0 {
+            let d_end = f.data_off.checked_add(f.data_len).ok_or_else(|| format!("fd record {i}: data range overflows"))?;
+            if f.data_off < DATA_START || d_end > h.image_size {
+                return Err(format!("fd record {i}: data [{:#x}, {d_end:#x}) outside the image", f.data_off));
+            }
+        }
+    }
+    if let Some(p) = t.process {
+        let (o, n) = (p.cwd_off as usize, p.cwd_len as usize);
+        if t.strings.get(o..o + n).is_none() {
+            return Err(format!("process cwd [{o}, +{n}) outside the strings section"));
+        }
+        let _ = t.string(p.cwd_off, p.cwd_len);
+    }
+    for (i, s) in t.signals.iter().enumerate() {
+        if s.signo == 0 || s.signo > 64 {
+            return Err(format!("pending signal {i}: signo {}", s.signo));
+        }
+    }
+    Ok(())
+}
+
+/// Validate as the stub does; panics if validation panics or accepts an image the stub
+/// cannot use safely ([`stub_view`]). The libFuzzer targets call this.
+pub fn check_image(img: &[u8], hw: bool) -> Result<(), FormatError> {
+    validate_with(img, hw, |h, t| {
+        if let Err(e) = stub_view(h, t, img) {
+            panic!("validation accepted an image the stub cannot use: {e}");
+        }
+    })
+}
+
+/// Recompute every section checksum (where the section lies inside the bytes) and
+/// then the header checksum, so that mutations reach the record checks.
+pub fn fix_crcs(img: &mut [u8]) {
+    let Some(mut h) = read_record::<Header>(img) else { return };
+    for i in 0..KNOWN_SECTIONS {
+        let s = h.sections[i];
+        let Some(end) = s.offset.checked_add(s.size) else { continue };
+        if s.size != 0 && end <= img.len() as u64 {
+            h.sections[i].crc = crc32c(&img[s.offset as usize..end as usize], false);
+        }
+    }
+    h.header_crc = header_crc(&h);
+    img[..size_of::<Header>()].copy_from_slice(as_bytes(&h));
+}
+
+/// The images the fuzzer starts from: the valid image, one without an XSAVE area
+/// (header and thread xstate_size 0), and a minimal one (one anonymous VMA with one
+/// run, no fds, no strings, no vdso copy).
+pub fn base_images() -> Vec<Vec<u8>> {
+    let full = valid_parts();
+    let mut no_xstate = full.clone();
+    no_xstate.xstate_size = 0;
+    no_xstate.threads[0].xstate_size = 0;
+    no_xstate.xstate.clear();
+    let mut minimal = full.clone();
+    minimal.vmas = vec![minimal.vmas[V_STACK]];
+    minimal.vmas[0].first_run = 0;
+    minimal.runs = vec![minimal.runs[3]];
+    minimal.runs[0].vma = 0;
+    minimal.runs[0].data_off = DATA_START;
+    minimal.data = vec![(DATA_START, full.data[3].1.clone())];
+    minimal.fds.clear();
+    minimal.strings.clear();
+    minimal.vdso.clear();
+    minimal.process = None;
+    minimal.signals.clear();
+    minimal.timers.clear();
+    minimal.epoll.clear();
+    minimal.mm.exe_len = 0;
+    minimal.mm.exe_off = 0;
+    minimal.mm.cmdline_len = 0;
+    minimal.mm.cmdline_off = 0;
+    minimal.gadget_sigreturn = 0;
+    minimal.gadget_syscall_ret = 0;
+    let images = vec![build(&full), build(&no_xstate), build(&minimal)];
+    for img in &images {
+        assert_eq!(validate(img), Ok(()), "base image must be valid");
+    }
+    images
+}
+
+/// A value likely to hit a boundary of some check, given the field's current value.
+fn interesting(rng: &mut Rng, old: u64, img: &[u8]) -> u64 {
+    let len = img.len() as u64;
+    match rng.below(11) {
+        0 => rng.pick(&[0, 1, 2, 3, 7, 8, 16, 31, 32, 63, 64, 511, 512, 575, 576, 4095, 4096, 4097, 8192]),
+        1 => rng.pick(&[
+            USER_TOP,
+            USER_TOP - 1,
+            USER_TOP - PAGE_SIZE,
+            USER_TOP + PAGE_SIZE,
+            1 << 47,
+            u32::MAX as u64,
+            u32::MAX as u64 - 1,
+            1 << 31,
+            1 << 32,
+            i64::MAX as u64,
+            1 << 63,
+            u64::MAX,
+            MAX_VMAS as u64 + 1,
+            MAX_RUNS as u64 + 1,
+            MAX_XSTATE as u64 + 1,
+            MAX_STRINGS + 1,
+            MAX_FDS as u64,
+            1 << 20,
+        ]),
+        // Values that wrap when something small is added (offset + size checks).
+        2 => 0u64.wrapping_sub(64 * (1 + rng.below(16))),
+        3 => 0u64.wrapping_sub(PAGE_SIZE * (1 + rng.below(4))),
+        4 => {
+            let d = rng.pick(&[1u64, 4, 8, 32, 64, 4096]);
+            if rng.below(2) == 0 {
+                old.wrapping_add(d)
+            } else {
+                old.wrapping_sub(d)
+            }
+        }
+        5 => old ^ (1 << rng.below(64)),
+        6 => len.wrapping_add(rng.pick(&[0u64, 8, 64, 4096])).wrapping_sub(rng.pick(&[0u64, 8, 64, 4096])),
+        7 => rng.below(USER_TOP) & !(PAGE_SIZE - 1),
+        // Another field's value: confuses counts, offsets and addresses.
+        8 if len >= 8 => {
+            let at = (rng.below(len / 8) * 8) as usize;
+            u64::from_le_bytes(img[at..at + 8].try_into().unwrap())
+        }
+        9 => old.wrapping_mul(2).max(old / 2),
+        _ => rng.next(),
+    }
+}
+
+/// Apply 1-4 random mutations to `img`, describing each in `log`; then, most of the
+/// time, repair the checksums so that the mutation reaches the record checks.
+pub fn mutate(rng: &mut Rng, img: &mut Vec<u8>, bases: &[Vec<u8>], log: &mut Vec<String>) {
+    let h0 = read_record::<Header>(img);
+    for _ in 0..1 + rng.below(4) {
+        let len = img.len() as u64;
+        match rng.below(16) {
+            0..=1 if len > 0 => {
+                let at = rng.below(len) as usize;
+                let bit = rng.below(8);
+                img[at] ^= 1 << bit;
+                log.push(format!("flip bit {bit} of byte {at:#x}"));
+            }
+            2 if len > 0 => {
+                let at = rng.below(len) as usize;
+                let v = rng.next() as u8;
+                img[at] = v;
+                log.push(format!("set byte {at:#x} to {v:#04x}"));
+            }
+            3 => {
+                // Truncate, often at an interesting place (a section boundary).
+                let at = match (rng.below(2), h0) {
+                    (0, Some(h)) => {
+                        let s = h.sections[rng.below(KNOWN_SECTIONS as u64) as usize];
+                        (s.offset + rng.below(s.size + 1)).min(len)
+                    }
+                    _ => rng.below(len + 1),
+                };
+                img.truncate(at as usize);
+                log.push(format!("truncate to {at:#x}"));
+            }
+            4 => {
+                let n = rng.pick(&[1usize, 8, 64, 4096]);
+                img.extend((0..n).map(|_| rng.next() as u8));
+                log.push(format!("append {n} bytes"));
+            }
+            5..=6 if len > 0 => {
+                // Splice bytes from this or another base image.
+                let src = &bases[rng.below(bases.len() as u64) as usize];
+                let n = rng.pick(&[1u64, 4, 8, 24, 32, 64, 304, 1000]).min(len);
+                let from = rng.below(src.len() as u64 - n.min(src.len() as u64) + 1) as usize;
+                let to = rng.below(len - n + 1) as usize;
+                let n = (n as usize).min(src.len() - from);
+                let chunk = src[from..from + n].to_vec();
+                img[to..to + n].copy_from_slice(&chunk);
+                log.push(format!("splice {n} bytes from {from:#x} to {to:#x}"));
+            }
+            7 if len > 0 => {
+                // Copy one record over another in the same table.
+                let Some(h) = h0 else { continue };
+                let kind = SectionKind::ALL[rng.below(5) as usize];
+                let s = h.section(kind);
+                let es = kind.entry_size();
+                if s.count < 2 || s.offset + s.size > len {
+                    continue;
+                }
+                let (a, b) = (rng.below(s.count as u64), rng.below(s.count as u64));
+                let (a, b) = ((s.offset + a * es) as usize, (s.offset + b * es) as usize);
+                img.copy_within(a..a + es as usize, b);
+                log.push(format!("{}: copy record at {a:#x} over {b:#x}", kind.name()));
+            }
+            _ if len >= 8 => {
+                // An interesting value in a field: mostly the header or a table.
+                let width = if rng.below(2) == 0 { 4u64 } else { 8 };
+                let (lo, hi) = match (rng.below(10), h0) {
+                    (0..=2, _) => (0, (size_of::<Header>() as u64).min(len)),
+                    (3..=8, Some(h)) => {
+                        let s = h.sections[rng.below(KNOWN_SECTIONS as u64) as usize];
+                        (s.offset.min(len), s.offset.saturating_add(s.size).min(len))
+                    }
+                    _ => (0, len),
+                };
+                if hi < lo + width {
+                    continue;
+                }
+                let at = (lo + rng.below((hi - lo - width) / width + 1) * width) as usize;
+                let w = width as usize;
+                let mut old = [0u8; 8];
+                old[..w].copy_from_slice(&img[at..at + w]);
+                let v = interesting(rng, u64::from_le_bytes(old), img);
+                img[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
+                log.push(format!("set u{} at {at:#x} to {v:#x}", width * 8));
+            }
+            _ => {}
+        }
+    }
+    if rng.below(4) != 0 {
+        fix_crcs(img);
+        log.push("checksums repaired".into());
+    }
+}
+
+/// One kind of failure the fuzzer found: how often, and its first occurrence.
+pub struct Failure {
+    pub count: u64,
+    pub iteration: u64,
+    pub mutations: Vec<String>,
+    /// The panic message and where it was raised.
+    pub what: String,
+    /// Where the first failing image was saved.
+    pub saved: String,
+}
+
+/// What the fuzzer saw.
+#[derive(Default)]
+pub struct FuzzReport {
+    pub iterations: u64,
+    pub accepted: u64,
+    /// Rejections by reason.
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Failures by signature (the message with its numbers blanked, and the place).
+    pub failures: std::collections::BTreeMap<String, Failure>,
+}
+
+std::thread_local! {
+    static QUIET: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    static PANIC_AT: core::cell::RefCell<String> = const { core::cell::RefCell::new(String::new()) };
+}
+
+/// A panic hook that, on a thread running the fuzzer, records where the panic happened
+/// instead of printing it; other threads (other tests) keep the default output.
+fn install_quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(std::boxed::Box::new(move |info| {
+            if QUIET.with(|q| q.get()) {
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                PANIC_AT.with(|p| *p.borrow_mut() = at);
+            } else {
+                prev(info)
+            }
+        }));
+    });
+}
+
+/// The message with every number replaced by `#`, so one bug gives one signature.
+fn signature(msg: &str) -> String {
+    let mut out = String::new();
+    let mut in_num = false;
+    for c in msg.chars() {
+        let start = !in_num && c.is_ascii_digit();
+        in_num = start || (in_num && (c.is_ascii_hexdigit() || c == 'x'));
+        if start {
+            out.push('#');
+        } else if !in_num {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn reason(e: &FormatError) -> String {
+    let variant = format!("{e:?}");
+    let variant = variant.split([' ', '{']).next().unwrap_or("").to_string();
+    match e {
+        FormatError::Truncated { .. }
+        | FormatError::BadMagic
+        | FormatError::BadVersion { .. }
+        | FormatError::BadHeaderSize { .. }
+        | FormatError::BadPageSize { .. }
+        | FormatError::HeaderChecksum { .. } => variant,
+        FormatError::SectionChecksum { section, .. } | FormatError::TooMany { section, .. } => {
+            format!("{variant} ({})", section.name())
+        }
+        _ => format!("{variant}: {}", e.what()),
+    }
+}
+
+/// Run `iterations` mutated images (or until `deadline`) from `seed`.
+pub fn run_fuzz(seed: u64, iterations: u64, deadline: Option<std::time::Instant>) -> FuzzReport {
+    let bases = base_images();
+    let hw = have_hw();
+    let mut rng = Rng::new(seed);
+    let mut rep = FuzzReport::default();
+    let mut log = Vec::new();
+    install_quiet_panic_hook();
+    QUIET.with(|q| q.set(true));
+    for i in 0..iterations {
+        if i % 1024 == 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        let mut img = bases[rng.below(bases.len() as u64) as usize].clone();
+        log.clear();
+        mutate(&mut rng, &mut img, &bases, &mut log);
+        // The software CRC now and then, which must agree with the SSE4.2 one.
+        let both = hw && i % 16 == 0;
+        let r = std::panic::catch_unwind(|| {
+            let a = check_image(&img, hw);
+            if both {
+                assert_eq!(a, check_image(&img, false), "hw and sw checksums disagree");
+            }
+            a
+        });
+        rep.iterations += 1;
+        match r {
+            Ok(Ok(())) => rep.accepted += 1,
+            Ok(Err(e)) => *rep.rejected.entry(reason(&e)).or_default() += 1,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                let at = PANIC_AT.with(|p| p.borrow().clone());
+                let what = format!("{msg} (at {at})");
+                let f = rep.failures.entry(signature(&what)).or_insert_with(|| {
+                    let path = std::env::temp_dir().join(format!("ckpt-fuzz-{seed:x}-{i}.img"));
+                    let saved = match std::fs::write(&path, &img) {
+                        Ok(()) => path.display().to_string(),
+                        Err(e) => format!("(not saved: {e})"),
+                    };
+                    Failure { count: 0, iteration: i, mutations: log.clone(), what, saved }
+                });
+                f.count += 1;
+            }
+        }
+    }
+    QUIET.with(|q| q.set(false));
+    rep
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// The bounded fuzz run of `cargo test`: 200k mutated images from a fixed seed.
+/// CKPT_FUZZ_ITERS, CKPT_FUZZ_SEED and CKPT_FUZZ_SECS (a time limit, unlimited
+/// iterations) change it; `make fuzz` runs the libFuzzer targets in fuzz/ instead.
+#[test]
+fn fuzz_mutated_images() {
+    let seed = env_u64("CKPT_FUZZ_SEED").unwrap_or(0xc4e_c4f0);
+    let secs = env_u64("CKPT_FUZZ_SECS");
+    let iterations = env_u64("CKPT_FUZZ_ITERS").unwrap_or(if secs.is_some() { u64::MAX } else { 200_000 });
+    let deadline = secs.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let start = std::time::Instant::now();
+    let rep = run_fuzz(seed, iterations, deadline);
+    std::println!(
+        "fuzz: seed {seed:#x}, {} images in {:.1?}: {} accepted, {} rejected",
+        rep.iterations,
+        start.elapsed(),
+        rep.accepted,
+        rep.rejected.values().sum::<u64>()
+    );
+    for (why, n) in &rep.rejected {
+        std::println!("  {n:>8}  {why}");
+    }
+    let mut msg = String::new();
+    for f in rep.failures.values() {
+        msg += &format!(
+            "\n{} images, first at iteration {}: {}\n  mutations: {}\n  image: {}",
+            f.count,
+            f.iteration,
+            f.what,
+            f.mutations.join("; "),
+            f.saved
+        );
+    }
+    assert!(
+        rep.failures.is_empty(),
+        "{} kinds of failure in mutated images (seed {seed:#x}):{msg}",
+        rep.failures.len()
+    );
+    // Sanity: the mutations get past the checksums to the record checks.
+    assert!(rep.rejected.keys().filter(|k| k.starts_with("Bad")).count() >= 20, "{:?}", rep.rejected);
+}
+
+/// `CKPT_FUZZ_SEED_DIR=DIR cargo test -p ckpt-format write_fuzz_seed_corpus` writes
+/// the base images into DIR as the libFuzzer seed corpus (`make fuzz` does this).
+#[test]
+fn write_fuzz_seed_corpus() {
+    let Some(dir) = std::env::var_os("CKPT_FUZZ_SEED_DIR") else { return };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, img) in base_images().iter().enumerate() {
+        std::fs::write(dir.join(format!("valid-{i}.img")), img).unwrap();
+    }
+}
