@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 BIN := target/release/ckpt
 
-.PHONY: build test bench demo install deps fuzz clean
+.PHONY: build test bench demo install uninstall deps fuzz clean
 
 build:
 	$(CARGO) build --release
@@ -22,10 +22,30 @@ demo: build
 deps:
 	./scripts/install-deps.sh
 
+# bin/ckpt and lib/ckpt/ckpt-restorer (the binfmt_misc interpreter; `ckpt binfmt
+# register` finds it relative to bin/ckpt). Both are replaced, never rewritten in
+# place: a restorer registered with binfmt_misc's F flag is held open by the kernel
+# and writing it fails with ETXTBSY (install(1) unlinks the old file first).
+# A registration keeps the old file open: re-run `ckpt binfmt register` afterwards.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ckpt
 	install -d $(DESTDIR)$(PREFIX)/lib/ckpt
-	./$(BIN) restorer -o $(DESTDIR)$(PREFIX)/lib/ckpt/ckpt-restorer
+	tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	  ./$(BIN) restorer -o "$$tmp" && \
+	  install -m 0755 "$$tmp" $(DESTDIR)$(PREFIX)/lib/ckpt/ckpt-restorer
+
+# Removes what `install` put there (not a binfmt_misc registration: `ckpt binfmt
+# unregister` first).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ckpt $(DESTDIR)$(PREFIX)/lib/ckpt/ckpt-restorer
+	rmdir $(DESTDIR)$(PREFIX)/lib/ckpt 2>/dev/null || true
+
+# Fuzz the image reader for FUZZ_TIME seconds (default 10 minutes): libFuzzer via
+# cargo-fuzz (installed on first use; RUSTC_BOOTSTRAP=1 on stable), see fuzz/run.sh.
+# `make test` runs a bounded built-in fuzz run (format/src/tests.rs) instead.
+FUZZ_TIME ?= 600
+fuzz:
+	FUZZ_TIME=$(FUZZ_TIME) ./fuzz/run.sh
 
 clean:
 	$(CARGO) clean

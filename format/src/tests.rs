@@ -798,6 +798,42 @@ fn xstate_area_outside_the_section() {
     expect(&image_with(|p| p.xstate.clear()), BT(0, what));
 }
 
+/// Found by the fuzzer: `xstate_off + xstate_size` is computed unchecked in
+/// check_threads. Debug builds panic there; release builds (the stub) wrap, so
+/// xstate_off = 2^64 - 64 with an 832-byte area "ends" at 768 and is accepted; the
+/// stub's `&t.xstate[off..off + size]` (sigframe::leave) then panics.
+#[test]
+fn xstate_area_offset_overflow() {
+    let img = image_with(|p| p.threads[0].xstate_off = 0u64.wrapping_sub(64));
+    let r = std::panic::catch_unwind(|| validate(&img));
+    assert!(
+        matches!(r, Ok(Err(FormatError::BadThread { index: 0, .. }))),
+        "xstate_off 0xffffffffffffffc0 + xstate_size {XSTATE_SIZE}: validation {}",
+        match r {
+            Ok(r) => format!("returned {r:?}"),
+            Err(_) => "panicked".to_string(),
+        }
+    );
+}
+
+/// Found by the fuzzer: with no XSAVE area (header and thread xstate_size 0) the
+/// thread's xstate_off is not checked, but the stub still takes
+/// `&t.xstate[off..off]`, which panics for any off past the (empty) section.
+#[test]
+fn xstate_offset_checked_without_xstate() {
+    let img = image_with(|p| {
+        p.xstate_size = 0;
+        p.threads[0].xstate_size = 0;
+        p.xstate.clear();
+        p.threads[0].xstate_off = 64;
+    });
+    let r = validate_with(&img, false, |h, t| stub_view(h, t, &img));
+    assert!(
+        matches!(r, Err(FormatError::BadThread { index: 0, .. })),
+        "xstate_size 0, xstate_off 64, empty xstate section: validation returned {r:?}"
+    );
+}
+
 #[test]
 fn invalid_rseq_registration() {
     let what = "invalid rseq registration";

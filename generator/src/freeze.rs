@@ -8,7 +8,8 @@ use crate::pagemap::Pagemap;
 use crate::plan::{self, Strings};
 use crate::ptrace::{Release, Seized};
 use crate::regs::{self, Restart};
-use crate::{emit, fdplan, gadgets, inventory, proc};
+use crate::inject::Injector;
+use crate::{emit, fdplan, gadgets, inventory, proc, procstate};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::path::PathBuf;
@@ -117,6 +118,15 @@ pub fn run(o: &Options) -> Result<()> {
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
     let fdp = fdplan::plan(o.pid, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
 
+    let g = gadgets::find(&mem, &vmas);
+    if g.syscall == 0 {
+        bail!("pid {}: no `syscall` instruction in its executable memory to read its kernel state with", o.pid);
+    }
+    let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+    let state = {
+        let inj = Injector::new(&t, inv.regs, g.syscall, writable)?;
+        procstate::capture(&t, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
+    };
     let mut r = inv.regs;
     let mut before = [0u8; 2];
     let restart = if (r.orig_rax as i64) >= 0 && r.rip >= 2 {
@@ -130,7 +140,6 @@ pub fn run(o: &Options) -> Result<()> {
             warnings.push(format!("stopped inside an rseq critical section; resumes at its abort handler {abort:#x}"));
         }
     }
-    let g = gadgets::find(&mem, &vmas);
     if g.syscall_ret == 0 {
         warnings.push("no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind".into());
     }
@@ -146,11 +155,18 @@ pub fn run(o: &Options) -> Result<()> {
         ..Default::default()
     };
     parts.xstate = inv.xstate.clone();
+    parts.process = Some(state.process);
+    parts.timers = state.timers;
+    parts.signals = state.signals;
     let (robust_list, robust_len) = inv.robust;
     parts.threads.push(Thread {
         tid: o.pid as u32,
         regs: r,
-        sigmask: inv.status.sig_blk,
+        sigmask: state.sigmask,
+        ss_sp: state.ss.0,
+        ss_flags: state.ss.1,
+        ss_size: state.ss.2,
+        tid_address: state.tid_address,
         rseq_addr: inv.rseq.map_or(0, |x| x.addr),
         rseq_len: inv.rseq.map_or(0, |x| x.len),
         rseq_sig: inv.rseq.map_or(0, |x| x.sig),

@@ -12,6 +12,8 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 pub struct Gadgets {
     pub syscall_ret: u64,
     pub sigreturn: u64,
+    /// Any `syscall` instruction (for injecting system calls at freeze time).
+    pub syscall: u64,
 }
 
 fn decode_all(bytes: &[u8], ip: u64) -> Vec<iced_x86::Instruction> {
@@ -43,6 +45,13 @@ pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
     const SYSRET: &[u8] = &[0x0f, 0x05, 0xc3];
     const SIGRET32: &[u8] = &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05];
     const SIGRET64: &[u8] = &[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05];
+    if g.syscall == 0 {
+        if let Some(pos) = text.windows(2).position(|w| w == [0x0f, 0x05]) {
+            if crate::regs::is_syscall_insn([0x0f, 0x05], base + pos as u64) {
+                g.syscall = base + pos as u64;
+            }
+        }
+    }
     for (pat, is_sys) in [(SYSRET, true), (SIGRET32, false), (SIGRET64, false)] {
         if (is_sys && g.syscall_ret != 0) || (!is_sys && g.sigreturn != 0) {
             continue;
@@ -73,7 +82,7 @@ pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
         }
     }
     if g.syscall_ret == 0 || g.sigreturn == 0 {
-        g = Gadgets::default();
+        g = Gadgets { syscall: g.syscall, ..Gadgets::default() };
     }
     g
 }

@@ -147,6 +147,96 @@ impl Seized {
         Ok(ckpt_format::read_record(&buf).expect("length checked"))
     }
 
+    /// The blocked signal mask (PTRACE_GETSIGMASK).
+    pub fn sigmask(&self) -> Result<u64, PtraceError> {
+        let mut m = 0u64;
+        // SAFETY: the kernel writes 8 bytes (addr = sizeof(sigset)) into m.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, self.pid, 8usize, &mut m as *mut u64) };
+        if r != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "GETSIGMASK", source: errno() });
+        }
+        Ok(m)
+    }
+
+    /// Replace the blocked signal mask (PTRACE_SETSIGMASK).
+    pub fn set_sigmask(&self, m: u64) -> Result<(), PtraceError> {
+        // SAFETY: the kernel reads 8 bytes from &m.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, self.pid, 8usize, &m as *const u64) };
+        if r != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "SETSIGMASK", source: errno() });
+        }
+        Ok(())
+    }
+
+    /// Replace the general registers (PTRACE_SETREGSET NT_PRSTATUS).
+    pub fn set_regs(&self, r: &Regs) -> Result<(), PtraceError> {
+        let mut b = ckpt_format::as_bytes(r).to_vec();
+        let mut iov = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+        // SAFETY: iov describes `b`, which the kernel reads.
+        let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, self.pid, NT_PRSTATUS as usize, &mut iov as *mut libc::iovec) };
+        if rc != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "SETREGSET(NT_PRSTATUS)", source: errno() });
+        }
+        Ok(())
+    }
+
+    /// Execute one instruction and wait for the resulting trap.
+    pub fn single_step(&self) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        // SAFETY: no pointers; signal 0.
+        if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, pid, 0usize, 0usize) } != 0 {
+            return Err(PtraceError::Call { pid, what: "SINGLESTEP", source: errno() });
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+            if r == pid {
+                break;
+            }
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
+        }
+        if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP) {
+            return Err(PtraceError::Call {
+                pid,
+                what: "SINGLESTEP (stopped by another signal)",
+                source: std::io::ErrorKind::Interrupted.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queued signals (PTRACE_PEEKSIGINFO): thread-directed, or with `shared` the
+    /// process-wide queue. Each entry is a 128-byte siginfo_t.
+    pub fn pending(&self, shared: bool) -> Result<Vec<[u64; 16]>, PtraceError> {
+        #[repr(C)]
+        struct Args {
+            off: u64,
+            flags: u32,
+            nr: i32,
+        }
+        let mut out = Vec::new();
+        loop {
+            let mut buf = [[0u64; 16]; 32];
+            let a = Args { off: out.len() as u64, flags: shared as u32, nr: buf.len() as i32 };
+            // SAFETY: the kernel writes at most `nr` siginfo_t (128 bytes each) into buf.
+            let n = unsafe { libc::ptrace(libc::PTRACE_PEEKSIGINFO, self.pid, &a as *const Args, buf.as_mut_ptr()) };
+            if n < 0 {
+                return Err(PtraceError::Call { pid: self.pid, what: "PEEKSIGINFO", source: errno() });
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+            if (n as usize) < buf.len() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// The XSAVE area in standard format (NT_X86_XSTATE); its size depends on the CPU.
     pub fn xstate(&self) -> Result<Vec<u8>, PtraceError> {
         let mut buf = vec![0u8; ckpt_format::MAX_XSTATE as usize];

@@ -21,6 +21,7 @@ mod layout;
 mod mem;
 mod mm;
 mod out;
+mod procstate;
 mod reloc;
 mod selfmaps;
 mod sigframe;
@@ -69,6 +70,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     layout::create_all(ctx, &t);
     mm::restore(&t);
     fds::restore(&t);
+    procstate::restore(&t);
     thread::restore(&t.threads[0]);
+    procstate::requeue_signals(&t);
     sigframe::leave(ctx, &t)
 }

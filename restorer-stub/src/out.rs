@@ -32,6 +32,7 @@ pub enum Step {
     Fds = 111,
     Thread = 112,
     Sigreturn = 113,
+    Process = 114,
 }
 
 impl Step {
@@ -51,6 +52,7 @@ impl Step {
             Step::Fds => "restore fds",
             Step::Thread => "restore thread state",
             Step::Sigreturn => "rt_sigreturn",
+            Step::Process => "restore process state",
         }
     }
 }

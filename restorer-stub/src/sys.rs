@@ -243,3 +243,37 @@ pub fn exit_group(code: i32) -> ! {
         asm!("syscall", in("rax") SYS_EXIT_GROUP, in("rdi") code as isize, options(noreturn, nostack));
     }
 }
+
+// Process state (procstate.rs).
+pub const SYS_RT_SIGACTION: usize = 13;
+pub const SYS_SETITIMER: usize = 38;
+pub const SYS_GETPID: usize = 39;
+pub const SYS_CHDIR: usize = 80;
+pub const SYS_UMASK: usize = 95;
+pub const SYS_RT_SIGQUEUEINFO: usize = 129;
+pub const SYS_PERSONALITY: usize = 135;
+pub const SYS_GETTID: usize = 186;
+pub const SYS_TIMER_CREATE: usize = 222;
+pub const SYS_TIMER_SETTIME: usize = 223;
+pub const SYS_TIMER_DELETE: usize = 226;
+pub const SYS_RT_TGSIGQUEUEINFO: usize = 297;
+pub const SYS_PRLIMIT64: usize = 302;
+
+/// A system call whose pointer arguments point at memory the caller owns.
+///
+/// # Safety
+/// Every pointer argument must be valid for the call.
+pub unsafe fn call(n: usize, a: [usize; 6]) -> Res {
+    // SAFETY: as documented.
+    res(unsafe { syscall6(n, a[0], a[1], a[2], a[3], a[4], a[5]) })
+}
+
+pub fn getpid() -> usize {
+    // SAFETY: no arguments.
+    unsafe { syscall3(SYS_GETPID, 0, 0, 0) as usize }
+}
+
+pub fn gettid() -> usize {
+    // SAFETY: no arguments.
+    unsafe { syscall3(SYS_GETTID, 0, 0, 0) as usize }
+}

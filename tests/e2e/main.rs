@@ -24,8 +24,11 @@ macro_rules! both_variants {
 
 mod basic;
 mod big;
+mod binfmt;
 mod errors;
+mod inspect;
 mod memory;
+mod procstate;
 mod python;
 mod registers;
 mod syscalls;

@@ -124,7 +124,10 @@ pub fn register(line: &str, interpreter: &str) -> Result<(), RegisterError> {
     let mut f = match fs::OpenOptions::new().write(true).open(&reg) {
         Ok(f) => f,
         Err(e) if matches!(errno(&e), libc::EACCES | libc::EPERM) => {
-            return Err(RegisterError::Other(anyhow!("{NEEDS_ROOT}: cannot open {}: {e}", reg.display())))
+            return Err(RegisterError::Other(anyhow!(
+                "{NEEDS_ROOT}: cannot open {}: {e}",
+                reg.display()
+            )))
         }
         Err(e) => {
             return Err(RegisterError::Other(

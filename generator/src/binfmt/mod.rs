@@ -33,7 +33,7 @@ const RESTORER_FROM_PREFIX: &str = "lib/ckpt/ckpt-restorer";
 
 #[derive(Subcommand)]
 pub enum BinfmtCmd {
-    /// Register raw images with binfmt_misc so that `./app.ckpt` runs them (root).
+    /// Register raw images with binfmt_misc so that `./app.ckpt` runs them (root)
     ///
     /// Writes `:NAME:M:0:CKPTIMG\x01::INTERPRETER:FO` to
     /// /proc/sys/fs/binfmt_misc/register (mounting binfmt_misc there first if
@@ -55,8 +55,8 @@ pub enum BinfmtCmd {
         /// Entry name: the file /proc/sys/fs/binfmt_misc/NAME.
         #[arg(long, default_value = DEFAULT_NAME)]
         name: String,
-        /// The restorer to run images with (absolute, at most 127 bytes) [default:
-        /// the installed one, <dir of ckpt>/../lib/ckpt/ckpt-restorer].
+        /// The restorer to run images with (at most 127 bytes once absolute);
+        /// default: the installed one, <dir of ckpt>/../lib/ckpt/ckpt-restorer.
         #[arg(long)]
         interpreter: Option<PathBuf>,
         /// Also write the line to /usr/lib/binfmt.d/NAME.conf (or /etc/binfmt.d/
@@ -78,9 +78,11 @@ pub enum BinfmtCmd {
 
 pub fn run(cmd: BinfmtCmd) -> Result<()> {
     match cmd {
-        BinfmtCmd::Register { name, interpreter, persist } => {
-            register(&name, interpreter.as_deref(), persist)
-        }
+        BinfmtCmd::Register {
+            name,
+            interpreter,
+            persist,
+        } => register(&name, interpreter.as_deref(), persist),
         BinfmtCmd::Unregister { name } => unregister(&name),
         BinfmtCmd::Status { name } => status(&name),
     }
@@ -149,6 +151,7 @@ fn check_interpreter(p: &Path) -> Result<()> {
 
 fn register(name: &str, interpreter: Option<&Path>, persist: bool) -> Result<()> {
     text::check_name(name)?;
+    kernel::check_root()?;
     let interp = match interpreter {
         // A relative path would be resolved by the kernel in the caller's
         // directory: make it absolute here.
@@ -158,7 +161,6 @@ fn register(name: &str, interpreter: Option<&Path>, persist: bool) -> Result<()>
     };
     let interp_s = path_str(&interp)?;
     let line = text::register_line(name, &ckpt_format::MAGIC, interp_s)?;
-    kernel::check_root()?;
     check_interpreter(&interp)?;
     if persist {
         persist::check_free(name)?;
@@ -197,7 +199,11 @@ fn register(name: &str, interpreter: Option<&Path>, persist: bool) -> Result<()>
         .and_then(|t| text::parse_entry(&t))?;
     println!(
         "{} binfmt_misc entry {name}: files starting with CKPTIMG\\x01 now run with {interp_s}",
-        if replaced { "re-registered" } else { "registered" }
+        if replaced {
+            "re-registered"
+        } else {
+            "registered"
+        }
     );
     println!("  line:  {line}");
     print_flags(&entry.flags);
@@ -211,12 +217,19 @@ fn register(name: &str, interpreter: Option<&Path>, persist: bool) -> Result<()>
     }
     if persist {
         let p = persist::write(name, &line)?;
-        println!("  persisted: {} (systemd-binfmt registers it at boot)", p.display());
+        println!(
+            "  persisted: {} (systemd-binfmt registers it at boot)",
+            p.display()
+        );
         if let Some(c) = persist::find(name).into_iter().find(|c| c.path != p) {
             println!(
                 "  note: {} also exists{}",
                 c.path.display(),
-                if c.path.starts_with("/etc") { " and takes precedence at boot" } else { "" }
+                if c.path.starts_with("/etc") {
+                    " and takes precedence at boot"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -281,7 +294,10 @@ fn unregister(name: &str) -> Result<()> {
         if kernel::is_mounted() {
             bail!("no binfmt_misc entry named {name} is registered (`ckpt binfmt status --name {name}`)");
         }
-        bail!("binfmt_misc is not mounted at {}, so no entry {name} is registered", kernel::MOUNT);
+        bail!(
+            "binfmt_misc is not mounted at {}, so no entry {name} is registered",
+            kernel::MOUNT
+        );
     }
     Ok(())
 }
@@ -290,7 +306,10 @@ fn status(name: &str) -> Result<()> {
     text::check_name(name)?;
     let installed = installed_restorer().ok();
     if !kernel::is_mounted() {
-        println!("binfmt_misc: not mounted at {} (`ckpt binfmt register` mounts it)", kernel::MOUNT);
+        println!(
+            "binfmt_misc: not mounted at {} (`ckpt binfmt register` mounts it)",
+            kernel::MOUNT
+        );
         println!("entry {name}: not registered; raw images run with `ckpt resume FILE`");
     } else {
         match kernel::globally_enabled() {
@@ -317,7 +336,10 @@ fn status(name: &str) -> Result<()> {
     }
     match &installed {
         Some(p) if p.exists() => println!("installed restorer: {}", p.display()),
-        Some(p) => println!("installed restorer: none ({} does not exist; `make install`)", p.display()),
+        Some(p) => println!(
+            "installed restorer: none ({} does not exist; `make install`)",
+            p.display()
+        ),
         None => println!("installed restorer: unknown (cannot locate the running ckpt)"),
     }
     for c in persist::find(name) {
@@ -333,7 +355,11 @@ fn status(name: &str) -> Result<()> {
 fn print_entry(name: &str, e: &Entry, installed: Option<&Path>) {
     println!(
         "entry {name}: registered, {}",
-        if e.enabled { "enabled" } else { "disabled (`echo 1 > /proc/sys/fs/binfmt_misc/NAME` enables it)" }
+        if e.enabled {
+            "enabled"
+        } else {
+            "disabled (`echo 1 > /proc/sys/fs/binfmt_misc/NAME` enables it)"
+        }
     );
     let interp = e.interpreter.as_deref().unwrap_or("?");
     println!("  interpreter: {interp}");
@@ -342,13 +368,23 @@ fn print_entry(name: &str, e: &Entry, installed: Option<&Path>) {
         (Some(off), Some(m), _) => println!(
             "  magic: {} at offset {off}{}",
             text::escape_magic(m),
-            if e.matches_magic(&ckpt_format::MAGIC) { " (ckpt raw images)" } else { " (NOT the ckpt raw image magic)" }
+            if e.matches_magic(&ckpt_format::MAGIC) {
+                " (ckpt raw images)"
+            } else {
+                " (NOT the ckpt raw image magic)"
+            }
         ),
         (_, _, Some(x)) => println!("  extension: {x} (NOT the ckpt raw image magic)"),
         _ => {}
     }
     for p in text::flag_problems(e) {
         println!("  warning: {p}");
+    }
+    if !e.has_ckpt_flags() {
+        println!(
+            "  note: ckpt registers with the flags {} (`ckpt binfmt register` again)",
+            text::FLAGS
+        );
     }
     let same_path = installed.is_some_and(|p| p == Path::new(interp));
     println!(

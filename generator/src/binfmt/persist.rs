@@ -122,7 +122,10 @@ mod tests {
         assert!(!is_ours(&t, "ckp"));
         assert!(!is_ours(&t, "other"));
         // Every line but the register line is a binfmt.d comment.
-        let active: Vec<&str> = t.lines().filter(|l| !l.starts_with('#') && !l.starts_with(';')).collect();
+        let active: Vec<&str> = t
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with(';'))
+            .collect();
         assert_eq!(active, [line]);
         // A qemu-style file of the same name is not ours.
         assert!(!is_ours(":ckpt:M::\\x7fELF::/usr/bin/qemu:F\n", "ckpt"));
@@ -136,8 +139,14 @@ mod tests {
         let p2 = write_in(&dir, "ckpt", "b\n").unwrap();
         assert_eq!(p, p2);
         assert_eq!(fs::read_to_string(&p).unwrap(), "b\n");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["ckpt.conf"]);
         fs::remove_dir_all(&dir).unwrap();
     }

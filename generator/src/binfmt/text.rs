@@ -133,10 +133,10 @@ impl Entry {
     pub fn matches_magic(&self, magic: &[u8]) -> bool {
         self.offset == Some(0)
             && self.magic.as_deref() == Some(magic)
-            && self
-                .mask
-                .as_ref()
-                .map_or(true, |m| m.len() == magic.len() && m.iter().all(|&b| b == 0xff))
+            && match &self.mask {
+                None => true,
+                Some(m) => m.len() == magic.len() && m.iter().all(|&b| b == 0xff),
+            }
     }
 
     /// The flag set is exactly ckpt's (the kernel prints them in its own
@@ -185,7 +185,7 @@ pub fn parse_entry(text: &str) -> Result<Entry> {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.len() & 1 == 1 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("bad hex string {s:?} in the binfmt_misc entry");
     }
     Ok((0..s.len())
@@ -216,7 +216,9 @@ pub fn flag_problems(e: &Entry) -> Vec<String> {
         );
     }
     if e.has_flag('P') {
-        v.push("the P flag is set: the restorer gets an extra argv[0] it does not expect".to_owned());
+        v.push(
+            "the P flag is set: the restorer gets an extra argv[0] it does not expect".to_owned(),
+        );
     }
     if !e.has_flag('F') {
         v.push(
@@ -246,7 +248,10 @@ mod tests {
     #[test]
     fn register_line_has_every_field() {
         let l = register_line("ckpt", &MAGIC, "/usr/local/lib/ckpt/ckpt-restorer").unwrap();
-        assert_eq!(l, ":ckpt:M:0:CKPTIMG\\x01::/usr/local/lib/ckpt/ckpt-restorer:FO");
+        assert_eq!(
+            l,
+            ":ckpt:M:0:CKPTIMG\\x01::/usr/local/lib/ckpt/ckpt-restorer:FO"
+        );
         // name, type, offset, magic, mask, interpreter, flags after the leading ':'.
         let fields: Vec<&str> = l[1..].split(':').collect();
         assert_eq!(fields.len(), 7, "{fields:?}");
@@ -304,9 +309,15 @@ mod tests {
         assert!(!e.matches_magic(b"CK"));
         assert!(!e.has_ckpt_flags());
         let problems = flag_problems(&e).join("\n");
-        assert!(problems.contains("C flag") && problems.contains("P flag"), "{problems}");
+        assert!(
+            problems.contains("C flag") && problems.contains("P flag"),
+            "{problems}"
+        );
 
-        let e = parse_entry("enabled\ninterpreter /usr/bin/lli\nflags: \nextension .bc\nsomething new\n").unwrap();
+        let e = parse_entry(
+            "enabled\ninterpreter /usr/bin/lli\nflags: \nextension .bc\nsomething new\n",
+        )
+        .unwrap();
         assert_eq!(e.extension.as_deref(), Some(".bc"));
         assert_eq!(e.flags, "");
         assert!(!e.matches_magic(&MAGIC));

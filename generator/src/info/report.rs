@@ -1,0 +1,426 @@
+//! Everything `ckpt info` shows, gathered once into plain values: the text output
+//! and the `--json` object are two renderings of this one [`Report`], so they
+//! cannot disagree.
+
+use super::decode::{self, human};
+use super::disasm::{self, Insn};
+use super::memory::ImageMemory;
+use super::symbols;
+use super::{time, xfeatures};
+use crate::reader::{FileKind, ImageFile};
+use ckpt_format::*;
+use serde::Serialize;
+
+/// Registers and addresses are hex strings (`"0x401a2b"`): exact in every JSON
+/// reader and easy to read; sizes and counts are numbers.
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub file: FileInfo,
+    pub frozen: Frozen,
+    pub cpu: Cpu,
+    pub process: Process,
+    pub thread: ThreadInfo,
+    #[serde(rename = "where")]
+    pub stopped: Where,
+    pub vmas: Vec<VmaInfo>,
+    pub fds: Vec<FdInfo>,
+    pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    /// "resume" or "raw".
+    pub kind: &'static str,
+    /// "resume executable" or "raw image".
+    pub kind_name: &'static str,
+    pub format_version: u32,
+    pub image_offset: u64,
+    pub image_size: u64,
+    pub file_size: u64,
+    pub page_data_checksums: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct Frozen {
+    pub unix_time: u64,
+    pub utc: String,
+    pub kernel_release: String,
+    pub pid: u32,
+}
+
+#[derive(Serialize)]
+pub struct Cpu {
+    pub xcr0: String,
+    pub features: Vec<String>,
+    /// Components not in their initial state in the saved registers (XSTATE_BV).
+    pub in_use: Vec<String>,
+    pub xstate_size: u32,
+}
+
+#[derive(Serialize)]
+pub struct Process {
+    pub executable: Option<String>,
+    pub cmdline: Vec<String>,
+    pub code: [String; 2],
+    pub data: [String; 2],
+    pub brk: [String; 2],
+    pub stack_start: String,
+    pub auxv_entries: u32,
+    /// Instructions of the target's own text the restorer ends with, if found.
+    pub gadget_syscall_ret: Option<String>,
+    pub gadget_sigreturn: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Syscall {
+    /// "restart", "eintr", "returned" or "none".
+    pub state: &'static str,
+    pub number: Option<u64>,
+    pub name: Option<&'static str>,
+    pub orig_rax: i64,
+    pub rax: String,
+    pub summary: String,
+}
+
+#[derive(Serialize)]
+pub struct Rseq {
+    pub addr: String,
+    pub len: u32,
+    pub sig: String,
+}
+
+#[derive(Serialize)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub rip: String,
+    pub rsp: String,
+    pub rbp: String,
+    pub syscall: Syscall,
+    pub fs_base: String,
+    pub gs_base: String,
+    pub rseq: Option<Rseq>,
+    pub sigmask: String,
+    pub blocked_signals: Vec<String>,
+    pub altstack: Option<[String; 2]>,
+    pub robust_list: Option<String>,
+    /// Every general register: rax..r15, rip, eflags, orig_rax, segments, bases.
+    pub registers: Registers,
+}
+
+/// Register name/value pairs; a JSON object in this order.
+pub struct Registers(pub Vec<(&'static str, String)>);
+
+impl Serialize for Registers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+#[derive(Serialize)]
+pub struct SymbolInfo {
+    pub name: String,
+    pub offset: u64,
+    pub address: String,
+}
+
+#[derive(Serialize)]
+pub struct Where {
+    pub rip: String,
+    /// The ELF file (or "[vdso]") mapped at rip.
+    pub module: Option<String>,
+    /// "file", "stored pages" or "vdso": where its ELF was read from.
+    pub elf_source: Option<&'static str>,
+    pub load_bias: Option<String>,
+    pub symbol: Option<SymbolInfo>,
+    pub build_id: Option<String>,
+    /// Why something above is missing, or why the file on disk was not used.
+    pub notes: Vec<String>,
+    pub instructions: Vec<Insn>,
+}
+
+#[derive(Serialize)]
+pub struct VmaInfo {
+    pub start: String,
+    pub end: String,
+    pub size: u64,
+    pub perms: String,
+    pub kind: &'static str,
+    pub flags: Vec<&'static str>,
+    pub file_offset: Option<String>,
+    pub runs: u32,
+    pub stored_bytes: u64,
+    pub name: String,
+}
+
+#[derive(Serialize)]
+pub struct FdInfo {
+    pub fd: i32,
+    /// "inherit" (whatever the resumer has at that number) or "file" (reopened).
+    pub kind: &'static str,
+    pub path: Option<String>,
+    pub flags: Option<String>,
+    pub offset: Option<u64>,
+    pub cloexec: bool,
+}
+
+#[derive(Serialize)]
+pub struct Totals {
+    pub vmas: usize,
+    pub runs: usize,
+    pub pages_stored: u64,
+    pub stored_bytes: u64,
+    pub mapped_bytes: u64,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn regs_list(r: &Regs) -> Registers {
+    Registers([
+        ("rax", r.rax),
+        ("rbx", r.rbx),
+        ("rcx", r.rcx),
+        ("rdx", r.rdx),
+        ("rsi", r.rsi),
+        ("rdi", r.rdi),
+        ("rbp", r.rbp),
+        ("rsp", r.rsp),
+        ("r8", r.r8),
+        ("r9", r.r9),
+        ("r10", r.r10),
+        ("r11", r.r11),
+        ("r12", r.r12),
+        ("r13", r.r13),
+        ("r14", r.r14),
+        ("r15", r.r15),
+        ("rip", r.rip),
+        ("eflags", r.eflags),
+        ("orig_rax", r.orig_rax),
+        ("cs", r.cs),
+        ("ss", r.ss),
+        ("ds", r.ds),
+        ("es", r.es),
+        ("fs", r.fs),
+        ("gs", r.gs),
+        ("fs_base", r.fs_base),
+        ("gs_base", r.gs_base),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n, format!("{v:#018x}")))
+    .collect())
+}
+
+/// What the saved registers say about a system call. The freeze already applied
+/// Linux's restart rules (rax = orig_rax and rip back on `syscall` for a restart,
+/// rax = -EINTR otherwise), so this reads them back; it cannot be certain.
+fn syscall_state(mem: &ImageMemory, r: &Regs) -> Syscall {
+    let orig = r.orig_rax as i64;
+    let rax = hex(r.rax);
+    if orig < 0 {
+        return Syscall {
+            state: "none",
+            number: None,
+            name: None,
+            orig_rax: orig,
+            rax,
+            summary: "not stopped in a system call".into(),
+        };
+    }
+    let nr = r.orig_rax;
+    let name = decode::syscall_name(nr);
+    let call = match name {
+        Some(n) => format!("{n} ({nr})"),
+        None => format!("system call {nr}"),
+    };
+    let at_syscall = mem.read(r.rip, 2) == [0x0f, 0x05];
+    let ret = r.rax as i64;
+    let (state, summary) = if r.rax == nr && at_syscall {
+        ("restart", format!("restarts {call}: rip is on its `syscall` and rax = orig_rax"))
+    } else if ret == -4 {
+        ("eintr", format!("{call} returns -EINTR"))
+    } else if (-4095..0).contains(&ret) {
+        let e = decode::errno_name(-ret).map_or(format!("{}", -ret), |n| n.to_string());
+        ("returned", format!("{call} returned -{e}"))
+    } else {
+        ("returned", format!("{call} returned {ret}"))
+    };
+    Syscall { state, number: Some(nr), name, orig_rax: orig, rax, summary }
+}
+
+fn stopped(mem: &ImageMemory, rip: u64) -> Where {
+    let mut w = Where {
+        rip: hex(rip),
+        module: None,
+        elf_source: None,
+        load_bias: None,
+        symbol: None,
+        build_id: None,
+        notes: Vec::new(),
+        instructions: Vec::new(),
+    };
+    let mut func_start = None;
+    let mut names = Vec::new();
+    match symbols::module_at(mem, rip) {
+        Ok(m) => {
+            w.module = Some(m.path.clone());
+            w.elf_source = Some(m.source.name());
+            w.load_bias = Some(hex(m.bias));
+            w.build_id = m.elf.build_id.clone();
+            w.notes.extend(m.note.clone());
+            match m.describe(rip) {
+                Some((name, offset, address)) => {
+                    func_start = Some(address);
+                    w.symbol = Some(SymbolInfo { name, offset, address: hex(address) });
+                }
+                None => w.notes.push(format!("no symbol before {rip:#x} in {}", m.path)),
+            }
+            // One name per address: the preferred one comes first.
+            let mut syms = m.elf.symbols().to_vec();
+            syms.dedup_by_key(|s| s.addr);
+            names = syms.into_iter().map(|s| (s.addr.wrapping_add(m.bias), s.size, s.name)).collect();
+        }
+        Err(e) => w.notes.push(e),
+    }
+    w.instructions = disasm::around(mem, rip, func_start, names);
+    if w.instructions.is_empty() {
+        w.notes.push(format!("no stored code at {rip:#x}"));
+    }
+    w
+}
+
+pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
+    let t = img.tables()?;
+    let mem = ImageMemory::new(img, t);
+    let h = &img.header;
+    let file_size = img.file.metadata()?.len();
+    let th = &t.threads[0];
+    let r = &th.regs;
+    let m = t.mm;
+
+    let xstate = t.xstate.get(th.xstate_off as usize..(th.xstate_off + th.xstate_size as u64) as usize).unwrap_or_default();
+    let kr_end = h.kernel_release.iter().position(|&b| b == 0).unwrap_or(h.kernel_release.len());
+    let cmdline = t.string(m.cmdline_off, m.cmdline_len);
+    let exe = t.string(m.exe_off, m.exe_len);
+
+    let vmas: Vec<VmaInfo> = t
+        .vmas
+        .iter()
+        .map(|v| {
+            let kind = VmaKind::from_u32(v.kind);
+            let file = matches!(kind, Some(VmaKind::FilePrivate | VmaKind::SharedFile));
+            VmaInfo {
+                start: hex(v.start),
+                end: hex(v.end),
+                size: v.end - v.start,
+                perms: decode::perms(v.prot, kind),
+                kind: kind.map_or("?", |k| k.name()),
+                flags: decode::vma_flags(v.flags),
+                file_offset: file.then(|| hex(v.file_offset)),
+                runs: v.nruns,
+                stored_bytes: mem.runs_of(v).iter().map(|r| r.len).sum(),
+                name: mem.vma_name(v),
+            }
+        })
+        .collect();
+    let fds = t
+        .fds
+        .iter()
+        .map(|f| {
+            let file = FdKind::from_u32(f.kind) == Some(FdKind::RegularFile);
+            FdInfo {
+                fd: f.fd,
+                kind: if file { "file" } else { "inherit" },
+                path: (f.path_len != 0).then(|| lossy(t.string(f.path_off, f.path_len))),
+                flags: file.then(|| decode::open_flags(f.flags)),
+                offset: file.then_some(f.offset),
+                cloexec: f.cloexec != 0,
+            }
+        })
+        .collect();
+    let stored_bytes: u64 = t.runs.iter().map(|r| r.len).sum();
+    let totals = Totals {
+        vmas: t.vmas.len(),
+        runs: t.runs.len(),
+        pages_stored: stored_bytes / PAGE_SIZE,
+        stored_bytes,
+        mapped_bytes: t.vmas.iter().map(|v| v.end - v.start).sum(),
+    };
+    let gadget = |a: u64| (a != 0).then(|| hex(a));
+
+    Ok(Report {
+        file: FileInfo {
+            path: img.path.display().to_string(),
+            kind: match img.kind {
+                FileKind::Resume => "resume",
+                FileKind::Raw => "raw",
+            },
+            kind_name: match img.kind {
+                FileKind::Resume => "resume executable",
+                FileKind::Raw => "raw image",
+            },
+            format_version: h.version,
+            image_offset: img.offset,
+            image_size: h.image_size,
+            file_size,
+            page_data_checksums: if h.flags & HDR_SSE42_CRC != 0 { "crc32c (sse4.2)" } else { "crc32c" },
+        },
+        frozen: Frozen {
+            unix_time: h.created_unix,
+            utc: time::utc(h.created_unix),
+            kernel_release: lossy(&h.kernel_release[..kr_end]),
+            pid: h.pid,
+        },
+        cpu: Cpu {
+            xcr0: hex(h.xcr0),
+            features: xfeatures::names(h.xcr0),
+            in_use: xfeatures::xstate_bv(xstate).map(xfeatures::names).unwrap_or_default(),
+            xstate_size: h.xstate_size,
+        },
+        process: Process {
+            executable: (!exe.is_empty()).then(|| lossy(exe)),
+            cmdline: if cmdline.is_empty() { Vec::new() } else { cmdline.split(|&b| b == 0).map(lossy).collect() },
+            code: [hex(m.start_code), hex(m.end_code)],
+            data: [hex(m.start_data), hex(m.end_data)],
+            brk: [hex(m.start_brk), hex(m.brk)],
+            stack_start: hex(m.start_stack),
+            auxv_entries: m.auxv_words / 2,
+            gadget_syscall_ret: gadget(h.gadget_syscall_ret),
+            gadget_sigreturn: gadget(h.gadget_sigreturn),
+        },
+        thread: ThreadInfo {
+            tid: th.tid,
+            rip: hex(r.rip),
+            rsp: hex(r.rsp),
+            rbp: hex(r.rbp),
+            syscall: syscall_state(&mem, r),
+            fs_base: hex(r.fs_base),
+            gs_base: hex(r.gs_base),
+            rseq: (th.rseq_addr != 0).then(|| Rseq {
+                addr: hex(th.rseq_addr),
+                len: th.rseq_len,
+                sig: format!("{:#010x}", th.rseq_sig),
+            }),
+            sigmask: format!("{:#018x}", th.sigmask),
+            blocked_signals: decode::signal_set(th.sigmask),
+            altstack: (th.ss_size != 0).then(|| [hex(th.ss_sp), hex(th.ss_size)]),
+            robust_list: (th.robust_list != 0).then(|| hex(th.robust_list)),
+            registers: regs_list(r),
+        },
+        stopped: stopped(&mem, r.rip),
+        vmas,
+        fds,
+        totals,
+    })
+}
+
+/// Stored bytes as a share of mapped bytes, for the totals line.
+pub fn stored_share(t: &Totals) -> String {
+    let pct = if t.mapped_bytes == 0 { 0.0 } else { 100.0 * t.stored_bytes as f64 / t.mapped_bytes as f64 };
+    format!("{} of {} mapped ({pct:.1}%)", human(t.stored_bytes), human(t.mapped_bytes))
+}

@@ -1,0 +1,167 @@
+//! Process-wide state that lives in the kernel, not in memory: signal dispositions,
+//! sigaltstack, clear_child_tid, umask, personality, prctl flags, interval and POSIX
+//! timers (read by system calls injected into the task, inject.rs), plus what /proc
+//! and ptrace give from outside: rlimits (prlimit(2) on another process), cwd, comm,
+//! queued signals (PTRACE_PEEKSIGINFO) and the exact blocked mask.
+
+use crate::inject::Injector;
+use crate::plan::Strings;
+use crate::ptrace::Seized;
+use anyhow::{bail, Context, Result};
+use ckpt_format::{PendingSignal, PosixTimer, Process, SigAction, NLIMITS, PROC_HAVE_STATE, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
+
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_GET_NO_NEW_PRIVS: u64 = 39;
+const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_THP_DISABLE: u64 = 42;
+
+pub struct Captured {
+    pub process: Process,
+    pub ss: (u64, u32, u64),
+    pub tid_address: u64,
+    pub sigmask: u64,
+    pub timers: Vec<PosixTimer>,
+    pub signals: Vec<PendingSignal>,
+}
+
+fn ok(r: i64, what: &str, pid: i32) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        bail!("{what} in pid {pid} failed: {}", std::io::Error::from_raw_os_error(-r as i32));
+    }
+    Ok(r)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
+}
+
+/// One timer of /proc/PID/timers (proc(5)): id, signal/value, notify, clock.
+fn parse_timers(text: &str) -> Result<Vec<PosixTimer>> {
+    let mut out: Vec<PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let (k, v) = line.split_once(':').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((line, ""));
+        match k {
+            "ID" => out.push(PosixTimer { id: v.parse().context("timer ID")?, ..Default::default() }),
+            "signal" => {
+                let t = out.last_mut().context("timers: signal before ID")?;
+                let (sig, val) = v.split_once('/').context("timers: signal field")?;
+                t.signo = sig.parse().context("timer signal")?;
+                t.sigval = u64::from_str_radix(val, 16).context("timer sigval")?;
+            }
+            "notify" => {
+                let t = out.last_mut().context("timers: notify before ID")?;
+                let (how, target) = v.split_once('/').context("timers: notify field")?;
+                t.notify = match how {
+                    "signal" => libc::SIGEV_SIGNAL,
+                    "none" => libc::SIGEV_NONE,
+                    "thread" => libc::SIGEV_THREAD,
+                    _ => bail!("timers: unknown notify {how}"),
+                };
+                if let Some(tid) = target.strip_prefix("tid.") {
+                    t.notify |= libc::SIGEV_THREAD_ID;
+                    t.notify_tid = tid.parse().context("timer tid")?;
+                }
+            }
+            "ClockID" => out.last_mut().context("timers: ClockID before ID")?.clock = v.parse().context("timer clock")?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Captured> {
+    let pid = t.pid;
+    let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
+    for sig in 1..=64u64 {
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let r = inj.syscall(libc::SYS_rt_sigaction, [sig, 0, inj.ptr(0), 8, 0, 0])?;
+        ok(r, "rt_sigaction", pid)?;
+        let mut b = [0u8; 32];
+        inj.read(0, &mut b)?;
+        p.sigactions[sig as usize - 1] = SigAction { handler: u64_at(&b, 0), flags: u64_at(&b, 1), restorer: u64_at(&b, 2), mask: u64_at(&b, 3) };
+    }
+    ok(inj.syscall(libc::SYS_sigaltstack, [0, inj.ptr(0), 0, 0, 0, 0])?, "sigaltstack", pid)?;
+    let mut b = [0u8; 24];
+    inj.read(0, &mut b)?;
+    let ss = (u64_at(&b, 0), u64_at(&b, 1) as u32, u64_at(&b, 2));
+    inj.write(0, &[0u8; 8])?;
+    ok(inj.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_TID_ADDRESS", pid)?;
+    let mut b = [0u8; 8];
+    inj.read(0, &mut b)?;
+    let tid_address = u64::from_le_bytes(b);
+    let old = ok(inj.syscall(libc::SYS_umask, [0, 0, 0, 0, 0, 0])?, "umask", pid)?;
+    ok(inj.syscall(libc::SYS_umask, [old as u64, 0, 0, 0, 0, 0])?, "umask", pid)?;
+    p.umask = old as u32;
+    p.personality = ok(inj.syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])?, "personality", pid)? as u32;
+    inj.write(0, &[0u8; 8])?;
+    ok(inj.syscall(libc::SYS_prctl, [PR_GET_PDEATHSIG, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_PDEATHSIG", pid)?;
+    let mut b = [0u8; 4];
+    inj.read(0, &mut b)?;
+    p.pdeathsig = u32::from_le_bytes(b);
+    p.dumpable = ok(inj.syscall(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?, "PR_GET_DUMPABLE", pid)? as u32;
+    if ok(inj.syscall(libc::SYS_prctl, [PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0])?, "PR_GET_NO_NEW_PRIVS", pid)? == 1 {
+        p.flags |= PROC_NO_NEW_PRIVS;
+    }
+    if ok(inj.syscall(libc::SYS_prctl, [PR_GET_THP_DISABLE, 0, 0, 0, 0, 0])?, "PR_GET_THP_DISABLE", pid)? == 1 {
+        p.flags |= PROC_THP_DISABLE;
+    }
+    for which in 0..3u64 {
+        ok(inj.syscall(libc::SYS_getitimer, [which, inj.ptr(0), 0, 0, 0, 0])?, "getitimer", pid)?;
+        let mut b = [0u8; 32];
+        inj.read(0, &mut b)?;
+        p.itimers[which as usize] = [u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3)];
+    }
+    let mut timers = match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
+        Ok(text) => parse_timers(&text)?,
+        Err(_) => Vec::new(),
+    };
+    for tm in &mut timers {
+        if tm.notify & !libc::SIGEV_THREAD_ID == libc::SIGEV_THREAD {
+            bail!("pid {pid} has a POSIX timer ({}) that notifies by starting a thread, which cannot be restored yet", tm.id);
+        }
+        ok(inj.syscall(libc::SYS_timer_gettime, [tm.id as u64, inj.ptr(0), 0, 0, 0, 0])?, "timer_gettime", pid)?;
+        let mut b = [0u8; 32];
+        inj.read(0, &mut b)?;
+        tm.interval = [u64_at(&b, 0), u64_at(&b, 1)];
+        tm.value = [u64_at(&b, 2), u64_at(&b, 3)];
+    }
+    timers.sort_by_key(|t| t.id);
+
+    for (res, lim) in p.rlimits.iter_mut().enumerate().take(NLIMITS) {
+        let mut l = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit64 on another process with a null new limit and a valid out-pointer.
+        if unsafe { libc::prlimit64(pid, res as libc::__rlimit_resource_t, std::ptr::null(), &mut l) } == 0 {
+            *lim = [l.rlim_cur, l.rlim_max];
+        }
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).with_context(|| format!("reading the cwd of pid {pid}"))?;
+    (p.cwd_off, p.cwd_len) = strings.add(&cwd.to_string_lossy());
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = comm.trim_end_matches('\n').as_bytes();
+    p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
+
+    let mut signals = Vec::new();
+    for (shared, thread) in [(false, 1u32), (true, 0u32)] {
+        for info in t.pending(shared)? {
+            signals.push(PendingSignal { thread, signo: info[0] as u32 & 0xffff_ffff, info });
+        }
+    }
+    Ok(Captured { process: p, ss, tid_address, sigmask: inj.task_sigmask(), timers, signals })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_timers() {
+        let text = "ID: 0\nsignal: 14/00000000deadbeef\nnotify: signal/pid.42\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.43\nClockID: 0\n";
+        let t = parse_timers(text).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].id, t[0].signo, t[0].sigval, t[0].notify, t[0].clock), (0, 14, 0xdeadbeef, libc::SIGEV_SIGNAL, 1));
+        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid), (3, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID, 43));
+    }
+}

@@ -1,0 +1,193 @@
+//! Process-wide kernel state saved at the freeze: cwd, umask, personality, comm,
+//! prctl flags, rlimits, signal dispositions, interval and POSIX timers, and the
+//! queued signals (re-queued last; every signal stays blocked until rt_sigreturn
+//! installs the saved mask, so nothing is delivered into the restorer).
+
+use crate::layout::cpath;
+use crate::out::{self, Line, Step};
+use crate::sys::{self, call};
+use ckpt_format::{Process, Tables, NLIMITS, PROC_HAVE_STATE, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
+
+const PR_SET_PDEATHSIG: usize = 1;
+const PR_SET_DUMPABLE: usize = 4;
+const PR_SET_NAME: usize = 15;
+const PR_SET_NO_NEW_PRIVS: usize = 38;
+const PR_SET_THP_DISABLE: usize = 41;
+const SIGKILL: usize = 9;
+const SIGSTOP: usize = 19;
+const SIGEV_THREAD_ID: i32 = 4;
+
+fn fail_errno(what: &str, n: u64, e: isize) -> ! {
+    Line::new().s("restore process state failed: ").s(what).s(" ").dec(n).s(": ").errno(e).emit();
+    sys::exit_group(Step::Process as i32)
+}
+
+fn cwd(t: &Tables, p: &Process) {
+    if p.cwd_len == 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let path = cpath(t.string(p.cwd_off, p.cwd_len), &mut buf);
+    // SAFETY: path is NUL-terminated.
+    if let Err(e) = unsafe { call(sys::SYS_CHDIR, [path.as_ptr() as usize, 0, 0, 0, 0, 0]) } {
+        Line::new().s("restore process state failed: cannot change to the saved working directory ")
+            .b(&path[..path.len() - 1]).s(": ").errno(e).emit();
+        sys::exit_group(Step::Process as i32);
+    }
+}
+
+fn small_settings(p: &Process) {
+    // SAFETY (all calls below): integer arguments, or pointers into `p`.
+    unsafe {
+        let _ = call(sys::SYS_UMASK, [p.umask as usize, 0, 0, 0, 0, 0]);
+        let _ = call(sys::SYS_PERSONALITY, [p.personality as usize, 0, 0, 0, 0, 0]);
+        let _ = sys::prctl(PR_SET_NAME, p.comm.as_ptr() as usize, 0, 0);
+        if p.flags & PROC_NO_NEW_PRIVS != 0 {
+            if let Err(e) = sys::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0) {
+                fail_errno("PR_SET_NO_NEW_PRIVS", 1, e);
+            }
+        }
+        if p.flags & PROC_THP_DISABLE != 0 {
+            let _ = sys::prctl(PR_SET_THP_DISABLE, 1, 0, 0);
+        }
+        if p.pdeathsig != 0 {
+            let _ = sys::prctl(PR_SET_PDEATHSIG, p.pdeathsig as usize, 0, 0);
+        }
+        if p.dumpable <= 1 {
+            let _ = sys::prctl(PR_SET_DUMPABLE, p.dumpable as usize, 0, 0);
+        }
+    }
+}
+
+/// Resource limits: a hard limit can only be raised with CAP_SYS_RESOURCE, so when
+/// the saved one is above ours, keep ours and clamp the soft limit to it.
+fn rlimits(p: &Process) {
+    for res in 0..NLIMITS {
+        let want = p.rlimits[res];
+        // SAFETY: pointers to local 16-byte rlimit64 structs.
+        unsafe {
+            if call(sys::SYS_PRLIMIT64, [0, res, want.as_ptr() as usize, 0, 0, 0]).is_ok() {
+                continue;
+            }
+            let mut cur = [0u64; 2];
+            if call(sys::SYS_PRLIMIT64, [0, res, 0, cur.as_mut_ptr() as usize, 0, 0]).is_err() {
+                continue;
+            }
+            let clamped = [want[0].min(cur[1]), want[1].min(cur[1])];
+            out::trace("rlimit clamped to this hard limit", res as u64, clamped[1]);
+            let _ = call(sys::SYS_PRLIMIT64, [0, res, clamped.as_ptr() as usize, 0, 0, 0]);
+        }
+    }
+}
+
+fn sigactions(p: &Process) {
+    for (i, a) in p.sigactions.iter().enumerate() {
+        let sig = i + 1;
+        if sig == SIGKILL || sig == SIGSTOP || (a.handler == 0 && a.flags == 0 && a.mask == 0) {
+            continue;
+        }
+        // SAFETY: `a` is a kernel struct sigaction (handler, flags, restorer, mask).
+        if let Err(e) = unsafe { call(sys::SYS_RT_SIGACTION, [sig, a as *const _ as usize, 0, 8, 0, 0]) } {
+            fail_errno("rt_sigaction for signal", sig as u64, e);
+        }
+    }
+}
+
+fn itimers(p: &Process) {
+    for (which, v) in p.itimers.iter().enumerate() {
+        if v.iter().any(|&x| x != 0) {
+            // SAFETY: v is a struct itimerval (interval, value as timeval pairs).
+            if let Err(e) = unsafe { call(sys::SYS_SETITIMER, [which, v.as_ptr() as usize, 0, 0, 0, 0]) } {
+                fail_errno("setitimer", which as u64, e);
+            }
+        }
+    }
+}
+
+/// POSIX timer ids are handed out in increasing order: create throwaway timers for
+/// the gaps so each saved timer gets its own id back, then delete the throwaways.
+fn posix_timers(t: &Tables) {
+    let mut dummies = [0i32; 64];
+    let mut nd = 0;
+    for tm in t.timers {
+        loop {
+            #[repr(C)]
+            struct SigEvent {
+                value: u64,
+                signo: i32,
+                notify: i32,
+                tid: i32,
+                pad: [i32; 11],
+            }
+            let ev = SigEvent {
+                value: tm.sigval,
+                signo: tm.signo,
+                notify: tm.notify,
+                tid: if tm.notify & SIGEV_THREAD_ID != 0 { sys::gettid() as i32 } else { 0 },
+                pad: [0; 11],
+            };
+            let mut id: i32 = -1;
+            // SAFETY: ev and id are valid for the call.
+            let r = unsafe { call(sys::SYS_TIMER_CREATE, [tm.clock as usize, &ev as *const SigEvent as usize, &mut id as *mut i32 as usize, 0, 0, 0]) };
+            if let Err(e) = r {
+                fail_errno("timer_create for timer", tm.id as u64, e);
+            }
+            if id == tm.id {
+                let spec = [tm.interval[0], tm.interval[1], tm.value[0], tm.value[1]];
+                if tm.value != [0, 0] {
+                    // SAFETY: spec is a struct itimerspec.
+                    if let Err(e) = unsafe { call(sys::SYS_TIMER_SETTIME, [id as usize, 0, spec.as_ptr() as usize, 0, 0, 0]) } {
+                        fail_errno("timer_settime for timer", tm.id as u64, e);
+                    }
+                }
+                break;
+            }
+            if id > tm.id || nd == dummies.len() {
+                Line::new().s("restore process state failed: cannot get POSIX timer id ").dec(tm.id as u64)
+                    .s(" back (the kernel gave ").dec(id as u64).s(")").emit();
+                sys::exit_group(Step::Process as i32);
+            }
+            dummies[nd] = id;
+            nd += 1;
+        }
+    }
+    for &id in &dummies[..nd] {
+        // SAFETY: deleting a timer we created.
+        let _ = unsafe { call(sys::SYS_TIMER_DELETE, [id as usize, 0, 0, 0, 0, 0]) };
+    }
+}
+
+pub fn restore(t: &Tables) {
+    let p = match t.process {
+        Some(p) if p.flags & PROC_HAVE_STATE != 0 => p,
+        _ => return,
+    };
+    out::trace("restore process state (cwd, umask, limits, signal handlers, timers)", 0, 0);
+    cwd(t, p);
+    small_settings(p);
+    rlimits(p);
+    sigactions(p);
+    itimers(p);
+    posix_timers(t);
+}
+
+/// Queue the saved pending signals again (after everything else, just before the jump).
+pub fn requeue_signals(t: &Tables) {
+    let (pid, tid) = (sys::getpid(), sys::gettid());
+    for s in t.signals {
+        // SAFETY: info is a 128-byte siginfo_t; signals to ourselves may carry any si_code.
+        let r = unsafe {
+            if s.thread != 0 {
+                call(sys::SYS_RT_TGSIGQUEUEINFO, [pid, tid, s.signo as usize, s.info.as_ptr() as usize, 0, 0])
+            } else {
+                call(sys::SYS_RT_SIGQUEUEINFO, [pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0])
+            }
+        };
+        if let Err(e) = r {
+            fail_errno("re-queueing signal", s.signo as u64, e);
+        }
+    }
+    if !t.signals.is_empty() {
+        out::trace("pending signals queued again", t.signals.len() as u64, 0);
+    }
+}
