@@ -153,7 +153,13 @@ pub fn valid_parts() -> Parts {
     for (i, &(v, addr)) in pages.iter().enumerate() {
         let bytes = pattern(PAGE_SIZE as usize, 100 + i as u64);
         let data_off = DATA_START + i as u64 * PAGE_SIZE;
-        runs.push(PageRun { addr, data_off, len: PAGE_SIZE, crc: crc32c(&bytes, false), vma: v as u32 });
+        runs.push(PageRun {
+            addr,
+            data_off,
+            len: PAGE_SIZE,
+            crc: crc32c(&bytes, false),
+            vma: v as u32,
+        });
         data.push((data_off, bytes));
     }
     let mut next = 0;
@@ -213,7 +219,11 @@ pub fn valid_parts() -> Parts {
     (mm.exe_off, mm.exe_len) = exe;
     (mm.cmdline_off, mm.cmdline_len) = cmdline;
 
-    let fd = |fd, kind: FdKind| Fd { fd, kind: kind as u32, ..Fd::default() };
+    let fd = |fd, kind: FdKind| Fd {
+        fd,
+        kind: kind as u32,
+        ..Fd::default()
+    };
     let mut fds = vec![
         fd(0, FdKind::Inherit),
         Fd {
@@ -225,9 +235,20 @@ pub fn valid_parts() -> Parts {
         },
         fd(2, FdKind::Inherit),
         fd(3, FdKind::Epoll),
-        Fd { aux: [5, 0, 0, 0, 0, 0], ..fd(4, FdKind::Eventfd) },
-        Fd { aux: [777, 0, 0, 0, 0, 0], desc: 1, ..fd(5, FdKind::Pipe) },
-        Fd { aux: [777, 1, 0, 0, 0, 0], desc: 2, ..fd(6, FdKind::Pipe) },
+        Fd {
+            aux: [5, 0, 0, 0, 0, 0],
+            ..fd(4, FdKind::Eventfd)
+        },
+        Fd {
+            aux: [777, 0, 0, 0, 0, 0],
+            desc: 1,
+            ..fd(5, FdKind::Pipe)
+        },
+        Fd {
+            aux: [777, 1, 0, 0, 0, 0],
+            desc: 2,
+            ..fd(6, FdKind::Pipe)
+        },
     ];
     // The pipe's bytes follow the pages, padded to a page as the generator does.
     let pipe_off = DATA_START + pages.len() as u64 * PAGE_SIZE;
@@ -238,7 +259,11 @@ pub fn valid_parts() -> Parts {
     padded.resize(PAGE_SIZE as usize, 0);
     data.push((pipe_off, padded));
 
-    let mut process = Process { flags: PROC_HAVE_STATE, umask: 0o027, ..Process::default() };
+    let mut process = Process {
+        flags: PROC_HAVE_STATE,
+        umask: 0o027,
+        ..Process::default()
+    };
     (process.cwd_off, process.cwd_len) = cwd;
     process.comm[..7].copy_from_slice(b"counter");
     process.sigactions[10 - 1] = SigAction {
@@ -249,9 +274,25 @@ pub fn valid_parts() -> Parts {
     };
     let mut info = [0u64; 16];
     info[0] = 10; // si_signo
-    let signal = PendingSignal { thread: 0, signo: 10, info };
-    let timer = PosixTimer { id: 0, clock: 1, signo: 14, value: [1, 500_000_000], ..PosixTimer::default() };
-    let epoll = EpollEntry { epfd: 3, fd: 4, events: 1, data: 4, ..EpollEntry::default() };
+    let signal = PendingSignal {
+        thread: 0,
+        signo: 10,
+        info,
+    };
+    let timer = PosixTimer {
+        id: 0,
+        clock: 1,
+        signo: 14,
+        value: [1, 500_000_000],
+        ..PosixTimer::default()
+    };
+    let epoll = EpollEntry {
+        epfd: 3,
+        fd: 4,
+        events: 1,
+        data: 4,
+        ..EpollEntry::default()
+    };
 
     Parts {
         threads: vec![thread],
@@ -276,7 +317,13 @@ pub fn valid_parts() -> Parts {
 
 /// Lay out `p` as generator/src/image.rs does and return the image bytes.
 pub fn build(p: &Parts) -> Vec<u8> {
-    let data_end = p.data.iter().map(|(o, d)| o + d.len() as u64).max().unwrap_or(DATA_START).max(DATA_START);
+    let data_end = p
+        .data
+        .iter()
+        .map(|(o, d)| o + d.len() as u64)
+        .max()
+        .unwrap_or(DATA_START)
+        .max(DATA_START);
     let base = align_up(data_end, 64);
     let mut tables: Vec<u8> = Vec::new();
     let mut sections = [Section::default(); MAX_SECTIONS];
@@ -291,7 +338,10 @@ pub fn build(p: &Parts) -> Vec<u8> {
             SectionKind::Strings => (&p.strings, p.strings.len()),
             SectionKind::Xstate => (&p.xstate, p.xstate.len()),
             SectionKind::Vdso => (&p.vdso, p.vdso.len()),
-            SectionKind::Process => (p.process.as_ref().map_or(&[][..], as_bytes), p.process.is_some() as usize),
+            SectionKind::Process => (
+                p.process.as_ref().map_or(&[][..], as_bytes),
+                p.process.is_some() as usize,
+            ),
             SectionKind::Signals => (slice_as_bytes(&p.signals), p.signals.len()),
             SectionKind::Timers => (slice_as_bytes(&p.timers), p.timers.len()),
             SectionKind::Epoll => (slice_as_bytes(&p.epoll), p.epoll.len()),
@@ -373,7 +423,11 @@ impl Aligned {
         let mut words = vec![0u64; (b.len() + shift).div_ceil(8)];
         let bytes = bytes_of_mut(&mut words);
         bytes[shift..shift + b.len()].copy_from_slice(b);
-        Aligned { words, len: b.len(), shift }
+        Aligned {
+            words,
+            len: b.len(),
+            shift,
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -397,10 +451,16 @@ pub fn validate_with<R>(img: &[u8], hw: bool, f: impl FnOnce(&Header, &Tables) -
     let hlen = size_of::<Header>().min(img.len());
     let h = check_header(&img[..hlen], img.len() as u64)?;
     let (lo, hi) = tables_span(&h);
-    assert!(lo <= hi, "tables_span ({lo:#x}, {hi:#x}) is reversed after check_header accepted");
-    let span = img
-        .get(lo as usize..hi as usize)
-        .unwrap_or_else(|| panic!("tables_span [{lo:#x}, {hi:#x}) lies outside a file of {} bytes", img.len()));
+    assert!(
+        lo <= hi,
+        "tables_span ({lo:#x}, {hi:#x}) is reversed after check_header accepted"
+    );
+    let span = img.get(lo as usize..hi as usize).unwrap_or_else(|| {
+        panic!(
+            "tables_span [{lo:#x}, {hi:#x}) lies outside a file of {} bytes",
+            img.len()
+        )
+    });
     let buf = Aligned::new(span);
     let t = Tables::parse(&h, buf.bytes(), lo, hw)?;
     Ok(f(&h, &t))
@@ -502,7 +562,11 @@ fn layout_matches_the_generator() {
         let s = h.section(kind);
         assert_ne!(s.size, 0, "{} is empty", kind.name());
         assert_eq!(s.offset % if kind == SectionKind::Xstate { 64 } else { 8 }, 0);
-        assert!(s.offset >= prev_end && s.offset - prev_end < 64, "{} not packed", kind.name());
+        assert!(
+            s.offset >= prev_end && s.offset - prev_end < 64,
+            "{} not packed",
+            kind.name()
+        );
         assert_eq!(s.size, s.count as u64 * kind.entry_size());
         prev_end = s.offset + s.size;
     }
@@ -519,7 +583,10 @@ fn layout_matches_the_generator() {
 fn header_truncated() {
     let img = valid_image();
     let need = size_of::<Header>() as u64;
-    expect(&img[..need as usize - 1], FormatError::Truncated { need, have: need - 1 });
+    expect(
+        &img[..need as usize - 1],
+        FormatError::Truncated { need, have: need - 1 },
+    );
     expect(&[], FormatError::Truncated { need, have: 0 });
 }
 
@@ -555,7 +622,13 @@ fn header_checksum() {
     expect(&img, FormatError::HeaderChecksum { stored, computed });
     // A flip in the stored checksum itself.
     let img = with_header_raw(&valid, |h| h.header_crc ^= 1 << 31);
-    expect(&img, FormatError::HeaderChecksum { stored: stored ^ 1 << 31, computed: stored });
+    expect(
+        &img,
+        FormatError::HeaderChecksum {
+            stored: stored ^ 1 << 31,
+            computed: stored,
+        },
+    );
 }
 
 #[test]
@@ -574,7 +647,13 @@ fn image_truncated() {
     }
     // An image_size larger than the file.
     let img = with_header(&img, |h| h.image_size += 8);
-    expect(&img, FormatError::Truncated { need: need + 8, have: need });
+    expect(
+        &img,
+        FormatError::Truncated {
+            need: need + 8,
+            have: need,
+        },
+    );
 }
 
 #[test]
@@ -613,20 +692,40 @@ fn empty_section_with_records() {
 #[test]
 fn section_offset_misaligned() {
     let img = with_header(&valid_image(), |h| h.sections[SectionKind::Runs as usize].offset += 4);
-    expect(&img, BS(SectionKind::Runs as u32, "section offset misaligned or inside the header"));
+    expect(
+        &img,
+        BS(
+            SectionKind::Runs as u32,
+            "section offset misaligned or inside the header",
+        ),
+    );
 }
 
 #[test]
 fn section_offset_inside_the_header() {
     let img = with_header(&valid_image(), |h| h.sections[SectionKind::Vmas as usize].offset = 64);
-    expect(&img, BS(SectionKind::Vmas as u32, "section offset misaligned or inside the header"));
+    expect(
+        &img,
+        BS(
+            SectionKind::Vmas as u32,
+            "section offset misaligned or inside the header",
+        ),
+    );
     let img = with_header(&valid_image(), |h| h.sections[SectionKind::Threads as usize].offset = 0);
-    expect(&img, BS(SectionKind::Threads as u32, "section offset misaligned or inside the header"));
+    expect(
+        &img,
+        BS(
+            SectionKind::Threads as u32,
+            "section offset misaligned or inside the header",
+        ),
+    );
 }
 
 #[test]
 fn section_range_overflows() {
-    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Strings as usize].offset = u64::MAX - 7);
+    let img = with_header(&valid_image(), |h| {
+        h.sections[SectionKind::Strings as usize].offset = u64::MAX - 7
+    });
     expect(&img, BS(SectionKind::Strings as u32, "section range overflows"));
 }
 
@@ -643,19 +742,31 @@ fn section_past_the_image_end() {
         s.count = ((len - s.offset) / s.size + 1) as u32;
         s.size *= s.count as u64;
     });
-    expect(&img, BS(SectionKind::Threads as u32, "section extends past the image end"));
+    expect(
+        &img,
+        BS(SectionKind::Threads as u32, "section extends past the image end"),
+    );
 }
 
 #[test]
 fn section_size_not_count_times_record_size() {
     let valid = valid_image();
     let img = with_header(&valid, |h| h.sections[SectionKind::Vmas as usize].count -= 1);
-    expect(&img, BS(SectionKind::Vmas as u32, "section size is not count x record size"));
+    expect(
+        &img,
+        BS(SectionKind::Vmas as u32, "section size is not count x record size"),
+    );
     let img = with_header(&valid, |h| h.sections[SectionKind::Runs as usize].size -= 8);
-    expect(&img, BS(SectionKind::Runs as u32, "section size is not count x record size"));
+    expect(
+        &img,
+        BS(SectionKind::Runs as u32, "section size is not count x record size"),
+    );
     // Byte blobs: count must equal size.
     let img = with_header(&valid, |h| h.sections[SectionKind::Strings as usize].count += 1);
-    expect(&img, BS(SectionKind::Strings as u32, "section size is not count x record size"));
+    expect(
+        &img,
+        BS(SectionKind::Strings as u32, "section size is not count x record size"),
+    );
 }
 
 #[test]
@@ -689,7 +800,11 @@ fn too_many_records_in_each_section() {
             s.count = count as u32;
             s.size = count * kind.entry_size();
         });
-        let want = FormatError::TooMany { section: kind, count, max };
+        let want = FormatError::TooMany {
+            section: kind,
+            count,
+            max,
+        };
         assert_eq!(check_header(&img, file_len).map(|_| ()), Err(want), "{want}");
         // Exactly the limit is fine.
         let img = with_header(&img, |h| {
@@ -727,10 +842,24 @@ fn section_checksum_of_each_section() {
         let at = (s.offset + s.size / 2) as usize;
         img[at] ^= 0x10;
         let computed = crc32c(&img[s.offset as usize..(s.offset + s.size) as usize], false);
-        expect(&img, FormatError::SectionChecksum { section: kind, stored: s.crc, computed });
+        expect(
+            &img,
+            FormatError::SectionChecksum {
+                section: kind,
+                stored: s.crc,
+                computed,
+            },
+        );
         // The stored checksum flipped instead (the header checksum repaired).
         let img = with_header(&valid, |h| h.sections[kind as usize].crc ^= 1);
-        expect(&img, FormatError::SectionChecksum { section: kind, stored: s.crc ^ 1, computed: s.crc });
+        expect(
+            &img,
+            FormatError::SectionChecksum {
+                section: kind,
+                stored: s.crc ^ 1,
+                computed: s.crc,
+            },
+        );
     }
 }
 
@@ -750,7 +879,9 @@ fn section_misaligned_in_memory() {
 
 #[test]
 fn no_mm_record() {
-    let img = with_header(&valid_image(), |h| h.sections[SectionKind::Mm as usize] = Section::default());
+    let img = with_header(&valid_image(), |h| {
+        h.sections[SectionKind::Mm as usize] = Section::default()
+    });
     expect(&img, BM("image has no mm record"));
 }
 
@@ -766,7 +897,10 @@ fn no_thread() {
 fn rip_or_rsp_outside_user_space() {
     let what = "rip or rsp outside user space";
     expect(&image_with(|p| p.threads[0].regs.rip = USER_TOP), BT(0, what));
-    expect(&image_with(|p| p.threads[0].regs.rip = 0xffff_ffff_8100_0000), BT(0, what));
+    expect(
+        &image_with(|p| p.threads[0].regs.rip = 0xffff_ffff_8100_0000),
+        BT(0, what),
+    );
     expect(&image_with(|p| p.threads[0].regs.rsp = USER_TOP + 8), BT(0, what));
 }
 
@@ -794,7 +928,10 @@ fn xstate_area_too_small_or_misaligned() {
 fn xstate_area_outside_the_section() {
     let what = "xstate area outside the xstate section";
     expect(&image_with(|p| p.threads[0].xstate_off = 64), BT(0, what));
-    expect(&image_with(|p| p.xstate.truncate(XSTATE_SIZE as usize - 1)), BT(0, what));
+    expect(
+        &image_with(|p| p.xstate.truncate(XSTATE_SIZE as usize - 1)),
+        BT(0, what),
+    );
     expect(&image_with(|p| p.xstate.clear()), BT(0, what));
 }
 
@@ -834,6 +971,29 @@ fn xstate_offset_checked_without_xstate() {
     );
 }
 
+/// Not validated: the header's gadget addresses, to which the stub jumps at the very
+/// end (sigframe::leave, arch::unmap_and_sigreturn). A header with a correct
+/// checksum and `gadget_sigreturn = 0x1000` is accepted, and the stub then dies by
+/// SIGSEGV (checked by hand on a real .resume file: exit status 139).
+#[test]
+fn gadgets_outside_executable_text() {
+    for (ret, sigret) in [
+        (CODE.0 + 0x200, 0x1000),
+        (HEAP.0, CODE.0 + 0x300),
+        (USER_TOP + 0x1000, CODE.0 + 0x300),
+    ] {
+        let img = with_header(&valid_image(), |h| {
+            h.gadget_syscall_ret = ret;
+            h.gadget_sigreturn = sigret;
+        });
+        let r = validate_with(&img, false, |h, t| stub_view(h, t, &img));
+        assert!(
+            r.is_err(),
+            "gadget_syscall_ret {ret:#x}, gadget_sigreturn {sigret:#x} (code is {CODE:#x?}): validation returned {r:?}"
+        );
+    }
+}
+
 #[test]
 fn invalid_rseq_registration() {
     let what = "invalid rseq registration";
@@ -859,58 +1019,100 @@ fn vma_range_empty_or_not_page_aligned() {
     let r = V_RESERVE as u32;
     expect(&image_with(|p| p.vmas[V_RESERVE].start += 8), BV(r, what));
     expect(&image_with(|p| p.vmas[V_RESERVE].end -= 1), BV(r, what));
-    expect(&image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start), BV(r, what));
-    expect(&image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start - PAGE_SIZE), BV(r, what));
+    expect(
+        &image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start),
+        BV(r, what),
+    );
+    expect(
+        &image_with(|p| p.vmas[V_RESERVE].end = p.vmas[V_RESERVE].start - PAGE_SIZE),
+        BV(r, what),
+    );
 }
 
 #[test]
 fn vma_range_outside_user_space() {
     let what = "range outside user space";
     expect(&image_with(|p| p.vmas[V_CODE].start = 0), BV(V_CODE as u32, what));
-    expect(&image_with(|p| p.vmas[V_VDSO].end = USER_TOP + PAGE_SIZE), BV(V_VDSO as u32, what));
+    expect(
+        &image_with(|p| p.vmas[V_VDSO].end = USER_TOP + PAGE_SIZE),
+        BV(V_VDSO as u32, what),
+    );
 }
 
 #[test]
 fn vma_overlaps_or_out_of_order() {
     let what = "overlaps or is out of order with the previous vma";
-    expect(&image_with(|p| p.vmas[V_RESERVE].start = HEAP.1 - PAGE_SIZE), BV(V_RESERVE as u32, what));
-    expect(&image_with(|p| p.vmas.swap(V_RESERVE, V_SHFILE)), BV(V_SHFILE as u32, what));
+    expect(
+        &image_with(|p| p.vmas[V_RESERVE].start = HEAP.1 - PAGE_SIZE),
+        BV(V_RESERVE as u32, what),
+    );
+    expect(
+        &image_with(|p| p.vmas.swap(V_RESERVE, V_SHFILE)),
+        BV(V_SHFILE as u32, what),
+    );
     // Touching is fine.
     assert_eq!(validate(&image_with(|p| p.vmas[V_RESERVE].start = HEAP.1)), Ok(()));
 }
 
 #[test]
 fn vma_unknown_protection_bits() {
-    expect(&image_with(|p| p.vmas[V_HEAP].prot |= 8), BV(V_HEAP as u32, "unknown protection bits"));
+    expect(
+        &image_with(|p| p.vmas[V_HEAP].prot |= 8),
+        BV(V_HEAP as u32, "unknown protection bits"),
+    );
 }
 
 #[test]
 fn vma_unknown_flags() {
-    expect(&image_with(|p| p.vmas[V_STACK].flags |= VMA_KNOWN_FLAGS + 1), BV(V_STACK as u32, "unknown flags"));
+    expect(
+        &image_with(|p| p.vmas[V_STACK].flags |= VMA_KNOWN_FLAGS + 1),
+        BV(V_STACK as u32, "unknown flags"),
+    );
 }
 
 #[test]
 fn vma_unknown_kind() {
     for kind in [0, 10, u32::MAX] {
-        expect(&image_with(|p| p.vmas[V_SHANON].kind = kind), BV(V_SHANON as u32, "unknown kind"));
+        expect(
+            &image_with(|p| p.vmas[V_SHANON].kind = kind),
+            BV(V_SHANON as u32, "unknown kind"),
+        );
     }
 }
 
 #[test]
 fn vma_name_outside_strings() {
     let what = "name outside the strings section";
-    expect(&image_with(|p| p.vmas[V_CODE].name_off = p.strings.len() as u32), BV(V_CODE as u32, what));
-    expect(&image_with(|p| p.vmas[V_HEAP].name_len = p.strings.len() as u32 + 1), BV(V_HEAP as u32, what));
-    expect(&image_with(|p| p.vmas[V_CODE].name_off = u32::MAX), BV(V_CODE as u32, what));
+    expect(
+        &image_with(|p| p.vmas[V_CODE].name_off = p.strings.len() as u32),
+        BV(V_CODE as u32, what),
+    );
+    expect(
+        &image_with(|p| p.vmas[V_HEAP].name_len = p.strings.len() as u32 + 1),
+        BV(V_HEAP as u32, what),
+    );
+    expect(
+        &image_with(|p| p.vmas[V_CODE].name_off = u32::MAX),
+        BV(V_CODE as u32, what),
+    );
 }
 
 #[test]
 fn file_vma_without_path_or_misaligned_offset() {
     let what = "file mapping without a path or with a misaligned offset";
     expect(&image_with(|p| p.vmas[V_CODE].name_len = 0), BV(V_CODE as u32, what));
-    expect(&image_with(|p| p.vmas[V_CODE].file_offset = 0x800), BV(V_CODE as u32, what));
-    expect(&image_with(|p| p.vmas[V_SHFILE].name_len = 0), BV(V_SHFILE as u32, what));
-    expect(&image_with(|p| p.vmas[V_SHFILE].file_offset += 1), BV(V_SHFILE as u32, what));
+    expect(
+        &image_with(|p| p.vmas[V_CODE].file_offset = 0x800),
+        BV(V_CODE as u32, what),
+    );
+    expect(
+        &image_with(|p| p.vmas[V_SHFILE].name_len = 0),
+        BV(V_SHFILE as u32, what),
+    );
+    expect(
+        &image_with(|p| p.vmas[V_SHFILE].file_offset += 1),
+        BV(V_SHFILE as u32, what),
+    );
 }
 
 /// The stack's run moved to VMA `to` (after the stack), run order kept.
@@ -968,14 +1170,26 @@ fn vmas_do_not_account_for_every_run() {
 
 #[test]
 fn run_names_missing_vma() {
-    expect(&image_with(|p| p.runs[3].vma = 8), BR(3, "names a vma that does not exist"));
-    expect(&image_with(|p| p.runs[0].vma = u32::MAX), BR(0, "names a vma that does not exist"));
+    expect(
+        &image_with(|p| p.runs[3].vma = 8),
+        BR(3, "names a vma that does not exist"),
+    );
+    expect(
+        &image_with(|p| p.runs[0].vma = u32::MAX),
+        BR(0, "names a vma that does not exist"),
+    );
 }
 
 #[test]
 fn run_not_among_its_vmas_runs() {
-    expect(&image_with(|p| p.runs[0].vma = V_HEAP as u32), BR(0, "is not among its vma's runs"));
-    expect(&image_with(|p| p.runs[2].vma = V_RESERVE as u32), BR(2, "is not among its vma's runs"));
+    expect(
+        &image_with(|p| p.runs[0].vma = V_HEAP as u32),
+        BR(0, "is not among its vma's runs"),
+    );
+    expect(
+        &image_with(|p| p.runs[2].vma = V_RESERVE as u32),
+        BR(2, "is not among its vma's runs"),
+    );
 }
 
 #[test]
@@ -1023,7 +1237,10 @@ fn run_data_outside_the_image() {
     // Starts inside, ends past the end.
     expect(&image_with(|p| p.runs[3].data_off = past - PAGE_SIZE), BR(3, what));
     // data_off + len overflows.
-    expect(&image_with(|p| p.runs[2].data_off = u64::MAX - PAGE_SIZE + 1), BR(2, what));
+    expect(
+        &image_with(|p| p.runs[2].data_off = u64::MAX - PAGE_SIZE + 1),
+        BR(2, what),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1053,7 +1270,10 @@ fn mm_field_outside_user_space() {
 
 #[test]
 fn mm_brk_below_start_brk() {
-    expect(&image_with(|p| p.mm.brk = p.mm.start_brk - PAGE_SIZE), BM("brk below start_brk"));
+    expect(
+        &image_with(|p| p.mm.brk = p.mm.start_brk - PAGE_SIZE),
+        BM("brk below start_brk"),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1066,7 +1286,10 @@ fn fd_numbers_not_ascending_or_out_of_range() {
     expect(&image_with(|p| p.fds.swap(0, 2)), BF(1, what));
     expect(&image_with(|p| p.fds[0].fd = -1), BF(0, what));
     expect(&image_with(|p| p.fds[2].fd = 1 << 20), BF(2, what));
-    assert_eq!(validate(&image_with(|p| p.fds.last_mut().unwrap().fd = (1 << 20) - 1)), Ok(()));
+    assert_eq!(
+        validate(&image_with(|p| p.fds.last_mut().unwrap().fd = (1 << 20) - 1)),
+        Ok(())
+    );
 }
 
 #[test]
@@ -1079,7 +1302,10 @@ fn fd_unknown_kind() {
 
 #[test]
 fn fd_file_without_path() {
-    expect(&image_with(|p| p.fds[F_LOG].path_len = 0), BF(F_LOG as u32, "file without a path"));
+    expect(
+        &image_with(|p| p.fds[F_LOG].path_len = 0),
+        BF(F_LOG as u32, "file without a path"),
+    );
 }
 
 #[test]
@@ -1132,15 +1358,27 @@ fn epoll_entry_names_missing_fd() {
 #[test]
 fn process_cwd_outside_strings() {
     let what = "cwd outside the strings section";
-    expect(&image_with(|p| p.process.as_mut().unwrap().cwd_off = p.strings.len() as u32), BM(what));
-    expect(&image_with(|p| p.process.as_mut().unwrap().cwd_len = u32::MAX), BM(what));
+    expect(
+        &image_with(|p| p.process.as_mut().unwrap().cwd_off = p.strings.len() as u32),
+        BM(what),
+    );
+    expect(
+        &image_with(|p| p.process.as_mut().unwrap().cwd_len = u32::MAX),
+        BM(what),
+    );
 }
 
 #[test]
 fn process_signal_handler_outside_user_space() {
     let what = "signal handler outside user space";
-    expect(&image_with(|p| p.process.as_mut().unwrap().sigactions[0].handler = USER_TOP), BM(what));
-    expect(&image_with(|p| p.process.as_mut().unwrap().sigactions[63].restorer = u64::MAX), BM(what));
+    expect(
+        &image_with(|p| p.process.as_mut().unwrap().sigactions[0].handler = USER_TOP),
+        BM(what),
+    );
+    expect(
+        &image_with(|p| p.process.as_mut().unwrap().sigactions[63].restorer = u64::MAX),
+        BM(what),
+    );
 }
 
 #[test]
@@ -1234,10 +1472,14 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
     }
     // main/sigframe: t.threads[0], &t.xstate[off .. off + size].
     let th = t.threads.first().ok_or("no thread")?;
-    let off = usize::try_from(th.xstate_off).map_err(|_| format!("xstate_off {:#x} does not fit usize", th.xstate_off))?;
-    let end = off
-        .checked_add(th.xstate_size as usize)
-        .ok_or_else(|| format!("xstate_off {:#x} + xstate_size {} overflows", th.xstate_off, th.xstate_size))?;
+    let off =
+        usize::try_from(th.xstate_off).map_err(|_| format!("xstate_off {:#x} does not fit usize", th.xstate_off))?;
+    let end = off.checked_add(th.xstate_size as usize).ok_or_else(|| {
+        format!(
+            "xstate_off {:#x} + xstate_size {} overflows",
+            th.xstate_off, th.xstate_size
+        )
+    })?;
     let xs = t.xstate.get(off..end).ok_or_else(|| {
         format!(
             "thread xstate [{off:#x}, {end:#x}) is outside the {}-byte xstate section (xstate_size {})",
@@ -1248,16 +1490,38 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
     // place_xstate writes the software bytes at 464..512 and the magic after the area;
     // the fallback frame area holds MAX_XSTATE + 64 bytes.
     if !xs.is_empty() && (xs.len() < 512 || xs.len() + 4 > MAX_XSTATE as usize + 64) {
-        return Err(format!("xstate area of {} bytes does not fit the signal frame", xs.len()));
+        return Err(format!(
+            "xstate area of {} bytes does not fit the signal frame",
+            xs.len()
+        ));
     }
     if th.rseq_addr != 0 && th.rseq_addr.checked_add(th.rseq_len as u64).is_none() {
         return Err("rseq range overflows".into());
+    }
+    // sigframe::leave jumps to the two gadgets (when both are set): they must be in
+    // the target's executable memory, or the stub itself crashes.
+    if h.gadget_syscall_ret != 0 && h.gadget_sigreturn != 0 {
+        for (name, g) in [
+            ("syscall; ret", h.gadget_syscall_ret),
+            ("rt_sigreturn", h.gadget_sigreturn),
+        ] {
+            if !t
+                .vmas
+                .iter()
+                .any(|v| v.start <= g && g < v.end && v.prot & PROT_EXEC != 0)
+            {
+                return Err(format!("the {name} gadget at {g:#x} is not in an executable vma"));
+            }
+        }
     }
     // layout::create_all: every VMA at its address with MAP_FIXED_NOREPLACE, then fill.
     let mut prev_end = 0;
     for (i, v) in t.vmas.iter().enumerate() {
         if v.start >= v.end || v.start < prev_end || v.end > USER_TOP {
-            return Err(format!("vma {i} [{:#x}, {:#x}) overlaps, is reversed or leaves user space", v.start, v.end));
+            return Err(format!(
+                "vma {i} [{:#x}, {:#x}) overlaps, is reversed or leaves user space",
+                v.start, v.end
+            ));
         }
         prev_end = v.end;
         let kind = match VmaKind::from_u32(v.kind) {
@@ -1277,13 +1541,27 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
             .get(first..first + v.nruns as usize)
             .ok_or_else(|| format!("vma {i}: runs [{first}, +{}) outside the run table", v.nruns))?;
         for (j, r) in runs.iter().enumerate() {
-            let r_end = r.addr.checked_add(r.len).ok_or_else(|| format!("run {}: range overflows", first + j))?;
+            let r_end = r
+                .addr
+                .checked_add(r.len)
+                .ok_or_else(|| format!("run {}: range overflows", first + j))?;
             if r.addr < v.start || r_end > v.end || r.len == 0 || r.len % PAGE_SIZE != 0 {
-                return Err(format!("run {}: [{:#x}, {r_end:#x}) is not inside its vma {i}", first + j, r.addr));
+                return Err(format!(
+                    "run {}: [{:#x}, {r_end:#x}) is not inside its vma {i}",
+                    first + j,
+                    r.addr
+                ));
             }
-            let d_end = r.data_off.checked_add(r.len).ok_or_else(|| format!("run {}: data range overflows", first + j))?;
+            let d_end = r
+                .data_off
+                .checked_add(r.len)
+                .ok_or_else(|| format!("run {}: data range overflows", first + j))?;
             if r.data_off < DATA_START || d_end > h.image_size {
-                return Err(format!("run {}: data [{:#x}, {d_end:#x}) outside the image", first + j, r.data_off));
+                return Err(format!(
+                    "run {}: data [{:#x}, {d_end:#x}) outside the image",
+                    first + j,
+                    r.data_off
+                ));
             }
         }
     }
@@ -1307,9 +1585,15 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
             let _ = t.string(f.path_off, f.path_len);
         }
         if f.data_len != 0 {
-            let d_end = f.data_off.checked_add(f.data_len).ok_or_else(|| format!("fd record {i}: data range overflows"))?;
+            let d_end = f
+                .data_off
+                .checked_add(f.data_len)
+                .ok_or_else(|| format!("fd record {i}: data range overflows"))?;
             if f.data_off < DATA_START || d_end > h.image_size {
-                return Err(format!("fd record {i}: data [{:#x}, {d_end:#x}) outside the image", f.data_off));
+                return Err(format!(
+                    "fd record {i}: data [{:#x}, {d_end:#x}) outside the image",
+                    f.data_off
+                ));
             }
         }
     }
@@ -1341,10 +1625,14 @@ pub fn check_image(img: &[u8], hw: bool) -> Result<(), FormatError> {
 /// Recompute every section checksum (where the section lies inside the bytes) and
 /// then the header checksum, so that mutations reach the record checks.
 pub fn fix_crcs(img: &mut [u8]) {
-    let Some(mut h) = read_record::<Header>(img) else { return };
+    let Some(mut h) = read_record::<Header>(img) else {
+        return;
+    };
     for i in 0..KNOWN_SECTIONS {
         let s = h.sections[i];
-        let Some(end) = s.offset.checked_add(s.size) else { continue };
+        let Some(end) = s.offset.checked_add(s.size) else {
+            continue;
+        };
         if s.size != 0 && end <= img.len() as u64 {
             h.sections[i].crc = crc32c(&img[s.offset as usize..end as usize], false);
         }
@@ -1393,7 +1681,9 @@ pub fn base_images() -> Vec<Vec<u8>> {
 fn interesting(rng: &mut Rng, old: u64, img: &[u8]) -> u64 {
     let len = img.len() as u64;
     match rng.below(11) {
-        0 => rng.pick(&[0, 1, 2, 3, 7, 8, 16, 31, 32, 63, 64, 511, 512, 575, 576, 4095, 4096, 4097, 8192]),
+        0 => rng.pick(&[
+            0, 1, 2, 3, 7, 8, 16, 31, 32, 63, 64, 511, 512, 575, 576, 4095, 4096, 4097, 8192,
+        ]),
         1 => rng.pick(&[
             USER_TOP,
             USER_TOP - 1,
@@ -1426,7 +1716,9 @@ fn interesting(rng: &mut Rng, old: u64, img: &[u8]) -> u64 {
             }
         }
         5 => old ^ (1 << rng.below(64)),
-        6 => len.wrapping_add(rng.pick(&[0u64, 8, 64, 4096])).wrapping_sub(rng.pick(&[0u64, 8, 64, 4096])),
+        6 => len
+            .wrapping_add(rng.pick(&[0u64, 8, 64, 4096]))
+            .wrapping_sub(rng.pick(&[0u64, 8, 64, 4096])),
         7 => rng.below(USER_TOP) & !(PAGE_SIZE - 1),
         // Another field's value: confuses counts, offsets and addresses.
         8 if len >= 8 => {
@@ -1565,7 +1857,10 @@ fn install_quiet_panic_hook() {
         let prev = std::panic::take_hook();
         std::panic::set_hook(std::boxed::Box::new(move |info| {
             if QUIET.with(|q| q.get()) {
-                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
                 PANIC_AT.with(|p| *p.borrow_mut() = at);
             } else {
                 prev(info)
@@ -1650,7 +1945,13 @@ pub fn run_fuzz(seed: u64, iterations: u64, deadline: Option<std::time::Instant>
                         Ok(()) => path.display().to_string(),
                         Err(e) => format!("(not saved: {e})"),
                     };
-                    Failure { count: 0, iteration: i, mutations: log.clone(), what, saved }
+                    Failure {
+                        count: 0,
+                        iteration: i,
+                        mutations: log.clone(),
+                        what,
+                        saved,
+                    }
                 });
                 f.count += 1;
             }
@@ -1707,14 +2008,20 @@ fn fuzz_mutated_images() {
         rep.failures.len()
     );
     // Sanity: the mutations get past the checksums to the record checks.
-    assert!(rep.rejected.keys().filter(|k| k.starts_with("Bad")).count() >= 20, "{:?}", rep.rejected);
+    assert!(
+        rep.rejected.keys().filter(|k| k.starts_with("Bad")).count() >= 20,
+        "{:?}",
+        rep.rejected
+    );
 }
 
 /// `CKPT_FUZZ_SEED_DIR=DIR cargo test -p ckpt-format write_fuzz_seed_corpus` writes
 /// the base images into DIR as the libFuzzer seed corpus (`make fuzz` does this).
 #[test]
 fn write_fuzz_seed_corpus() {
-    let Some(dir) = std::env::var_os("CKPT_FUZZ_SEED_DIR") else { return };
+    let Some(dir) = std::env::var_os("CKPT_FUZZ_SEED_DIR") else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
     for (i, img) in base_images().iter().enumerate() {

@@ -270,12 +270,32 @@ impl<'a> Tables<'a> {
     }
 
     fn check(&self, h: &Header) -> Result<(), FormatError> {
+        self.check_gadgets(h)?;
         self.check_threads(h)?;
         self.check_vmas()?;
         self.check_runs(h)?;
         self.check_mm()?;
         self.check_fds(h)?;
         self.check_process()
+    }
+
+    /// The exit gadgets must lie inside executable VMAs that will be restored.
+    fn check_gadgets(&self, h: &Header) -> Result<(), FormatError> {
+        for (i, g) in [h.gadget_syscall_ret, h.gadget_sigreturn].into_iter().enumerate() {
+            if g == 0 {
+                continue;
+            }
+            let inside = self.vmas.iter().any(|v| {
+                v.prot & PROT_EXEC != 0
+                    && !VmaKind::from_u32(v.kind).is_none_or(|k| k.is_special())
+                    && v.start <= g
+                    && g.checked_add(9).is_some_and(|e| e <= v.end)
+            });
+            if !inside {
+                return Err(FormatError::BadSection { section: i as u32, what: "exit gadget outside the target's executable memory" });
+            }
+        }
+        Ok(())
     }
 
     fn check_threads(&self, h: &Header) -> Result<(), FormatError> {
@@ -294,9 +314,17 @@ impl<'a> Tables<'a> {
                 if t.xstate_size < 576 || t.xstate_off % 64 != 0 {
                     return bad("xstate area too small or misaligned");
                 }
-                if t.xstate_off + t.xstate_size as u64 > self.xstate.len() as u64 {
+                if t.xstate_off.checked_add(t.xstate_size as u64).is_none_or(|e| e > self.xstate.len() as u64) {
                     return bad("xstate area outside the xstate section");
                 }
+            } else if t.xstate_off != 0 {
+                return bad("xstate offset without an xstate area");
+            }
+            if t.regs.rsp < PAGE_SIZE * 16 {
+                return bad("rsp too low to hold the signal frame");
+            }
+            if t.robust_list != 0 && (t.robust_len > 4096 || t.robust_list >= USER_TOP) {
+                return bad("invalid robust list");
             }
             if t.rseq_addr != 0 && (t.rseq_len < 32 || t.rseq_addr >= USER_TOP || t.rseq_addr % 32 != 0) {
                 return bad("invalid rseq registration");
@@ -334,7 +362,7 @@ impl<'a> Tables<'a> {
                 return bad("name outside the strings section");
             }
             let file = matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
-            if file && (v.name_len == 0 || v.file_offset % PAGE_SIZE != 0) {
+            if file && (v.name_len == 0 || v.file_offset % PAGE_SIZE != 0 || v.file_offset.checked_add(v.end - v.start).is_none()) {
                 return bad("file mapping without a path or with a misaligned offset");
             }
             if (kind.is_special() || kind == VmaKind::SharedFile) && v.nruns != 0 {

@@ -1,13 +1,42 @@
-//! Which file descriptors the resumed process gets, and how (version 1: stdio).
+//! Which file descriptors the resumed process gets, and how: every fd number comes
+//! back as it was (gaps and high numbers too), pointing at an equivalent object.
 //!
-//! Fds 0-2 are inherited from whoever runs the resume file, unless the original was a
-//! regular file: that one is reopened by path with its flags and offset. Any other fd
-//! is refused naming what it points to, or dropped with --ignore-fds.
+//! Each fd is classified by what its `/proc/PID/fd/N` link names:
+//! - fds 0-2 on a pipe, a socket, a terminal or another character device are
+//!   `Inherit`: the resumer's own stdio takes their place;
+//! - a path: `Path` (regular files, directories, devices; reopened with the same
+//!   flags and offset) — see [`files`];
+//! - a deleted file or a memfd: `Deleted` / `Memfd`, content stored in the image;
+//! - a pipe with both ends in the process: `Pipe`, buffered bytes stored ([`pipes`]);
+//! - eventfd, signalfd, timerfd, epoll ([`anon`]), inotify ([`inotify`]);
+//! - a bound or listening socket: `Socket` ([`sockets`]).
+//!
+//! Anything else (a connected socket, half of a pipe, io_uring, pidfds...) is
+//! refused naming the fd and the reason, or left closed at resume with
+//! `--ignore-fds`.
+//!
+//! Fds that share one open file description (dup(2), inheritance) must still share
+//! it after the resume, or a seek through one would no longer move the other. kcmp(2)
+//! KCMP_FILE finds them ([`target`]); they get the same non-zero `desc`, and only the
+//! first (lowest fd) is described in full: the stub opens it and duplicates it for
+//! the others. An fd above 2 that shares an inherited stdio fd's description is
+//! `Inherit` with that `desc`: the stub duplicates the resumer's fd.
+
+mod anon;
+mod files;
+mod inotify;
+mod pipes;
+mod sockets;
+mod target;
+
+use std::collections::HashMap;
 
 use crate::plan::Strings;
 use crate::proc::fds::{FdInfo, FdTarget};
+use crate::ptrace::Seized;
 use anyhow::{bail, Result};
 use ckpt_format::{EpollEntry, Fd, FdKind};
+use target::Target;
 
 /// What the stub will do for every fd, and the bytes some of them carry.
 #[derive(Default)]
@@ -19,42 +48,257 @@ pub struct FdPlan {
     pub blobs: Vec<(usize, Vec<u8>)>,
 }
 
-fn what(f: &FdInfo) -> String {
-    match &f.target {
-        FdTarget::File(p) => p.display().to_string(),
-        _ => f.link.clone(),
+/// One fd's record before its strings and data are placed.
+#[derive(Clone)]
+pub(crate) struct Planned {
+    kind: FdKind,
+    fd: i32,
+    flags: u32,
+    cloexec: bool,
+    offset: u64,
+    /// Bytes for the Strings section (path, memfd name, inotify watches).
+    path: Vec<u8>,
+    aux: [u64; 6],
+    blob: Option<Vec<u8>>,
+}
+
+impl Planned {
+    fn new(f: &FdInfo, kind: FdKind) -> Planned {
+        Planned {
+            kind,
+            fd: f.fd,
+            flags: f.flags & !(libc::O_CLOEXEC as u32),
+            cloexec: f.cloexec(),
+            offset: f.pos,
+            path: Vec::new(),
+            aux: [0; 6],
+            blob: None,
+        }
     }
 }
 
-pub fn plan(pid: i32, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
-    let mut out = Vec::new();
-    for f in fds {
-        if f.fd > 2 {
-            if ignore_others {
-                warnings.push(format!("fd {} ({}) is not restored (--ignore-fds)", f.fd, what(f)));
+/// The verdict on one fd.
+pub(crate) enum Class {
+    /// Keep the resumer's fd (stdio), or share its description (above 2).
+    Inherit,
+    Plan(Planned),
+    /// Cannot be restored; the reason completes "fd N (LINK): ...".
+    Refuse(String),
+}
+
+/// Open file descriptions shared by several fds: `desc[i]` for `fds[i]`, 0 when
+/// the fd shares its description with no other fd.
+fn descriptions(tg: &Target, fds: &[FdInfo], warnings: &mut Vec<String>) -> Vec<u32> {
+    let n = fds.len();
+    let mut rep: Vec<usize> = (0..n).collect();
+    let mut kcmp_ok = true;
+    for i in 0..n {
+        // Only fds naming the same object can share a description.
+        for j in (0..i).filter(|&j| rep[j] == j && fds[j].link == fds[i].link && fds[j].ino == fds[i].ino) {
+            if !kcmp_ok {
+                break;
+            }
+            match tg.same_description(fds[j].fd, fds[i].fd) {
+                Ok(true) => {
+                    rep[i] = j;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    kcmp_ok = false;
+                    warnings.push(format!(
+                        "kcmp(2) is not available ({e}): fds sharing one open file are restored as separate opens"
+                    ));
+                }
+            }
+        }
+    }
+    let mut desc = vec![0u32; n];
+    let mut next = 1;
+    for i in 0..n {
+        if rep[i] == i && rep.iter().filter(|&&r| r == i).count() > 1 {
+            for k in (i..n).filter(|&k| rep[k] == i) {
+                desc[k] = next;
+            }
+            next += 1;
+        }
+    }
+    desc
+}
+
+/// Per pipe inode: capacity, and the buffered bytes until the read end takes them.
+#[derive(Default)]
+struct PipeState {
+    captured: HashMap<u64, (u64, Option<Vec<u8>>)>,
+}
+
+fn classify_pipe(tg: &Target, f: &FdInfo, ino: u64, all: &[FdInfo], st: &mut PipeState) -> Class {
+    if f.fd <= 2 {
+        return Class::Inherit;
+    }
+    let ends: Vec<&FdInfo> = all.iter().filter(|o| o.target == FdTarget::Pipe(ino)).collect();
+    if let Some(std) = ends.iter().find(|o| o.fd <= 2) {
+        return Class::Refuse(format!(
+            "it is an end of pipe:[{ino}], which is also fd {} (the resumer's own stdio takes that place); only pipes with both ends in the process can be restored",
+            std.fd
+        ));
+    }
+    let mode = |o: &FdInfo| o.access_mode();
+    if ends.iter().any(|o| mode(o) == libc::O_RDWR as u32) {
+        return Class::Refuse(format!("it is pipe:[{ino}] opened read-write, which cannot be recreated"));
+    }
+    let first_read = ends.iter().find(|o| mode(o) == libc::O_RDONLY as u32);
+    let has_write = ends.iter().any(|o| mode(o) == libc::O_WRONLY as u32);
+    let Some(first_read) = first_read.filter(|_| has_write) else {
+        return Class::Refuse(format!(
+            "its other end is not in the process; only pipes with both ends in the process can be restored"
+        ));
+    };
+    if !st.captured.contains_key(&ino) {
+        match pipes::capture(tg, first_read.fd) {
+            Ok((bytes, size)) => {
+                st.captured.insert(ino, (size, Some(bytes)));
+            }
+            Err(e) => return Class::Refuse(format!("its buffered bytes cannot be read: {e}")),
+        }
+    }
+    let entry = st.captured.get_mut(&ino).expect("inserted above");
+    let mut rec = Planned::new(f, FdKind::Pipe);
+    let read = f.access_mode() == libc::O_RDONLY as u32;
+    rec.aux[0] = ino;
+    rec.aux[1] = !read as u64;
+    rec.aux[2] = entry.0;
+    rec.offset = 0;
+    if f.fd == first_read.fd {
+        rec.blob = entry.1.take().filter(|b| !b.is_empty());
+    }
+    Class::Plan(rec)
+}
+
+fn classify(
+    tg: &Target,
+    f: &FdInfo,
+    all: &[FdInfo],
+    pipes: &mut PipeState,
+    epoll: &mut Vec<EpollEntry>,
+    warnings: &mut Vec<String>,
+) -> Class {
+    match &f.target {
+        FdTarget::File(p) => files::path(tg, f, p, warnings),
+        FdTarget::DeletedFile(p) => files::deleted(tg, f, p),
+        FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, pipes),
+        FdTarget::Socket(_) => sockets::socket(tg, f, warnings),
+        FdTarget::AnonInode(k) => match k.as_str() {
+            "[eventfd]" => anon::eventfd(f, warnings),
+            "[signalfd]" => anon::signalfd(f),
+            "[timerfd]" => anon::timerfd(f),
+            "[eventpoll]" => {
+                let (c, entries) = anon::epoll(tg, f, all);
+                epoll.extend(entries);
+                c
+            }
+            "inotify" => {
+                let queued = tg.getfd(f.fd).and_then(|d| target::bytes_readable(&d)).unwrap_or(0);
+                inotify::inotify(tg.pid, f, warnings, queued)
+            }
+            other => Class::Refuse(format!("anon_inode:{other} objects cannot be restored")),
+        },
+        FdTarget::Other(_) if f.fd <= 2 => Class::Inherit,
+        FdTarget::Other(_) => Class::Refuse("this kind of file cannot be restored".into()),
+    }
+}
+
+/// A later fd of a shared description: the same object as `first`, described by
+/// the first fd's record (the stub duplicates it).
+fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
+    match first {
+        Class::Inherit => Class::Inherit,
+        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() }),
+        Class::Refuse(r) => Class::Refuse(format!("it shares fd {first_fd}'s open file, which cannot be restored: {r}")),
+    }
+}
+
+fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
+    let off = strings.buf.len() as u32;
+    strings.buf.extend_from_slice(b);
+    (off, b.len() as u32)
+}
+
+/// Plan every fd of the target stopped under `t` (we are its tracer: pidfd_getfd
+/// and kcmp need that access).
+pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
+    let tg = Target::new(t);
+    let pid = tg.pid;
+    let desc = descriptions(&tg, fds, warnings);
+    let mut pipes = PipeState::default();
+    let mut epoll = Vec::new();
+    let mut classes: Vec<Class> = Vec::with_capacity(fds.len());
+    for (i, f) in fds.iter().enumerate() {
+        let first = (desc[i] != 0).then(|| (0..i).find(|&j| desc[j] == desc[i])).flatten();
+        let c = match first {
+            Some(j) => copy_of(&classes[j], fds[j].fd, f),
+            None => classify(&tg, f, fds, &mut pipes, &mut epoll, warnings),
+        };
+        classes.push(c);
+    }
+
+    let mut problems = Vec::new();
+    let mut dropped = Vec::new();
+    for (f, c) in fds.iter().zip(classes.iter_mut()) {
+        if let Class::Refuse(why) = c {
+            if f.fd <= 2 {
+                warnings.push(format!("fd {} ({}): {why}; the resumer's fd {} is used instead", f.fd, f.link, f.fd));
+                *c = Class::Inherit;
+            } else if ignore_others {
+                warnings.push(format!("fd {} ({}) is not restored (--ignore-fds): {why}", f.fd, f.link));
+                dropped.push(f.fd);
+            } else {
+                problems.push(format!("fd {} ({}): {why}", f.fd, f.link));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "pid {pid}: cannot restore {}; use --ignore-fds to close {} at resume",
+            problems.join("; "),
+            if problems.len() == 1 { "it" } else { "them" }
+        );
+    }
+    epoll.retain(|e| {
+        let keep = !dropped.contains(&e.fd) && !dropped.contains(&e.epfd);
+        if !keep && !dropped.contains(&e.epfd) {
+            warnings.push(format!("epoll fd {}: its registration of fd {} is dropped with that fd", e.epfd, e.fd));
+        }
+        keep
+    });
+
+    let mut out = FdPlan::default();
+    for ((f, c), &d) in fds.iter().zip(classes).zip(desc.iter()) {
+        let p = match c {
+            Class::Refuse(_) => continue,
+            Class::Inherit => {
+                out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, ..Default::default() });
                 continue;
             }
-            bail!(
-                "pid {pid} has fd {} open on {}; only fds 0-2 can be restored yet (use --ignore-fds to close the others at resume)",
-                f.fd,
-                what(f)
-            );
+            Class::Plan(p) => p,
+        };
+        let (path_off, path_len) = if p.path.is_empty() { (0, 0) } else { add_bytes(strings, &p.path) };
+        if let Some(b) = p.blob {
+            out.blobs.push((out.fds.len(), b));
         }
-        let mut rec = Fd { fd: f.fd, kind: FdKind::Inherit as u32, ..Default::default() };
-        match &f.target {
-            FdTarget::File(p) if std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false) => {
-                rec.kind = FdKind::Path as u32;
-                rec.flags = f.flags & !(libc::O_CLOEXEC as u32);
-                rec.cloexec = f.cloexec() as u32;
-                rec.offset = f.pos;
-                (rec.path_off, rec.path_len) = strings.add(&p.to_string_lossy());
-            }
-            FdTarget::DeletedFile(p) => {
-                bail!("pid {pid} has fd {} open on the deleted file {}; deleted files are not supported yet", f.fd, p.display())
-            }
-            _ => {}
-        }
-        out.push(rec);
+        out.fds.push(Fd {
+            fd: p.fd,
+            kind: p.kind as u32,
+            flags: p.flags,
+            cloexec: p.cloexec as u32,
+            offset: p.offset,
+            path_off,
+            path_len,
+            desc: d,
+            aux: p.aux,
+            ..Default::default()
+        });
     }
-    Ok(FdPlan { fds: out, ..Default::default() })
+    out.epoll = epoll;
+    Ok(out)
 }

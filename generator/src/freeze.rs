@@ -116,7 +116,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(o.pid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
-    let fdp = fdplan::plan(o.pid, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(&t, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
 
     let g = gadgets::find(&mem, &vmas);
     if g.syscall == 0 {

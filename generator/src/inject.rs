@@ -90,5 +90,6 @@ impl Drop for Injector<'_> {
         let _ = self.mem.write_all_at(&self.saved, self.scratch);
         let _ = self.t.set_regs(&self.orig);
         let _ = self.t.set_sigmask(self.mask);
+        let _ = self.t.repark();
     }
 }

@@ -47,7 +47,7 @@ pub struct Seized {
     pub pid: i32,
     attached: bool,
     /// A signal that was being delivered when the task stopped; passed on at detach.
-    pending: i32,
+    pending: std::cell::Cell<i32>,
     release: Release,
 }
 
@@ -67,7 +67,7 @@ impl Seized {
                 _ => PtraceError::Call { pid, what: "SEIZE", source: e },
             });
         }
-        Ok(Seized { pid, attached: true, pending: 0, release: Release::Continue })
+        Ok(Seized { pid, attached: true, pending: std::cell::Cell::new(0), release: Release::Continue })
     }
 
     pub fn set_release(&mut self, r: Release) {
@@ -105,7 +105,7 @@ impl Seized {
         // Either our event stop, a group stop, or a signal-delivery stop; in the last
         // case the signal is handed back at detach so it is not lost.
         if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
-            self.pending = libc::WSTOPSIG(status);
+            self.pending.set(libc::WSTOPSIG(status));
         }
         Ok(())
     }
@@ -124,7 +124,7 @@ impl Seized {
 
     /// The signal the task was about to receive when it stopped, if any.
     pub fn pending_signal(&self) -> i32 {
-        self.pending
+        self.pending.get()
     }
 
     fn getregset(&self, nt: libc::c_int, buf: &mut [u8], what: &'static str) -> Result<usize, PtraceError> {
@@ -208,6 +208,43 @@ impl Seized {
                 what: "SINGLESTEP (stopped by another signal)",
                 source: std::io::ErrorKind::Interrupted.into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Put the task back into a plain PTRACE_INTERRUPT stop after single-stepping:
+    /// PTRACE_CONT clears the single-step flag and drops the SIGTRAP of the last step,
+    /// and the queued interrupt stops the task again before it reaches user mode.
+    /// Without this, a tracer that dies would leave the task stepping into a SIGTRAP.
+    pub fn repark(&self) -> Result<(), PtraceError> {
+        let pid = self.pid;
+        // SAFETY: PTRACE_INTERRUPT and PTRACE_CONT take no pointers.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) != 0 {
+                return Err(PtraceError::Call { pid, what: "INTERRUPT", source: errno() });
+            }
+            if libc::ptrace(libc::PTRACE_CONT, pid, 0usize, 0usize) != 0 {
+                return Err(PtraceError::Call { pid, what: "CONT", source: errno() });
+            }
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+            if r == pid {
+                break;
+            }
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
+            }
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Err(PtraceError::Exited { pid, how: "while being stopped again".into() });
+        }
+        // A signal that became deliverable stops the task first: keep it for detach.
+        if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP && libc::WSTOPSIG(status) != libc::SIGTRAP {
+            self.pending.set(libc::WSTOPSIG(status));
         }
         Ok(())
     }
@@ -309,7 +346,7 @@ impl Drop for Seized {
         // signal-delivery stop (ptrace(2)), which a PTRACE_INTERRUPT stop is not:
         // queue SIGSTOP with kill(2) so the task stops as soon as it is let go.
         let sig = match self.release {
-            Release::Continue => self.pending,
+            Release::Continue => self.pending.get(),
             Release::Stop => {
                 // SAFETY: plain signal delivery.
                 unsafe { libc::kill(self.pid, libc::SIGSTOP) };

@@ -1,51 +1,257 @@
-//! File descriptors of the resumed process. Version 1 provides fds 0-2: inherited
-//! from whoever runs the resume file, except an original regular file, which is
-//! reopened by path with its flags and offset. Every other fd of the resumer
-//! (including the image) is closed so the process sees only its own.
+//! File descriptors of the resumed process: every saved fd number gets an
+//! equivalent object again (see generator/src/fdplan.rs for what is saved and why).
+//!
+//! Runs after every page is in place and before the thread state. Order:
+//! 1. Every fd above 2 of the resumer is closed, except the image, which is parked
+//!    above every number used below (its data blobs are still to be read).
+//! 2. Each record's object is built and moved at once to a temporary number
+//!    `base + index`, above the highest saved fd, so nothing being built can land
+//!    on a number another record still needs. Records sharing a `desc` are
+//!    duplicated from the first one's temporary (one open file description, as
+//!    before). New objects land on the lowest free number (open(2)), which is
+//!    always below `base`: [`SLACK`] numbers are kept free there.
+//! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
+//!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
+//! 4. The temporaries are closed; epoll registrations are made on the final
+//!    numbers (epoll_ctl(2) keys a registration by file *and* fd number).
+//! 5. The image is closed.
+//!
+//! Fds above the soft RLIMIT_NOFILE cannot be created (dup3 fails with EBADF), so
+//! the soft limit is raised up to the hard one for the duration, then put back.
 
-use crate::layout::cpath;
+mod data;
+mod files;
+mod inotify;
+mod objects;
+mod sockets;
+
+use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
 use crate::sys;
-use ckpt_format::{FdKind, Tables};
+use ckpt_format::{Fd, FdKind, Tables};
 
-fn reopen(t: &Tables, f: &ckpt_format::Fd) {
-    let mut buf = [0u8; 4096];
-    let path = cpath(t.string(f.path_off, f.path_len), &mut buf);
-    let flags = f.flags & !(sys::O_CREAT | sys::O_EXCL | sys::O_TRUNC | sys::O_NOCTTY) & !(sys::O_CLOEXEC as u32);
-    let tmp = match sys::open(path, flags as usize, 0) {
-        Ok(fd) => fd,
-        Err(e) => {
-            Line::new().s("restore fds failed: fd ").dec(f.fd as u64).s(": cannot reopen ")
-                .b(&path[..path.len() - 1]).s(": ").errno(e).emit();
-            sys::exit_group(Step::Fds as i32)
-        }
-    };
-    if f.flags & sys::O_APPEND == 0 {
-        let end = out::check(sys::lseek(tmp, 0, sys::SEEK_END), Step::Fds, 0, 0) as u64;
-        if f.offset > end {
-            Line::new().s("restore fds failed: fd ").dec(f.fd as u64).s(": ")
-                .b(&path[..path.len() - 1]).s(" is shorter (").dec(end)
-                .s(" bytes) than the saved offset ").dec(f.offset).emit();
-            sys::exit_group(Step::Fds as i32);
-        }
-        out::check(sys::lseek(tmp, f.offset, sys::SEEK_SET), Step::Fds, 0, 0);
-    }
-    let cloexec = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
-    if tmp != f.fd as usize {
-        out::check(sys::dup3(tmp, f.fd as usize, cloexec), Step::Fds, 0, 0);
-        let _ = sys::close(tmp);
-    } else if cloexec != 0 {
-        out::check(sys::fcntl(tmp, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */), Step::Fds, 0, 0);
-    }
-    out::trace("reopened file for fd", f.fd as u64, f.offset);
+/// Free numbers kept between the resumer's stdio and the temporaries: at most a
+/// few objects are open at once while one record is built.
+const SLACK: usize = 32;
+
+/// Status flags F_SETFL can set again on a new object (fcntl(2)); O_ASYNC is left
+/// out (it needs an owner, F_SETOWN, which is not saved).
+const SETFL_MASK: u32 = sys::O_APPEND | sys::O_NONBLOCK | sys::O_DIRECT | sys::O_NOATIME;
+
+/// What every builder needs: the tables, the image and where the temporaries are.
+pub struct Cx<'a> {
+    pub ctx: &'a Ctx,
+    pub t: &'a Tables<'a>,
+    /// The image, parked above the temporaries.
+    pub img: usize,
+    pub base: usize,
 }
 
-pub fn restore(t: &Tables) {
-    // Closes the image too: every page is in place by now.
-    let _ = sys::close_range(3, u32::MAX as usize);
-    for f in t.fds {
-        if FdKind::from_u32(f.kind) == Some(FdKind::Path) {
-            reopen(t, f);
+impl Cx<'_> {
+    pub fn temp(&self, i: usize) -> usize {
+        self.base + i
+    }
+}
+
+pub fn kind_name(f: &Fd) -> &'static str {
+    FdKind::from_u32(f.kind).map_or("?", |k| k.name())
+}
+
+/// Errno names the generic table in out.rs lacks.
+pub fn errno(l: &mut Line, e: isize) -> &mut Line {
+    let name = match e {
+        6 => "ENXIO",
+        25 => "ENOTTY",
+        95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        111 => "ECONNREFUSED",
+        _ => return l.errno(e),
+    };
+    l.s(name).s(" (errno ").dec(e as u64).s(")")
+}
+
+/// "restore fds failed: fd N (KIND): "
+pub fn head(f: &Fd) -> Line {
+    let mut l = Line::new();
+    l.s("restore fds failed: fd ").dec(f.fd as u64).s(" (").s(kind_name(f)).s("): ");
+    l
+}
+
+/// Report a failed operation on a record and exit with the fds step's code.
+pub fn fail(f: &Fd, what: &str, e: isize) -> ! {
+    let mut l = head(f);
+    l.s(what);
+    if e != 0 {
+        l.s(": ");
+        errno(&mut l, e);
+    }
+    l.emit();
+    sys::exit_group(Step::Fds as i32)
+}
+
+/// As [`fail`], naming a path (without its NUL).
+pub fn fail_path(f: &Fd, what: &str, path: &[u8], e: isize) -> ! {
+    let p = path.strip_suffix(&[0]).unwrap_or(path);
+    let mut l = head(f);
+    l.s(what).s(" ").b(p).s(": ");
+    errno(&mut l, e);
+    l.emit();
+    sys::exit_group(Step::Fds as i32)
+}
+
+pub fn check(f: &Fd, what: &str, r: sys::Res) -> usize {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(f, what, e),
+    }
+}
+
+/// Move a freshly created object `x` to record `i`'s temporary.
+pub fn to_temp(cx: &Cx, i: usize, x: usize) {
+    let tmp = cx.temp(i);
+    if x != tmp {
+        check(&cx.t.fds[i], "dup3 to a temporary fd", sys::dup3(x, tmp, sys::O_CLOEXEC));
+        let _ = sys::close(x);
+    }
+}
+
+/// Set the saved status flags (O_NONBLOCK, O_APPEND...) on a new object.
+pub fn set_status(f: &Fd, fd: usize) {
+    let want = f.flags & SETFL_MASK;
+    let cur = check(f, "F_GETFL", sys::fcntl(fd, sys::F_GETFL, 0)) as u32;
+    if cur & SETFL_MASK != want {
+        check(f, "F_SETFL", sys::fcntl(fd, sys::F_SETFL, ((cur & !SETFL_MASK) | want) as usize));
+    }
+}
+
+fn exists(fd: usize) -> bool {
+    sys::fcntl(fd, sys::F_GETFD, 0).is_ok()
+}
+
+fn trace_fd(what: &str, f: &Fd) {
+    if out::tracing() {
+        Line::new().s(what).s(" fd ").dec(f.fd as u64).s(" (").s(kind_name(f)).s(")").emit();
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to `need` if it is lower; returns the old limits
+/// when it changed them.
+fn raise_nofile(need: u64, highest: i32) -> Option<[u64; 2]> {
+    let mut old = [0u64; 2];
+    if sys::prlimit(sys::RLIMIT_NOFILE, None, Some(&mut old)).is_err() || old[0] >= need {
+        return None;
+    }
+    if old[1] < need {
+        Line::new().s("restore fds failed: fd ").dec(highest as u64)
+            .s(" and the temporary fds need an open-file limit of ").dec(need)
+            .s(", but the hard RLIMIT_NOFILE is ").dec(old[1]).emit();
+        sys::exit_group(Step::Fds as i32);
+    }
+    let new = [need, old[1]];
+    out::check(sys::prlimit(sys::RLIMIT_NOFILE, Some(&new), None), Step::Fds, 0, 0);
+    Some(old)
+}
+
+/// Build record `i`'s object at its temporary number.
+fn build(cx: &Cx, i: usize) {
+    let t = cx.t;
+    let f = &t.fds[i];
+    let tmp = cx.temp(i);
+    if exists(tmp) {
+        return; // made with an earlier record (the other end of a pipe)
+    }
+    if f.desc != 0 {
+        if let Some(k) = (0..i).find(|&k| t.fds[k].desc == f.desc) {
+            let first = &t.fds[k];
+            if first.kind == FdKind::Inherit as u32 && !exists(cx.temp(k)) {
+                // The shared description is one of the resumer's stdio fds.
+                if let Err(e) = sys::dup3(first.fd as usize, cx.temp(k), sys::O_CLOEXEC) {
+                    let mut l = head(f);
+                    l.s("it shares the resumer's fd ").dec(first.fd as u64).s(", which is not open: ");
+                    errno(&mut l, e).emit();
+                    sys::exit_group(Step::Fds as i32);
+                }
+            }
+            check(f, "dup3 of a shared open file", sys::dup3(cx.temp(k), tmp, sys::O_CLOEXEC));
+            trace_fd("shared", f);
+            return;
         }
     }
+    match FdKind::from_u32(f.kind) {
+        Some(FdKind::Inherit) if f.fd <= 2 => return,
+        Some(FdKind::Inherit) => fail(f, "nothing to inherit: it shares no stdio fd", 0),
+        Some(FdKind::Path) => files::path(cx, i),
+        Some(FdKind::Deleted) => files::deleted(cx, i),
+        Some(FdKind::Memfd) => files::memfd(cx, i),
+        Some(FdKind::Pipe) => objects::pipe(cx, i),
+        Some(FdKind::Eventfd) => objects::eventfd(cx, i),
+        Some(FdKind::Signalfd) => objects::signalfd(cx, i),
+        Some(FdKind::Timerfd) => objects::timerfd(cx, i),
+        Some(FdKind::Epoll) => objects::epoll(cx, i),
+        Some(FdKind::Inotify) => inotify::inotify(cx, i),
+        Some(FdKind::Socket) => sockets::socket(cx, i),
+        None => fail(f, "unknown kind", 0),
+    }
+    trace_fd("built", f);
+}
+
+/// Give record `i` its final number.
+fn place(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    if f.kind == FdKind::Inherit as u32 && f.fd <= 2 {
+        return;
+    }
+    let flags = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
+    check(f, "dup3 to its number", sys::dup3(cx.temp(i), f.fd as usize, flags));
+}
+
+fn register_epoll(t: &Tables) {
+    for e in t.epoll {
+        let ev = sys::EpollEvent { events: e.events, data: e.data };
+        if let Err(err) = sys::epoll_ctl(e.epfd as usize, sys::EPOLL_CTL_ADD, e.fd as usize, &ev) {
+            let mut l = Line::new();
+            l.s("restore fds failed: epoll fd ").dec(e.epfd as u64).s(": cannot register fd ")
+                .dec(e.fd as u64).s(": ");
+            errno(&mut l, err).emit();
+            sys::exit_group(Step::Fds as i32);
+        }
+        out::trace("epoll registration (epfd, fd)", e.epfd as u64, e.fd as u64);
+    }
+}
+
+pub fn restore(ctx: &Ctx, t: &Tables) {
+    let n = t.fds.len();
+    let highest = t.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let base = (highest as usize + 1).max(3 + SLACK);
+    let img_at = base + n;
+    let old_limit = raise_nofile(img_at as u64 + 1, highest);
+    let img = if ctx.fd >= img_at {
+        ctx.fd
+    } else {
+        out::check(sys::fcntl(ctx.fd, sys::F_DUPFD_CLOEXEC, img_at), Step::Fds, 0, 0)
+    };
+    let _ = sys::close_range(3, img - 1);
+    let _ = sys::close_range(img + 1, u32::MAX as usize);
+    let cx = Cx { ctx, t, img, base };
+
+    for i in 0..n {
+        build(&cx, i);
+    }
+    for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
+        place(&cx, i);
+    }
+    for i in (0..n).filter(|&i| t.fds[i].fd <= 2) {
+        place(&cx, i);
+    }
+    if n != 0 {
+        let _ = sys::close_range(base, base + n - 1);
+    }
+    register_epoll(t);
+    let _ = sys::close(img);
+    if let Some(old) = old_limit {
+        let _ = sys::prlimit(sys::RLIMIT_NOFILE, Some(&old), None);
+    }
+    out::trace("fds restored (count, highest)", n as u64, highest as u64);
 }

@@ -85,6 +85,12 @@ fn create(t: &Tables, v: &Vma, kind: VmaKind) {
     if v.flags & VMA_NORESERVE != 0 {
         flags |= sys::MAP_NORESERVE;
     }
+    // Mostly-stored anonymous memory: allocate every page in one go rather than
+    // taking a fault per page while the pages are read in.
+    let stored: u64 = t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize].iter().map(|r| r.len).sum();
+    if kind != VmaKind::FilePrivate && kind != VmaKind::SharedFile && stored * 2 >= v.end - v.start && stored >= 1 << 20 {
+        flags |= sys::MAP_POPULATE;
+    }
     let backing = match kind {
         VmaKind::FilePrivate => open_backing(t, v),
         VmaKind::SharedFile => Some(open_shared(t, v)),

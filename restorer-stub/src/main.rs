@@ -69,7 +69,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     vdso::move_specials(ctx, &t);
     layout::create_all(ctx, &t);
     mm::restore(&t);
-    fds::restore(&t);
+    fds::restore(ctx, &t);
     procstate::restore(&t);
     thread::restore(&t.threads[0]);
     procstate::requeue_signals(&t);

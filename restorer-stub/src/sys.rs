@@ -30,6 +30,28 @@ pub const SYS_SET_ROBUST_LIST: usize = 273;
 pub const SYS_DUP3: usize = 292;
 pub const SYS_RSEQ: usize = 334;
 pub const SYS_CLOSE_RANGE: usize = 436;
+pub const SYS_IOCTL: usize = 16;
+pub const SYS_SOCKET: usize = 41;
+pub const SYS_CONNECT: usize = 42;
+pub const SYS_BIND: usize = 49;
+pub const SYS_LISTEN: usize = 50;
+pub const SYS_SETSOCKOPT: usize = 54;
+pub const SYS_UNLINK: usize = 87;
+pub const SYS_FCHMOD: usize = 91;
+pub const SYS_CLOCK_GETTIME: usize = 228;
+pub const SYS_EPOLL_CTL: usize = 233;
+pub const SYS_INOTIFY_ADD_WATCH: usize = 254;
+pub const SYS_INOTIFY_RM_WATCH: usize = 255;
+pub const SYS_OPENAT: usize = 257;
+pub const SYS_NEWFSTATAT: usize = 262;
+pub const SYS_TIMERFD_CREATE: usize = 283;
+pub const SYS_TIMERFD_SETTIME: usize = 286;
+pub const SYS_SIGNALFD4: usize = 289;
+pub const SYS_EVENTFD2: usize = 290;
+pub const SYS_EPOLL_CREATE1: usize = 291;
+pub const SYS_PIPE2: usize = 293;
+pub const SYS_INOTIFY_INIT1: usize = 294;
+pub const SYS_MEMFD_CREATE: usize = 319;
 
 pub const O_RDONLY: usize = 0;
 pub const O_CLOEXEC: usize = 0o2000000;
@@ -38,7 +60,50 @@ pub const O_EXCL: u32 = 0o200;
 pub const O_NOCTTY: u32 = 0o400;
 pub const O_TRUNC: u32 = 0o1000;
 pub const O_APPEND: u32 = 0o2000;
+pub const O_WRONLY: u32 = 0o1;
+pub const O_RDWR: u32 = 0o2;
+pub const O_ACCMODE: u32 = 0o3;
+pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_DSYNC: u32 = 0o10000;
+pub const O_ASYNC: u32 = 0o20000;
+pub const O_DIRECT: u32 = 0o40000;
+pub const O_DIRECTORY: u32 = 0o200000;
+pub const O_NOATIME: u32 = 0o1000000;
+pub const O_PATH: u32 = 0o10000000;
+/// O_TMPFILE = __O_TMPFILE | O_DIRECTORY (open(2)).
+pub const O_TMPFILE: u32 = 0o20000000 | O_DIRECTORY;
 pub const F_DUPFD_CLOEXEC: usize = 1030;
+pub const F_GETFD: usize = 1;
+pub const F_SETFD: usize = 2;
+pub const F_GETFL: usize = 3;
+pub const F_SETFL: usize = 4;
+pub const FD_CLOEXEC: usize = 1;
+pub const F_SETPIPE_SZ: usize = 1031;
+pub const F_GETPIPE_SZ: usize = 1032;
+pub const F_ADD_SEALS: usize = 1033;
+pub const F_GET_SEALS: usize = 1034;
+pub const SEEK_CUR: usize = 1;
+pub const AT_FDCWD: isize = -100;
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const MFD_ALLOW_SEALING: usize = 2;
+pub const RLIMIT_NOFILE: usize = 7;
+pub const SOL_SOCKET: usize = 1;
+pub const SO_REUSEADDR: usize = 2;
+pub const SO_BROADCAST: usize = 6;
+pub const SO_KEEPALIVE: usize = 9;
+pub const SO_REUSEPORT: usize = 15;
+pub const IPPROTO_IPV6: usize = 41;
+pub const IPV6_V6ONLY: usize = 26;
+pub const AF_UNIX: u64 = 1;
+pub const EPOLL_CTL_ADD: usize = 1;
+/// _IOW('T', 0, u64) (include/uapi/linux/timerfd.h), CONFIG_CHECKPOINT_RESTORE.
+pub const TFD_IOC_SET_TICKS: usize = 0x4008_5400;
+pub const TFD_TIMER_ABSTIME: usize = 1;
+pub const IN_NONBLOCK: usize = 0o4000;
+pub const IN_DONT_FOLLOW: u32 = 0x0200_0000;
+pub const IN_ALL_EVENTS: u32 = 0xfff;
 pub const SEEK_SET: usize = 0;
 pub const SEEK_END: usize = 2;
 
@@ -51,6 +116,7 @@ pub const MAP_FIXED: usize = 0x10;
 pub const MAP_ANONYMOUS: usize = 0x20;
 pub const MAP_GROWSDOWN: usize = 0x100;
 pub const MAP_NORESERVE: usize = 0x4000;
+pub const MAP_POPULATE: usize = 0x8000;
 pub const MAP_FIXED_NOREPLACE: usize = 0x100000;
 pub const MREMAP_MAYMOVE: usize = 1;
 pub const MREMAP_FIXED: usize = 2;
@@ -67,6 +133,43 @@ pub const ARCH_SET_FS: usize = 0x1002;
 
 pub const EEXIST: isize = 17;
 pub const EINTR: isize = 4;
+pub const EAGAIN: isize = 11;
+pub const EADDRINUSE: isize = 98;
+pub const ECONNREFUSED: isize = 111;
+
+/// struct stat of x86_64 (arch/x86/include/uapi/asm/stat.h), 144 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stat {
+    pub st_dev: u64,
+    pub st_ino: u64,
+    pub st_nlink: u64,
+    pub st_mode: u32,
+    pub st_uid: u32,
+    pub st_gid: u32,
+    pub _pad0: u32,
+    pub st_rdev: u64,
+    pub st_size: i64,
+    pub st_blksize: i64,
+    pub st_blocks: i64,
+    pub st_times: [u64; 6],
+    pub _unused: [i64; 3],
+}
+
+impl Stat {
+    pub fn zeroed() -> Stat {
+        // SAFETY: integers only; all-zero is a valid value.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// struct epoll_event: packed on x86_64 (include/uapi/linux/eventpoll.h).
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+pub struct EpollEvent {
+    pub events: u32,
+    pub data: u64,
+}
 
 /// # Safety
 /// The caller guarantees the system call's memory arguments are valid for it.
@@ -228,6 +331,154 @@ pub unsafe fn set_robust_list(head: u64, len: u64) -> Res {
 pub unsafe fn set_tid_address(addr: u64) -> Res {
     // SAFETY: the kernel only stores the pointer.
     res(unsafe { syscall3(SYS_SET_TID_ADDRESS, addr as usize, 0, 0) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn openat(dirfd: isize, path: &[u8], flags: usize, mode: usize) -> Res {
+    if path.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall6(SYS_OPENAT, dirfd as usize, path.as_ptr() as usize, flags, mode, 0, 0) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn unlink(path: &[u8]) -> Res {
+    if path.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_UNLINK, path.as_ptr() as usize, 0, 0) })
+}
+
+pub fn fstat(fd: usize, st: &mut Stat) -> Res {
+    // SAFETY: st is a writable struct stat.
+    res(unsafe { syscall3(SYS_FSTAT, fd, st as *mut Stat as usize, 0) })
+}
+
+/// lstat-like with `flags` AT_SYMLINK_NOFOLLOW (0x100); `path` must end with NUL.
+pub fn fstatat(dirfd: isize, path: &[u8], st: &mut Stat, flags: usize) -> Res {
+    if path.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: path is NUL-terminated; st is a writable struct stat.
+    res(unsafe { syscall6(SYS_NEWFSTATAT, dirfd as usize, path.as_ptr() as usize, st as *mut Stat as usize, flags, 0, 0) })
+}
+
+pub fn fchmod(fd: usize, mode: u32) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FCHMOD, fd, mode as usize, 0) })
+}
+
+/// ioctl whose argument points at a value the kernel reads.
+///
+/// # Safety
+/// `arg` must point to what the request expects.
+pub unsafe fn ioctl(fd: usize, req: usize, arg: usize) -> Res {
+    // SAFETY: the caller vouches for the argument.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, arg) })
+}
+
+pub fn pipe2(fds: &mut [i32; 2], flags: usize) -> Res {
+    // SAFETY: fds has room for two ints.
+    res(unsafe { syscall3(SYS_PIPE2, fds.as_mut_ptr() as usize, flags, 0) })
+}
+
+pub fn socket(domain: usize, ty: usize, proto: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_SOCKET, domain, ty, proto) })
+}
+
+pub fn bind(fd: usize, addr: &[u8]) -> Res {
+    // SAFETY: addr is a readable sockaddr of addr.len() bytes.
+    res(unsafe { syscall3(SYS_BIND, fd, addr.as_ptr() as usize, addr.len()) })
+}
+
+pub fn connect(fd: usize, addr: &[u8]) -> Res {
+    // SAFETY: addr is a readable sockaddr of addr.len() bytes.
+    res(unsafe { syscall3(SYS_CONNECT, fd, addr.as_ptr() as usize, addr.len()) })
+}
+
+pub fn listen(fd: usize, backlog: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_LISTEN, fd, backlog, 0) })
+}
+
+pub fn setsockopt_int(fd: usize, level: usize, opt: usize, val: i32) -> Res {
+    // SAFETY: the option value is an int on our stack.
+    res(unsafe { syscall6(SYS_SETSOCKOPT, fd, level, opt, &val as *const i32 as usize, 4, 0) })
+}
+
+pub fn eventfd2(initval: u32, flags: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_EVENTFD2, initval as usize, flags, 0) })
+}
+
+pub fn signalfd4(fd: isize, mask: &u64, flags: usize) -> Res {
+    // SAFETY: mask is an 8-byte sigset the kernel reads.
+    res(unsafe { syscall6(SYS_SIGNALFD4, fd as usize, mask as *const u64 as usize, 8, flags, 0, 0) })
+}
+
+pub fn timerfd_create(clockid: usize, flags: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_TIMERFD_CREATE, clockid, flags, 0) })
+}
+
+/// `its` is struct itimerspec: interval (s, ns), value (s, ns).
+pub fn timerfd_settime(fd: usize, flags: usize, its: &[u64; 4]) -> Res {
+    // SAFETY: its is a readable itimerspec; no old value is requested.
+    res(unsafe { syscall6(SYS_TIMERFD_SETTIME, fd, flags, its.as_ptr() as usize, 0, 0, 0) })
+}
+
+pub fn clock_gettime(clockid: usize, ts: &mut [u64; 2]) -> Res {
+    // SAFETY: ts is a writable struct timespec.
+    res(unsafe { syscall3(SYS_CLOCK_GETTIME, clockid, ts.as_mut_ptr() as usize, 0) })
+}
+
+pub fn epoll_create1(flags: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_EPOLL_CREATE1, flags, 0, 0) })
+}
+
+pub fn epoll_ctl(epfd: usize, op: usize, fd: usize, ev: &EpollEvent) -> Res {
+    // SAFETY: ev is a readable epoll_event.
+    res(unsafe { syscall6(SYS_EPOLL_CTL, epfd, op, fd, ev as *const EpollEvent as usize, 0, 0) })
+}
+
+pub fn inotify_init1(flags: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_INOTIFY_INIT1, flags, 0, 0) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn inotify_add_watch(fd: usize, path: &[u8], mask: u32) -> Res {
+    if path.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_INOTIFY_ADD_WATCH, fd, path.as_ptr() as usize, mask as usize) })
+}
+
+pub fn inotify_rm_watch(fd: usize, wd: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_INOTIFY_RM_WATCH, fd, wd, 0) })
+}
+
+/// `name` must end with a NUL byte.
+pub fn memfd_create(name: &[u8], flags: usize) -> Res {
+    if name.last() != Some(&0) {
+        return Err(22);
+    }
+    // SAFETY: name is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_MEMFD_CREATE, name.as_ptr() as usize, flags, 0) })
+}
+
+/// prlimit64(0, resource, new, old): `new` and `old` are (soft, hard) pairs.
+pub fn prlimit(resource: usize, new: Option<&[u64; 2]>, old: Option<&mut [u64; 2]>) -> Res {
+    let n = new.map_or(0, |n| n.as_ptr() as usize);
+    let o = old.map_or(0, |o| o.as_mut_ptr() as usize);
+    // SAFETY: both pointers are null or valid struct rlimit64 buffers.
+    res(unsafe { syscall6(SYS_PRLIMIT64, 0, resource, n, o, 0, 0) })
 }
 
 /// Block every signal the kernel lets us block.

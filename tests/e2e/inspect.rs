@@ -6,7 +6,8 @@
 //! with -O0 -g. For the golden text it is built -static -no-pie and run under
 //! `setarch -R` with an empty environment from its own directory, so every address
 //! is the same on each run; what still differs between runs (date, pid, kernel,
-//! paths, sizes, CPU) is replaced by placeholders before comparing with
+//! paths, sizes, CPU, build-id, inherited umask and signal dispositions) is
+//! replaced by placeholders before comparing with
 //! tests/golden/info-static.txt. `UPDATE_GOLDEN=1 cargo test -p ckpt --release
 //! --test e2e inspect` rewrites that file.
 
@@ -92,9 +93,22 @@ fn start_deep(static_: bool) -> Proc {
     p
 }
 
+/// Freezes `pid` into `out` (killing it); with `--image` in `extra` the output is
+/// a raw image, which the harness's `freeze_ok` (it wants an ELF) does not accept.
+fn freeze_any(pid: i32, out: &Path, extra: &[&str]) {
+    if !extra.contains(&"--image") {
+        freeze_ok(pid, out, extra);
+        return;
+    }
+    let o = freeze(pid, out, extra);
+    assert!(o.status.success(), "ckpt freeze {pid} {extra:?} failed\n{}", describe_output(&o));
+    let head = fs::read(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    assert_eq!(head.get(..8), Some(&b"CKPTIMG\x01"[..]), "{} is not a raw image", out.display());
+}
+
 /// Freezes a running deep (killing it) into `out` with `extra` flags.
 fn freeze_deep(mut p: Proc, out: &Path, extra: &[&str]) {
-    freeze_ok(p.pid(), out, extra);
+    freeze_any(p.pid(), out, extra);
     p.expect_killed_by_ckpt();
 }
 
@@ -123,6 +137,11 @@ const VOLATILE: &[(&str, &str)] = &[
     ("xcr0", "<XCR0>"),
     ("in use", "<XSTATE IN USE>"),
     ("xstate size", "<XSTATE SIZE>"),
+    // Hashes the binary, whose debug info holds the checkout's paths.
+    ("build-id", "<BUILD-ID>"),
+    // Inherited from whoever runs the tests (cargo's own process ignores SIG32).
+    ("umask", "<UMASK>"),
+    ("signal handlers", "<INHERITED DISPOSITIONS>"),
 ];
 
 /// `ckpt info` text with run-dependent values replaced by placeholders.
@@ -147,6 +166,33 @@ fn normalise(text: &str, replace: &[(&Path, &str)]) -> String {
     out
 }
 
+/// A line diff of `want` and `got` (longest common subsequence): `-` lines only
+/// in `want`, `+` lines only in `got`, at most `max` of them.
+fn line_diff(want: &str, got: &str, max: usize) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    // lcs[i][j]: length of the LCS of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while (i < a.len() || j < b.len()) && out.len() < max {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+{:4}: {}", j + 1, b[j]));
+            j += 1;
+        } else {
+            out.push(format!("-{:4}: {}", i + 1, a[i]));
+            i += 1;
+        }
+    }
+    out.join("\n")
+}
+
 /// Compares with tests/golden/NAME, or rewrites it when UPDATE_GOLDEN=1.
 fn check_golden(name: &str, got: &str) {
     let path = golden_dir().join(name);
@@ -159,23 +205,34 @@ fn check_golden(name: &str, got: &str) {
         panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it\ngot:\n{got}", path.display())
     });
     if want != got {
-        let diff: Vec<String> = want
-            .lines()
-            .map(Some)
-            .chain(std::iter::repeat(None))
-            .zip(got.lines().map(Some).chain(std::iter::repeat(None)))
-            .take_while(|(a, b)| a.is_some() || b.is_some())
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .take(20)
-            .map(|(i, (a, b))| format!("line {}:\n  want: {}\n  got:  {}", i + 1, a.unwrap_or("(none)"), b.unwrap_or("(none)")))
-            .collect();
         panic!(
-            "`ckpt info` differs from {} (UPDATE_GOLDEN=1 rewrites it if the change is intended)\n{}\n\nfull output:\n{got}",
+            "`ckpt info` differs from {} (UPDATE_GOLDEN=1 rewrites it if the change is intended)\n\
+             - golden, + now (line numbers in each):\n{}\n\nfull output:\n{got}",
             path.display(),
-            diff.join("\n")
+            line_diff(&want, got, 40)
         );
     }
+}
+
+/// Length of the directory the golden fixture runs from.
+const GOLDEN_DIR_LEN: usize = 200;
+
+/// A directory under `base` whose path is exactly GOLDEN_DIR_LEN bytes long: static
+/// glibc allocates memory for the executable's directory at startup, so heap
+/// addresses (and registers pointing there) depend on the length of that path.
+fn fixed_length_dir(base: &Path) -> PathBuf {
+    let len = base.as_os_str().len();
+    assert!(
+        len + 2 <= GOLDEN_DIR_LEN,
+        "{} is too long for the golden test ({} bytes, at most {})",
+        base.display(),
+        len,
+        GOLDEN_DIR_LEN - 2
+    );
+    let d = base.join("g".repeat(GOLDEN_DIR_LEN - len - 1));
+    fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    assert_eq!(d.as_os_str().len(), GOLDEN_DIR_LEN);
+    d
 }
 
 /// `ckpt info` of a -static -no-pie process frozen under `setarch -R`: the text,
@@ -183,8 +240,12 @@ fn check_golden(name: &str, got: &str) {
 #[test]
 fn info_golden_static() {
     let dir = TestDir::new("info_golden");
-    let exe = deep(true);
-    let exe_dir = exe.parent().unwrap();
+    let exe_dir = fixed_length_dir(deep(true).parent().unwrap());
+    let exe = exe_dir.join("deep-static");
+    let tmp = exe_dir.join(format!(".deep-static.tmp{}", std::process::id()));
+    fs::copy(deep(true), &tmp).expect("copy deep-static");
+    fs::rename(&tmp, &exe).expect("rename deep-static");
+    let exe_dir = exe_dir.as_path();
     // env -i: no environment; -C: run ./deep-static from its directory, so the
     // stack (and every address derived from it) has the same contents each run.
     let p = Launch::new("env")
@@ -323,9 +384,8 @@ fn convert_roundtrip(static_: bool) {
     orig.wait_ready();
     thread::sleep(SETTLE);
     let raw = dir.join("counter.ckpt");
-    freeze_ok(orig.pid(), &raw, &["--image"]);
+    freeze_any(orig.pid(), &raw, &["--image"]);
     let before = orig.expect_killed_by_ckpt();
-    assert_eq!(&fs::read(&raw).unwrap()[..8], b"CKPTIMG\x01");
 
     let exe = dir.image("counter.resume");
     ckpt_ok(&[os("convert"), raw.as_os_str(), os("-o"), exe.as_os_str()]);
@@ -375,3 +435,9 @@ fn core_backtrace(static_: bool) {
 }
 
 both_variants!(core_backtrace);
+
+#[test]
+fn line_diff_marks_changes() {
+    assert_eq!(line_diff("a\nb\nc\n", "a\nc\nd\n", 10), "-   2: b\n+   3: d");
+    assert_eq!(line_diff("same\n", "same\n", 10), "");
+}

@@ -25,12 +25,15 @@ macro_rules! both_variants {
 mod basic;
 mod big;
 mod binfmt;
+mod corrupt;
 mod errors;
+mod fds;
 mod inspect;
 mod memory;
 mod procstate;
 mod python;
 mod registers;
+mod safety;
 mod syscalls;
 mod util;
 

@@ -74,6 +74,21 @@ pub struct Process {
     /// Instructions of the target's own text the restorer ends with, if found.
     pub gadget_syscall_ret: Option<String>,
     pub gadget_sigreturn: Option<String>,
+    /// Process-wide state, when the image has it.
+    pub state: Option<ProcState>,
+}
+
+#[derive(Serialize)]
+pub struct ProcState {
+    pub comm: String,
+    pub cwd: String,
+    pub umask: String,
+    pub no_new_privs: bool,
+    /// Signals whose disposition is not the default, e.g. "SIGINT: handler 0x401136".
+    pub signal_handlers: Vec<String>,
+    pub pending_signals: Vec<String>,
+    pub posix_timers: usize,
+    pub epoll_entries: usize,
 }
 
 #[derive(Serialize)]
@@ -160,12 +175,17 @@ pub struct VmaInfo {
 #[derive(Serialize)]
 pub struct FdInfo {
     pub fd: i32,
-    /// "inherit" (whatever the resumer has at that number) or "file" (reopened).
+    /// The format's name of the fd kind: "inherited" (whatever the resumer has at
+    /// that number), "file" (reopened by path), "pipe", "memfd", ...
     pub kind: &'static str,
     pub path: Option<String>,
     pub flags: Option<String>,
     pub offset: Option<u64>,
     pub cloexec: bool,
+    /// The lowest fd sharing this one's open file description (dup), if another.
+    pub same_as: Option<i32>,
+    /// Bytes stored for it (file contents, pipe buffer, address).
+    pub stored_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -294,6 +314,35 @@ fn stopped(mem: &ImageMemory, rip: u64) -> Where {
     w
 }
 
+fn proc_state(t: &Tables) -> Option<ProcState> {
+    let p = t.process.filter(|p| p.flags & PROC_HAVE_STATE != 0)?;
+    let comm_end = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
+    let signal_handlers = p
+        .sigactions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.handler != 0)
+        .map(|(i, a)| {
+            let what = if a.handler == 1 { "ignored".to_owned() } else { format!("handler {:#x}", a.handler) };
+            format!("{}: {what}", decode::signal_name(i as u32 + 1))
+        })
+        .collect();
+    Some(ProcState {
+        comm: lossy(&p.comm[..comm_end]),
+        cwd: lossy(t.string(p.cwd_off, p.cwd_len)),
+        umask: format!("{:04o}", p.umask),
+        no_new_privs: p.flags & PROC_NO_NEW_PRIVS != 0,
+        signal_handlers,
+        pending_signals: t
+            .signals
+            .iter()
+            .map(|s| format!("{}{}", decode::signal_name(s.signo), if s.thread != 0 { " (thread)" } else { "" }))
+            .collect(),
+        posix_timers: t.timers.len(),
+        epoll_entries: t.epoll.len(),
+    })
+}
+
 pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
     let t = img.tables()?;
     let mem = ImageMemory::new(img, t);
@@ -332,14 +381,20 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         .fds
         .iter()
         .map(|f| {
-            let file = FdKind::from_u32(f.kind) == Some(FdKind::RegularFile);
+            let kind = FdKind::from_u32(f.kind);
+            let seekable = matches!(kind, Some(FdKind::Path | FdKind::Deleted | FdKind::Memfd));
             FdInfo {
                 fd: f.fd,
-                kind: if file { "file" } else { "inherit" },
+                kind: kind.map_or("?", FdKind::name),
                 path: (f.path_len != 0).then(|| lossy(t.string(f.path_off, f.path_len))),
-                flags: file.then(|| decode::open_flags(f.flags)),
-                offset: file.then_some(f.offset),
+                flags: (kind != Some(FdKind::Inherit)).then(|| decode::open_flags(f.flags)),
+                offset: seekable.then_some(f.offset),
                 cloexec: f.cloexec != 0,
+                same_as: (f.desc != 0)
+                    .then(|| t.fds.iter().find(|g| g.desc == f.desc).map(|g| g.fd))
+                    .flatten()
+                    .filter(|&fd| fd != f.fd),
+                stored_bytes: f.data_len,
             }
         })
         .collect();
@@ -392,6 +447,7 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             auxv_entries: m.auxv_words / 2,
             gadget_syscall_ret: gadget(h.gadget_syscall_ret),
             gadget_sigreturn: gadget(h.gadget_sigreturn),
+            state: proc_state(&t),
         },
         thread: ThreadInfo {
             tid: th.tid,

@@ -81,6 +81,23 @@ pub fn render(r: &Report) -> String {
         },
     );
 
+    if let Some(st) = &p.state {
+        o.kv("comm", &st.comm);
+        o.kv("cwd", &st.cwd);
+        o.kv("umask", &st.umask);
+        if st.no_new_privs {
+            o.kv("no_new_privs", "set");
+        }
+        o.kv("signal handlers", or_none(&st.signal_handlers));
+        o.kv("pending signals", or_none(&st.pending_signals));
+        if st.posix_timers != 0 {
+            o.kv("posix timers", st.posix_timers);
+        }
+        if st.epoll_entries != 0 {
+            o.kv("epoll entries", st.epoll_entries);
+        }
+    }
+
     let t = &r.thread;
     o.head(&format!("thread {}", t.tid));
     o.kv("rip", &t.rip);
@@ -160,24 +177,28 @@ pub fn render(r: &Report) -> String {
     }
 
     o.head(&format!("fds ({})", r.fds.len()));
-    o.line(format!("  {:>4}  {:<8} {:<24} {:>10}  {}", "fd", "kind", "flags", "offset", "path"));
+    o.line(format!("  {:>4}  {:<12} {:<24} {:>10} {:>9}  {}", "fd", "kind", "flags", "offset", "stored", "path"));
     for d in &r.fds {
         let mut flags = d.flags.clone().unwrap_or_else(|| "-".into());
         if d.cloexec {
             flags.push_str(" cloexec");
         }
-        let path = match (d.kind, &d.path) {
+        let mut path = match (d.kind, &d.path) {
             (_, Some(p)) => p.clone(),
-            ("inherit", None) => format!("(the resumer's fd {})", d.fd),
+            ("inherited", None) => format!("(the resumer's fd {})", d.fd),
             _ => String::new(),
         };
+        if let Some(other) = d.same_as {
+            path = format!("{path} (same open file as fd {other})").trim_start().to_owned();
+        }
         o.line(
             format!(
-                "  {:>4}  {:<8} {:<24} {:>10}  {path}",
+                "  {:>4}  {:<12} {:<24} {:>10} {:>9}  {path}",
                 d.fd,
                 d.kind,
                 flags,
-                d.offset.map_or("-".into(), |x| x.to_string())
+                d.offset.map_or("-".into(), |x| x.to_string()),
+                if d.stored_bytes == 0 { "-".into() } else { human(d.stored_bytes) },
             )
             .trim_end(),
         );

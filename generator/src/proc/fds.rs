@@ -1,6 +1,22 @@
 //! The open file descriptors of a process (`/proc/PID/fd` and `/proc/PID/fdinfo`):
 //! what each fd refers to, its file offset and open flags, so the restorer can
 //! reopen files at the same position or refuse objects it cannot recreate.
+//!
+//! Besides the common `pos`/`flags`/`mnt_id`/`ino` lines, fdinfo carries lines
+//! specific to the kind of file (proc(5), "/proc/pid/fdinfo"; the kernel's
+//! `*_show_fdinfo` functions), parsed into [`FdExtra`]:
+//! - epoll (`ep_show_fdinfo`): one `tfd: %8d events: %8x data: %16llx pos:%lli ino:%lx
+//!   sdev:%x` line per registration: fd number at registration time, event mask and
+//!   data in hex;
+//! - eventfd (`eventfd_show_fdinfo`): `eventfd-count: %16llx` (hex), `eventfd-id`,
+//!   and `eventfd-semaphore: 0|1` (Linux 6.6+; absent before);
+//! - signalfd (`signalfd_show_fdinfo`): `sigmask: %016llx` (bit n-1 for signal n);
+//! - timerfd (`timerfd_show`): `clockid: %d`, `ticks: %llu` (expirations not yet
+//!   read), `settime flags: 0%o`, `it_value: (%llu, %llu)` (the time *remaining*, not
+//!   the absolute expiry) and `it_interval: (%llu, %llu)`;
+//! - inotify (`inotify_fdinfo`): one `inotify wd:%x ino:%lx sdev:%x mask:%x
+//!   ignored_mask:%x fhandle-bytes:%x fhandle-type:%x f_handle:%s` line per watch,
+//!   all hex; `sdev` is the kernel-internal dev_t (major << 20 | minor).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -37,6 +53,59 @@ pub struct FdInfo {
     pub flags: u32,
     pub mnt_id: u64,
     pub ino: u64,
+    /// The kind-specific fdinfo lines, parsed.
+    pub extra: FdExtra,
+}
+
+/// One epoll registration ("tfd:" line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollTfd {
+    /// The fd number the target file had when it was registered.
+    pub tfd: i32,
+    pub events: u32,
+    pub data: u64,
+    /// Inode number of the registered file.
+    pub ino: u64,
+}
+
+/// One inotify watch ("inotify wd:" line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub ino: u64,
+    /// Kernel-internal dev_t of the watched inode's filesystem (major << 20 | minor).
+    pub sdev: u32,
+    /// The mask as inotify_add_watch(2) understands it (incl. IN_ONESHOT, IN_EXCL_UNLINK).
+    pub mask: u32,
+    /// struct file_handle: handle_type and the opaque bytes (open_by_handle_at(2)).
+    pub handle_type: i32,
+    pub handle: Vec<u8>,
+}
+
+/// Timer state of a timerfd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimerfdState {
+    pub clockid: i32,
+    pub ticks: u64,
+    /// TFD_TIMER_ABSTIME (1) / TFD_TIMER_CANCEL_ON_SET (2) of the last timerfd_settime.
+    pub settime_flags: u32,
+    /// Remaining time (s, ns): zero means disarmed.
+    pub value: (u64, u64),
+    pub interval: (u64, u64),
+}
+
+/// The kind-specific content of an fdinfo file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FdExtra {
+    #[default]
+    None,
+    Epoll(Vec<EpollTfd>),
+    /// count; EFD_SEMAPHORE when the kernel says (Linux 6.6+), else None.
+    Eventfd { count: u64, semaphore: Option<bool> },
+    Signalfd { mask: u64 },
+    Timerfd(TimerfdState),
+    /// Watches sorted by wd.
+    Inotify(Vec<InotifyWatch>),
 }
 
 impl FdInfo {
@@ -104,6 +173,120 @@ pub(crate) fn parse_info(text: &str) -> Result<(u64, u32, u64, u64), TextError> 
     ))
 }
 
+/// Tokens "key: value" and "key:value" of a one-line record, as (key, value) pairs.
+fn fields(line: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut toks = line.split_whitespace().peekable();
+    while let Some(t) = toks.next() {
+        match t.split_once(':') {
+            Some((k, "")) => {
+                if let Some(v) = toks.next() {
+                    out.push((k, v));
+                }
+            }
+            Some((k, v)) => out.push((k, v)),
+            None => {}
+        }
+    }
+    out
+}
+
+fn hex<T: TryFrom<u64>>(line: &str, v: Option<&str>) -> Result<T, TextError> {
+    v.and_then(|v| u64::from_str_radix(v, 16).ok())
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| TextError::line(line, "bad hex field"))
+}
+
+fn get<'a>(f: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// "(S, NS)" -> (S, NS)
+fn pair(line: &str, v: &str) -> Result<(u64, u64), TextError> {
+    let bad = || TextError::line(line, "bad (s, ns) pair");
+    let inner = v.trim().strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(bad)?;
+    let (a, b) = inner.split_once(',').ok_or_else(bad)?;
+    Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+}
+
+fn parse_tfd(line: &str) -> Result<EpollTfd, TextError> {
+    let f = fields(line);
+    Ok(EpollTfd {
+        tfd: get(&f, "tfd").and_then(|v| v.parse().ok()).ok_or_else(|| TextError::line(line, "bad tfd"))?,
+        events: hex(line, get(&f, "events"))?,
+        data: hex(line, get(&f, "data"))?,
+        ino: hex(line, get(&f, "ino")).unwrap_or(0),
+    })
+}
+
+fn parse_watch(line: &str) -> Result<InotifyWatch, TextError> {
+    let f = fields(line.trim_start_matches("inotify").trim_start());
+    let handle_hex = get(&f, "f_handle").unwrap_or("");
+    let bytes: usize = hex(line, get(&f, "fhandle-bytes"))?;
+    let handle: Vec<u8> = (0..handle_hex.len() / 2)
+        .map(|i| u8::from_str_radix(&handle_hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| TextError::line(line, "bad f_handle"))?;
+    if handle.len() != bytes {
+        return Err(TextError::line(line, "f_handle length differs from fhandle-bytes"));
+    }
+    Ok(InotifyWatch {
+        wd: hex(line, get(&f, "wd"))?,
+        ino: hex(line, get(&f, "ino"))?,
+        sdev: hex(line, get(&f, "sdev"))?,
+        mask: hex(line, get(&f, "mask"))?,
+        handle_type: hex::<u32>(line, get(&f, "fhandle-type"))? as i32,
+        handle,
+    })
+}
+
+/// The kind-specific lines of an fdinfo file (see the module doc for their format).
+pub(crate) fn parse_extra(text: &str) -> Result<FdExtra, TextError> {
+    let mut tfds = Vec::new();
+    let mut watches = Vec::new();
+    let mut efd: Option<(u64, Option<bool>)> = None;
+    let mut sigmask = None;
+    let mut timer: Option<TimerfdState> = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let v = value.trim();
+        let num = || v.parse::<u64>().map_err(|_| TextError::line(line, "bad number"));
+        match key {
+            "tfd" => tfds.push(parse_tfd(line)?),
+            k if k.starts_with("inotify wd") => watches.push(parse_watch(line)?),
+            "eventfd-count" => efd = Some((hex(line, Some(v))?, efd.and_then(|e| e.1))),
+            "eventfd-semaphore" => {
+                let sem = num()? != 0;
+                efd = Some((efd.map_or(0, |e| e.0), Some(sem)));
+            }
+            "sigmask" => sigmask = Some(hex(line, Some(v))?),
+            "clockid" => timer.get_or_insert_with(Default::default).clockid = num()? as i32,
+            "ticks" => timer.get_or_insert_with(Default::default).ticks = num()?,
+            "settime flags" => {
+                timer.get_or_insert_with(Default::default).settime_flags =
+                    u32::from_str_radix(v, 8).map_err(|_| TextError::line(line, "bad octal"))?
+            }
+            "it_value" => timer.get_or_insert_with(Default::default).value = pair(line, v)?,
+            "it_interval" => timer.get_or_insert_with(Default::default).interval = pair(line, v)?,
+            _ => {}
+        }
+    }
+    watches.sort_by_key(|w: &InotifyWatch| w.wd);
+    Ok(if !tfds.is_empty() {
+        FdExtra::Epoll(tfds)
+    } else if let Some((count, semaphore)) = efd {
+        FdExtra::Eventfd { count, semaphore }
+    } else if let Some(mask) = sigmask {
+        FdExtra::Signalfd { mask }
+    } else if let Some(t) = timer {
+        FdExtra::Timerfd(t)
+    } else if !watches.is_empty() {
+        FdExtra::Inotify(watches)
+    } else {
+        FdExtra::None
+    })
+}
+
 /// Parse `/proc/PID/fdinfo/N` into (pos, flags, mnt_id, ino).
 pub fn parse_fdinfo(text: &str) -> Result<(u64, u32, u64, u64), String> {
     parse_info(text).map_err(String::from)
@@ -124,7 +307,8 @@ fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(io_error(pid, &info_path, e)),
     };
-    let (pos, flags, mnt_id, ino) = parse_info(&text).map_err(|e| e.into_proc(pid, info_path))?;
+    let (pos, flags, mnt_id, ino) = parse_info(&text).map_err(|e| e.into_proc(pid, info_path.clone()))?;
+    let extra = parse_extra(&text).map_err(|e| e.into_proc(pid, info_path))?;
     let link = raw.to_string_lossy().into_owned();
     // Keep non-UTF-8 file names intact: rebuild the path from the raw bytes.
     let bytes = raw.as_os_str().as_bytes();
@@ -144,6 +328,7 @@ fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
         flags,
         mnt_id,
         ino,
+        extra,
     }))
 }
 
@@ -188,6 +373,60 @@ eventfd-count:                3\neventfd-id: 1\neventfd-semaphore: 0\n";
         assert!(parse_fdinfo("pos:\t0\n").unwrap_err().contains("\"flags\""));
     }
 
+    // More fdinfo files from this machine (Linux 6.18).
+    const SIGNALFD: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nsigmask:\t0000000000000201\n";
+    const TIMERFD: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nclockid: 1\nticks: 0\n\
+settime flags: 00\nit_value: (99, 999730459)\nit_interval: (2, 500)\n";
+    const INOTIFY: &str = "pos:\t0\nflags:\t00\nmnt_id:\t17\nino:\t1038\n\
+inotify wd:2 ino:2e1 sdev:fe00000 mask:2 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:e102000000000000\n\
+inotify wd:1 ino:3c4a7 sdev:fe00000 mask:300 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:a7c4030000000000\n";
+    const EPOLL2: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\n\
+tfd:        4 events:       19 data:                4  pos:0 ino:40e sdev:10\n\
+tfd:        3 events: 80000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n";
+
+    #[test]
+    fn fdinfo_extra_samples() {
+        assert_eq!(parse_extra(STDOUT), Ok(FdExtra::None));
+        assert_eq!(
+            parse_extra(EVENTFD),
+            Ok(FdExtra::Eventfd { count: 3, semaphore: Some(false) })
+        );
+        // Before Linux 6.6 there is no eventfd-semaphore line; the count is hex.
+        assert_eq!(
+            parse_extra("pos:\t0\nflags:\t02\neventfd-count:                f\n"),
+            Ok(FdExtra::Eventfd { count: 15, semaphore: None })
+        );
+        assert_eq!(parse_extra(SIGNALFD), Ok(FdExtra::Signalfd { mask: 0x201 }));
+        assert_eq!(
+            parse_extra(TIMERFD),
+            Ok(FdExtra::Timerfd(TimerfdState {
+                clockid: 1,
+                ticks: 0,
+                settime_flags: 0,
+                value: (99, 999730459),
+                interval: (2, 500),
+            }))
+        );
+        let FdExtra::Inotify(w) = parse_extra(INOTIFY).unwrap() else { panic!("not inotify") };
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].wd, w[0].ino, w[0].sdev, w[0].mask), (1, 0x3c4a7, 0xfe00000, 0x300));
+        assert_eq!((w[1].wd, w[1].handle_type), (2, 1));
+        assert_eq!(w[1].handle, [0xe1, 0x02, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            parse_extra(EPOLL),
+            Ok(FdExtra::Epoll(vec![EpollTfd { tfd: 7, events: 0x19, data: 7, ino: 0x1410 }]))
+        );
+        assert_eq!(
+            parse_extra(EPOLL2),
+            Ok(FdExtra::Epoll(vec![
+                EpollTfd { tfd: 4, events: 0x19, data: 4, ino: 0x40e },
+                EpollTfd { tfd: 3, events: 0x8000_0019, data: u64::MAX, ino: 0x40e },
+            ]))
+        );
+        assert!(parse_extra("tfd: x events: 1 data: 1\n").is_err());
+        assert!(parse_extra("it_value: (1 2)\n").is_err());
+    }
+
     #[test]
     fn flag_helpers() {
         let (pos, flags, mnt_id, ino) = parse_fdinfo(STDOUT).unwrap();
@@ -199,6 +438,7 @@ eventfd-count:                3\neventfd-id: 1\neventfd-semaphore: 0\n";
             flags,
             mnt_id,
             ino,
+            extra: FdExtra::None,
         };
         assert!(!info.cloexec());
         assert_eq!(info.access_mode(), libc::O_WRONLY as u32);

@@ -1,0 +1,183 @@
+//! Files: reopened by path (`Path`), or recreated unlinked from the content stored
+//! in the image (`Deleted`: an O_TMPFILE file; `Memfd`: memfd_create(2)).
+
+use super::{check, data, fail_path, head, set_status, to_temp, Cx};
+use crate::layout::cpath;
+use crate::out::Step;
+use crate::sys;
+use ckpt_format::Fd;
+
+/// Flags that only mean something when a file is created, or that the stub sets
+/// itself (close-on-exec goes with dup3 at the end).
+const OPEN_ONLY: u32 = sys::O_CREAT | sys::O_EXCL | sys::O_TRUNC | sys::O_NOCTTY | sys::O_CLOEXEC as u32 | (sys::O_TMPFILE & !sys::O_DIRECTORY);
+/// O_SYNC is __O_SYNC | O_DSYNC; neither can be set with F_SETFL (fcntl(2)).
+const O_SYNC_BITS: u32 = 0o4010000;
+
+/// Seek `fd` to the saved offset. A regular file must still reach it, unless it
+/// is opened O_APPEND (writes go to the end anyway: the offset is clamped); other
+/// kinds (directories: a position cookie; devices) are sought best effort.
+fn seek(f: &Fd, fd: usize, path: &[u8]) {
+    let mut st = sys::Stat::zeroed();
+    let regular = sys::fstat(fd, &mut st).is_ok() && st.st_mode & sys::S_IFMT == sys::S_IFREG;
+    if !regular {
+        if f.offset != 0 {
+            let _ = sys::lseek(fd, f.offset, sys::SEEK_SET);
+        }
+        return;
+    }
+    let end = check(f, "lseek", sys::lseek(fd, 0, sys::SEEK_END)) as u64;
+    let mut off = f.offset;
+    if off > end {
+        if f.flags & sys::O_APPEND == 0 {
+            let p = path.strip_suffix(&[0]).unwrap_or(path);
+            head(f).b(p).s(" is shorter (").dec(end).s(" bytes) than the saved offset ").dec(f.offset).emit();
+            sys::exit_group(Step::Fds as i32);
+        }
+        off = end;
+    }
+    check(f, "lseek", sys::lseek(fd, off, sys::SEEK_SET));
+}
+
+pub fn path(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let mut buf = [0u8; 4096];
+    let path = cpath(cx.t.string(f.path_off, f.path_len), &mut buf);
+    let x = match sys::open(path, (f.flags & !OPEN_ONLY) as usize, 0) {
+        Ok(x) => x,
+        Err(e) => fail_path(f, "cannot reopen", path, e),
+    };
+    if f.flags & sys::O_PATH == 0 {
+        seek(f, x, path);
+    }
+    to_temp(cx, i, x);
+}
+
+/// "/proc/self/fd/N\0" into `buf`.
+pub fn proc_fd(fd: usize, buf: &mut [u8; 32]) -> &[u8] {
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    let mut v = fd;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for k in 0..n {
+        buf[prefix.len() + k] = digits[n - 1 - k];
+    }
+    buf[prefix.len() + n] = 0;
+    &buf[..prefix.len() + n + 1]
+}
+
+/// Give a new read-write file `x`, already filled, the saved access mode, flags and
+/// offset. Access mode and O_SYNC/O_DSYNC can only be chosen at open: the file is
+/// opened again through /proc/self/fd (which works for unlinked files, proc(5)).
+fn finish(cx: &Cx, i: usize, x: usize) {
+    let f = &cx.t.fds[i];
+    let x = if f.flags & sys::O_ACCMODE != sys::O_RDWR || f.flags & O_SYNC_BITS != 0 {
+        let mut b = [0u8; 32];
+        let p = proc_fd(x, &mut b);
+        let flags = f.flags & !OPEN_ONLY & !sys::O_DIRECTORY;
+        let y = match sys::open(p, flags as usize, 0) {
+            Ok(y) => y,
+            Err(e) => fail_path(f, "cannot reopen the recreated file through", p, e),
+        };
+        let _ = sys::close(x);
+        y
+    } else {
+        set_status(f, x);
+        x
+    };
+    check(f, "lseek", sys::lseek(x, f.offset, sys::SEEK_SET));
+    to_temp(cx, i, x);
+}
+
+/// The directory part of `path` ("/a/b/c" -> "/a/b\0", "/c" -> "/\0").
+fn dir_of<'b>(path: &[u8], buf: &'b mut [u8; 4096]) -> &'b [u8] {
+    let cut = path.iter().rposition(|&c| c == b'/').unwrap_or(0).max(1);
+    cpath(&path[..cut.min(path.len())], buf)
+}
+
+pub fn deleted(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let orig = cx.t.string(f.path_off, f.path_len);
+    let mut dbuf = [0u8; 4096];
+    let dir = if orig.first() == Some(&b'/') { dir_of(orig, &mut dbuf) } else { b"/tmp\0" };
+    let tmpfile = (sys::O_TMPFILE | sys::O_RDWR) as usize;
+    // O_TMPFILE in the original's directory (same filesystem as before), else in
+    // /tmp, else a named file in /tmp unlinked at once (filesystems without
+    // O_TMPFILE support fail with EOPNOTSUPP, open(2)).
+    let x = match sys::open(dir, tmpfile, 0o600).or_else(|_| sys::open(b"/tmp\0", tmpfile, 0o600)) {
+        Ok(x) => x,
+        Err(_) => {
+            let mut nbuf = [0u8; 64];
+            let name = tmp_name(f, &mut nbuf);
+            let flags = (sys::O_CREAT | sys::O_EXCL | sys::O_RDWR) as usize;
+            let x = match sys::open(name, flags, 0o600) {
+                Ok(x) => x,
+                Err(e) => fail_path(f, "cannot create a file to hold the deleted file's content, e.g.", name, e),
+            };
+            let _ = sys::unlink(name);
+            x
+        }
+    };
+    data::copy_to(cx, f, x);
+    if f.aux[0] != 0 {
+        let _ = sys::fchmod(x, (f.aux[0] & 0o7777) as u32);
+    }
+    finish(cx, i, x);
+}
+
+/// "/tmp/.ckpt-deleted-PID-FD\0"
+fn tmp_name<'b>(f: &Fd, buf: &'b mut [u8; 64]) -> &'b [u8] {
+    let mut n = 0;
+    let mut push = |b: &[u8], n: &mut usize| {
+        for &c in b {
+            buf[*n] = c;
+            *n += 1;
+        }
+    };
+    push(b"/tmp/.ckpt-deleted-", &mut n);
+    for v in [sys::getpid() as u64, f.fd as u64] {
+        let mut d = [0u8; 20];
+        let mut k = 0;
+        let mut v = v;
+        loop {
+            d[k] = b'0' + (v % 10) as u8;
+            k += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        d[..k].reverse();
+        push(&d[..k], &mut n);
+        push(b"-", &mut n);
+    }
+    buf[n - 1] = 0;
+    &buf[..n]
+}
+
+pub fn memfd(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let mut nbuf = [0u8; 4096];
+    // memfd_create(2): the name is at most 249 bytes.
+    let name = cx.t.string(f.path_off, f.path_len);
+    let name = cpath(&name[..name.len().min(249)], &mut nbuf);
+    let x = match sys::memfd_create(name, sys::MFD_ALLOW_SEALING) {
+        Ok(x) => x,
+        Err(e) => fail_path(f, "memfd_create", name, e),
+    };
+    data::copy_to(cx, f, x);
+    // Seals after the content: F_SEAL_WRITE/GROW would forbid writing it. A memfd
+    // created without MFD_ALLOW_SEALING had only F_SEAL_SEAL, added here as well.
+    if f.aux[0] != 0 {
+        check(f, "F_ADD_SEALS", sys::fcntl(x, sys::F_ADD_SEALS, f.aux[0] as usize));
+    }
+    finish(cx, i, x);
+}

@@ -1,0 +1,121 @@
+//! Bound and listening sockets: socket(2), the saved options, bind(2) to the saved
+//! address, listen(2). Record layout: generator/src/fdplan/sockets.rs (`aux[0]`
+//! family, `aux[1]` type, `aux[2]` listening, `aux[3]` backlog, `aux[4]` option
+//! bits, `aux[5]` protocol; the sockaddr in the data, none if never bound).
+//!
+//! SO_REUSEADDR is set for the bind of an IP socket (then put back as it was), so
+//! the port is free again although the original's connections may linger in
+//! TIME_WAIT (socket(7)). A unix socket's path still exists after the original
+//! died: if bind finds it in use, and it is a socket nobody accepts on (connect
+//! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
+
+use super::{check, data, errno, head, set_status, to_temp, Cx};
+use crate::out::{Line, Step};
+use crate::sys;
+use ckpt_format::Fd;
+
+const OPT_REUSEADDR: u64 = 1 << 0;
+const OPT_REUSEPORT: u64 = 1 << 1;
+const OPT_V6ONLY: u64 = 1 << 2;
+const OPT_KEEPALIVE: u64 = 1 << 3;
+const OPT_BROADCAST: u64 = 1 << 4;
+const AF_INET6: u64 = 10;
+const AT_SYMLINK_NOFOLLOW: usize = 0x100;
+
+/// An address for messages: "127.0.0.1:80", "port 80", or a unix path.
+fn describe<'l>(l: &'l mut Line, a: &[u8]) -> &'l mut Line {
+    let family = if a.len() >= 2 { u16::from_ne_bytes([a[0], a[1]]) as u64 } else { 0 };
+    match family {
+        2 if a.len() >= 8 => {
+            for k in 0..4 {
+                l.dec(a[4 + k] as u64).s(if k < 3 { "." } else { ":" });
+            }
+            l.dec(u16::from_be_bytes([a[2], a[3]]) as u64)
+        }
+        10 if a.len() >= 4 => l.s("IPv6 port ").dec(u16::from_be_bytes([a[2], a[3]]) as u64),
+        1 if a.len() > 2 && a[2] == 0 => l.s("@").b(&a[3..]),
+        1 if a.len() > 2 => {
+            let p = &a[2..];
+            l.b(&p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())])
+        }
+        _ => l.s("an address of family ").dec(family),
+    }
+}
+
+/// The NUL-terminated path of a unix sockaddr naming a file, if it names one.
+fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
+    let p = a.get(2..)?;
+    if p.first().is_none_or(|&c| c == 0) {
+        return None; // unnamed or abstract
+    }
+    let p = &p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())];
+    Some(crate::layout::cpath(p, buf))
+}
+
+/// A unix socket file nobody listens on any more: remove it and say so.
+fn remove_stale(addr: &[u8], ty: usize) -> bool {
+    let mut buf = [0u8; 4096];
+    let Some(path) = unix_path(addr, &mut buf) else { return false };
+    let mut st = sys::Stat::zeroed();
+    if sys::fstatat(sys::AT_FDCWD, path, &mut st, AT_SYMLINK_NOFOLLOW).is_err() || st.st_mode & sys::S_IFMT != sys::S_IFSOCK {
+        return false;
+    }
+    let Ok(probe) = sys::socket(sys::AF_UNIX as usize, ty | sys::O_CLOEXEC, 0) else { return false };
+    let stale = sys::connect(probe, addr) == Err(sys::ECONNREFUSED);
+    let _ = sys::close(probe);
+    stale && sys::unlink(path).is_ok()
+}
+
+fn bind_fail(f: &Fd, addr: &[u8], e: isize) -> ! {
+    let mut l = head(f);
+    l.s("cannot bind to ");
+    describe(&mut l, addr).s(": ");
+    errno(&mut l, e).emit();
+    sys::exit_group(Step::Fds as i32)
+}
+
+pub fn socket(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let [family, ty, listening, backlog, opts, proto] = f.aux;
+    let x = check(f, "socket", sys::socket(family as usize, ty as usize, proto as usize));
+    let set = |level, opt, on: bool| check(f, "setsockopt", sys::setsockopt_int(x, level, opt, on as i32));
+    let ip = family != sys::AF_UNIX;
+    if opts & OPT_REUSEPORT != 0 {
+        set(sys::SOL_SOCKET, sys::SO_REUSEPORT, true);
+    }
+    if opts & OPT_KEEPALIVE != 0 {
+        set(sys::SOL_SOCKET, sys::SO_KEEPALIVE, true);
+    }
+    if opts & OPT_BROADCAST != 0 {
+        set(sys::SOL_SOCKET, sys::SO_BROADCAST, true);
+    }
+    if family == AF_INET6 {
+        set(sys::IPPROTO_IPV6, sys::IPV6_V6ONLY, opts & OPT_V6ONLY != 0);
+    }
+    if f.data_len != 0 {
+        let mut abuf = [0u8; 128];
+        let addr = data::read_small(cx, f, &mut abuf);
+        if ip {
+            set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
+        }
+        match sys::bind(x, addr) {
+            Ok(_) => {}
+            Err(sys::EADDRINUSE) if !ip && remove_stale(addr, ty as usize) => {
+                if let Err(e) = sys::bind(x, addr) {
+                    bind_fail(f, addr, e);
+                }
+            }
+            Err(e) => bind_fail(f, addr, e),
+        }
+        if ip && opts & OPT_REUSEADDR == 0 {
+            set(sys::SOL_SOCKET, sys::SO_REUSEADDR, false);
+        }
+    } else if opts & OPT_REUSEADDR != 0 {
+        set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
+    }
+    if listening != 0 {
+        check(f, "listen", sys::listen(x, backlog as usize));
+    }
+    set_status(f, x);
+    to_temp(cx, i, x);
+}

@@ -1,0 +1,345 @@
+//! File descriptors across a freeze: each tests/fixtures/fd_*.c sets up its fds,
+//! is frozen and resumed, then checks every fd itself (flags, offsets, content,
+//! readiness) and prints "ok". Plus refusals (a connected TCP socket, half of a
+//! pipe) and real programs frozen mid-work with a regular file on stdin (gzip,
+//! sha256sum).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// A gated fixture taking `GATE DIR` (DIR = the test directory): freeze, resume,
+/// open the gate, expect "ok".
+fn gated_ok(test: &str, fixture: &str, static_: bool) -> Finished {
+    let dir = TestDir::new(test);
+    let gate = dir.gate();
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    let rt = gated_roundtrip(&dir, fixture, static_, &[gate.to_str().unwrap(), work.to_str().unwrap()]);
+    rt.resumed.line_starting("ok");
+    rt.resumed
+}
+
+/// fds 3, 7, 8 (dup of 3), 9, 10 (a directory), 11-13 (/dev/null, zero,
+/// urandom), 14 (O_SYNC), 15 (O_DIRECT), 100, 200 with gaps: flags, offsets,
+/// cloexec, shared offsets, openat through the directory fd.
+fn files(static_: bool) {
+    gated_ok("fd_files", "fd_files", static_);
+}
+
+/// A deleted file, a deleted file whose directory is gone too, a sealed memfd and
+/// one without sealing: content, offsets, seals, names.
+fn deleted_and_memfd(static_: bool) {
+    gated_ok("fd_deleted", "fd_deleted", static_);
+}
+
+/// A pipe with 100000 buffered bytes in a 256 KiB buffer, a dup of its write end,
+/// and an empty O_NONBLOCK pipe.
+fn pipes(static_: bool) {
+    gated_ok("fd_pipe", "fd_pipe", static_);
+}
+
+/// eventfd (semaphore and counter), signalfd, a periodic timerfd that fires
+/// after the resume, a disarmed timerfd.
+fn events(static_: bool) {
+    gated_ok("fd_events", "fd_events", static_);
+}
+
+/// An epoll instance with three registrations (one edge-triggered) reports the
+/// right readiness and data after the resume.
+fn epoll(static_: bool) {
+    gated_ok("fd_epoll", "fd_epoll", static_);
+}
+
+/// inotify watches keep their wds (including a gap) and report events after the
+/// resume. Mapping watches back to paths needs CAP_DAC_READ_SEARCH: root only.
+fn inotify(static_: bool) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("fds::inotify: skipped (needs root for open_by_handle_at)");
+        return;
+    }
+    gated_ok("fd_inotify", "fd_inotify", static_);
+}
+
+/// Talks to fd_socket: TCP ping/pong, unix ping/pong, UDP dgram/ack.
+fn socket_client(tcp: u16, udp: u16, sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let t = Duration::from_secs(20);
+    let mut c = loop {
+        match TcpStream::connect(("127.0.0.1", tcp)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect to port {tcp}: {e}; retrying");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot connect to the resumed listener on port {tcp}: {e}"),
+        }
+    };
+    c.set_read_timeout(Some(t)).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    c.read_exact(&mut b).expect("tcp reply");
+    assert_eq!(&b, b"pong", "tcp reply");
+
+    let mut u = UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    u.set_read_timeout(Some(t)).unwrap();
+    u.write_all(b"ping").unwrap();
+    u.read_exact(&mut b).expect("unix reply");
+    assert_eq!(&b, b"pong", "unix reply");
+
+    let d = UdpSocket::bind("127.0.0.1:0").unwrap();
+    d.set_read_timeout(Some(t)).unwrap();
+    d.send_to(b"dgram", ("127.0.0.1", udp)).unwrap();
+    let mut r = [0u8; 8];
+    let n = d.recv(&mut r).expect("udp reply");
+    assert_eq!(&r[..n], b"ack", "udp reply");
+}
+
+fn port(p: &Proc, what: &str) -> u16 {
+    let l = p.wait_line_starting(what, READY_TIMEOUT);
+    l[what.len()..].trim().parse().unwrap_or_else(|_| panic!("bad line {l:?}"))
+}
+
+/// A TCP listener (port chosen by the kernel), a unix listener and a bound UDP
+/// socket: after the resume they accept and answer on the same addresses.
+fn listeners(static_: bool) {
+    let dir = TestDir::new("fd_socket");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_socket", static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let (tcp, udp) = (port(&orig, "tcp "), port(&orig, "udp "));
+    orig.wait_ready();
+    let img = dir.image("fd_socket");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    socket_client(tcp, udp, &dir.join("sock"));
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
+both_variants!(files, deleted_and_memfd, pipes, events, epoll, inotify, listeners);
+
+/// --leave-running reads the buffered pipe bytes without consuming them: the
+/// original still finds all of them, and so does the resumed copy.
+#[test]
+fn pipe_bytes_not_consumed() {
+    let dir = TestDir::new("fd_pipe_leave");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_pipe", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("fd_pipe");
+    freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    resume(&img).assert_success().line_starting("ok");
+}
+
+/// Every fd fixture passes its own checks without any freeze.
+#[test]
+fn fd_fixtures_pass_unfrozen() {
+    for static_ in [false, true] {
+        for name in ["fd_files", "fd_deleted", "fd_pipe", "fd_events", "fd_epoll", "fd_inotify"] {
+            let dir = TestDir::new("fd_unfrozen");
+            let gate = dir.gate();
+            open_gate(&gate);
+            let mut p = spawn_fixture(name, static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+            p.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+        }
+        let dir = TestDir::new("fd_unfrozen_socket");
+        let gate = dir.gate();
+        let p = spawn_fixture("fd_socket", static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+        let (tcp, udp) = (port(&p, "tcp "), port(&p, "udp "));
+        let mut p = p;
+        p.wait_ready();
+        open_gate(&gate);
+        socket_client(tcp, udp, &dir.join("sock"));
+        p.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    }
+}
+
+/// A TCP socket connected to a listener the test owns: the freeze is refused
+/// naming fd 3 and the peer; the target runs on with its fd. With --ignore-fds
+/// it freezes, and the resumed process has fd 3 closed.
+#[test]
+fn connected_tcp_refused() {
+    let dir = TestDir::new("fd_connected");
+    let gate = dir.gate();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let mut p = spawn_fixture("fd_refuse", false, &["tcp", gate.to_str().unwrap(), &port]);
+    p.wait_ready();
+    let o = freeze(p.pid(), &dir.image("x"), &[]);
+    let err = assert_freeze_error(&o);
+    let peer = format!("127.0.0.1:{port}");
+    assert!(
+        err.contains("fd 3 ") && err.contains(&peer) && err.contains("connected"),
+        "error does not name fd 3 and the peer {peer}: {err}"
+    );
+    assert!(dir_entries(&dir.join("images")).is_empty(), "a failed freeze left a file");
+    p.assert_running();
+
+    let img = dir.image("ignored");
+    let o = freeze_ok(p.pid(), &img, &["--ignore-fds"]);
+    assert!(lossy(&o.stderr).contains("fd 3"), "no warning about fd 3: {}", lossy(&o.stderr));
+    p.expect_killed_by_ckpt();
+    open_gate(&gate);
+    let res = resume(&img);
+    res.assert_success();
+    assert_eq!(res.line_starting("fd3 "), "fd3 closed");
+}
+
+/// The read end of a pipe whose write end is closed: refused naming fd 3 and
+/// pipe:[INODE]; the target keeps it and ends normally.
+#[test]
+fn half_pipe_refused() {
+    let dir = TestDir::new("fd_half_pipe");
+    let gate = dir.gate();
+    let mut p = spawn_fixture("fd_refuse", false, &["halfpipe", gate.to_str().unwrap()]);
+    p.wait_ready();
+    let link = fs::read_link(format!("/proc/{}/fd/3", p.pid())).unwrap();
+    let link = link.to_str().unwrap().to_owned();
+    assert!(link.starts_with("pipe:["), "fd 3 is {link}");
+    let o = freeze(p.pid(), &dir.image("x"), &[]);
+    let err = assert_freeze_error(&o);
+    assert!(err.contains("fd 3 ") && err.contains(&link), "error does not name fd 3 and {link}: {err}");
+    assert!(dir_entries(&dir.join("images")).is_empty(), "a failed freeze left a file");
+    p.assert_running();
+    open_gate(&gate);
+    let fin = p.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    assert_eq!(fin.line_starting("fd3 "), "fd3 open");
+}
+
+// ---------------------------------------------------------------------------
+// Real programs with a regular file on stdin
+
+const BIG: u64 = 200 << 20;
+
+/// BIG pseudo-random bytes (xorshift64), so the programs work long enough.
+fn make_input(path: &Path) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path).unwrap());
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..BIG >> 20 {
+        for c in buf.chunks_exact_mut(8) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            c.copy_from_slice(&s.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// The offset of `pid`'s fd 0, None once it is gone.
+fn stdin_pos(pid: i32) -> Option<u64> {
+    let t = fs::read_to_string(format!("/proc/{pid}/fdinfo/0")).ok()?;
+    t.lines().find_map(|l| l.strip_prefix("pos:")).and_then(|v| v.trim().parse().ok())
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Runs `sh -c 'exec PROG ARGS < input [> output]'` and freezes it as soon as it
+/// has read part of its input; returns the image, or None if the program was
+/// done before the freeze could catch it (the caller retries).
+fn freeze_mid_work(dir: &TestDir, cmd: &str, input: &Path, output: Option<&Path>, img: &Path) -> Option<Proc> {
+    let mut script = format!("exec {cmd} < \"$0\"");
+    if output.is_some() {
+        script.push_str(" > \"$1\"");
+    }
+    let mut l = Launch::new("sh").arg("-c").arg(&script).arg(input).label(cmd);
+    if let Some(o) = output {
+        l = l.arg(o);
+    }
+    let mut p = l.spawn();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        // `sh` has exec'd the program once fd 0 is the input file.
+        let is_input = fs::read_link(format!("/proc/{}/fd/0", p.pid())).is_ok_and(|t| t == input);
+        if is_input && stdin_pos(p.pid()).is_some_and(|pos| pos > 0) {
+            break;
+        }
+        if p.try_status().is_some() {
+            return None;
+        }
+        assert!(Instant::now() < deadline, "{cmd} never started reading\n{}", p.describe());
+        thread::sleep(Duration::from_millis(1));
+    }
+    let o = freeze_with_timeout(p.pid(), img, &[], BIG_TIMEOUT);
+    if !o.status.success() {
+        let gone = p.try_status().is_some() || lossy(&o.stderr).contains("exited");
+        assert!(gone, "freezing {cmd} failed while it ran\n{}", describe_output(&o));
+        let _ = fs::remove_file(img);
+        return None;
+    }
+    assert_image(img);
+    let _ = dir;
+    Some(p)
+}
+
+/// `gzip -c < big > out.gz` frozen mid-work and resumed: out.gz decompresses to
+/// the input.
+#[test]
+fn gzip_mid_work() {
+    if !have("gzip") {
+        eprintln!("gzip_mid_work: skipped (no gzip)");
+        return;
+    }
+    let dir = TestDir::new("fd_gzip");
+    let input = dir.join("big");
+    make_input(&input);
+    let out = dir.join("out.gz");
+    let img = dir.image("gzip");
+    let mut orig = freeze_mid_work(&dir, "gzip -c", &input, Some(&out), &img).expect("gzip ended before the freeze");
+    orig.expect_killed_by_ckpt();
+    let partial = fs::metadata(&out).unwrap().len();
+    let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
+    res.assert_success();
+    eprintln!("gzip_mid_work: frozen with {partial} bytes of output written");
+    let mut cmp = Command::new("sh");
+    cmp.arg("-c").arg("gzip -dc \"$0\" | cmp - \"$1\"").arg(&out).arg(&input);
+    let o = run_with_timeout(cmp, BIG_TIMEOUT).unwrap();
+    assert!(o.status.success(), "out.gz does not decompress to the input\n{}", describe_output(&o));
+}
+
+/// `sha256sum < big` frozen mid-work and resumed prints the digest of an
+/// uninterrupted run (its stdout is a pipe: inherited from the resumer).
+#[test]
+fn sha256sum_mid_work() {
+    if !have("sha256sum") {
+        eprintln!("sha256sum_mid_work: skipped (no sha256sum)");
+        return;
+    }
+    let dir = TestDir::new("fd_sha256sum");
+    let input = dir.join("big");
+    make_input(&input);
+    let reference = Command::new("sha256sum").stdin(fs::File::open(&input).unwrap()).output().unwrap();
+    assert!(reference.status.success());
+    let want = lossy(&reference.stdout);
+    let img = dir.image("sha256sum");
+    // sha256sum needs about a second here: retry if it finished first.
+    for attempt in 1..=5 {
+        let Some(mut orig) = freeze_mid_work(&dir, "sha256sum", &input, None, &img) else {
+            eprintln!("sha256sum_mid_work: attempt {attempt}: finished before the freeze; again");
+            continue;
+        };
+        let before = orig.expect_killed_by_ckpt();
+        assert!(before.is_empty(), "sha256sum printed before the freeze: {before:?}");
+        let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
+        res.assert_success();
+        assert_eq!(res.stdout.join("\n").trim(), want.trim(), "digest after the resume");
+        return;
+    }
+    panic!("sha256sum always finished before it could be frozen");
+}
