@@ -16,6 +16,8 @@ pub struct SigAction {
 /// Process flags (`Process::flags`).
 pub const PROC_NO_NEW_PRIVS: u32 = 1 << 0;
 pub const PROC_THP_DISABLE: u32 = 1 << 1;
+/// stdin was a terminal: `termios` holds its settings (struct termios, TCGETS).
+pub const PROC_HAVE_TTY: u32 = 1 << 2;
 /// The fields below were read (an image may be written without them).
 pub const PROC_HAVE_STATE: u32 = 1 << 31;
 
@@ -40,6 +42,10 @@ pub struct Process {
     pub rlimits: [[u64; 2]; NLIMITS],
     /// ITIMER_REAL, VIRTUAL, PROF: interval (s, us), value (s, us).
     pub itimers: [[u64; 4]; 3],
+    /// The terminal settings of stdin (kernel struct termios, 36 bytes, padded).
+    pub termios: [u8; 40],
+    /// Its window size (struct winsize: rows, cols, xpixel, ypixel).
+    pub winsize: [u16; 4],
 }
 
 impl Default for Process {
@@ -57,6 +63,8 @@ impl Default for Process {
             sigactions: [SigAction::default(); 64],
             rlimits: [[u64::MAX; 2]; NLIMITS],
             itimers: [[0; 4]; 3],
+            termios: [0; 40],
+            winsize: [0; 4],
         }
     }
 }
@@ -107,7 +115,7 @@ mod tests {
     #[test]
     fn sizes_are_pinned() {
         assert_eq!(size_of::<super::SigAction>(), 32);
-        assert_eq!(size_of::<super::Process>(), 32 + 16 + 64 * 32 + 16 * 16 + 3 * 32);
+        assert_eq!(size_of::<super::Process>(), 32 + 16 + 64 * 32 + 16 * 16 + 3 * 32 + 40 + 8);
         assert_eq!(size_of::<super::PendingSignal>(), 8 + 128);
         assert_eq!(size_of::<super::PosixTimer>(), 32 + 32);
         assert_eq!(size_of::<super::EpollEntry>(), 24);

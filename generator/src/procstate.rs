@@ -70,6 +70,24 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>> {
     Ok(out)
 }
 
+/// If stdin is a terminal, its settings and window size (tcgetattr(3)/TIOCGWINSZ
+/// through our own open of /proc/PID/fd/0, which reaches the same terminal).
+fn read_tty(pid: i32, p: &mut Process) {
+    use std::os::unix::io::AsRawFd;
+    let Ok(f) = std::fs::OpenOptions::new().read(true).open(format!("/proc/{pid}/fd/0")) else { return };
+    let mut t = [0u8; 40];
+    // SAFETY: TCGETS writes a 36-byte struct termios into the 40-byte buffer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, t.as_mut_ptr()) } != 0 {
+        return;
+    }
+    let mut ws = [0u16; 4];
+    // SAFETY: TIOCGWINSZ writes a struct winsize (4 u16).
+    unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, ws.as_mut_ptr()) };
+    p.termios = t;
+    p.winsize = ws;
+    p.flags |= ckpt_format::PROC_HAVE_TTY;
+}
+
 pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Captured> {
     let pid = t.pid;
     let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
@@ -143,6 +161,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     let comm = comm.trim_end_matches('\n').as_bytes();
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
+    read_tty(pid, &mut p);
     let mut signals = Vec::new();
     for (shared, thread) in [(false, 1u32), (true, 0u32)] {
         for info in t.pending(shared)? {

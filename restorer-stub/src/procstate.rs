@@ -6,7 +6,7 @@
 use crate::layout::cpath;
 use crate::out::{self, Line, Step};
 use crate::sys::{self, call};
-use ckpt_format::{Process, Tables, NLIMITS, PROC_HAVE_STATE, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
+use ckpt_format::{Process, Tables, NLIMITS, PROC_HAVE_STATE, PROC_HAVE_TTY, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
 
 const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_DUMPABLE: usize = 4;
@@ -157,6 +157,27 @@ fn posix_timers(t: &Tables) {
     }
 }
 
+/// A terminal on stdin gets the saved settings back (a full-screen program left it
+/// in raw mode). The window size stays the new terminal's own: SIGWINCH (queued in
+/// `requeue_signals`) makes the program ask for it and redraw, SIGCONT as after a
+/// job-control stop.
+fn tty(p: &Process) -> bool {
+    const TCGETS: usize = 0x5401;
+    const TCSETS: usize = 0x5402;
+    if p.flags & PROC_HAVE_TTY == 0 {
+        return false;
+    }
+    let mut cur = [0u8; 40];
+    // SAFETY: TCGETS writes 36 bytes into the local buffer.
+    if unsafe { call(sys::SYS_IOCTL, [0, TCGETS, cur.as_mut_ptr() as usize, 0, 0, 0]) }.is_err() {
+        return false; // the resumer's stdin is not a terminal
+    }
+    // SAFETY: TCSETS reads the saved struct termios.
+    let _ = unsafe { call(sys::SYS_IOCTL, [0, TCSETS, p.termios.as_ptr() as usize, 0, 0, 0]) };
+    out::trace("terminal settings restored on fd", 0, 0);
+    true
+}
+
 pub fn restore(t: &Tables) {
     let p = match t.process {
         Some(p) if p.flags & PROC_HAVE_STATE != 0 => p,
@@ -171,9 +192,19 @@ pub fn restore(t: &Tables) {
     posix_timers(t);
 }
 
-/// Queue the saved pending signals again (after everything else, just before the jump).
+/// Queue the saved pending signals again (after everything else, just before the
+/// jump), and SIGWINCH + SIGCONT when a terminal was given back.
 pub fn requeue_signals(t: &Tables) {
     let (pid, tid) = (sys::getpid(), sys::gettid());
+    if t.process.is_some_and(tty) {
+        const SIGCONT: usize = 18;
+        const SIGWINCH: usize = 28;
+        for sig in [SIGWINCH, SIGCONT] {
+            // SAFETY: kill(2) on ourselves; the signal stays pending until the saved
+            // mask is installed by rt_sigreturn.
+            let _ = unsafe { call(sys::SYS_KILL, [pid, sig, 0, 0, 0, 0]) };
+        }
+    }
     for s in t.signals {
         // SAFETY: info is a 128-byte siginfo_t; signals to ourselves may carry any si_code.
         let r = unsafe {

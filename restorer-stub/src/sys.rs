@@ -35,6 +35,7 @@ pub const SYS_SOCKET: usize = 41;
 pub const SYS_CONNECT: usize = 42;
 pub const SYS_BIND: usize = 49;
 pub const SYS_LISTEN: usize = 50;
+pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
@@ -389,6 +390,11 @@ pub fn socket(domain: usize, ty: usize, proto: usize) -> Res {
     res(unsafe { syscall3(SYS_SOCKET, domain, ty, proto) })
 }
 
+pub fn socketpair(domain: usize, ty: usize, proto: usize, sv: &mut [i32; 2]) -> Res {
+    // SAFETY: sv has room for two ints.
+    res(unsafe { syscall6(SYS_SOCKETPAIR, domain, ty, proto, sv.as_mut_ptr() as usize, 0, 0) })
+}
+
 pub fn bind(fd: usize, addr: &[u8]) -> Res {
     // SAFETY: addr is a readable sockaddr of addr.len() bytes.
     res(unsafe { syscall3(SYS_BIND, fd, addr.as_ptr() as usize, addr.len()) })
@@ -528,3 +534,4 @@ pub fn gettid() -> usize {
     // SAFETY: no arguments.
     unsafe { syscall3(SYS_GETTID, 0, 0, 0) as usize }
 }
+pub const SYS_KILL: usize = 62;

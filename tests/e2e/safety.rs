@@ -217,13 +217,18 @@ fn can_switch_to_nobody(test: &str) -> bool {
 }
 
 /// `setpriv ... -- program` as user and group nobody, no supplementary groups.
+/// Runs `program` as nobody with its own directory as the working directory: the
+/// test process's cwd may be one nobody cannot enter, and a resumed process goes
+/// back to its saved cwd (failing clearly when it may not).
 fn nobody_launch(program: &Path) -> Launch {
-    Launch::new("setpriv").args(AS_NOBODY).arg(program)
+    let dir = program.parent().expect("program in a directory");
+    Launch::new("setpriv").args(AS_NOBODY).arg("env").arg("-C").arg(dir).arg(program)
 }
 
 fn nobody_command(program: &Path) -> Command {
+    let dir = program.parent().expect("program in a directory");
     let mut cmd = Command::new("setpriv");
-    cmd.args(AS_NOBODY).arg(program);
+    cmd.args(AS_NOBODY).arg("env").arg("-C").arg(dir).arg(program);
     cmd
 }
 
