@@ -1,7 +1,7 @@
 //! Everything the kernel tells us about a stopped task, read into plain values; no
 //! decisions here (those are in plan.rs and freeze.rs).
 
-use crate::proc::{self, fds::FdInfo, maps::Mapping, stat::Stat, status::Status};
+use crate::proc::{self, fds::FdInfo, maps::Mapping, stat::Stat};
 use crate::ptrace::{RseqConfig, Seized};
 use anyhow::{Context, Result};
 use ckpt_format::Regs;
@@ -13,7 +13,6 @@ pub struct Inventory {
     pub robust: (u64, u64),
     pub maps: Vec<Mapping>,
     pub stat: Stat,
-    pub status: Status,
     pub auxv: Vec<(u64, u64)>,
     pub fds: Vec<FdInfo>,
     pub exe: Option<String>,
@@ -30,7 +29,6 @@ pub fn take(t: &Seized) -> Result<Inventory> {
         robust: t.robust_list(),
         maps: proc::maps::read_smaps(pid)?,
         stat: proc::stat::read_stat(pid)?,
-        status: proc::status::read_status(pid)?,
         auxv: proc::auxv::read_auxv(pid)?,
         fds: proc::fds::read_fds(pid)?,
         exe: proc::exe(pid)

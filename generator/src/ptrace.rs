@@ -70,6 +70,22 @@ impl Seized {
         Ok(Seized { pid, attached: true, pending: std::cell::Cell::new(0), release: Release::Continue })
     }
 
+    /// Wait for the next state change of the tracee (its stop or its end).
+    fn wait(&self) -> Result<i32, PtraceError> {
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid out-pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
+            if r == self.pid {
+                return Ok(status);
+            }
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(PtraceError::Call { pid: self.pid, what: "waitpid", source: e });
+            }
+        }
+    }
+
     pub fn set_release(&mut self, r: Release) {
         self.release = r;
     }
@@ -81,18 +97,7 @@ impl Seized {
         if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) } != 0 {
             return Err(PtraceError::Call { pid, what: "INTERRUPT", source: errno() });
         }
-        let mut status = 0;
-        loop {
-            // SAFETY: status is a valid out-pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-            if r == pid {
-                break;
-            }
-            let e = errno();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
-            }
-        }
+        let status = self.wait()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             self.attached = false;
             let how = if libc::WIFEXITED(status) {
@@ -187,18 +192,7 @@ impl Seized {
         if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, pid, 0usize, 0usize) } != 0 {
             return Err(PtraceError::Call { pid, what: "SINGLESTEP", source: errno() });
         }
-        let mut status = 0;
-        loop {
-            // SAFETY: status is a valid out-pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-            if r == pid {
-                break;
-            }
-            let e = errno();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
-            }
-        }
+        let status = self.wait()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
         }
@@ -227,18 +221,7 @@ impl Seized {
                 return Err(PtraceError::Call { pid, what: "CONT", source: errno() });
             }
         }
-        let mut status = 0;
-        loop {
-            // SAFETY: status is a valid out-pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-            if r == pid {
-                break;
-            }
-            let e = errno();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(PtraceError::Call { pid, what: "waitpid", source: e });
-            }
-        }
+        let status = self.wait()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Err(PtraceError::Exited { pid, how: "while being stopped again".into() });
         }

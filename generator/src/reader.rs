@@ -3,7 +3,7 @@
 //! `core` and the tests.
 
 use anyhow::{bail, Context, Result};
-use ckpt_format::{check_header, tables_span, Header, PageRun, Tables, MAGIC};
+use ckpt_format::{check_header, tables_span, Header, Tables, MAGIC};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -65,18 +65,6 @@ impl ImageFile {
         let bytes = ckpt_format::slice_as_bytes(&self.words);
         Tables::parse(&self.header, &bytes[..self.tables_len], self.tables_lo, ckpt_format::crc32c::have_hw())
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
-    }
-
-    /// The bytes of a page run, checked against its CRC.
-    pub fn read_run(&self, r: &PageRun) -> Result<Vec<u8>> {
-        let mut b = vec![0u8; r.len as usize];
-        self.file
-            .read_exact_at(&mut b, self.offset + r.data_off)
-            .with_context(|| format!("{}: reading pages {:#x}-{:#x}", self.path.display(), r.addr, r.addr + r.len))?;
-        if ckpt_format::crc32c::crc32c(&b, ckpt_format::crc32c::have_hw()) != r.crc {
-            bail!("{}: page data checksum mismatch for {:#x}-{:#x} (corrupted image)", self.path.display(), r.addr, r.addr + r.len);
-        }
-        Ok(b)
     }
 
     /// All image bytes (header to last table byte), e.g. for conversion.
