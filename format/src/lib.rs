@@ -60,6 +60,7 @@ pub const MAX_AUXV: usize = 64;
 pub const MAX_SIGNALS: u32 = 4096;
 pub const MAX_TIMERS: u32 = 4096;
 pub const MAX_EPOLL: u32 = 65_536;
+pub const MAX_SECCOMP: u64 = 1 << 20;
 
 /// Round `v` up to a multiple of `a` (a power of two).
 pub const fn align_up(v: u64, a: u64) -> u64 {

@@ -27,12 +27,15 @@ pub enum SectionKind {
     Signals = 9,
     Timers = 10,
     Epoll = 11,
+    /// seccomp filters, oldest first: per filter a u32 instruction count and 4 bytes
+    /// of padding, then the struct sock_filter instructions (8 bytes each).
+    Seccomp = 12,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 16;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 12;
+pub const KNOWN_SECTIONS: usize = 13;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -48,6 +51,7 @@ impl SectionKind {
         SectionKind::Signals,
         SectionKind::Timers,
         SectionKind::Epoll,
+        SectionKind::Seccomp,
     ];
 
     /// Size of one entry, or 1 for byte blobs.
@@ -58,7 +62,7 @@ impl SectionKind {
             SectionKind::Runs => core::mem::size_of::<PageRun>() as u64,
             SectionKind::Mm => core::mem::size_of::<Mm>() as u64,
             SectionKind::Fds => core::mem::size_of::<Fd>() as u64,
-            SectionKind::Strings | SectionKind::Xstate | SectionKind::Vdso => 1,
+            SectionKind::Strings | SectionKind::Xstate | SectionKind::Vdso | SectionKind::Seccomp => 1,
             SectionKind::Process => core::mem::size_of::<crate::Process>() as u64,
             SectionKind::Signals => core::mem::size_of::<crate::PendingSignal>() as u64,
             SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
@@ -80,6 +84,7 @@ impl SectionKind {
             SectionKind::Signals => "pending signals",
             SectionKind::Timers => "posix timers",
             SectionKind::Epoll => "epoll entries",
+            SectionKind::Seccomp => "seccomp filters",
         }
     }
 }
@@ -331,6 +336,10 @@ pub struct Mm {
     pub cmdline_off: u32,
     pub cmdline_len: u32,
     pub _pad: u32,
+    /// Size and modification time (ns) of the executable at the freeze: /proc/PID/exe
+    /// is pointed back at it only if it is unchanged.
+    pub exe_size: u64,
+    pub exe_mtime_ns: u64,
     pub auxv: [u64; 2 * crate::MAX_AUXV],
 }
 
@@ -354,6 +363,8 @@ impl Default for Mm {
             cmdline_off: 0,
             cmdline_len: 0,
             _pad: 0,
+            exe_size: 0,
+            exe_mtime_ns: 0,
             auxv: [0; 2 * crate::MAX_AUXV],
         }
     }
@@ -532,7 +543,7 @@ mod tests {
         assert_eq!(size_of::<Thread>(), 304);
         assert_eq!(size_of::<Vma>(), 64);
         assert_eq!(size_of::<PageRun>(), 32);
-        assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 2 * 64 * 8);
+        assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 16 + 2 * 64 * 8);
         assert_eq!(size_of::<Fd>(), 104);
         assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
         assert!(size_of::<Header>() <= crate::DATA_START as usize);

@@ -182,6 +182,7 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
             SectionKind::Signals => crate::MAX_SIGNALS as u64,
             SectionKind::Timers => crate::MAX_TIMERS as u64,
             SectionKind::Epoll => crate::MAX_EPOLL as u64,
+            SectionKind::Seccomp => crate::MAX_SECCOMP,
         };
         if s.count as u64 > max {
             return Err(FormatError::TooMany { section: kind, count: s.count as u64, max });
@@ -221,6 +222,30 @@ pub struct Tables<'a> {
     pub signals: &'a [crate::PendingSignal],
     pub timers: &'a [crate::PosixTimer],
     pub epoll: &'a [crate::EpollEntry],
+    /// Raw seccomp section (see [`SeccompFilters`]).
+    pub seccomp: &'a [u8],
+}
+
+/// Iterates the filters of a validated seccomp section: (instruction count, bytes).
+pub struct SeccompFilters<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for SeccompFilters<'a> {
+    type Item = (u32, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.len() < 8 {
+            return None;
+        }
+        let n = u32::from_le_bytes([self.rest[0], self.rest[1], self.rest[2], self.rest[3]]);
+        let len = n as usize * 8;
+        if n == 0 || self.rest.len() < 8 + len {
+            return None;
+        }
+        let insns = &self.rest[8..8 + len];
+        self.rest = &self.rest[8 + len..];
+        Some((n, insns))
+    }
 }
 
 fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: bool) -> Result<&'a [u8], FormatError> {
@@ -263,8 +288,9 @@ impl<'a> Tables<'a> {
         let signals = records(section_bytes(h, buf, lo, SectionKind::Signals, hw)?, SectionKind::Signals)?;
         let timers = records(section_bytes(h, buf, lo, SectionKind::Timers, hw)?, SectionKind::Timers)?;
         let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
+        let seccomp = section_bytes(h, buf, lo, SectionKind::Seccomp, hw)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll };
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp };
         t.check(h)?;
         Ok(t)
     }
@@ -477,7 +503,25 @@ impl<'a> Tables<'a> {
         if self.signals.iter().any(|s| s.signo == 0 || s.signo > 64) {
             return bad("pending signal number out of range");
         }
+        // The seccomp section must be exactly a sequence of whole filters of at most
+        // BPF_MAXINSNS (4096) instructions each.
+        let mut rest = self.seccomp;
+        while !rest.is_empty() {
+            if rest.len() < 8 {
+                return bad("seccomp section truncated");
+            }
+            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if n == 0 || n > 4096 || rest.len() < 8 + n * 8 {
+                return bad("seccomp filter length invalid");
+            }
+            rest = &rest[8 + n * 8..];
+        }
         Ok(())
+    }
+
+    /// The seccomp filters, oldest first.
+    pub fn seccomp_filters(&self) -> SeccompFilters<'a> {
+        SeccompFilters { rest: self.seccomp }
     }
 
     /// A string of the Strings section (validated to be in bounds).

@@ -9,7 +9,8 @@
 //! - a deleted file or a memfd: `Deleted` / `Memfd`, content stored in the image;
 //! - a pipe with both ends in the process: `Pipe`, buffered bytes stored ([`pipes`]);
 //! - eventfd, signalfd, timerfd, epoll ([`anon`]), inotify ([`inotify`]);
-//! - a bound or listening socket: `Socket` ([`sockets`]).
+//! - a bound or listening socket, or one end of a unix socket pair whose other end
+//!   is in the process too: `Socket` ([`sockets`]).
 //!
 //! Anything else (a connected socket, half of a pipe, io_uring, pidfds...) is
 //! refused naming the fd and the reason, or left closed at resume with
@@ -150,19 +151,17 @@ fn classify_pipe(tg: &Target, f: &FdInfo, ino: u64, all: &[FdInfo], st: &mut Pip
     let first_read = ends.iter().find(|o| mode(o) == libc::O_RDONLY as u32);
     let has_write = ends.iter().any(|o| mode(o) == libc::O_WRONLY as u32);
     let Some(first_read) = first_read.filter(|_| has_write) else {
-        return Class::Refuse(format!(
-            "its other end is not in the process; only pipes with both ends in the process can be restored"
-        ));
+        return Class::Refuse(
+            "its other end is not in the process; only pipes with both ends in the process can be restored".into(),
+        );
     };
-    if !st.captured.contains_key(&ino) {
-        match pipes::capture(tg, first_read.fd) {
-            Ok((bytes, size)) => {
-                st.captured.insert(ino, (size, Some(bytes)));
-            }
+    let entry = match st.captured.entry(ino) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => match pipes::capture(tg, first_read.fd) {
+            Ok((bytes, size)) => v.insert((size, Some(bytes))),
             Err(e) => return Class::Refuse(format!("its buffered bytes cannot be read: {e}")),
-        }
-    }
-    let entry = st.captured.get_mut(&ino).expect("inserted above");
+        },
+    };
     let mut rec = Planned::new(f, FdKind::Pipe);
     let read = f.access_mode() == libc::O_RDONLY as u32;
     rec.aux[0] = ino;
@@ -185,9 +184,14 @@ fn classify(
 ) -> Class {
     match &f.target {
         FdTarget::File(p) => files::path(tg, f, p, warnings),
-        FdTarget::DeletedFile(p) => files::deleted(tg, f, p),
+        FdTarget::DeletedFile(p) => {
+            // Another description of a file planned already (same link, inode and
+            // mount): the same file, not a second copy.
+            let same = all.iter().take_while(|o| o.fd < f.fd).find(|o| o.link == f.link && o.ino == f.ino && o.mnt_id == f.mnt_id);
+            files::deleted(tg, f, p, same)
+        }
         FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, pipes),
-        FdTarget::Socket(_) => sockets::socket(tg, f, warnings),
+        FdTarget::Socket(_) => sockets::socket(tg, f, all, warnings),
         FdTarget::AnonInode(k) => match k.as_str() {
             "[eventfd]" => anon::eventfd(f, warnings),
             "[signalfd]" => anon::signalfd(f),

@@ -84,6 +84,28 @@ fn children(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// seccomp filters can be read (and installed again) only with CAP_SYS_ADMIN;
+/// without it a filtered process is refused rather than resumed unconfined.
+fn seccomp(t: &Seized) -> Result<Vec<u8>> {
+    let st = proc::status::read_status(t.pid)?;
+    if st.seccomp == 0 {
+        return Ok(Vec::new());
+    }
+    if st.seccomp == 1 {
+        bail!("pid {} runs in strict seccomp mode, which cannot be restored", t.pid);
+    }
+    let filters = t.seccomp_filters().map_err(|e| {
+        anyhow::anyhow!("pid {} has seccomp filters; reading (and restoring) them needs CAP_SYS_ADMIN: {e}", t.pid)
+    })?;
+    let mut out = Vec::new();
+    for f in filters {
+        out.extend_from_slice(&((f.len() / 8) as u32).to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&f);
+    }
+    Ok(out)
+}
+
 pub fn run(o: &Options) -> Result<()> {
     let t0 = Instant::now();
     precheck(o.pid, o.force)?;
@@ -156,6 +178,7 @@ pub fn run(o: &Options) -> Result<()> {
     };
     parts.xstate = inv.xstate.clone();
     parts.process = Some(state.process);
+    parts.seccomp = seccomp(&t)?;
     parts.timers = state.timers;
     parts.signals = state.signals;
     let (robust_list, robust_len) = inv.robust;
@@ -206,6 +229,11 @@ pub fn run(o: &Options) -> Result<()> {
     mm.auxv_words = 2 * inv.auxv.len() as u32;
     if let Some(exe) = &inv.exe {
         (mm.exe_off, mm.exe_len) = strings.add(exe);
+        if let Ok(md) = std::fs::metadata(exe) {
+            use std::os::unix::fs::MetadataExt;
+            mm.exe_size = md.len();
+            mm.exe_mtime_ns = (md.mtime() as u64).wrapping_mul(1_000_000_000).wrapping_add(md.mtime_nsec() as u64);
+        }
     }
     (mm.cmdline_off, mm.cmdline_len) = strings.add(&inv.cmdline.join("\0"));
     parts.mm = mm;

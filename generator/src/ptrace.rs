@@ -232,6 +232,33 @@ impl Seized {
         Ok(())
     }
 
+    /// The task's seccomp filters, oldest first, each as its BPF instructions
+    /// (PTRACE_SECCOMP_GET_FILTER; needs CAP_SYS_ADMIN; index 0 is the newest).
+    pub fn seccomp_filters(&self) -> Result<Vec<Vec<u8>>, PtraceError> {
+        const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+        let mut out = Vec::new();
+        for index in 0usize.. {
+            // SAFETY: a null buffer asks for the instruction count only.
+            let n = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, self.pid, index, std::ptr::null_mut::<u8>()) };
+            if n < 0 {
+                let e = errno();
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    break;
+                }
+                return Err(PtraceError::Call { pid: self.pid, what: "SECCOMP_GET_FILTER", source: e });
+            }
+            let mut buf = vec![0u8; n as usize * 8];
+            // SAFETY: buf holds n struct sock_filter (8 bytes each).
+            let m = unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, self.pid, index, buf.as_mut_ptr()) };
+            if m != n {
+                return Err(PtraceError::Call { pid: self.pid, what: "SECCOMP_GET_FILTER", source: errno() });
+            }
+            out.push(buf);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Queued signals (PTRACE_PEEKSIGINFO): thread-directed, or with `shared` the
     /// process-wide queue. Each entry is a 128-byte siginfo_t.
     pub fn pending(&self, shared: bool) -> Result<Vec<[u64; 16]>, PtraceError> {

@@ -5,11 +5,13 @@
 //! 1. Every fd above 2 of the resumer is closed, except the image, which is parked
 //!    above every number used below (its data blobs are still to be read).
 //! 2. Each record's object is built and moved at once to a temporary number
-//!    `base + index`, above the highest saved fd, so nothing being built can land
-//!    on a number another record still needs. Records sharing a `desc` are
-//!    duplicated from the first one's temporary (one open file description, as
-//!    before). New objects land on the lowest free number (open(2)), which is
-//!    always below `base`: [`SLACK`] numbers are kept free there.
+//!    `base + index`, above the highest saved fd, so no final number is taken
+//!    before its turn. Records sharing a `desc` are duplicated from the first one's
+//!    temporary (one open file description, as before). A new object lands on the
+//!    lowest free number (open(2)), which may be a temporary not made yet: moving
+//!    it there at once is harmless, and the one case of two new fds at a time (the
+//!    ends of a pipe or socket pair) is ordered so neither lands on the other
+//!    ([`to_temps2`]).
 //! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
 //!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
 //! 4. The temporaries are closed; epoll registrations are made on the final
@@ -29,10 +31,6 @@ use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
 use crate::sys;
 use ckpt_format::{Fd, FdKind, Tables};
-
-/// Free numbers kept between the resumer's stdio and the temporaries: at most a
-/// few objects are open at once while one record is built.
-const SLACK: usize = 32;
 
 /// Status flags F_SETFL can set again on a new object (fcntl(2)); O_ASYNC is left
 /// out (it needs an owner, F_SETOWN, which is not saved).
@@ -115,6 +113,21 @@ pub fn to_temp(cx: &Cx, i: usize, x: usize) {
         check(&cx.t.fds[i], "dup3 to a temporary fd", sys::dup3(x, tmp, sys::O_CLOEXEC));
         let _ = sys::close(x);
     }
+}
+
+/// Move two fds created together (the ends of a pipe or socket pair) to the
+/// temporaries of records `i` and `j`. If `i`'s temporary is where `b` is, `b` is
+/// moved aside first (to a number that is neither), so dup3 does not close it.
+pub fn to_temps2(cx: &Cx, (i, a): (usize, usize), (j, b): (usize, usize)) {
+    let b = if cx.temp(i) == b {
+        let n = check(&cx.t.fds[j], "F_DUPFD_CLOEXEC", sys::fcntl(b, sys::F_DUPFD_CLOEXEC, 0));
+        let _ = sys::close(b);
+        n
+    } else {
+        b
+    };
+    to_temp(cx, i, a);
+    to_temp(cx, j, b);
 }
 
 /// Set the saved status flags (O_NONBLOCK, O_APPEND...) on a new object.
@@ -224,7 +237,7 @@ fn register_epoll(t: &Tables) {
 pub fn restore(ctx: &Ctx, t: &Tables) {
     let n = t.fds.len();
     let highest = t.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
-    let base = (highest as usize + 1).max(3 + SLACK);
+    let base = highest as usize + 1;
     let img_at = base + n;
     let old_limit = raise_nofile(img_at as u64 + 1, highest);
     let img = if ctx.fd >= img_at {

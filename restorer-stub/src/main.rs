@@ -73,5 +73,6 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     procstate::restore(&t);
     thread::restore(&t.threads[0]);
     procstate::requeue_signals(&t);
+    procstate::seccomp(&t);
     sigframe::leave(ctx, &t)
 }

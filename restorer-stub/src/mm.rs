@@ -33,6 +33,18 @@ fn set(map: &PrctlMmMap) -> sys::Res {
     unsafe { sys::prctl(sys::PR_SET_MM, sys::PR_SET_MM_MAP, map as *const PrctlMmMap as usize, core::mem::size_of::<PrctlMmMap>()) }
 }
 
+/// Whether the file open at `fd` has the size and mtime the executable had.
+fn unchanged(fd: usize, m: &ckpt_format::Mm) -> bool {
+    // struct stat (x86_64): st_size at byte 48, st_mtime at 88, st_mtime_nsec at 96.
+    let mut st = [0u64; 18];
+    // SAFETY: fstat writes a 144-byte struct stat into the local buffer.
+    if unsafe { sys::call(sys::SYS_FSTAT, [fd, st.as_mut_ptr() as usize, 0, 0, 0, 0]) }.is_err() {
+        return false;
+    }
+    let mtime = st[11].wrapping_mul(1_000_000_000).wrapping_add(st[12]);
+    st[6] == m.exe_size && mtime == m.exe_mtime_ns
+}
+
 pub fn restore(t: &Tables) {
     let m = t.mm;
     let mut map = PrctlMmMap {
@@ -57,6 +69,12 @@ pub fn restore(t: &Tables) {
     if m.exe_len != 0 {
         let mut buf = [0u8; 4096];
         if let Ok(fd) = sys::open(cpath(t.string(m.exe_off, m.exe_len), &mut buf), sys::O_RDONLY | sys::O_CLOEXEC, 0) {
+            if !unchanged(fd, m) {
+                out::trace("set mm: the executable changed since the freeze; /proc/PID/exe left as is", 0, 0);
+                let _ = sys::close(fd);
+                out::check(set(&map), Step::Mm, m.start_code, m.end_code);
+                return;
+            }
             map.exe_fd = fd as u32;
             let r = set(&map);
             let _ = sys::close(fd);

@@ -192,6 +192,26 @@ pub fn restore(t: &Tables) {
     posix_timers(t);
 }
 
+/// Install the saved seccomp filters, oldest first (seccomp(2)
+/// SECCOMP_SET_MODE_FILTER; needs no_new_privs or CAP_SYS_ADMIN). This is the last
+/// system call before the exit, which the filters then also govern.
+pub fn seccomp(t: &Tables) {
+    const SYS_SECCOMP: usize = 317;
+    const SECCOMP_SET_MODE_FILTER: usize = 1;
+    for (n, insns) in t.seccomp_filters() {
+        #[repr(C)]
+        struct Prog {
+            len: u16,
+            filter: *const u8,
+        }
+        let prog = Prog { len: n as u16, filter: insns.as_ptr() };
+        // SAFETY: prog points at n validated 8-byte BPF instructions.
+        if let Err(e) = unsafe { call(SYS_SECCOMP, [SECCOMP_SET_MODE_FILTER, 0, &prog as *const Prog as usize, 0, 0, 0]) } {
+            fail_errno("installing seccomp filter of length", n as u64, e);
+        }
+    }
+}
+
 /// Queue the saved pending signals again (after everything else, just before the
 /// jump), and SIGWINCH + SIGCONT when a terminal was given back.
 pub fn requeue_signals(t: &Tables) {

@@ -23,3 +23,65 @@ fn procstate(static_: bool) {
 }
 
 both_variants!(procstate);
+
+/// A seccomp filter comes back (freezing it needs root: CI runs as root).
+fn seccomp(static_: bool) {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("seccomp: skipped (reading seccomp filters needs root)");
+        return;
+    }
+    let dir = TestDir::new("seccomp");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("seccomp", static_, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("seccomp");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut resumed = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+}
+
+both_variants!(seccomp);
+
+/// Without CAP_SYS_ADMIN the filters cannot be read: the freeze is refused, naming
+/// the reason, and the target runs on.
+#[test]
+fn seccomp_refused_without_privilege() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("seccomp_refused_without_privilege: skipped (needs root to switch to nobody)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(format!("ckpt-seccomp-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _c = Cleanup(base.clone());
+    let fx = base.join("seccomp");
+    std::fs::copy(fixture("seccomp", false), &fx).unwrap();
+    let ck = base.join("ckpt");
+    std::fs::copy(ckpt_bin(), &ck).unwrap();
+    let gate = base.join("gate");
+    const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut orig = Launch::new("setpriv").args(NOBODY).arg("env").arg("-C").arg(&base).arg(&fx).arg(&gate).spawn();
+    orig.wait_ready();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(NOBODY).arg("env").arg("-C").arg(&base).arg(&ck).arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(base.join("x.resume"));
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+    let err = assert_freeze_error(&o);
+    assert!(err.contains("seccomp") && err.contains("CAP_SYS_ADMIN"), "{err}");
+    assert!(!base.join("x.resume").exists());
+    open_gate(&gate);
+    let fin = orig.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+}

@@ -98,7 +98,20 @@ fn content(tg: &Target, fd: i32, size: u64) -> Result<Vec<u8>, String> {
 /// A file deleted while open, or a memfd ("/memfd:NAME (deleted)"): its content
 /// goes into the image. A deleted file keeps its permission bits in `aux[0]`; a
 /// memfd its seals (F_GET_SEALS through a duplicate of the target's fd).
-pub fn deleted(tg: &Target, f: &FdInfo, p: &Path) -> Class {
+///
+/// The same file open through another description (opened again through
+/// /proc/PID/fd, not dup'ed) must come back as the same file, not a copy: that
+/// record gets `aux[1]` = 1 + the fd number of the first one (`same_as`), and no
+/// content; the stub opens the first one's new file again.
+pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, same_as: Option<&FdInfo>) -> Class {
+    if let Some(first) = same_as {
+        let bytes = p.as_os_str().as_bytes();
+        let memfd = bytes.starts_with(b"/memfd:");
+        let mut rec = Planned::new(f, if memfd { FdKind::Memfd } else { FdKind::Deleted });
+        rec.path = bytes.strip_prefix(b"/memfd:").unwrap_or(bytes).to_vec();
+        rec.aux[1] = first.fd as u64 + 1;
+        return Class::Plan(rec);
+    }
     let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),

@@ -8,19 +8,28 @@
 //! SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_ACCEPTCONN, getsockname, getpeername
 //! (socket(7)). The listen backlog of a TCP socket is in TCP_INFO: for a socket in
 //! LISTEN state `tcpi_sacked` is sk_max_ack_backlog and `tcpi_unacked` the number of
-//! connections waiting in the accept queue (tcp_get_info()); for other sockets it is
-//! unknown and [`DEFAULT_BACKLOG`] is used.
+//! connections waiting in the accept queue (tcp_get_info()); a unix listener's is
+//! in sock_diag's UNIX_DIAG_RQLEN; elsewhere [`DEFAULT_BACKLOG`] is used.
+//!
+//! A unix socket connected to another socket of the same process (socketpair(2),
+//! or a connection the process made to itself) is recreated with socketpair(2).
+//! Which socket is its peer is only told by sock_diag (NETLINK_SOCK_DIAG,
+//! UDIAG_SHOW_PEER, sock_diag(7)); the bytes queued in it are not restored (a
+//! warning says how many).
 //!
 //! Record layout (an extension of the format's `FdKind::Socket` doc): `aux[0]`
-//! family, `aux[1]` type, `aux[2]` 1 if listening, `aux[3]` backlog, `aux[4]` the
-//! boolean options below ([`OPT_REUSEADDR`]...), `aux[5]` protocol; the address
-//! from getsockname in `data`, empty for a socket never bound.
+//! family, `aux[1]` type, `aux[2]` 1 if listening ([`PAIR`] for one end of a
+//! socketpair), `aux[3]` backlog (for a socketpair end: the pair's id, the smaller
+//! of the two socket inodes), `aux[4]` the boolean options below
+//! ([`OPT_REUSEADDR`]...; [`OPT_PAIR_SECOND`] marks the end with the larger
+//! inode), `aux[5]` protocol; the address from getsockname in `data`, empty for a
+//! socket never bound (and for socketpair ends).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::{Class, Planned};
-use crate::proc::fds::FdInfo;
+use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
 
 /// listen(2) backlog when the socket cannot tell (Linux's SOMAXCONN before 5.4).
@@ -32,6 +41,89 @@ pub const OPT_REUSEPORT: u64 = 1 << 1;
 pub const OPT_V6ONLY: u64 = 1 << 2;
 pub const OPT_KEEPALIVE: u64 = 1 << 3;
 pub const OPT_BROADCAST: u64 = 1 << 4;
+/// `aux[4]` bit of the socketpair end whose inode is the larger.
+pub const OPT_PAIR_SECOND: u64 = 1 << 31;
+/// `aux[2]` of a socketpair end.
+pub const PAIR: u64 = 2;
+
+/// What sock_diag says of a unix socket: its peer's inode (0: none), the bytes in
+/// its receive queue, and its send queue; for a listener `rqueue` is the number of
+/// connections waiting to be accepted and `wqueue` the listen backlog
+/// (sk_ack_backlog / sk_max_ack_backlog, sk_diag_show_rqlen()).
+struct UnixDiag {
+    peer: u32,
+    rqueue: u32,
+    wqueue: u32,
+}
+
+/// One NETLINK_SOCK_DIAG request for the unix socket with inode `ino`
+/// (struct unix_diag_req, linux/unix_diag.h), UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN.
+fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
+    use std::os::fd::FromRawFd;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    // SAFETY: socket(2) takes integers only.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req.extend_from_slice(&[0; 8]); // seq, pid
+    req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&(ino as u32).to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    // SAFETY: req is a readable buffer of its length.
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 8192];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let b = &buf[..n as usize];
+    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "short or unexpected sock_diag answer");
+    if b.len() < 32 {
+        return Err(bad());
+    }
+    if u16_at(4) == libc::NLMSG_ERROR as u16 {
+        let e = -(u32_at(16) as i32);
+        return Err(std::io::Error::from_raw_os_error(e));
+    }
+    let len = (u32_at(0) as usize).min(b.len());
+    if u16_at(4) != SOCK_DIAG_BY_FAMILY || u32_at(20) != ino as u32 {
+        return Err(bad());
+    }
+    let mut d = UnixDiag { peer: 0, rqueue: 0, wqueue: 0 };
+    // Attributes (struct rtattr: u16 len, u16 type) after the 16-byte unix_diag_msg.
+    let mut off = 32;
+    while off + 4 <= len {
+        let (alen, atype) = (u16_at(off) as usize, u16_at(off + 2));
+        if alen < 4 || off + alen > len {
+            break;
+        }
+        match atype {
+            UNIX_DIAG_PEER if alen >= 8 => d.peer = u32_at(off + 4),
+            UNIX_DIAG_RQLEN if alen >= 12 => (d.rqueue, d.wqueue) = (u32_at(off + 4), u32_at(off + 8)),
+            _ => {}
+        }
+        off += (alen + 3) & !3;
+    }
+    Ok(d)
+}
 
 fn sockaddr_of(
     fd: &OwnedFd,
@@ -98,7 +190,7 @@ fn family_name(family: i32, ty: i32) -> &'static str {
     }
 }
 
-pub fn socket(tg: &Target, f: &FdInfo, warnings: &mut Vec<String>) -> Class {
+pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String>) -> Class {
     if f.fd <= 2 {
         return Class::Inherit;
     }
@@ -120,6 +212,11 @@ pub fn socket(tg: &Target, f: &FdInfo, warnings: &mut Vec<String>) -> Class {
     let name = sockaddr_of(&s, libc::getsockname).unwrap_or_default();
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
+        if family == libc::AF_UNIX {
+            if let Some(rec) = socketpair_end(f, ty, proto, all, warnings) {
+                return Class::Plan(rec);
+            }
+        }
         return Class::Refuse(format!(
             "it is a connected {kind} socket (local {}, peer {}); connected sockets cannot be restored",
             describe(&name),
@@ -145,6 +242,20 @@ pub fn socket(tg: &Target, f: &FdInfo, warnings: &mut Vec<String>) -> Class {
                 ));
             }
         }
+    } else if listening && family == libc::AF_UNIX {
+        if let FdTarget::Socket(ino) = f.target {
+            if let Some(d) = unix_diag(ino).ok().filter(|d| d.wqueue > 0) {
+                backlog = d.wqueue as u64;
+                if d.rqueue > 0 {
+                    warnings.push(format!(
+                        "fd {}: {} connection(s) waiting to be accepted on {} are lost",
+                        f.fd,
+                        d.rqueue,
+                        describe(&name)
+                    ));
+                }
+            }
+        }
     } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 {
         warnings.push(format!("fd {}: the data queued on socket {} is not restored", f.fd, describe(&name)));
     }
@@ -166,6 +277,24 @@ pub fn socket(tg: &Target, f: &FdInfo, warnings: &mut Vec<String>) -> Class {
         rec.blob = Some(name);
     }
     Class::Plan(rec)
+}
+
+/// One end of a unix socket pair whose other end is an fd above 2 of the process.
+fn socketpair_end(f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Planned> {
+    let FdTarget::Socket(ino) = f.target else { return None };
+    let d = unix_diag(ino).ok()?;
+    let peer = d.peer as u64;
+    let peer_fds: Vec<i32> = all.iter().filter(|o| o.target == FdTarget::Socket(peer)).map(|o| o.fd).collect();
+    if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
+        return None;
+    }
+    if d.rqueue > 0 {
+        warnings.push(format!("fd {}: {} bytes queued on its unix socket pair are not restored", f.fd, d.rqueue));
+    }
+    let mut rec = Planned::new(f, FdKind::Socket);
+    let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
+    rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, proto as u64];
+    Some(rec)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Files: reopened by path (`Path`), or recreated unlinked from the content stored
 //! in the image (`Deleted`: an O_TMPFILE file; `Memfd`: memfd_create(2)).
 
-use super::{check, data, fail_path, head, set_status, to_temp, Cx};
+use super::{check, data, fail, fail_path, head, set_status, to_temp, Cx};
 use crate::layout::cpath;
 use crate::out::Step;
 use crate::sys;
@@ -15,17 +15,16 @@ const O_SYNC_BITS: u32 = 0o4010000;
 
 /// Seek `fd` to the saved offset. A regular file must still reach it, unless it
 /// is opened O_APPEND (writes go to the end anyway: the offset is clamped); other
-/// kinds (directories: a position cookie; devices) are sought best effort.
+/// kinds (directories: a position cookie; devices) and pseudo-files without an
+/// end (procfs refuses SEEK_END with EINVAL) are sought best effort.
 fn seek(f: &Fd, fd: usize, path: &[u8]) {
     let mut st = sys::Stat::zeroed();
     let regular = sys::fstat(fd, &mut st).is_ok() && st.st_mode & sys::S_IFMT == sys::S_IFREG;
-    if !regular {
-        if f.offset != 0 {
-            let _ = sys::lseek(fd, f.offset, sys::SEEK_SET);
-        }
+    let end = if regular { sys::lseek(fd, 0, sys::SEEK_END).ok() } else { None };
+    let Some(end) = end.map(|e| e as u64) else {
+        let _ = sys::lseek(fd, f.offset, sys::SEEK_SET);
         return;
-    }
-    let end = check(f, "lseek", sys::lseek(fd, 0, sys::SEEK_END)) as u64;
+    };
     let mut off = f.offset;
     if off > end {
         if f.flags & sys::O_APPEND == 0 {
@@ -103,8 +102,32 @@ fn dir_of<'b>(path: &[u8], buf: &'b mut [u8; 4096]) -> &'b [u8] {
     cpath(&path[..cut.min(path.len())], buf)
 }
 
+/// Record `i` is another open file description of the file recreated for the
+/// record of fd `aux[1] - 1`: open that file again through /proc/self/fd.
+fn same_file(cx: &Cx, i: usize) -> bool {
+    let f = &cx.t.fds[i];
+    if f.aux[1] == 0 {
+        return false;
+    }
+    let first = cx.t.fds.iter().position(|g| g.fd as u64 + 1 == f.aux[1] && g.kind == f.kind);
+    let Some(k) = first.filter(|&k| k < i) else { fail(f, "the file it shares is not in the image", 0) };
+    let mut b = [0u8; 32];
+    let p = proc_fd(cx.temp(k), &mut b);
+    let flags = f.flags & !OPEN_ONLY & !sys::O_DIRECTORY;
+    let x = match sys::open(p, flags as usize, 0) {
+        Ok(x) => x,
+        Err(e) => fail_path(f, "cannot open the recreated file again through", p, e),
+    };
+    check(f, "lseek", sys::lseek(x, f.offset, sys::SEEK_SET));
+    to_temp(cx, i, x);
+    true
+}
+
 pub fn deleted(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
+    if same_file(cx, i) {
+        return;
+    }
     let orig = cx.t.string(f.path_off, f.path_len);
     let mut dbuf = [0u8; 4096];
     let dir = if orig.first() == Some(&b'/') { dir_of(orig, &mut dbuf) } else { b"/tmp\0" };
@@ -165,6 +188,9 @@ fn tmp_name<'b>(f: &Fd, buf: &'b mut [u8; 64]) -> &'b [u8] {
 
 pub fn memfd(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
+    if same_file(cx, i) {
+        return;
+    }
     let mut nbuf = [0u8; 4096];
     // memfd_create(2): the name is at most 249 bytes.
     let name = cx.t.string(f.path_off, f.path_len);

@@ -2,7 +2,7 @@
 //! eventfd, signalfd, timerfd and epoll instances (registrations come later, once
 //! every fd has its final number). Record layouts: generator/src/fdplan/anon.rs.
 
-use super::{check, data, fail, set_status, to_temp, Cx};
+use super::{check, data, fail, set_status, to_temp, to_temps2, Cx};
 use crate::out::Line;
 use crate::sys;
 use ckpt_format::FdKind;
@@ -52,8 +52,7 @@ pub fn pipe(cx: &Cx, i: usize) {
     }
     set_status(&cx.t.fds[r_idx], r);
     set_status(&cx.t.fds[w_idx], w);
-    to_temp(cx, r_idx, r);
-    to_temp(cx, w_idx, w);
+    to_temps2(cx, (r_idx, r), (w_idx, w));
 }
 
 pub fn eventfd(cx: &Cx, i: usize) {

@@ -1,7 +1,9 @@
 //! Bound and listening sockets: socket(2), the saved options, bind(2) to the saved
 //! address, listen(2). Record layout: generator/src/fdplan/sockets.rs (`aux[0]`
 //! family, `aux[1]` type, `aux[2]` listening, `aux[3]` backlog, `aux[4]` option
-//! bits, `aux[5]` protocol; the sockaddr in the data, none if never bound).
+//! bits, `aux[5]` protocol; the sockaddr in the data, none if never bound). A unix
+//! socket pair (`aux[2]` = [`PAIR`], `aux[3]` the pair's id) is made with
+//! socketpair(2) by its first record, for both ends.
 //!
 //! SO_REUSEADDR is set for the bind of an IP socket (then put back as it was), so
 //! the port is free again although the original's connections may linger in
@@ -9,7 +11,8 @@
 //! died: if bind finds it in use, and it is a socket nobody accepts on (connect
 //! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
 
-use super::{check, data, errno, head, set_status, to_temp, Cx};
+use super::{check, data, errno, fail, head, set_status, to_temp, to_temps2, Cx};
+use ckpt_format::FdKind;
 use crate::out::{Line, Step};
 use crate::sys;
 use ckpt_format::Fd;
@@ -19,6 +22,8 @@ const OPT_REUSEPORT: u64 = 1 << 1;
 const OPT_V6ONLY: u64 = 1 << 2;
 const OPT_KEEPALIVE: u64 = 1 << 3;
 const OPT_BROADCAST: u64 = 1 << 4;
+const OPT_PAIR_SECOND: u64 = 1 << 31;
+const PAIR: u64 = 2;
 const AF_INET6: u64 = 10;
 const AT_SYMLINK_NOFOLLOW: usize = 0x100;
 
@@ -74,9 +79,30 @@ fn bind_fail(f: &Fd, addr: &[u8], e: isize) -> ! {
     sys::exit_group(Step::Fds as i32)
 }
 
+/// Both ends of a socket pair, made by the first record of either end.
+fn pair(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let [family, ty, _, id, opts, proto] = f.aux;
+    let end = |second: bool| {
+        cx.t.fds.iter().position(|g| {
+            g.kind == FdKind::Socket as u32 && g.aux[2] == PAIR && g.aux[3] == id && (g.aux[4] & OPT_PAIR_SECOND != 0) == second
+        })
+    };
+    let mine = opts & OPT_PAIR_SECOND != 0;
+    let Some(other) = end(!mine) else { fail(f, "the other end of its socket pair is not in the image", 0) };
+    let mut sv = [0i32; 2];
+    check(f, "socketpair", sys::socketpair(family as usize, ty as usize, proto as usize, &mut sv));
+    set_status(f, sv[0] as usize);
+    set_status(&cx.t.fds[other], sv[1] as usize);
+    to_temps2(cx, (i, sv[0] as usize), (other, sv[1] as usize));
+}
+
 pub fn socket(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
     let [family, ty, listening, backlog, opts, proto] = f.aux;
+    if listening == PAIR {
+        return pair(cx, i);
+    }
     let x = check(f, "socket", sys::socket(family as usize, ty as usize, proto as usize));
     let set = |level, opt, on: bool| check(f, "setsockopt", sys::setsockopt_int(x, level, opt, on as i32));
     let ip = family != sys::AF_UNIX;
