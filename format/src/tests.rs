@@ -47,6 +47,7 @@ pub struct Parts {
     pub signals: Vec<PendingSignal>,
     pub timers: Vec<PosixTimer>,
     pub epoll: Vec<EpollEntry>,
+    pub seccomp: Vec<u8>,
     /// Page data: bytes placed at image offsets (the runs point into them).
     pub data: Vec<(u64, Vec<u8>)>,
     pub xcr0: u64,
@@ -307,6 +308,12 @@ pub fn valid_parts() -> Parts {
         signals: vec![signal],
         timers: vec![timer],
         epoll: vec![epoll],
+        seccomp: {
+            // One filter of two instructions: load nr; return ALLOW.
+            let mut b = vec![2u8, 0, 0, 0, 0, 0, 0, 0];
+            b.extend_from_slice(&[0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f]);
+            b
+        },
         data,
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
@@ -345,6 +352,7 @@ pub fn build(p: &Parts) -> Vec<u8> {
             SectionKind::Signals => (slice_as_bytes(&p.signals), p.signals.len()),
             SectionKind::Timers => (slice_as_bytes(&p.timers), p.timers.len()),
             SectionKind::Epoll => (slice_as_bytes(&p.epoll), p.epoll.len()),
+            SectionKind::Seccomp => (&p.seccomp[..], p.seccomp.len()),
         };
         let count = count as u32;
         if bytes.is_empty() {
@@ -785,6 +793,7 @@ fn too_many_records_in_each_section() {
         SectionKind::Signals => MAX_SIGNALS as u64,
         SectionKind::Timers => MAX_TIMERS as u64,
         SectionKind::Epoll => MAX_EPOLL as u64,
+        SectionKind::Seccomp => crate::MAX_SECCOMP,
     };
     let limits = SectionKind::ALL.map(|k| (k, limit(k)));
     let valid = valid_image();
@@ -2026,5 +2035,19 @@ fn write_fuzz_seed_corpus() {
     std::fs::create_dir_all(&dir).unwrap();
     for (i, img) in base_images().iter().enumerate() {
         std::fs::write(dir.join(format!("valid-{i}.img")), img).unwrap();
+    }
+}
+
+#[test]
+fn rejects_malformed_seccomp_section() {
+    for (bytes, what) in [
+        (vec![1u8, 0, 0], "seccomp section truncated"),
+        (vec![0u8; 8], "seccomp filter length invalid"),
+        (vec![3u8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8], "seccomp filter length invalid"),
+    ] {
+        let mut p = valid_parts();
+        p.seccomp = bytes;
+        let img = build(&p);
+        expect(&img, FormatError::BadMm { what });
     }
 }
