@@ -184,12 +184,7 @@ fn classify(
 ) -> Class {
     match &f.target {
         FdTarget::File(p) => files::path(tg, f, p, warnings),
-        FdTarget::DeletedFile(p) => {
-            // Another description of a file planned already (same link, inode and
-            // mount): the same file, not a second copy.
-            let same = all.iter().take_while(|o| o.fd < f.fd).find(|o| o.link == f.link && o.ino == f.ino && o.mnt_id == f.mnt_id);
-            files::deleted(tg, f, p, same)
-        }
+        FdTarget::DeletedFile(p) => files::deleted(tg, f, p, None),
         FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, pipes),
         FdTarget::Socket(_) => sockets::socket(tg, f, all, warnings),
         FdTarget::AnonInode(k) => match k.as_str() {
@@ -239,9 +234,18 @@ pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strin
     let mut classes: Vec<Class> = Vec::with_capacity(fds.len());
     for (i, f) in fds.iter().enumerate() {
         let first = (desc[i] != 0).then(|| (0..i).find(|&j| desc[j] == desc[i])).flatten();
-        let c = match first {
-            Some(j) => copy_of(&classes[j], fds[j].fd, f),
-            None => classify(&tg, f, fds, &mut pipes, &mut epoll, warnings),
+        // Another description of a deleted file or memfd met before (same link,
+        // inode and mount): the same file again, not a second copy.
+        let same_file = matches!(f.target, FdTarget::DeletedFile(_))
+            .then(|| (0..i).find(|&j| fds[j].link == f.link && fds[j].ino == f.ino && fds[j].mnt_id == f.mnt_id))
+            .flatten();
+        let c = match (first, same_file) {
+            (Some(j), _) => copy_of(&classes[j], fds[j].fd, f),
+            (None, Some(j)) => match (&classes[j], &f.target) {
+                (Class::Plan(_), FdTarget::DeletedFile(p)) => files::deleted(&tg, f, p, Some(&fds[j])),
+                _ => copy_of(&classes[j], fds[j].fd, f),
+            },
+            (None, None) => classify(&tg, f, fds, &mut pipes, &mut epoll, warnings),
         };
         classes.push(c);
     }
@@ -281,7 +285,10 @@ pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strin
         let p = match c {
             Class::Refuse(_) => continue,
             Class::Inherit => {
-                out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, ..Default::default() });
+                // cloexec matters above 2 (a duplicate of the resumer's stdio); fds
+                // 0-2 stay as the resumer has them.
+                let cloexec = (f.fd > 2 && f.cloexec()) as u32;
+                out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, cloexec, ..Default::default() });
                 continue;
             }
             Class::Plan(p) => p,

@@ -2,7 +2,7 @@
 //! is frozen and resumed, then checks every fd itself (flags, offsets, content,
 //! readiness) and prints "ok". Plus refusals (a connected TCP socket, half of a
 //! pipe) and real programs frozen mid-work with a regular file on stdin (gzip,
-//! sha256sum).
+//! sha256sum, on a 200 MiB pseudo-random input).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -22,7 +22,12 @@ fn gated_ok(test: &str, fixture: &str, static_: bool) -> Finished {
     let gate = dir.gate();
     let work = dir.join("work");
     fs::create_dir(&work).unwrap();
-    let rt = gated_roundtrip(&dir, fixture, static_, &[gate.to_str().unwrap(), work.to_str().unwrap()]);
+    let rt = gated_roundtrip(
+        &dir,
+        fixture,
+        static_,
+        &[gate.to_str().unwrap(), work.to_str().unwrap()],
+    );
     rt.resumed.line_starting("ok");
     rt.resumed
 }
@@ -41,9 +46,11 @@ fn deleted_and_memfd(static_: bool) {
 }
 
 /// A pipe with 100000 buffered bytes in a 256 KiB buffer, a dup of its write end,
-/// and an empty O_NONBLOCK pipe.
+/// an empty O_NONBLOCK pipe, and fd 40 sharing stdout (a pipe: inherited, so fd 40
+/// becomes a duplicate of the resumer's stdout).
 fn pipes(static_: bool) {
-    gated_ok("fd_pipe", "fd_pipe", static_);
+    let res = gated_ok("fd_pipe", "fd_pipe", static_);
+    res.line_starting("via40");
 }
 
 /// eventfd (semaphore and counter), signalfd, a periodic timerfd that fires
@@ -89,7 +96,8 @@ fn socket_client(tcp: u16, udp: u16, sock: &Path) {
     c.read_exact(&mut b).expect("tcp reply");
     assert_eq!(&b, b"pong", "tcp reply");
 
-    let mut u = UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    let mut u =
+        UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
     u.set_read_timeout(Some(t)).unwrap();
     u.write_all(b"ping").unwrap();
     u.read_exact(&mut b).expect("unix reply");
@@ -105,15 +113,23 @@ fn socket_client(tcp: u16, udp: u16, sock: &Path) {
 
 fn port(p: &Proc, what: &str) -> u16 {
     let l = p.wait_line_starting(what, READY_TIMEOUT);
-    l[what.len()..].trim().parse().unwrap_or_else(|_| panic!("bad line {l:?}"))
+    l[what.len()..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad line {l:?}"))
 }
 
 /// A TCP listener (port chosen by the kernel), a unix listener and a bound UDP
-/// socket: after the resume they accept and answer on the same addresses.
+/// socket: after the resume they accept and answer on the same addresses; two
+/// unix socket pairs (stream, datagram) still connect their ends.
 fn listeners(static_: bool) {
     let dir = TestDir::new("fd_socket");
     let gate = dir.gate();
-    let mut orig = spawn_fixture("fd_socket", static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let mut orig = spawn_fixture(
+        "fd_socket",
+        static_,
+        &[gate.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
     let (tcp, udp) = (port(&orig, "tcp "), port(&orig, "udp "));
     orig.wait_ready();
     let img = dir.image("fd_socket");
@@ -122,10 +138,20 @@ fn listeners(static_: bool) {
     let mut res = resume_launch(&img).spawn();
     open_gate(&gate);
     socket_client(tcp, udp, &dir.join("sock"));
-    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    res.wait_output(RESUME_TIMEOUT)
+        .assert_success()
+        .line_starting("ok");
 }
 
-both_variants!(files, deleted_and_memfd, pipes, events, epoll, inotify, listeners);
+both_variants!(
+    files,
+    deleted_and_memfd,
+    pipes,
+    events,
+    epoll,
+    inotify,
+    listeners
+);
 
 /// --leave-running reads the buffered pipe bytes without consuming them: the
 /// original still finds all of them, and so does the resumed copy.
@@ -138,7 +164,9 @@ fn pipe_bytes_not_consumed() {
     let img = dir.image("fd_pipe");
     freeze_ok(orig.pid(), &img, &["--leave-running"]);
     open_gate(&gate);
-    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    orig.wait_output(RESUME_TIMEOUT)
+        .assert_success()
+        .line_starting("ok");
     resume(&img).assert_success().line_starting("ok");
 }
 
@@ -146,22 +174,41 @@ fn pipe_bytes_not_consumed() {
 #[test]
 fn fd_fixtures_pass_unfrozen() {
     for static_ in [false, true] {
-        for name in ["fd_files", "fd_deleted", "fd_pipe", "fd_events", "fd_epoll", "fd_inotify"] {
+        for name in [
+            "fd_files",
+            "fd_deleted",
+            "fd_pipe",
+            "fd_events",
+            "fd_epoll",
+            "fd_inotify",
+        ] {
             let dir = TestDir::new("fd_unfrozen");
             let gate = dir.gate();
             open_gate(&gate);
-            let mut p = spawn_fixture(name, static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
-            p.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+            let mut p = spawn_fixture(
+                name,
+                static_,
+                &[gate.to_str().unwrap(), dir.path().to_str().unwrap()],
+            );
+            p.wait_output(RESUME_TIMEOUT)
+                .assert_success()
+                .line_starting("ok");
         }
         let dir = TestDir::new("fd_unfrozen_socket");
         let gate = dir.gate();
-        let p = spawn_fixture("fd_socket", static_, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+        let p = spawn_fixture(
+            "fd_socket",
+            static_,
+            &[gate.to_str().unwrap(), dir.path().to_str().unwrap()],
+        );
         let (tcp, udp) = (port(&p, "tcp "), port(&p, "udp "));
         let mut p = p;
         p.wait_ready();
         open_gate(&gate);
         socket_client(tcp, udp, &dir.join("sock"));
-        p.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+        p.wait_output(RESUME_TIMEOUT)
+            .assert_success()
+            .line_starting("ok");
     }
 }
 
@@ -183,12 +230,19 @@ fn connected_tcp_refused() {
         err.contains("fd 3 ") && err.contains(&peer) && err.contains("connected"),
         "error does not name fd 3 and the peer {peer}: {err}"
     );
-    assert!(dir_entries(&dir.join("images")).is_empty(), "a failed freeze left a file");
+    assert!(
+        dir_entries(&dir.join("images")).is_empty(),
+        "a failed freeze left a file"
+    );
     p.assert_running();
 
     let img = dir.image("ignored");
     let o = freeze_ok(p.pid(), &img, &["--ignore-fds"]);
-    assert!(lossy(&o.stderr).contains("fd 3"), "no warning about fd 3: {}", lossy(&o.stderr));
+    assert!(
+        lossy(&o.stderr).contains("fd 3"),
+        "no warning about fd 3: {}",
+        lossy(&o.stderr)
+    );
     p.expect_killed_by_ckpt();
     open_gate(&gate);
     let res = resume(&img);
@@ -209,8 +263,14 @@ fn half_pipe_refused() {
     assert!(link.starts_with("pipe:["), "fd 3 is {link}");
     let o = freeze(p.pid(), &dir.image("x"), &[]);
     let err = assert_freeze_error(&o);
-    assert!(err.contains("fd 3 ") && err.contains(&link), "error does not name fd 3 and {link}: {err}");
-    assert!(dir_entries(&dir.join("images")).is_empty(), "a failed freeze left a file");
+    assert!(
+        err.contains("fd 3 ") && err.contains(&link),
+        "error does not name fd 3 and {link}: {err}"
+    );
+    assert!(
+        dir_entries(&dir.join("images")).is_empty(),
+        "a failed freeze left a file"
+    );
     p.assert_running();
     open_gate(&gate);
     let fin = p.wait_output(RESUME_TIMEOUT);
@@ -243,22 +303,40 @@ fn make_input(path: &Path) {
 /// The offset of `pid`'s fd 0, None once it is gone.
 fn stdin_pos(pid: i32) -> Option<u64> {
     let t = fs::read_to_string(format!("/proc/{pid}/fdinfo/0")).ok()?;
-    t.lines().find_map(|l| l.strip_prefix("pos:")).and_then(|v| v.trim().parse().ok())
+    t.lines()
+        .find_map(|l| l.strip_prefix("pos:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn have(program: &str) -> bool {
-    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
-/// Runs `sh -c 'exec PROG ARGS < input [> output]'` and freezes it as soon as it
-/// has read part of its input; returns the image, or None if the program was
-/// done before the freeze could catch it (the caller retries).
-fn freeze_mid_work(dir: &TestDir, cmd: &str, input: &Path, output: Option<&Path>, img: &Path) -> Option<Proc> {
+/// Runs `sh -c 'exec PROG ARGS < input [> output]'` and freezes it once it has
+/// read more than `min_pos` bytes of its input (and written some output, if it
+/// has an output file); returns the original, or None if the program was done
+/// before the freeze could catch it (the caller retries).
+fn freeze_mid_work(
+    cmd: &str,
+    input: &Path,
+    output: Option<&Path>,
+    min_pos: u64,
+    img: &Path,
+) -> Option<Proc> {
     let mut script = format!("exec {cmd} < \"$0\"");
     if output.is_some() {
         script.push_str(" > \"$1\"");
     }
-    let mut l = Launch::new("sh").arg("-c").arg(&script).arg(input).label(cmd);
+    let mut l = Launch::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(input)
+        .label(cmd);
     if let Some(o) = output {
         l = l.arg(o);
     }
@@ -267,24 +345,32 @@ fn freeze_mid_work(dir: &TestDir, cmd: &str, input: &Path, output: Option<&Path>
     loop {
         // `sh` has exec'd the program once fd 0 is the input file.
         let is_input = fs::read_link(format!("/proc/{}/fd/0", p.pid())).is_ok_and(|t| t == input);
-        if is_input && stdin_pos(p.pid()).is_some_and(|pos| pos > 0) {
+        let wrote = output.is_none_or(|o| fs::metadata(o).is_ok_and(|m| m.len() > 0));
+        if is_input && wrote && stdin_pos(p.pid()).is_some_and(|pos| pos > min_pos) {
             break;
         }
         if p.try_status().is_some() {
             return None;
         }
-        assert!(Instant::now() < deadline, "{cmd} never started reading\n{}", p.describe());
+        assert!(
+            Instant::now() < deadline,
+            "{cmd} never started reading\n{}",
+            p.describe()
+        );
         thread::sleep(Duration::from_millis(1));
     }
     let o = freeze_with_timeout(p.pid(), img, &[], BIG_TIMEOUT);
     if !o.status.success() {
         let gone = p.try_status().is_some() || lossy(&o.stderr).contains("exited");
-        assert!(gone, "freezing {cmd} failed while it ran\n{}", describe_output(&o));
+        assert!(
+            gone,
+            "freezing {cmd} failed while it ran\n{}",
+            describe_output(&o)
+        );
         let _ = fs::remove_file(img);
         return None;
     }
     assert_image(img);
-    let _ = dir;
     Some(p)
 }
 
@@ -301,16 +387,24 @@ fn gzip_mid_work() {
     make_input(&input);
     let out = dir.join("out.gz");
     let img = dir.image("gzip");
-    let mut orig = freeze_mid_work(&dir, "gzip -c", &input, Some(&out), &img).expect("gzip ended before the freeze");
+    let mut orig = freeze_mid_work("gzip -c", &input, Some(&out), BIG / 8, &img)
+        .expect("gzip ended before the freeze");
     orig.expect_killed_by_ckpt();
     let partial = fs::metadata(&out).unwrap().len();
     let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
     res.assert_success();
     eprintln!("gzip_mid_work: frozen with {partial} bytes of output written");
     let mut cmp = Command::new("sh");
-    cmp.arg("-c").arg("gzip -dc \"$0\" | cmp - \"$1\"").arg(&out).arg(&input);
+    cmp.arg("-c")
+        .arg("gzip -dc \"$0\" | cmp - \"$1\"")
+        .arg(&out)
+        .arg(&input);
     let o = run_with_timeout(cmp, BIG_TIMEOUT).unwrap();
-    assert!(o.status.success(), "out.gz does not decompress to the input\n{}", describe_output(&o));
+    assert!(
+        o.status.success(),
+        "out.gz does not decompress to the input\n{}",
+        describe_output(&o)
+    );
 }
 
 /// `sha256sum < big` frozen mid-work and resumed prints the digest of an
@@ -324,22 +418,81 @@ fn sha256sum_mid_work() {
     let dir = TestDir::new("fd_sha256sum");
     let input = dir.join("big");
     make_input(&input);
-    let reference = Command::new("sha256sum").stdin(fs::File::open(&input).unwrap()).output().unwrap();
+    let reference = Command::new("sha256sum")
+        .stdin(fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
     assert!(reference.status.success());
     let want = lossy(&reference.stdout);
     let img = dir.image("sha256sum");
     // sha256sum needs about a second here: retry if it finished first.
     for attempt in 1..=5 {
-        let Some(mut orig) = freeze_mid_work(&dir, "sha256sum", &input, None, &img) else {
+        let Some(mut orig) = freeze_mid_work("sha256sum", &input, None, 0, &img) else {
             eprintln!("sha256sum_mid_work: attempt {attempt}: finished before the freeze; again");
             continue;
         };
         let before = orig.expect_killed_by_ckpt();
-        assert!(before.is_empty(), "sha256sum printed before the freeze: {before:?}");
+        assert!(
+            before.is_empty(),
+            "sha256sum printed before the freeze: {before:?}"
+        );
         let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
         res.assert_success();
-        assert_eq!(res.stdout.join("\n").trim(), want.trim(), "digest after the resume");
+        assert_eq!(
+            res.stdout.join("\n").trim(),
+            want.trim(),
+            "digest after the resume"
+        );
         return;
     }
     panic!("sha256sum always finished before it could be frozen");
+}
+
+/// A file reopened by path that shrank below the saved offset, or that is gone,
+/// stops the resume with exit code 111 and a message naming the path.
+#[test]
+fn changed_files_stop_the_resume() {
+    let dir = TestDir::new("fd_changed");
+    let gate = dir.gate();
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    let mut orig = spawn_fixture(
+        "fd_files",
+        false,
+        &[gate.to_str().unwrap(), work.to_str().unwrap()],
+    );
+    orig.wait_ready();
+    let img = dir.image("fd_files");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    open_gate(&gate);
+
+    let c = work.join("c.dat"); // fd 100, offset 3
+    let content = fs::read(&c).unwrap();
+    fs::write(&c, b"c").unwrap();
+    let res = resume(&img);
+    assert_eq!(res.status.code(), Some(111), "{res}");
+    assert!(
+        res.stderr.contains(c.to_str().unwrap())
+            && res.stderr.contains("shorter")
+            && res.stderr.contains("fd 100"),
+        "no message naming fd 100, {} and its size\n{res}",
+        c.display()
+    );
+    fs::write(&c, &content).unwrap();
+
+    let high = work.join("high.txt"); // fd 200; renamed away, so it keeps its inode
+    let away = work.join("high.away");
+    fs::rename(&high, &away).unwrap();
+    let res = resume(&img);
+    assert_eq!(res.status.code(), Some(111), "{res}");
+    assert!(
+        res.stderr.contains(high.to_str().unwrap())
+            && res.stderr.contains("ENOENT")
+            && res.stderr.contains("fd 200"),
+        "no message naming fd 200 and the missing {}\n{res}",
+        high.display()
+    );
+    fs::rename(&away, &high).unwrap();
+    resume(&img).assert_success().line_starting("ok");
 }

@@ -35,6 +35,7 @@ mod python;
 mod registers;
 mod safety;
 mod syscalls;
+mod terminal;
 mod util;
 
 use std::fs;

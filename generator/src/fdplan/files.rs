@@ -151,3 +151,16 @@ pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, same_as: Option<&FdInfo>) -> C
     }
     Class::Plan(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resume_path;
+    use std::path::Path;
+
+    #[test]
+    fn own_proc_files_become_proc_self() {
+        assert_eq!(resume_path(123, Path::new("/proc/123/status")), b"/proc/self/status");
+        assert_eq!(resume_path(123, Path::new("/proc/1234/status")), b"/proc/1234/status");
+        assert_eq!(resume_path(123, Path::new("/tmp/proc/123/x")), b"/tmp/proc/123/x");
+    }
+}

@@ -101,8 +101,13 @@ pub enum FdExtra {
     None,
     Epoll(Vec<EpollTfd>),
     /// count; EFD_SEMAPHORE when the kernel says (Linux 6.6+), else None.
-    Eventfd { count: u64, semaphore: Option<bool> },
-    Signalfd { mask: u64 },
+    Eventfd {
+        count: u64,
+        semaphore: Option<bool>,
+    },
+    Signalfd {
+        mask: u64,
+    },
     Timerfd(TimerfdState),
     /// Watches sorted by wd.
     Inotify(Vec<InotifyWatch>),
@@ -204,15 +209,24 @@ fn get<'a>(f: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
 /// "(S, NS)" -> (S, NS)
 fn pair(line: &str, v: &str) -> Result<(u64, u64), TextError> {
     let bad = || TextError::line(line, "bad (s, ns) pair");
-    let inner = v.trim().strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(bad)?;
+    let inner = v
+        .trim()
+        .strip_prefix('(')
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or_else(bad)?;
     let (a, b) = inner.split_once(',').ok_or_else(bad)?;
-    Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 fn parse_tfd(line: &str) -> Result<EpollTfd, TextError> {
     let f = fields(line);
     Ok(EpollTfd {
-        tfd: get(&f, "tfd").and_then(|v| v.parse().ok()).ok_or_else(|| TextError::line(line, "bad tfd"))?,
+        tfd: get(&f, "tfd")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| TextError::line(line, "bad tfd"))?,
         events: hex(line, get(&f, "events"))?,
         data: hex(line, get(&f, "data"))?,
         ino: hex(line, get(&f, "ino")).unwrap_or(0),
@@ -228,7 +242,10 @@ fn parse_watch(line: &str) -> Result<InotifyWatch, TextError> {
         .collect::<Result<_, _>>()
         .map_err(|_| TextError::line(line, "bad f_handle"))?;
     if handle.len() != bytes {
-        return Err(TextError::line(line, "f_handle length differs from fhandle-bytes"));
+        return Err(TextError::line(
+            line,
+            "f_handle length differs from fhandle-bytes",
+        ));
     }
     Ok(InotifyWatch {
         wd: hex(line, get(&f, "wd"))?,
@@ -248,9 +265,14 @@ pub(crate) fn parse_extra(text: &str) -> Result<FdExtra, TextError> {
     let mut sigmask = None;
     let mut timer: Option<TimerfdState> = None;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let v = value.trim();
-        let num = || v.parse::<u64>().map_err(|_| TextError::line(line, "bad number"));
+        let num = || {
+            v.parse::<u64>()
+                .map_err(|_| TextError::line(line, "bad number"))
+        };
         match key {
             "tfd" => tfds.push(parse_tfd(line)?),
             k if k.starts_with("inotify wd") => watches.push(parse_watch(line)?),
@@ -307,7 +329,8 @@ fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(io_error(pid, &info_path, e)),
     };
-    let (pos, flags, mnt_id, ino) = parse_info(&text).map_err(|e| e.into_proc(pid, info_path.clone()))?;
+    let (pos, flags, mnt_id, ino) =
+        parse_info(&text).map_err(|e| e.into_proc(pid, info_path.clone()))?;
     let extra = parse_extra(&text).map_err(|e| e.into_proc(pid, info_path))?;
     let link = raw.to_string_lossy().into_owned();
     // Keep non-UTF-8 file names intact: rebuild the path from the raw bytes.
@@ -374,7 +397,8 @@ eventfd-count:                3\neventfd-id: 1\neventfd-semaphore: 0\n";
     }
 
     // More fdinfo files from this machine (Linux 6.18).
-    const SIGNALFD: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nsigmask:\t0000000000000201\n";
+    const SIGNALFD: &str =
+        "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nsigmask:\t0000000000000201\n";
     const TIMERFD: &str = "pos:\t0\nflags:\t02\nmnt_id:\t17\nino:\t1038\nclockid: 1\nticks: 0\n\
 settime flags: 00\nit_value: (99, 999730459)\nit_interval: (2, 500)\n";
     const INOTIFY: &str = "pos:\t0\nflags:\t00\nmnt_id:\t17\nino:\t1038\n\
@@ -389,12 +413,18 @@ tfd:        3 events: 80000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n";
         assert_eq!(parse_extra(STDOUT), Ok(FdExtra::None));
         assert_eq!(
             parse_extra(EVENTFD),
-            Ok(FdExtra::Eventfd { count: 3, semaphore: Some(false) })
+            Ok(FdExtra::Eventfd {
+                count: 3,
+                semaphore: Some(false)
+            })
         );
         // Before Linux 6.6 there is no eventfd-semaphore line; the count is hex.
         assert_eq!(
             parse_extra("pos:\t0\nflags:\t02\neventfd-count:                f\n"),
-            Ok(FdExtra::Eventfd { count: 15, semaphore: None })
+            Ok(FdExtra::Eventfd {
+                count: 15,
+                semaphore: None
+            })
         );
         assert_eq!(parse_extra(SIGNALFD), Ok(FdExtra::Signalfd { mask: 0x201 }));
         assert_eq!(
@@ -407,20 +437,40 @@ tfd:        3 events: 80000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n";
                 interval: (2, 500),
             }))
         );
-        let FdExtra::Inotify(w) = parse_extra(INOTIFY).unwrap() else { panic!("not inotify") };
+        let FdExtra::Inotify(w) = parse_extra(INOTIFY).unwrap() else {
+            panic!("not inotify")
+        };
         assert_eq!(w.len(), 2);
-        assert_eq!((w[0].wd, w[0].ino, w[0].sdev, w[0].mask), (1, 0x3c4a7, 0xfe00000, 0x300));
+        assert_eq!(
+            (w[0].wd, w[0].ino, w[0].sdev, w[0].mask),
+            (1, 0x3c4a7, 0xfe00000, 0x300)
+        );
         assert_eq!((w[1].wd, w[1].handle_type), (2, 1));
         assert_eq!(w[1].handle, [0xe1, 0x02, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             parse_extra(EPOLL),
-            Ok(FdExtra::Epoll(vec![EpollTfd { tfd: 7, events: 0x19, data: 7, ino: 0x1410 }]))
+            Ok(FdExtra::Epoll(vec![EpollTfd {
+                tfd: 7,
+                events: 0x19,
+                data: 7,
+                ino: 0x1410
+            }]))
         );
         assert_eq!(
             parse_extra(EPOLL2),
             Ok(FdExtra::Epoll(vec![
-                EpollTfd { tfd: 4, events: 0x19, data: 4, ino: 0x40e },
-                EpollTfd { tfd: 3, events: 0x8000_0019, data: u64::MAX, ino: 0x40e },
+                EpollTfd {
+                    tfd: 4,
+                    events: 0x19,
+                    data: 4,
+                    ino: 0x40e
+                },
+                EpollTfd {
+                    tfd: 3,
+                    events: 0x8000_0019,
+                    data: u64::MAX,
+                    ino: 0x40e
+                },
             ]))
         );
         assert!(parse_extra("tfd: x events: 1 data: 1\n").is_err());
