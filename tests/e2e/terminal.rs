@@ -63,11 +63,24 @@ fn less_in_tmux() {
     t.cmd(&["send-keys", "-t", "s:1", "100g"]);
     t.wait_top("s:1", "100");
     let pid: i32 = t.cmd(&["list-panes", "-t", "s:1", "-F", "#{pane_pid}"]).trim().parse().unwrap();
-    let o = freeze(pid, &img, &[]);
+    // The original stays (stopped) on its terminal, so the resumed one gets another
+    // terminal: its keyboard (/dev/tty) must be that one.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: plain signal delivery to the process this test froze.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _orig = KillOnDrop(pid);
+    let o = freeze(pid, &img, &["--leave-stopped"]);
     assert!(o.status.success(), "freeze of less failed\n{}", describe_output(&o));
     // Resume in a new window: the program redraws where it was and takes keys.
     t.cmd(&["new-window", "-d", "-t", "s:2", &format!("exec {}", img.display())]);
     t.wait_top("s:2", "100");
+    let new_pane = t.cmd(&["list-panes", "-t", "s:2", "-F", "#{pane_tty}"]).trim().to_string();
+    let old_pane = t.cmd(&["list-panes", "-t", "s:1", "-F", "#{pane_tty}"]).trim().to_string();
+    assert_ne!(new_pane, old_pane, "the resumed less must run on another terminal");
     t.cmd(&["send-keys", "-t", "s:2", "j"]);
     t.wait_top("s:2", "101");
     t.cmd(&["send-keys", "-t", "s:2", "q"]);

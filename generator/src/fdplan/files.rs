@@ -64,6 +64,12 @@ pub fn path(tg: &Target, f: &FdInfo, p: &Path, warnings: &mut Vec<String>) -> Cl
     }
     let mut rec = Planned::new(f, FdKind::Path);
     rec.path = resume_path(tg.pid, p);
+    // The controlling terminal (e.g. the /dev/tty a full-screen program opens for
+    // its keyboard) is whatever terminal the resumer has: /proc/PID/fd shows the
+    // old /dev/pts/N, which belongs to another session after the resume.
+    if ft.is_char_device() && tg.tty_nr != 0 && md.rdev() == tg.tty_nr {
+        rec.path = b"/dev/tty".to_vec();
+    }
     Class::Plan(rec)
 }
 

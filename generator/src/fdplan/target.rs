@@ -34,6 +34,8 @@ struct KcmpEpollSlot {
 
 pub struct Target {
     pub pid: i32,
+    /// Device number of the target's controlling terminal (0: none).
+    pub tty_nr: u64,
     pidfd: io::Result<OwnedFd>,
 }
 
@@ -53,7 +55,8 @@ impl Target {
             // SAFETY: the kernel just returned this fd to us; nothing else owns it.
             Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
         };
-        Target { pid, pidfd }
+        let tty_nr = crate::proc::stat::read_stat(pid).map_or(0, |s| s.tty_nr);
+        Target { pid, tty_nr, pidfd }
     }
 
     /// A duplicate of the target's `fd` in this process (close-on-exec).

@@ -14,6 +14,8 @@ pub struct Stat {
     /// Field 3: R, S, D, Z, T, t, X, I...
     pub state: char,
     pub ppid: i32,
+    /// Device number of the controlling terminal (field 7; 0 for none).
+    pub tty_nr: u64,
     /// Field 20.
     pub num_threads: i64,
     /// Fields 26-28. The address fields read as 0 unless the reader may
@@ -79,6 +81,7 @@ pub(crate) fn parse(text: &str) -> Result<Stat, TextError> {
         comm,
         state: s,
         ppid: signed(4)? as i32,
+        tty_nr: signed(7)? as u64,
         num_threads: signed(20)?,
         start_code: num(26)?,
         end_code: num(27)?,
