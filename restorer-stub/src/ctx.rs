@@ -42,6 +42,8 @@ pub struct Ctx {
     /// This process's own [vvar], [vvar_vclock], [vdso].
     pub cur: [Range; 3],
     pub hw_crc: bool,
+    /// Try to get the original PID back (pid.rs); off with CKPT_SAME_PID=0.
+    pub same_pid: bool,
 }
 
 impl Ctx {

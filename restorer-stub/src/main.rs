@@ -21,6 +21,7 @@ mod layout;
 mod mem;
 mod mm;
 mod out;
+mod pid;
 mod procstate;
 mod reloc;
 mod selfmaps;
@@ -50,6 +51,7 @@ pub extern "C" fn entry(sp: *const usize) -> ! {
 
     let mut ctx = ctx::Ctx::zeroed();
     ctx.hw_crc = ckpt_format::crc32c::have_hw();
+    ctx.same_pid = !st.env_is(b"CKPT_SAME_PID", b"0");
     image::open(&st, &mut ctx);
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
@@ -69,6 +71,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     vdso::move_specials(ctx, &t);
     layout::create_all(ctx, &t);
     mm::restore(&t);
+    pid::take_original(ctx, t.threads[0].tid, t.process.is_some_and(|p| p.pdeathsig != 0));
     fds::restore(ctx, &t);
     procstate::restore(&t);
     thread::restore(&t.threads[0]);

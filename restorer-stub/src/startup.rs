@@ -66,6 +66,22 @@ impl Startup {
         None
     }
 
+    /// Whether `NAME` is set in the environment to exactly `value`.
+    pub fn env_is(&self, name: &[u8], value: &[u8]) -> bool {
+        let mut e = self.envp;
+        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+        unsafe {
+            while !(*e).is_null() {
+                let s = core::slice::from_raw_parts(*e, cstr_len(*e));
+                if s.len() == name.len() + 1 + value.len() && s.starts_with(name) && s[name.len()] == b'=' && s.ends_with(value) {
+                    return true;
+                }
+                e = e.add(1);
+            }
+        }
+        false
+    }
+
     /// Whether `NAME` is set in the environment to something other than "" or "0".
     pub fn env_flag(&self, name: &[u8]) -> bool {
         let mut e = self.envp;

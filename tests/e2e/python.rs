@@ -33,3 +33,25 @@ fn dict_checksum_survives_freeze() {
     res.assert_success();
     assert_eq!(res.line_starting("checksum "), want, "{res}");
 }
+
+/// An asyncio program with timers (epoll, the loop's self-wakeup socketpair)
+/// frozen mid-run finishes the same work as an uninterrupted run.
+#[test]
+fn asyncio_timer_loop_survives_freeze() {
+    let dir = TestDir::new("asyncio");
+    let script = fixtures_src().join("asyncio_timers.py");
+    let reference = Launch::new(python3()).arg(&script).label("asyncio reference").spawn().wait_output(RESUME_TIMEOUT);
+    reference.assert_success();
+    let want = reference.line_starting("checksum ").to_owned();
+
+    let mut orig = Launch::new(python3()).arg(&script).label("asyncio").spawn();
+    orig.wait_ready();
+    thread::sleep(Duration::from_millis(200));
+    let img = dir.image("asyncio");
+    freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    assert!(!before.iter().any(|l| l.starts_with("checksum")), "asyncio finished before the freeze: {before:?}");
+    let res = resume(&img);
+    res.assert_success();
+    assert_eq!(res.line_starting("checksum "), want, "{res}");
+}

@@ -165,6 +165,18 @@ pub fn maps_diff(a: &[MapEntry], b: &[MapEntry]) -> String {
 /// Waits until the maps of `p` equal `expected` (the restore may still be
 /// running when we first look); fails with a diff if they never do or if the
 /// process ends first.
+/// The process that runs the resumed program: the one started from the file, or,
+/// when the restorer got the original PID back with clone3 (it then stays as a
+/// proxy parent), that proxy's only child.
+pub fn resumed_pid(proxy: i32) -> i32 {
+    let kids = fs::read_to_string(format!("/proc/{proxy}/task/{proxy}/children")).unwrap_or_default();
+    let kids: Vec<i32> = kids.split_whitespace().filter_map(|k| k.parse().ok()).collect();
+    match kids.as_slice() {
+        [one] => *one,
+        _ => proxy,
+    }
+}
+
 pub fn assert_maps_eventually(p: &mut Proc, expected: &[MapEntry], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -175,7 +187,7 @@ pub fn assert_maps_eventually(p: &mut Proc, expected: &[MapEntry], timeout: Dura
                 p.describe()
             );
         }
-        let got = fs::read_to_string(format!("/proc/{}/maps", p.pid()))
+        let got = fs::read_to_string(format!("/proc/{}/maps", resumed_pid(p.pid())))
             .map(|t| parse_maps(&t))
             .unwrap_or_default();
         if got == expected {

@@ -1,0 +1,188 @@
+//! Getting the frozen process's own PID back.
+//!
+//! Programs keep their PID and TID in memory (glibc's struct pthread, asyncio's
+//! running-loop check, lock owner words), so a resumed process with a new PID
+//! misbehaves. clone3(2) with `set_tid` creates a process with a chosen PID when the
+//! caller has CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) over the PID namespace and
+//! the PID is free. The restorer, once the memory and mm are in place, forks itself
+//! that way; the child (with the old PID) finishes the restore, and the parent
+//! stays as a small proxy: it drops everything, forwards signals to the child and
+//! exits the way the child does, so whoever ran the file sees one process.
+//! Without the privilege, or if the PID is taken, the restore continues in place
+//! with the new PID (traced with CKPT_TRACE=1). `CKPT_SAME_PID=0` opts out.
+
+use crate::ctx::Ctx;
+use crate::out;
+use crate::sys::{self, call};
+
+const SYS_CLONE3: usize = 435;
+const SYS_WAIT4: usize = 61;
+const SYS_RT_SIGTIMEDWAIT: usize = 128;
+const SYS_GETPPID: usize = 110;
+const SIGCHLD: u64 = 17;
+const SIGKILL: usize = 9;
+const PR_SET_PDEATHSIG: usize = 1;
+const WNOHANG: usize = 1;
+const WALL: usize = 0x4000_0000;
+
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Continue as the process with PID `want` (returns in it), or in this process when
+/// that is not possible. Never returns in the proxy.
+pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
+    if !ctx.same_pid || want == 0 || sys::getpid() == want as usize {
+        return;
+    }
+    let tid = want as i32;
+    let args = CloneArgs {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: SIGCHLD,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: &tid as *const i32 as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    let parent = sys::getpid();
+    let clone = || {
+        // SAFETY: a fork-like clone3 (no CLONE_VM): the child continues here on its
+        // own copy of this stack.
+        unsafe { call(SYS_CLONE3, [&args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), 0, 0, 0, 0]) }
+    };
+    let mut r = clone();
+    // The original, killed by the freeze, may still be a zombie waiting for its
+    // parent (an orphan is reaped by init only every few seconds): wait for that.
+    let mut tries = 0;
+    while r == Err(sys::EEXIST) && tries < 400 && is_zombie(want) {
+        let ts = [0u64, 20_000_000];
+        // SAFETY: a valid timespec.
+        let _ = unsafe { call(35 /* nanosleep */, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+        tries += 1;
+        r = clone();
+    }
+    match r {
+        Ok(0) => {
+            // The child: the proxy's death must not leave it running unseen.
+            if !keep_pdeathsig {
+                // SAFETY: integer arguments.
+                let _ = unsafe { sys::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+                // SAFETY: no arguments.
+                if unsafe { call(SYS_GETPPID, [0; 6]) } != Ok(parent) {
+                    sys::exit_group(1);
+                }
+            }
+            out::trace("continuing with the original pid", want as u64, 0);
+        }
+        Ok(child) => proxy(ctx, child),
+        Err(e) => {
+            if out::tracing() {
+                out::Line::new().s("keeping pid ").dec(sys::getpid() as u64).s(" (the original ")
+                    .dec(want as u64).s(" could not be had: ").errno(e).s(")").emit();
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists only as a zombie (state Z or X in /proc/PID/stat).
+fn is_zombie(pid: u32) -> bool {
+    let mut path = [0u8; 32];
+    let mut n = 0;
+    for &b in b"/proc/" {
+        path[n] = b;
+        n += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut v = pid;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    for &b in b"/stat\0" {
+        path[n] = b;
+        n += 1;
+    }
+    let Ok(fd) = sys::open(&path[..n], sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
+    let mut buf = [0u8; 512];
+    let len = sys::read(fd, &mut buf).unwrap_or(0);
+    let _ = sys::close(fd);
+    let text = &buf[..len];
+    match text.iter().rposition(|&c| c == b')') {
+        Some(i) => matches!(text.get(i + 2), Some(b'Z') | Some(b'X')),
+        None => false,
+    }
+}
+
+/// The parent left behind: no memory of the target, no fds; relays signals to the
+/// child and ends as it ends.
+fn proxy(ctx: &Ctx, child: usize) -> ! {
+    let _ = sys::close_range(0, u32::MAX as usize);
+    let (gap_lo, gap_hi) = (ctx.gap_start, ctx.gap_start + ctx.gap_len);
+    // SAFETY: the proxy runs only from the gap; everything else is the child's copy.
+    unsafe {
+        let _ = sys::munmap(ckpt_format::PAGE_SIZE as usize, gap_lo - ckpt_format::PAGE_SIZE as usize);
+        let _ = sys::munmap(gap_hi, ckpt_format::USER_TOP as usize - gap_hi);
+    }
+    let all: u64 = !0;
+    let mut info = [0u64; 16];
+    let timeout = [1u64, 0u64];
+    loop {
+        // SAFETY: valid set, info buffer and timespec; every signal is blocked here.
+        let sig = unsafe { call(SYS_RT_SIGTIMEDWAIT, [&all as *const u64 as usize, info.as_mut_ptr() as usize, timeout.as_ptr() as usize, 8, 0, 0]) };
+        if let Ok(s) = sig {
+            if s as u64 != SIGCHLD {
+                // SAFETY: forwarding a signal to our child.
+                let _ = unsafe { call(sys::SYS_KILL, [child, s, 0, 0, 0, 0]) };
+            }
+        }
+        let mut status: i32 = 0;
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { call(SYS_WAIT4, [child, &mut status as *mut i32 as usize, WNOHANG | WALL, 0, 0, 0]) };
+        if r == Ok(child) {
+            end_like(status);
+        }
+    }
+}
+
+/// Exit with the child's status, or die of the signal that killed it.
+fn end_like(status: i32) -> ! {
+    let sig = (status & 0x7f) as usize;
+    if sig == 0 {
+        sys::exit_group((status >> 8) & 0xff);
+    }
+    let dfl = [0u64; 4];
+    let set: u64 = 1 << (sig - 1);
+    // SAFETY: default disposition for `sig`, unblock it, and send it to ourselves.
+    unsafe {
+        let _ = call(sys::SYS_RT_SIGACTION, [sig, dfl.as_ptr() as usize, 0, 8, 0, 0]);
+        let _ = call(sys::SYS_RT_SIGPROCMASK, [1 /* SIG_UNBLOCK */, &set as *const u64 as usize, 0, 8, 0, 0]);
+        let _ = call(sys::SYS_KILL, [sys::getpid(), sig, 0, 0, 0, 0]);
+    }
+    sys::exit_group(128 + sig as i32)
+}
