@@ -105,6 +105,9 @@ pub struct Section {
 
 /// Image header flags.
 pub const HDR_SSE42_CRC: u64 = 1 << 0;
+/// At resume, open /dev/null in place of a file that is missing or shorter than its
+/// saved offset (with a warning) instead of failing.
+pub const HDR_MISSING_FILES_IGNORE: u64 = 1 << 1;
 
 /// The image header, at offset 0 of the image.
 #[repr(C)]

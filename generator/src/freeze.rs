@@ -31,6 +31,8 @@ pub struct Options {
     pub verbose: bool,
     /// Root only: freeze a process that holds setuid/setgid/file-capability privileges.
     pub force: bool,
+    /// Record that missing/shrunk files become /dev/null at resume.
+    pub missing_files_ignore: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -173,6 +175,7 @@ pub fn run(o: &Options) -> Result<()> {
         gadget_sigreturn: g.sigreturn,
         pid: o.pid as u32,
         kernel_release: proc::kernel_release(),
+        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };

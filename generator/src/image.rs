@@ -25,6 +25,7 @@ pub struct ImageParts {
     pub pid: u32,
     pub kernel_release: String,
     pub created_unix: u64,
+    pub flags: u64,
 }
 
 /// Lay out the tables from image offset `data_end` on. Returns the header and the
@@ -70,7 +71,7 @@ pub fn finish(p: &ImageParts, data_end: u64) -> (Header, Vec<u8>) {
         magic: MAGIC,
         version: VERSION,
         header_size: core::mem::size_of::<Header>() as u32,
-        flags: if hw { HDR_SSE42_CRC } else { 0 },
+        flags: p.flags | if hw { HDR_SSE42_CRC } else { 0 },
         image_size: base + tables.len() as u64,
         created_unix: p.created_unix,
         xcr0: p.xcr0,

@@ -64,6 +64,11 @@ enum Cmd {
         /// privileges (they are not carried into the file; its memory may hold secrets).
         #[arg(long)]
         force: bool,
+        /// What the resume does when a file an fd had open is missing or shorter than
+        /// its saved offset: `fail` (default) or `ignore` (open /dev/null in its
+        /// place, with a warning; also CKPT_MISSING_FILES=ignore at resume).
+        #[arg(long, value_name = "fail|ignore", default_value = "fail", value_parser = ["fail", "ignore"])]
+        missing_files: String,
     },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
     Resume {
@@ -106,7 +111,7 @@ enum Cmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose, force } => {
+        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose, force, missing_files } => {
             let after = if leave_running {
                 freeze::After::Continue
             } else if leave_stopped {
@@ -114,7 +119,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 freeze::After::Kill
             };
-            freeze::run(&freeze::Options { pid, output, after, raw_image: image, ignore_fds, verbose, force })
+            freeze::run(&freeze::Options {
+                pid,
+                output,
+                after,
+                raw_image: image,
+                ignore_fds,
+                verbose,
+                force,
+                missing_files_ignore: missing_files == "ignore",
+            })
         }
         Cmd::Resume { file, args } => resume::run(&file, &args),
         Cmd::Restorer { output } => resume::write_restorer(&output),

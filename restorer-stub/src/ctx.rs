@@ -44,6 +44,8 @@ pub struct Ctx {
     pub hw_crc: bool,
     /// Try to get the original PID back (pid.rs); off with CKPT_SAME_PID=0.
     pub same_pid: bool,
+    /// Replace missing or shrunk files with /dev/null instead of failing.
+    pub missing_ignore: bool,
 }
 
 impl Ctx {

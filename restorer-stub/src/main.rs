@@ -55,6 +55,7 @@ pub extern "C" fn entry(sp: *const usize) -> ! {
     image::open(&st, &mut ctx);
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
+    ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
     vdso::check_cpu(&ctx.hdr);
     ctx.cur = selfmaps::read_specials();
     vdso::check(&t, &ctx.cur);

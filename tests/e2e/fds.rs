@@ -496,3 +496,29 @@ fn changed_files_stop_the_resume() {
     fs::rename(&away, &high).unwrap();
     resume(&img).assert_success().line_starting("ok");
 }
+
+/// `--missing-files=ignore` (or CKPT_MISSING_FILES=ignore at resume): a missing or
+/// shrunk file becomes /dev/null with a warning naming it, and the resume goes on
+/// (the fixture then reports its fd as wrong, which is the point: never silently).
+#[test]
+fn missing_files_ignored_on_request() {
+    let dir = TestDir::new("fd_missing_ignore");
+    let gate = dir.gate();
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    let mut orig = spawn_fixture("fd_files", false, &[gate.to_str().unwrap(), work.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("fd_files");
+    freeze_ok(orig.pid(), &img, &["--missing-files=ignore"]);
+    orig.expect_killed_by_ckpt();
+    open_gate(&gate);
+    let high = work.join("high.txt"); // fd 200
+    fs::rename(&high, work.join("high.away")).unwrap();
+    let res = resume(&img);
+    assert_ne!(res.status.code(), Some(111), "the resume stopped at the fd step\n{res}");
+    assert!(
+        res.stderr.contains("warning: fd 200") && res.stderr.contains(high.to_str().unwrap()) && res.stderr.contains("/dev/null"),
+        "no warning naming fd 200, {} and /dev/null\n{res}",
+        high.display()
+    );
+}

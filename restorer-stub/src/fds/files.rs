@@ -17,24 +17,34 @@ const O_SYNC_BITS: u32 = 0o4010000;
 /// is opened O_APPEND (writes go to the end anyway: the offset is clamped); other
 /// kinds (directories: a position cookie; devices) and pseudo-files without an
 /// end (procfs refuses SEEK_END with EINVAL) are sought best effort.
-fn seek(f: &Fd, fd: usize, path: &[u8]) {
+/// Returns false when a regular file no longer reaches the offset.
+fn seek(f: &Fd, fd: usize) -> bool {
     let mut st = sys::Stat::zeroed();
     let regular = sys::fstat(fd, &mut st).is_ok() && st.st_mode & sys::S_IFMT == sys::S_IFREG;
     let end = if regular { sys::lseek(fd, 0, sys::SEEK_END).ok() } else { None };
     let Some(end) = end.map(|e| e as u64) else {
         let _ = sys::lseek(fd, f.offset, sys::SEEK_SET);
-        return;
+        return true;
     };
     let mut off = f.offset;
     if off > end {
         if f.flags & sys::O_APPEND == 0 {
-            let p = path.strip_suffix(&[0]).unwrap_or(path);
-            head(f).b(p).s(" is shorter (").dec(end).s(" bytes) than the saved offset ").dec(f.offset).emit();
-            sys::exit_group(Step::Fds as i32);
+            return false;
         }
         off = end;
     }
     check(f, "lseek", sys::lseek(fd, off, sys::SEEK_SET));
+    true
+}
+
+/// With missing files ignored (`ckpt freeze --missing-files=ignore`, or
+/// CKPT_MISSING_FILES=ignore at resume): /dev/null in the file's place, said on
+/// stderr, never silently.
+fn dev_null_instead(f: &Fd, path: &[u8], why: &str) -> usize {
+    let p = path.strip_suffix(&[0]).unwrap_or(path);
+    crate::out::Line::new().s("warning: fd ").dec(f.fd as u64).s(": ").b(p).s(" ").s(why)
+        .s("; /dev/null opened in its place").emit();
+    check(f, "open /dev/null", sys::open(b"/dev/null\0", (f.flags & 3) as usize | sys::O_CLOEXEC, 0))
 }
 
 pub fn path(cx: &Cx, i: usize) {
@@ -43,10 +53,20 @@ pub fn path(cx: &Cx, i: usize) {
     let path = cpath(cx.t.string(f.path_off, f.path_len), &mut buf);
     let x = match sys::open(path, (f.flags & !OPEN_ONLY) as usize, 0) {
         Ok(x) => x,
+        Err(e) if cx.ctx.missing_ignore && e == 2 => dev_null_instead(f, path, "is missing"),
         Err(e) => fail_path(f, "cannot reopen", path, e),
     };
-    if f.flags & sys::O_PATH == 0 {
-        seek(f, x, path);
+    if f.flags & sys::O_PATH == 0 && !seek(f, x) {
+        if !cx.ctx.missing_ignore {
+            let p = path.strip_suffix(&[0]).unwrap_or(path);
+            let end = sys::lseek(x, 0, sys::SEEK_END).unwrap_or(0) as u64;
+            head(f).b(p).s(" is shorter (").dec(end).s(" bytes) than the saved offset ").dec(f.offset).emit();
+            sys::exit_group(Step::Fds as i32);
+        }
+        let _ = sys::close(x);
+        let n = dev_null_instead(f, path, "is shorter than the saved offset");
+        to_temp(cx, i, n);
+        return;
     }
     to_temp(cx, i, x);
 }
