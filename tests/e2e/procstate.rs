@@ -85,3 +85,23 @@ fn seccomp_refused_without_privilege() {
     let fin = orig.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
 }
+
+/// A MAP_SHARED file mapping is mapped from the file again: writes after the
+/// resume reach the file.
+fn shared_file_mapping(static_: bool) {
+    let dir = TestDir::new("shmfile");
+    let gate = dir.gate();
+    let file = dir.join("shared.dat");
+    let mut orig = spawn_fixture("shmfile", static_, &[file.to_str().unwrap(), gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("shmfile");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut resumed = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+}
+
+both_variants!(shared_file_mapping);
