@@ -10,6 +10,10 @@ command -v gdb >/dev/null || need+=(gdb)
 command -v tmux >/dev/null || need+=(tmux)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v readelf >/dev/null || need+=(binutils)
+command -v less >/dev/null || need+=(less)
+command -v gzip >/dev/null || need+=(gzip)
+command -v sha256sum >/dev/null || need+=(coreutils)
+command -v setarch >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need[*]} (run as root or install them)" >&2
