@@ -518,7 +518,7 @@ pub fn from_bytes<T: Pod>(b: &[u8]) -> Option<&[T]> {
     if b.is_empty() {
         return Some(&[]);
     }
-    if b.len() % sz != 0 || (b.as_ptr() as usize) % core::mem::align_of::<T>() != 0 {
+    if !b.len().is_multiple_of(sz) || !(b.as_ptr() as usize).is_multiple_of(core::mem::align_of::<T>()) {
         return None;
     }
     // SAFETY: alignment and length checked above; T accepts any bit pattern.

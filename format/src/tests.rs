@@ -581,7 +581,7 @@ fn layout_matches_the_generator() {
     assert_eq!(prev_end, h.image_size);
     assert!(h.sections[KNOWN_SECTIONS..].iter().all(|s| *s == Section::default()));
     // The xstate area is 576+ bytes at a 64-aligned offset of a 64-aligned section.
-    assert!(XSTATE_SIZE >= 576 && h.section(SectionKind::Xstate).offset % 64 == 0);
+    assert!(XSTATE_SIZE >= 576 && h.section(SectionKind::Xstate).offset.is_multiple_of(64));
 }
 
 // ---------------------------------------------------------------------------

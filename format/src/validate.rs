@@ -264,7 +264,7 @@ fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: 
     Ok(b)
 }
 
-fn records<'a, T: Pod>(b: &'a [u8], kind: SectionKind) -> Result<&'a [T], FormatError> {
+fn records<T: Pod>(b: &[u8], kind: SectionKind) -> Result<&[T], FormatError> {
     from_bytes(b).ok_or(FormatError::BadSection { section: kind as u32, what: "section misaligned in memory" })
 }
 
@@ -440,7 +440,7 @@ impl<'a> Tables<'a> {
     fn check_mm(&self) -> Result<(), FormatError> {
         let m = self.mm;
         let bad = |what| Err(FormatError::BadMm { what });
-        if m.auxv_words as usize > 2 * MAX_AUXV || m.auxv_words % 2 != 0 {
+        if m.auxv_words as usize > 2 * MAX_AUXV || !m.auxv_words.is_multiple_of(2) {
             return bad("auxv length invalid");
         }
         if !str_in(self.strings, m.exe_off, m.exe_len) || !str_in(self.strings, m.cmdline_off, m.cmdline_len) {

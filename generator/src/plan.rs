@@ -106,7 +106,7 @@ pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> 
         let mut vma = Vma {
             start: m.start,
             end: m.end,
-            prot: (m.read as u32) * PROT_READ | (m.write as u32) * PROT_WRITE | (m.exec as u32) * PROT_EXEC,
+            prot: ((m.read as u32) * PROT_READ) | ((m.write as u32) * PROT_WRITE) | ((m.exec as u32) * PROT_EXEC),
             kind: kind as u32,
             flags: flags_of(m),
             ..Default::default()

@@ -165,7 +165,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     let mut signals = Vec::new();
     for (shared, thread) in [(false, 1u32), (true, 0u32)] {
         for info in t.pending(shared)? {
-            signals.push(PendingSignal { thread, signo: info[0] as u32 & 0xffff_ffff, info });
+            signals.push(PendingSignal { thread, signo: info[0] as u32, info });
         }
     }
     Ok(Captured { process: p, ss, tid_address, sigmask: inj.task_sigmask(), timers, signals })

@@ -39,8 +39,11 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 /// Phase 1, called by `_start` with the initial stack pointer.
+///
+/// # Safety
+/// `sp` must be the process's initial stack pointer (argc, argv, envp, auxv).
 #[no_mangle]
-pub extern "C" fn entry(sp: *const usize) -> ! {
+pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     sys::block_all_signals();
     // SAFETY: called once, first, before any relocated data is used.
     unsafe { reloc::relocate_self() };

@@ -37,7 +37,7 @@ fn cwd(t: &Tables, p: &Process) {
 }
 
 fn small_settings(p: &Process) {
-    // SAFETY (all calls below): integer arguments, or pointers into `p`.
+    // SAFETY: every call below takes integer arguments, or pointers into `p`.
     unsafe {
         let _ = call(sys::SYS_UMASK, [p.umask as usize, 0, 0, 0, 0, 0]);
         let _ = call(sys::SYS_PERSONALITY, [p.personality as usize, 0, 0, 0, 0, 0]);

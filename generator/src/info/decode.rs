@@ -149,7 +149,7 @@ pub fn errno_name(e: i64) -> Option<&'static str> {
 pub fn human(n: u64) -> String {
     const K: u64 = 1024;
     let unit = |div: u64, name: &str| {
-        if n % div == 0 {
+        if n.is_multiple_of(div) {
             format!("{} {name}", n / div)
         } else {
             format!("{:.1} {name}", n as f64 / div as f64)

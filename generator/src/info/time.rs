@@ -3,7 +3,7 @@
 
 /// Whether `y` is a leap year of the proleptic Gregorian calendar.
 fn is_leap(y: u64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` for seconds since 1970-01-01 00:00:00 UTC. Times past
