@@ -103,17 +103,7 @@ impl Line {
 
     pub fn dec(&mut self, v: u64) -> &mut Line {
         let mut t = [0u8; 20];
-        let mut n = t.len();
-        let mut v = v;
-        loop {
-            n -= 1;
-            t[n] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.b(&t[n..])
+        self.b(decimal(v, &mut t))
     }
 
     pub fn range(&mut self, lo: u64, hi: u64) -> &mut Line {
@@ -128,6 +118,45 @@ impl Line {
         self.b(b"\n");
         let _ = sys::write(2, &self.buf[..self.len]);
     }
+}
+
+/// The decimal digits of `v`, written at the end of `t`.
+pub fn decimal(v: u64, t: &mut [u8; 20]) -> &[u8] {
+    let mut n = t.len();
+    let mut v = v;
+    loop {
+        n -= 1;
+        t[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &t[n..]
+}
+
+/// A NUL-terminated string in `buf`: `parts[0] nums[0] parts[1] nums[1] ... tail`
+/// (a path such as "/proc/123/stat"); truncated to fit.
+pub fn cstr<'b, const N: usize>(buf: &'b mut [u8; N], parts: &[&[u8]], nums: &[u64], tail: &[u8]) -> &'b [u8] {
+    let mut n = 0;
+    let mut push = |s: &[u8], n: &mut usize| {
+        for &c in s {
+            if *n < N - 1 {
+                buf[*n] = c;
+                *n += 1;
+            }
+        }
+    };
+    for (i, p) in parts.iter().enumerate() {
+        push(p, &mut n);
+        if let Some(&v) = nums.get(i) {
+            let mut t = [0u8; 20];
+            push(decimal(v, &mut t), &mut n);
+        }
+    }
+    push(tail, &mut n);
+    buf[n] = 0;
+    &buf[..n + 1]
 }
 
 pub fn errno_name(e: isize) -> &'static str {

@@ -102,33 +102,9 @@ pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
 
 /// Whether process `pid` exists only as a zombie (state Z or X in /proc/PID/stat).
 fn is_zombie(pid: u32) -> bool {
-    let mut path = [0u8; 32];
-    let mut n = 0;
-    for &b in b"/proc/" {
-        path[n] = b;
-        n += 1;
-    }
-    let mut digits = [0u8; 10];
-    let mut d = 0;
-    let mut v = pid;
-    loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        path[n] = digits[d];
-        n += 1;
-    }
-    for &b in b"/stat\0" {
-        path[n] = b;
-        n += 1;
-    }
-    let Ok(fd) = sys::open(&path[..n], sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
+    let mut buf = [0u8; 32];
+    let path = crate::out::cstr(&mut buf, &[b"/proc/"], &[pid as u64], b"/stat");
+    let Ok(fd) = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };
     let mut buf = [0u8; 512];
     let len = sys::read(fd, &mut buf).unwrap_or(0);
     let _ = sys::close(fd);

@@ -73,24 +73,7 @@ pub fn path(cx: &Cx, i: usize) {
 
 /// "/proc/self/fd/N\0" into `buf`.
 pub fn proc_fd(fd: usize, buf: &mut [u8; 32]) -> &[u8] {
-    let prefix = b"/proc/self/fd/";
-    buf[..prefix.len()].copy_from_slice(prefix);
-    let mut digits = [0u8; 20];
-    let mut n = 0;
-    let mut v = fd;
-    loop {
-        digits[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for k in 0..n {
-        buf[prefix.len() + k] = digits[n - 1 - k];
-    }
-    buf[prefix.len() + n] = 0;
-    &buf[..prefix.len() + n + 1]
+    crate::out::cstr(buf, &[b"/proc/self/fd/"], &[fd as u64], &[])
 }
 
 /// Give a new read-write file `x`, already filled, the saved access mode, flags and
@@ -178,32 +161,7 @@ pub fn deleted(cx: &Cx, i: usize) {
 
 /// "/tmp/.ckpt-deleted-PID-FD\0"
 fn tmp_name<'b>(f: &Fd, buf: &'b mut [u8; 64]) -> &'b [u8] {
-    let mut n = 0;
-    let mut push = |b: &[u8], n: &mut usize| {
-        for &c in b {
-            buf[*n] = c;
-            *n += 1;
-        }
-    };
-    push(b"/tmp/.ckpt-deleted-", &mut n);
-    for v in [sys::getpid() as u64, f.fd as u64] {
-        let mut d = [0u8; 20];
-        let mut k = 0;
-        let mut v = v;
-        loop {
-            d[k] = b'0' + (v % 10) as u8;
-            k += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        d[..k].reverse();
-        push(&d[..k], &mut n);
-        push(b"-", &mut n);
-    }
-    buf[n - 1] = 0;
-    &buf[..n]
+    crate::out::cstr(buf, &[b"/tmp/.ckpt-deleted-", b"-"], &[sys::getpid() as u64, f.fd as u64], b"")
 }
 
 pub fn memfd(cx: &Cx, i: usize) {
