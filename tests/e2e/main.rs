@@ -28,6 +28,7 @@ mod binfmt;
 mod corrupt;
 mod errors;
 mod fds;
+mod formats;
 mod inspect;
 mod memory;
 mod procstate;

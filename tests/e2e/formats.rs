@@ -1,0 +1,86 @@
+//! The two file kinds and the ways to run them: a `.resume` is a clean static ELF,
+//! a raw image is not ELF and runs with `ckpt resume`, and either kind can be
+//! streamed to standard output.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::thread;
+
+use crate::util::*;
+
+const N: u64 = 300;
+
+fn counter(dir: &TestDir) -> Proc {
+    let _ = dir;
+    let p = Launch::fixture("counter", false).args([N.to_string()]).spawn();
+    p.wait_ready();
+    thread::sleep(SETTLE);
+    p
+}
+
+#[test]
+fn resume_file_is_a_clean_static_elf() {
+    let dir = TestDir::new("clean_elf");
+    let mut orig = counter(&dir);
+    let img = dir.image("counter");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let o = Command::new("readelf").arg("-a").arg("-W").arg(&img).output().expect("run readelf");
+    let all = format!("{}{}", lossy(&o.stdout), lossy(&o.stderr));
+    assert!(o.status.success(), "readelf -a failed:\n{all}");
+    for bad in ["Warning", "Error", "warning", "error"] {
+        assert!(!all.contains(bad), "readelf -a reports a problem ({bad}):\n{all}");
+    }
+    assert!(all.contains("Advanced Micro Devices X86-64") && all.contains("LOAD"), "{all}");
+    assert!(all.contains("CKPT"), "no CKPT note in:\n{all}");
+    assert!(!all.contains("INTERP"), "a resume file must be static:\n{all}");
+    let f = Command::new("file").arg(&img).output().expect("run file");
+    let f = lossy(&f.stdout);
+    assert!(f.contains("ELF 64-bit") && f.contains("x86-64"), "{f}");
+}
+
+#[test]
+fn raw_image_runs_with_ckpt_resume() {
+    let dir = TestDir::new("raw_resume");
+    let mut orig = counter(&dir);
+    let img = dir.join("counter.ckpt");
+    let o = freeze(orig.pid(), &img, &["--image"]);
+    assert!(o.status.success(), "freeze --image failed\n{}", describe_output(&o));
+    let before = orig.expect_killed_by_ckpt();
+    let head = fs::read(&img).unwrap();
+    assert_eq!(&head[..8], b"CKPTIMG\x01", "raw image magic");
+    assert_eq!(fs::metadata(&img).unwrap().permissions().mode() & 0o777, 0o700);
+    let res = Launch::new(ckpt_bin()).arg("resume").arg(&img).label("ckpt resume").spawn().wait_output(RESUME_TIMEOUT);
+    res.assert_success();
+    assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed through ckpt resume");
+}
+
+/// `-o -`: both kinds streamed into a pipe (`| cat > file`), then run.
+#[test]
+fn stream_to_stdout() {
+    for raw in [false, true] {
+        let dir = TestDir::new(if raw { "stream_raw" } else { "stream_resume" });
+        let mut orig = counter(&dir);
+        let out = dir.join(if raw { "s.ckpt" } else { "s.resume" });
+        // Through a pipe, as `ckpt freeze PID -o - | ssh host 'cat > f'` would be.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#""$0" freeze "$1" -o - $2 | cat > "$3""#)
+            .arg(ckpt_bin())
+            .arg(orig.pid().to_string())
+            .arg(if raw { "--image" } else { "" })
+            .arg(&out);
+        let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze -o -");
+        assert!(o.status.success(), "streaming freeze failed\n{}", describe_output(&o));
+        let before = orig.expect_killed_by_ckpt();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o700)).unwrap();
+        let res = if raw {
+            Launch::new(ckpt_bin()).arg("resume").arg(&out).label("streamed raw").spawn().wait_output(RESUME_TIMEOUT)
+        } else {
+            resume(&out)
+        };
+        res.assert_success();
+        assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed from a streamed file");
+    }
+}
