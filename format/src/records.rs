@@ -298,6 +298,11 @@ pub struct Vma {
     /// Size of the mapped file at the freeze (FilePrivate), to decide whether the
     /// stub may map the file itself or must use anonymous memory.
     pub file_size: u64,
+    /// Identity of the mapped file at the freeze (st_dev, st_ino, mtime in ns): when
+    /// the file found at resume matches, its clean pages need not be copied in.
+    pub file_dev: u64,
+    pub file_ino: u64,
+    pub file_mtime_ns: u64,
 }
 
 /// Page-aligned bytes stored in the image for one address range.
@@ -313,7 +318,15 @@ pub struct PageRun {
     pub crc: u32,
     /// Index of the VMA holding this run.
     pub vma: u32,
+    /// RUN_* flags.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// The run's pages were never written by the process: they are the mapped file's
+/// own bytes. When the file is still the same one (identity in the VMA), the stub
+/// lets the file mapping provide them instead of copying them in.
+pub const RUN_FILE_CLEAN: u32 = 1 << 0;
 
 /// Memory-descriptor fields for prctl(PR_SET_MM, PR_SET_MM_MAP) and the saved auxv.
 #[repr(C)]
@@ -544,8 +557,8 @@ mod tests {
         assert_eq!(size_of::<Section>(), 24);
         assert_eq!(size_of::<Regs>(), 27 * 8);
         assert_eq!(size_of::<Thread>(), 304);
-        assert_eq!(size_of::<Vma>(), 64);
-        assert_eq!(size_of::<PageRun>(), 32);
+        assert_eq!(size_of::<Vma>(), 88);
+        assert_eq!(size_of::<PageRun>(), 40);
         assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 16 + 2 * 64 * 8);
         assert_eq!(size_of::<Fd>(), 104);
         assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
@@ -566,10 +579,10 @@ mod tests {
 
     #[test]
     fn from_bytes_checks_length_and_alignment() {
-        let words = [0u64; 8];
+        let words = [0u64; 10];
         let b = slice_as_bytes(&words);
         assert_eq!(from_bytes::<PageRun>(b).map(|s| s.len()), Some(2));
-        assert!(from_bytes::<PageRun>(&b[..40]).is_none());
+        assert!(from_bytes::<PageRun>(&b[..48]).is_none());
         assert!(from_bytes::<u64>(&b[1..9]).is_none());
     }
 }

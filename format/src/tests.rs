@@ -160,6 +160,8 @@ pub fn valid_parts() -> Parts {
             len: PAGE_SIZE,
             crc: crc32c(&bytes, false),
             vma: v as u32,
+            flags: 0,
+            _pad: 0,
         });
         data.push((data_off, bytes));
     }
@@ -2050,4 +2052,19 @@ fn rejects_malformed_seccomp_section() {
         let img = build(&p);
         expect(&img, FormatError::BadMm { what });
     }
+}
+
+#[test]
+fn run_flags_are_checked() {
+    // Unknown run flag bits.
+    let img = image_with(|p| p.runs[0].flags = 1 << 7);
+    expect(&img, BR(0, "unknown flags"));
+    // Clean file pages belong to private file mappings only.
+    let heap_run = valid_parts().runs.iter().position(|r| r.vma as usize == V_HEAP).expect("a heap run");
+    let img = image_with(|p| p.runs[heap_run].flags = crate::RUN_FILE_CLEAN);
+    expect(&img, BR(heap_run as u32, "clean file pages outside a private file mapping"));
+    // ... where they are accepted.
+    let code_run = valid_parts().runs.iter().position(|r| r.vma as usize == V_CODE).expect("a code run");
+    let img = image_with(|p| p.runs[code_run].flags = crate::RUN_FILE_CLEAN);
+    assert_eq!(validate(&img), Ok(()));
 }

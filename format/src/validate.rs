@@ -429,6 +429,12 @@ impl<'a> Tables<'a> {
             if r.addr < prev_end {
                 return bad("overlaps the previous run");
             }
+            if r.flags & !crate::RUN_FILE_CLEAN != 0 || r._pad != 0 {
+                return bad("unknown flags");
+            }
+            if r.flags & crate::RUN_FILE_CLEAN != 0 && v.kind != VmaKind::FilePrivate as u32 {
+                return bad("clean file pages outside a private file mapping");
+            }
             prev_end = end;
             if r.data_off < DATA_START || r.data_off.checked_add(r.len).is_none_or(|e| e > h.image_size) {
                 return bad("data outside the image");

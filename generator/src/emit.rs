@@ -56,14 +56,21 @@ fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> (
     image::finish(src.parts, data_end)
 }
 
+/// Stream the pages; a failure while the target died mid-freeze is reported as that
+/// (reads of a dead process's memory or page map fail in unhelpful ways).
+fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &Seized) -> Result<()> {
+    let r = pages::dump(src.mem, src.pm, src.vmas, w);
+    t.check_alive()?;
+    r
+}
+
 /// One pass into a seekable file. Returns the stats and the file size.
 pub fn to_file(src: &mut Source, file: &File, t: &Seized) -> Result<(Stats, u64)> {
     let prefix_len = prefix(src, 0)?.len() as u64;
     let mut bw = BufWriter::with_capacity(1 << 20, file);
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
     let mut pw = PageWriter::new(bw, DATA_START);
-    pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
-    t.check_alive()?;
+    dump(src, &mut pw, t)?;
     let (mut bw, runs, stats, pages_end) = pw.finish();
     let data_end = place_blobs(src, pages_end, Some(&mut bw))?;
     let (hdr, tables) = layout(src, runs, data_end);
@@ -105,7 +112,7 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 /// Two passes into a sequential stream. Returns the stats and the bytes written.
 pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stats, u64)> {
     let mut probe = PageWriter::new(std::io::sink(), DATA_START);
-    pages::dump(src.mem, src.pm, src.vmas, &mut probe)?;
+    dump(src, &mut probe, t)?;
     let (_, runs, _, pages_end) = probe.finish();
     let data_end = place_blobs::<std::io::Sink>(src, pages_end, None)?;
     let (hdr, tables) = layout(src, runs.clone(), data_end);
@@ -115,7 +122,7 @@ pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stat
     w.write_all(as_bytes(&hdr))?;
     pad_to(&mut w, pre.len() as u64 + DATA_START)?;
     let mut pw = PageWriter::new(w, DATA_START);
-    pages::dump(src.mem, src.pm, src.vmas, &mut pw)?;
+    dump(src, &mut pw, t)?;
     let (mut w, runs2, stats, pages_end2) = pw.finish();
     if runs2 != runs || pages_end2 != pages_end {
         bail!("the target's memory changed between the two passes of the stream");

@@ -106,7 +106,18 @@ impl Pagemap {
         Ok(out)
     }
 
+    /// Ranges of `[start, end)` whose pages are private anonymous copies (written by
+    /// the process, or swapped out, which only anonymous pages are in a private file
+    /// mapping): pagemap bit 63 present without bit 61 file-page, or bit 62 swapped.
+    pub fn private_copies(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        self.scan_entries(start, end, |v| (v & (1 << 63) != 0 && v & (1 << 61) == 0) || v & (1 << 62) != 0)
+    }
+
     fn entries(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        self.scan_entries(start, end, |v| v & (3 << 62) != 0)
+    }
+
+    fn scan_entries(&self, start: u64, end: u64, want: impl Fn(u64) -> bool) -> io::Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let chunk_pages = 65536u64;
         let mut buf = vec![0u8; (chunk_pages * 8) as usize];
@@ -117,7 +128,7 @@ impl Pagemap {
             self.file.read_exact_at(b, at / PAGE * 8)?;
             for (i, e) in b.chunks_exact(8).enumerate() {
                 let v = u64::from_le_bytes(e.try_into().unwrap());
-                if v & (3 << 62) == 0 {
+                if !want(v) {
                     continue;
                 }
                 let a = at + i as u64 * PAGE;

@@ -6,7 +6,7 @@ use crate::memory::Mem;
 use crate::pagemap::Pagemap;
 use crate::plan::{Pages, PlannedVma};
 use anyhow::{Context, Result};
-use ckpt_format::{crc32c, PageRun, PAGE_SIZE};
+use ckpt_format::{crc32c, PageRun, PAGE_SIZE, RUN_FILE_CLEAN};
 use std::io::Write;
 
 const BATCH: usize = 8 << 20;
@@ -50,10 +50,10 @@ impl<W: Write> PageWriter<W> {
 
     /// Store `data` (whole pages) for `addr`, extending the current run when it
     /// continues it. One write per span, not per page.
-    fn push(&mut self, vma: u32, addr: u64, data: &[u8]) -> std::io::Result<()> {
+    fn push(&mut self, vma: u32, addr: u64, data: &[u8], flags: u32) -> std::io::Result<()> {
         let len = data.len() as u64;
         match &mut self.cur {
-            Some(r) if r.vma == vma && r.addr + r.len == addr => {
+            Some(r) if r.vma == vma && r.addr + r.len == addr && r.flags == flags => {
                 r.len += len;
                 r.crc = if self.hw {
                     // SAFETY: hw is only true when the CPU has SSE4.2.
@@ -64,7 +64,7 @@ impl<W: Write> PageWriter<W> {
             }
             _ => {
                 self.close_run();
-                self.cur = Some(PageRun { addr, data_off: self.pos, len, crc: crc32c::crc32c(data, self.hw), vma });
+                self.cur = Some(PageRun { addr, data_off: self.pos, len, crc: crc32c::crc32c(data, self.hw), vma, flags, _pad: 0 });
             }
         }
         self.out.write_all(data)?;
@@ -102,6 +102,20 @@ pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &
         let mut segs: Vec<(u64, usize)> = Vec::new();
         let mut total = 0usize;
         let rs = ranges(pm, v)?;
+        // In a whole-stored private file mapping, pages never written are the file's
+        // own bytes: marked clean, so a resume that finds the same file maps them
+        // from it instead of copying them in.
+        let copies = if v.pages == Pages::All {
+            Some(pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
+                format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
+            })?)
+        } else {
+            None
+        };
+        let page_flags = |addr: u64| match &copies {
+            Some(c) if !c.iter().any(|&(lo, hi)| lo <= addr && addr < hi) => RUN_FILE_CLEAN,
+            _ => 0,
+        };
         let mut flush = |segs: &mut Vec<(u64, usize)>, total: &mut usize, w: &mut PageWriter<W>| -> Result<()> {
             if segs.is_empty() {
                 return Ok(());
@@ -111,22 +125,26 @@ pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &
             let mut off = 0;
             for &(addr, len) in segs.iter() {
                 let seg = &b[off..off + len];
-                // Spans of stored pages between skipped zero pages.
+                let io = || format!("writing the pages of {:x}-{:x}", addr, addr + len as u64);
+                // Spans of stored pages with the same flags, between skipped zero pages.
                 let mut span_start = 0;
+                let mut span_flags = page_flags(addr);
                 for p in (0..len).step_by(PAGE) {
-                    if skip_zero && is_zero(&seg[p..p + PAGE]) {
-                        if span_start < p {
-                            w.push(i as u32, addr + span_start as u64, &seg[span_start..p])
-                                .with_context(|| format!("writing the pages of {:x}-{:x}", addr, addr + len as u64))?;
-                        }
+                    let zero = skip_zero && is_zero(&seg[p..p + PAGE]);
+                    let flags = page_flags(addr + p as u64);
+                    if (zero || flags != span_flags) && span_start < p {
+                        w.push(i as u32, addr + span_start as u64, &seg[span_start..p], span_flags).with_context(io)?;
+                        span_start = p;
+                    }
+                    span_flags = flags;
+                    if zero {
                         w.stats.zero_pages += 1;
                         w.close_run();
                         span_start = p + PAGE;
                     }
                 }
                 if span_start < len {
-                    w.push(i as u32, addr + span_start as u64, &seg[span_start..])
-                        .with_context(|| format!("writing the pages of {:x}-{:x}", addr, addr + len as u64))?;
+                    w.push(i as u32, addr + span_start as u64, &seg[span_start..], span_flags).with_context(io)?;
                 }
                 off += len;
             }
@@ -161,16 +179,18 @@ mod tests {
     fn coalesces_pages_and_splits_on_gaps() {
         let mut w = PageWriter::new(Vec::new(), 4096);
         let p = [7u8; PAGE];
-        w.push(0, 0x1000, &p).unwrap();
-        w.push(0, 0x2000, &p).unwrap();
-        w.push(0, 0x4000, &p).unwrap();
-        w.push(1, 0x5000, &p).unwrap();
+        w.push(0, 0x1000, &p, 0).unwrap();
+        w.push(0, 0x2000, &p, 0).unwrap();
+        w.push(0, 0x4000, &p, 0).unwrap();
+        w.push(1, 0x5000, &p, 0).unwrap();
+        w.push(1, 0x6000, &p, RUN_FILE_CLEAN).unwrap();
         let (data, runs, stats, end) = w.finish();
-        assert_eq!(data.len(), 4 * PAGE);
-        assert_eq!(stats.stored_pages, 4);
-        assert_eq!(end, 4096 + 4 * 4096);
+        assert_eq!(data.len(), 5 * PAGE);
+        assert_eq!(stats.stored_pages, 5);
+        assert_eq!(end, 4096 + 5 * 4096);
         let got: Vec<(u64, u64, u64)> = runs.iter().map(|r| (r.addr, r.len, r.data_off)).collect();
-        assert_eq!(got, [(0x1000, 0x2000, 4096), (0x4000, 0x1000, 3 * 4096), (0x5000, 0x1000, 4 * 4096)]);
+        assert_eq!(got, [(0x1000, 0x2000, 4096), (0x4000, 0x1000, 3 * 4096), (0x5000, 0x1000, 4 * 4096), (0x6000, 0x1000, 5 * 4096)]);
+        assert_eq!(runs[3].flags, RUN_FILE_CLEAN, "a change of flags starts a new run");
         assert_eq!(runs[0].crc, crc32c::update_sw(0, &[7u8; 2 * PAGE]));
     }
 

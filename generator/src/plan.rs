@@ -115,7 +115,17 @@ pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> 
             let path = m.path().unwrap_or_default();
             (vma.name_off, vma.name_len) = strings.add(path);
             vma.file_offset = m.offset;
-            vma.file_size = std::fs::metadata(path).map(|md| md.len()).unwrap_or(0);
+            // The mapped file is the one with the maps line's device and inode; the
+            // path may name another file by now (then mtime stays 0: no match).
+            vma.file_dev = libc::makedev(m.dev_major, m.dev_minor);
+            vma.file_ino = m.inode;
+            if let Ok(md) = std::fs::metadata(path) {
+                use std::os::unix::fs::MetadataExt;
+                vma.file_size = md.len();
+                if md.dev() == vma.file_dev && md.ino() == vma.file_ino {
+                    vma.file_mtime_ns = (md.mtime() as u64).wrapping_mul(1_000_000_000).wrapping_add(md.mtime_nsec() as u64);
+                }
+            }
         }
         let pages = if !m.read && !m.write && !m.exec && m.rss == 0 && m.swap == 0 { Pages::None } else { pages };
         out.push(PlannedVma { vma, pages, map: m.clone() });

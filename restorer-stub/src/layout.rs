@@ -38,17 +38,22 @@ pub fn cpath<'a>(s: &[u8], buf: &'a mut [u8; 4096]) -> &'a [u8] {
 
 /// Open the file behind a private file mapping if it still exists and covers the
 /// whole mapped range (writing a page past EOF of a private file mapping is SIGBUS).
-fn open_backing(t: &Tables, v: &Vma) -> Option<usize> {
+/// Also says whether it is the very file that was mapped at the freeze (same device,
+/// inode, size and mtime): then its bytes are the clean pages' bytes.
+fn open_backing(t: &Tables, v: &Vma) -> Option<(usize, bool)> {
     let mut buf = [0u8; 4096];
     let path = cpath(t.string(v.name_off, v.name_len), &mut buf);
     let fd = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
-    let size = sys::lseek(fd, 0, sys::SEEK_END).unwrap_or(0) as u64;
-    if align_up(size, PAGE_SIZE) >= v.file_offset + (v.end - v.start) {
-        Some(fd)
-    } else {
+    let mut st = sys::Stat::zeroed();
+    if sys::fstat(fd, &mut st).is_err() || align_up(st.st_size as u64, PAGE_SIZE) < v.file_offset + (v.end - v.start) {
         let _ = sys::close(fd);
-        None
+        return None;
     }
+    // st_times: atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec.
+    let mtime = st.st_times[2].wrapping_mul(1_000_000_000).wrapping_add(st.st_times[3]);
+    let same = v.file_mtime_ns != 0
+        && (st.st_dev, st.st_ino, st.st_size as u64, mtime) == (v.file_dev, v.file_ino, v.file_size, v.file_mtime_ns);
+    Some((fd, same))
 }
 
 /// A shared file mapping's content is the file: it must still be there.
@@ -73,9 +78,21 @@ fn advise(v: &Vma, bit: u32, advice: usize) {
     }
 }
 
-fn create(t: &Tables, v: &Vma, kind: VmaKind) {
+/// The runs of a VMA.
+fn runs<'a>(t: &Tables<'a>, v: &Vma) -> &'a [PageRun] {
+    &t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize]
+}
+
+/// Create the VMA; returns whether it maps the very file it mapped at the freeze.
+fn create(t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     let len = (v.end - v.start) as usize;
-    let filling = v.nruns != 0;
+    let backing = match kind {
+        VmaKind::FilePrivate => open_backing(t, v),
+        VmaKind::SharedFile => Some((open_shared(t, v), false)),
+        _ => None,
+    };
+    let same = backing.is_some_and(|b| b.1);
+    let filling = runs(t, v).iter().any(|r| !same || r.flags & RUN_FILE_CLEAN == 0);
     let prot_fill = if filling { sys::PROT_READ | sys::PROT_WRITE } else { v.prot as usize };
     let mut flags = sys::MAP_FIXED_NOREPLACE;
     flags |= if kind == VmaKind::SharedAnon { sys::MAP_SHARED } else { sys::MAP_PRIVATE };
@@ -87,27 +104,26 @@ fn create(t: &Tables, v: &Vma, kind: VmaKind) {
     }
     // Mostly-stored anonymous memory: allocate every page in one go rather than
     // taking a fault per page while the pages are read in.
-    let stored: u64 = t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize].iter().map(|r| r.len).sum();
+    let stored: u64 = runs(t, v).iter().map(|r| r.len).sum();
     if kind != VmaKind::FilePrivate && kind != VmaKind::SharedFile && stored * 2 >= v.end - v.start && stored >= 1 << 20 {
         flags |= sys::MAP_POPULATE;
     }
-    let backing = match kind {
-        VmaKind::FilePrivate => open_backing(t, v),
-        VmaKind::SharedFile => Some(open_shared(t, v)),
-        _ => None,
-    };
     if kind == VmaKind::SharedFile {
         flags = (flags & !sys::MAP_PRIVATE) | sys::MAP_SHARED;
     }
-    out::trace(if backing.is_some() { "map file vma" } else { "map vma" }, v.start, v.end);
+    out::trace(
+        if same { "map file vma (same file: clean pages from it)" } else if backing.is_some() { "map file vma" } else { "map vma" },
+        v.start,
+        v.end,
+    );
     // SAFETY: MAP_FIXED_NOREPLACE only creates; the range is free in the target.
     let r = unsafe {
         match backing {
-            Some(fd) => sys::mmap(v.start as usize, len, prot_fill, flags, fd as isize, v.file_offset),
+            Some((fd, _)) => sys::mmap(v.start as usize, len, prot_fill, flags, fd as isize, v.file_offset),
             None => sys::mmap(v.start as usize, len, prot_fill, flags | sys::MAP_ANONYMOUS, -1, 0),
         }
     };
-    if let Some(fd) = backing {
+    if let Some((fd, _)) = backing {
         let _ = sys::close(fd);
     }
     out::check(r, Step::MapVma, v.start, v.end);
@@ -115,10 +131,18 @@ fn create(t: &Tables, v: &Vma, kind: VmaKind) {
     advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
     advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
     advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
+    same
 }
 
-fn fill(ctx: &Ctx, t: &Tables, v: &Vma) {
-    for r in &t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize] {
+/// Read the VMA's runs into place (clean file pages are skipped when the file is
+/// the same one). Returns whether anything was written.
+fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
+    let mut wrote = false;
+    for r in runs(t, v) {
+        if same && r.flags & RUN_FILE_CLEAN != 0 {
+            continue;
+        }
+        wrote = true;
         image::read_at(ctx, r.addr as usize, r.len as usize, r.data_off, Step::FillPages);
         // SAFETY: the run was just written in a mapped, readable range.
         let data = unsafe { core::slice::from_raw_parts(r.addr as *const u8, r.len as usize) };
@@ -128,6 +152,7 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma) {
             sys::exit_group(Step::FillPages as i32);
         }
     }
+    wrote
 }
 
 /// Create, fill and protect every VMA except the kernel-provided ones.
@@ -137,9 +162,8 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
             Some(k) if !k.is_special() => k,
             _ => continue,
         };
-        create(t, v, kind);
-        if v.nruns != 0 {
-            fill(ctx, t, v);
+        let same = create(t, v, kind);
+        if fill(ctx, t, v, same) {
             if v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
                 // SAFETY: the range is the target's VMA we just filled.
                 let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };

@@ -84,3 +84,26 @@ fn stream_to_stdout() {
         assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed from a streamed file");
     }
 }
+
+/// Clean file pages come from the file only while it is the same file: a binary
+/// overwritten (same size, other bytes, new mtime) after the freeze makes the
+/// restorer copy every stored page instead, and the process runs as it was.
+#[test]
+fn changed_executable_falls_back_to_stored_pages() {
+    let dir = TestDir::new("changed_exe");
+    let exe = dir.join("counter-copy");
+    fs::copy(fixture("counter", false), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut orig = Launch::new(&exe).args([N.to_string()]).spawn();
+    orig.wait_ready();
+    thread::sleep(SETTLE);
+    let img = dir.image("counter");
+    freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    let len = fs::metadata(&exe).unwrap().len() as usize;
+    thread::sleep(std::time::Duration::from_millis(20)); // a different mtime
+    fs::write(&exe, vec![0xccu8; len]).unwrap();
+    let res = resume(&img);
+    res.assert_success();
+    assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed after the binary changed");
+}
