@@ -105,3 +105,17 @@ fn shared_file_mapping(static_: bool) {
 }
 
 both_variants!(shared_file_mapping);
+
+/// A shared mapping of a file without a path (a memfd) is refused, naming it;
+/// the target runs on.
+#[test]
+fn shared_mapping_of_a_deleted_file_refused() {
+    let dir = TestDir::new("shm_deleted");
+    let mut orig = spawn_fixture("shm_deleted", false, &[]);
+    orig.wait_ready();
+    let o = freeze(orig.pid(), &dir.image("x"), &[]);
+    let err = assert_freeze_error(&o);
+    assert!(err.contains("/memfd:shared-buffer (deleted)") && err.contains("rw-s"), "{err}");
+    assert!(!dir.image("x").exists());
+    orig.assert_running();
+}

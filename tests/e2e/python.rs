@@ -55,3 +55,20 @@ fn asyncio_timer_loop_survives_freeze() {
     res.assert_success();
     assert_eq!(res.line_starting("checksum "), want, "{res}");
 }
+
+/// Bytes queued on a unix socket pair (both ends in the process) are read again
+/// after the resume, each by the end they were queued for.
+#[test]
+fn socketpair_queued_bytes_survive() {
+    let dir = TestDir::new("socketpair");
+    let script = fixtures_src().join("socketpair_queue.py");
+    let mut orig = Launch::new(python3()).arg(&script).arg("1.0").label("socketpair").spawn();
+    orig.wait_ready();
+    let img = dir.image("socketpair");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let res = resume(&img);
+    res.assert_success();
+    assert_eq!(res.line_starting("b got "), "b got queued-for-b", "{res}");
+    assert_eq!(res.line_starting("a got "), "a got queued-for-a", "{res}");
+}

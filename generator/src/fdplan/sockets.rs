@@ -213,7 +213,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family == libc::AF_UNIX {
-            if let Some(rec) = socketpair_end(f, ty, proto, all, warnings) {
+            if let Some(rec) = socketpair_end(&s, f, ty, proto, all, warnings) {
                 return Class::Plan(rec);
             }
         }
@@ -279,8 +279,16 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     Class::Plan(rec)
 }
 
+/// The `n` bytes queued for reading on a stream socket, left in place.
+fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    // SAFETY: buf is writable for n bytes; MSG_PEEK leaves the data queued.
+    let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    (r == n as isize).then_some(buf)
+}
+
 /// One end of a unix socket pair whose other end is an fd above 2 of the process.
-fn socketpair_end(f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Planned> {
+fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Planned> {
     let FdTarget::Socket(ino) = f.target else { return None };
     let d = unix_diag(ino).ok()?;
     let peer = d.peer as u64;
@@ -288,10 +296,16 @@ fn socketpair_end(f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mu
     if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
         return None;
     }
-    if d.rqueue > 0 {
-        warnings.push(format!("fd {}: {} bytes queued on its unix socket pair are not restored", f.fd, d.rqueue));
-    }
     let mut rec = Planned::new(f, FdKind::Socket);
+    if d.rqueue > 0 {
+        // A stream's queued bytes can be read without consuming them (MSG_PEEK,
+        // recv(2)); the restorer writes them into the new peer so this end reads
+        // them again. Datagram boundaries cannot be peeked past the first.
+        match (ty == libc::SOCK_STREAM).then(|| peek(s, d.rqueue as usize)).flatten() {
+            Some(bytes) => rec.blob = Some(bytes),
+            None => warnings.push(format!("fd {}: {} bytes queued on its unix socket pair are not restored", f.fd, d.rqueue)),
+        }
+    }
     let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
     rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, proto as u64];
     Some(rec)

@@ -92,6 +92,14 @@ fn pair(cx: &Cx, i: usize) {
     let Some(other) = end(!mine) else { fail(f, "the other end of its socket pair is not in the image", 0) };
     let mut sv = [0i32; 2];
     check(f, "socketpair", sys::socketpair(family as usize, ty as usize, proto as usize, &mut sv));
+    // Bytes one end had queued to read are written into the other end.
+    if f.data_len != 0 {
+        super::data::copy_to(cx, f, sv[1] as usize);
+    }
+    let g = &cx.t.fds[other];
+    if g.data_len != 0 {
+        super::data::copy_to(cx, g, sv[0] as usize);
+    }
     set_status(f, sv[0] as usize);
     set_status(&cx.t.fds[other], sv[1] as usize);
     to_temps2(cx, (i, sv[0] as usize), (other, sv[1] as usize));
