@@ -163,12 +163,11 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
             _ => continue,
         };
         let same = create(t, v, kind);
-        if fill(ctx, t, v, same) {
-            if v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
-                // SAFETY: the range is the target's VMA we just filled.
-                let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
-                out::check(r, Step::Protect, v.start, v.end);
-            }
+        // create mapped it writable exactly when fill has pages to write.
+        if fill(ctx, t, v, same) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
+            // SAFETY: the range is the target's VMA we just filled.
+            let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
+            out::check(r, Step::Protect, v.start, v.end);
         }
     }
 }
