@@ -270,6 +270,12 @@ pub fn run(o: &Options) -> Result<()> {
         eprintln!("ckpt: warning: {w}");
     }
     if o.verbose {
+        if let Some(exe) = &inv.exe {
+            eprintln!(
+                "ckpt: /proc/PID/exe of the resumed process names {exe} only when it is resumed with CAP_SYS_ADMIN \
+                 (or CAP_CHECKPOINT_RESTORE) and that file is unchanged; otherwise it names the file that was run"
+            );
+        }
         eprintln!(
             "ckpt: froze pid {} into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}{}",
             o.pid,
