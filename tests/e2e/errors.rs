@@ -4,25 +4,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::*;
 
-/// The counter keeps printing: it is neither stopped nor killed.
-fn assert_keeps_printing(p: &mut Proc) {
-    p.assert_running();
-    let n = p.out().snapshot().len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.out().snapshot().len() <= n + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the target stopped printing after a failed freeze\n{}",
-            p.describe()
-        );
-        thread::sleep(POLL);
-    }
-}
 
 fn assert_no_image(dir: &TestDir) {
     let left = dir_entries(&dir.join("images"));

@@ -9,14 +9,19 @@ fn procstate(static_: bool) {
     std::fs::create_dir(&work).unwrap();
     let work = work.canonicalize().unwrap();
     let gate = dir.gate();
-    let mut orig = spawn_fixture("procstate", static_, &[work.to_str().unwrap(), gate.to_str().unwrap()]);
+    freeze_gate_resume_ok(&dir, "procstate", static_, &[work.to_str().unwrap(), gate.to_str().unwrap()], &gate);
+}
+
+/// Start a fixture, freeze it once ready, resume it, open its gate: it must check
+/// its state and print "ok".
+fn freeze_gate_resume_ok(dir: &TestDir, name: &str, static_: bool, args: &[&str], gate: &std::path::Path) {
+    let mut orig = spawn_fixture(name, static_, args);
     orig.wait_ready();
-    let img = dir.image("procstate");
+    let img = dir.image(name);
     freeze_ok(orig.pid(), &img, &[]);
     orig.expect_killed_by_ckpt();
-    let resumed = resume_launch(&img).spawn();
-    open_gate(&gate);
-    let mut resumed = resumed;
+    let mut resumed = resume_launch(&img).spawn();
+    open_gate(gate);
     let fin = resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
     fin.line_starting("ok");
@@ -33,16 +38,7 @@ fn seccomp(static_: bool) {
     }
     let dir = TestDir::new("seccomp");
     let gate = dir.gate();
-    let mut orig = spawn_fixture("seccomp", static_, &[gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("seccomp");
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
-    let mut resumed = resume_launch(&img).spawn();
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
+    freeze_gate_resume_ok(&dir, "seccomp", static_, &[gate.to_str().unwrap()], &gate);
 }
 
 both_variants!(seccomp);
@@ -92,16 +88,7 @@ fn shared_file_mapping(static_: bool) {
     let dir = TestDir::new("shmfile");
     let gate = dir.gate();
     let file = dir.join("shared.dat");
-    let mut orig = spawn_fixture("shmfile", static_, &[file.to_str().unwrap(), gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("shmfile");
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
-    let mut resumed = resume_launch(&img).spawn();
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
+    freeze_gate_resume_ok(&dir, "shmfile", static_, &[file.to_str().unwrap(), gate.to_str().unwrap()], &gate);
 }
 
 both_variants!(shared_file_mapping);

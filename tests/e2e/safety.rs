@@ -136,20 +136,6 @@ fn assert_only_warnings(stderr: &str, what: &str) {
     }
 }
 
-/// The counter keeps printing: it is neither stopped nor killed.
-fn assert_keeps_printing(p: &mut Proc) {
-    p.assert_running();
-    let n = p.out().snapshot().len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while p.out().snapshot().len() <= n + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the target stopped printing after a failed freeze\n{}",
-            p.describe()
-        );
-        thread::sleep(POLL);
-    }
-}
 
 /// Waits until the kernel has let `pid` go: not traced and not stopped.
 fn wait_released(pid: i32) {

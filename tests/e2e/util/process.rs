@@ -364,3 +364,18 @@ impl Drop for Proc {
         }
     }
 }
+
+/// The counter keeps printing: it is neither stopped nor killed.
+pub fn assert_keeps_printing(p: &mut Proc) {
+    p.assert_running();
+    let n = p.out().snapshot().len();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.out().snapshot().len() <= n + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the target stopped printing after a failed freeze\n{}",
+            p.describe()
+        );
+        thread::sleep(POLL);
+    }
+}
