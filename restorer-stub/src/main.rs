@@ -73,9 +73,10 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     let t = image::parse(ctx, ctx.tables());
     layout::unmap_old(ctx);
     vdso::move_specials(ctx, &t);
+    // Before the memory exists, so the fork behind it copies next to nothing.
+    pid::take_original(ctx, t.threads[0].tid, t.process.is_some_and(|p| p.pdeathsig != 0));
     layout::create_all(ctx, &t);
     mm::restore(&t);
-    pid::take_original(ctx, t.threads[0].tid, t.process.is_some_and(|p| p.pdeathsig != 0));
     fds::restore(ctx, &t);
     procstate::restore(&t);
     thread::restore(&t.threads[0]);

@@ -4,8 +4,9 @@
 //! running-loop check, lock owner words), so a resumed process with a new PID
 //! misbehaves. clone3(2) with `set_tid` creates a process with a chosen PID when the
 //! caller has CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) over the PID namespace and
-//! the PID is free. The restorer, once the memory and mm are in place, forks itself
-//! that way; the child (with the old PID) finishes the restore, and the parent
+//! the PID is free. The restorer, once its old layout is gone (before the target's
+//! memory exists, so the fork copies almost nothing), forks itself that way; the
+//! child (with the old PID) does the whole restore, and the parent
 //! stays as a small proxy: it drops everything, forwards signals to the child and
 //! exits the way the child does, so whoever ran the file sees one process.
 //! Without the privilege, or if the PID is taken, the restore continues in place
