@@ -41,13 +41,9 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Continue as the process with PID `want` (returns in it), or in this process when
-/// that is not possible. Never returns in the proxy.
-pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
-    if !ctx.same_pid || want == 0 || sys::getpid() == want as usize {
-        return;
-    }
-    let tid = want as i32;
+/// fork(2) by clone3, optionally with a chosen PID in the innermost PID namespace.
+fn fork_as(tid: Option<i32>) -> sys::Res {
+    let t = tid.unwrap_or(0);
     let args = CloneArgs {
         flags: 0,
         pidfd: 0,
@@ -57,17 +53,36 @@ pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
         stack: 0,
         stack_size: 0,
         tls: 0,
-        set_tid: &tid as *const i32 as u64,
-        set_tid_size: 1,
+        set_tid: if tid.is_some() { &t as *const i32 as u64 } else { 0 },
+        set_tid_size: tid.is_some() as u64,
         cgroup: 0,
     };
+    // SAFETY: a fork-like clone3 (no CLONE_VM): the child continues on its own copy
+    // of this stack; `t` outlives the call.
+    unsafe { call(SYS_CLONE3, [&args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), 0, 0, 0, 0]) }
+}
+
+/// In the new process: the proxy's death must not leave it running unseen.
+fn child_setup(keep_pdeathsig: bool, parent: usize, want: u32) {
+    if !keep_pdeathsig {
+        // SAFETY: integer arguments.
+        let _ = unsafe { sys::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+        // SAFETY: no arguments.
+        if unsafe { call(SYS_GETPPID, [0; 6]) } != Ok(parent) {
+            sys::exit_group(1);
+        }
+    }
+    out::trace("continuing with the original pid", want as u64, 0);
+}
+
+/// Continue as the process with PID `want` (returns in it), or in this process when
+/// that is not possible. Never returns in the proxy.
+pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
+    if !ctx.same_pid || want == 0 || sys::getpid() == want as usize {
+        return;
+    }
     let parent = sys::getpid();
-    let clone = || {
-        // SAFETY: a fork-like clone3 (no CLONE_VM): the child continues here on its
-        // own copy of this stack.
-        unsafe { call(SYS_CLONE3, [&args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), 0, 0, 0, 0]) }
-    };
-    let mut r = clone();
+    let mut r = fork_as(Some(want as i32));
     // The original, killed by the freeze, may still be a zombie waiting for its
     // parent (an orphan is reaped by init only every few seconds): wait for that.
     let mut tries = 0;
@@ -76,30 +91,93 @@ pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
         // SAFETY: a valid timespec.
         let _ = unsafe { call(35 /* nanosleep */, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
         tries += 1;
-        r = clone();
+        r = fork_as(Some(want as i32));
     }
     match r {
-        Ok(0) => {
-            // The child: the proxy's death must not leave it running unseen.
-            if !keep_pdeathsig {
-                // SAFETY: integer arguments.
-                let _ = unsafe { sys::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-                // SAFETY: no arguments.
-                if unsafe { call(SYS_GETPPID, [0; 6]) } != Ok(parent) {
-                    sys::exit_group(1);
-                }
-            }
-            out::trace("continuing with the original pid", want as u64, 0);
-        }
+        Ok(0) => child_setup(keep_pdeathsig, parent, want),
         Ok(child) => proxy(ctx, child),
-        Err(e) => {
-            if out::tracing() {
-                out::Line::new().s("keeping pid ").dec(sys::getpid() as u64).s(" (the original ")
-                    .dec(want as u64).s(" could not be had: ").errno(e).s(")").emit();
-            }
-        }
+        Err(sys::EPERM) => in_new_namespace(ctx, want, keep_pdeathsig),
+        Err(e) => keeping(want, e),
     }
 }
+
+fn keeping(want: u32, e: isize) {
+    if out::tracing() {
+        out::Line::new().s("keeping pid ").dec(sys::getpid() as u64).s(" (the original ")
+            .dec(want as u64).s(" could not be had: ").errno(e).s(")").emit();
+    }
+}
+
+/// Write `text` to a /proc/self file (uid_map, gid_map, setgroups).
+fn write_proc(path: &[u8], text: &[u8]) -> bool {
+    let Ok(fd) = sys::open(path, 1 /* O_WRONLY */ | sys::O_CLOEXEC, 0) else { return false };
+    let ok = sys::write(fd, text) == Ok(text.len());
+    let _ = sys::close(fd);
+    ok
+}
+
+/// Without the privilege in the initial namespaces: a new user namespace (mapping
+/// only our own uid and gid, user_namespaces(7)) owning a new PID namespace, where
+/// set_tid is allowed. A PID other than 1 needs the namespace's init to exist, so
+/// the first child is that init (a proxy) and the second, with the original PID,
+/// goes on with the restore. Inside, the process sees its old PID; its parent is
+/// PID 1; files of other users show as the overflow uid.
+fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
+    const SYS_UNSHARE: usize = 272;
+    const CLONE_NEWUSER: usize = 0x1000_0000;
+    const CLONE_NEWPID: usize = 0x2000_0000;
+    // SAFETY: no arguments.
+    let (uid, gid) = unsafe { (call(102, [0; 6]).unwrap_or(0), call(104, [0; 6]).unwrap_or(0)) };
+    // SAFETY: unshare takes flags only.
+    if let Err(e) = unsafe { call(SYS_UNSHARE, [CLONE_NEWUSER | CLONE_NEWPID, 0, 0, 0, 0, 0]) } {
+        return keeping(want, e);
+    }
+    let mut ubuf = [0u8; 48];
+    let mut gbuf = [0u8; 48];
+    let umap = out::cstr(&mut ubuf, &[b"", b" "], &[uid as u64, uid as u64], b" 1");
+    let gmap = out::cstr(&mut gbuf, &[b"", b" "], &[gid as u64, gid as u64], b" 1");
+    if !(write_proc(b"/proc/self/uid_map\0", &umap[..umap.len() - 1])
+        && write_proc(b"/proc/self/setgroups\0", b"deny")
+        && write_proc(b"/proc/self/gid_map\0", &gmap[..gmap.len() - 1]))
+    {
+        out::fail_msg(out::Step::Process, "cannot map this user into the new user namespace for the original pid", b"");
+    }
+    let outer = sys::getpid();
+    match fork_as(None) {
+        Ok(0) => {
+            // PID 1 of the new namespace. Signals with the default action never reach
+            // a namespace init (pid_namespaces(7)): give every one a handler, so the
+            // ones relayed to it queue (they stay blocked and are taken by sigwait).
+            let act = [init_handler as *const () as u64, SA_RESTORER, init_handler as *const () as u64, 0];
+            for sig in 1..=64usize {
+                if sig != SIGKILL && sig != 19 {
+                    // SAFETY: a valid struct sigaction; the handler never runs.
+                    let _ = unsafe { call(sys::SYS_RT_SIGACTION, [sig, act.as_ptr() as usize, 0, 8, 0, 0]) };
+                }
+            }
+            match fork_as(Some(want as i32)) {
+                Ok(0) => child_setup(keep_pdeathsig, 1, want),
+                Ok(child) => proxy(ctx, child),
+                Err(e) => {
+                    out::Line::new().s("restore process state failed: cannot get pid ").dec(want as u64)
+                        .s(" in a new pid namespace: ").errno(e).emit();
+                    sys::exit_group(out::Step::Process as i32)
+                }
+            }
+        }
+        Ok(child) => {
+            let _ = outer;
+            proxy(ctx, child)
+        }
+        Err(e) => keeping(want, e),
+    }
+}
+
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// Installed in the namespace init so relayed signals are queued; never runs (every
+/// signal stays blocked there).
+extern "C" fn init_handler(_: i32) {}
 
 /// Whether process `pid` exists only as a zombie (state Z or X in /proc/PID/stat).
 fn is_zombie(pid: u32) -> bool {

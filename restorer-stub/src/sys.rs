@@ -132,6 +132,7 @@ pub const PR_SET_MM_MAP: usize = 14;
 pub const ARCH_SET_GS: usize = 0x1001;
 pub const ARCH_SET_FS: usize = 0x1002;
 
+pub const EPERM: isize = 1;
 pub const EEXIST: isize = 17;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
