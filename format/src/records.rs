@@ -418,10 +418,6 @@ pub enum FdKind {
 }
 
 impl FdKind {
-    /// Former name of [`FdKind::Path`].
-    #[allow(non_upper_case_globals)]
-    pub const RegularFile: FdKind = FdKind::Path;
-
     pub const fn from_u32(v: u32) -> Option<FdKind> {
         Some(match v {
             1 => FdKind::Inherit,

@@ -1588,7 +1588,7 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
     }
     // fds::restore: the path of every reopened file.
     for (i, f) in t.fds.iter().enumerate() {
-        if FdKind::from_u32(f.kind) == Some(FdKind::RegularFile) {
+        if FdKind::from_u32(f.kind) == Some(FdKind::Path) {
             let (o, n) = (f.path_off as usize, f.path_len as usize);
             if n == 0 || t.strings.get(o..o + n).is_none() {
                 return Err(format!("fd record {i}: path [{o}, +{n}) not usable"));
