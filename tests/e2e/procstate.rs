@@ -52,27 +52,17 @@ fn seccomp_refused_without_privilege() {
         eprintln!("seccomp_refused_without_privilege: skipped (needs root to switch to nobody)");
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    let base = std::env::temp_dir().join(format!("ckpt-seccomp-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&base).unwrap();
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _c = Cleanup(base.clone());
+    let dir = OpenDir::new("seccomp-nobody");
+    let base = dir.path.clone();
     let fx = base.join("seccomp");
     std::fs::copy(fixture("seccomp", false), &fx).unwrap();
     let ck = base.join("ckpt");
     std::fs::copy(ckpt_bin(), &ck).unwrap();
     let gate = base.join("gate");
-    const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
-    let mut orig = Launch::new("setpriv").args(NOBODY).arg("env").arg("-C").arg(&base).arg(&fx).arg(&gate).spawn();
+    let mut orig = dir.launch_as_nobody(&fx).arg(&gate).spawn();
     orig.wait_ready();
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(NOBODY).arg("env").arg("-C").arg(&base).arg(&ck).arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(base.join("x.resume"));
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(base.join("x.resume"));
     let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
     let err = assert_freeze_error(&o);
     assert!(err.contains("seccomp") && err.contains("CAP_SYS_ADMIN"), "{err}");

@@ -82,29 +82,16 @@ fn asyncio_as_nobody() {
         eprintln!("asyncio_as_nobody: skipped (needs root to switch to nobody)");
         return;
     }
-    const NOBODY: [&str; 4] = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+    let dir = OpenDir::new("asyncio-nobody");
+    let base = dir.path.clone();
     // An interpreter nobody may run (the test's own may live under /root).
-    let runs = |p: &std::path::Path| {
-        std::process::Command::new("setpriv").args(NOBODY).arg("env").arg("-C").arg("/").arg(p).arg("-c").arg("pass").output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
+    let runs = |p: &std::path::Path| dir.as_nobody(p).arg("-c").arg("pass").output().map(|o| o.status.success()).unwrap_or(false);
     let Some(py) = [std::path::PathBuf::from("/usr/bin/python3"), python3().to_path_buf()].into_iter().find(|p| runs(p)) else {
         eprintln!("asyncio_as_nobody: skipped (no python3 that nobody can run)");
         return;
     };
     let python3 = || py.as_path();
     use std::os::unix::fs::PermissionsExt;
-    let base = std::env::temp_dir().join(format!("ckpt-asyncio-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&base).unwrap();
-    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _c = Cleanup(base.clone());
     let script = base.join("asyncio_timers.py");
     std::fs::copy(fixtures_src().join("asyncio_timers.py"), &script).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -113,17 +100,16 @@ fn asyncio_as_nobody() {
     let reference = Launch::new(python3()).arg(&script).label("asyncio reference").spawn().wait_output(RESUME_TIMEOUT);
     let want = reference.line_starting("checksum ").to_owned();
 
-    let as_nobody = |prog: &std::path::Path| Launch::new("setpriv").args(NOBODY).arg("env").arg("-C").arg(&base).arg(prog);
-    let mut orig = as_nobody(python3()).arg(&script).label("asyncio as nobody").spawn();
+    let mut orig = dir.launch_as_nobody(python3()).arg(&script).label("asyncio as nobody").spawn();
     orig.wait_ready();
     thread::sleep(Duration::from_millis(200));
     let img = base.join("asyncio.resume");
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(NOBODY).arg("env").arg("-C").arg(&base).arg(&ck).arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img);
     let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
     assert!(o.status.success(), "freeze as nobody failed\n{}", describe_output(&o));
     orig.expect_killed_by_ckpt();
-    let res = as_nobody(&img).label("resumed as nobody").spawn().wait_output(RESUME_TIMEOUT);
+    let res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn().wait_output(RESUME_TIMEOUT);
     res.assert_success();
     assert_eq!(res.line_starting("checksum "), want, "{res}");
 }

@@ -379,3 +379,41 @@ pub fn assert_keeps_printing(p: &mut Proc) {
         thread::sleep(POLL);
     }
 }
+
+/// setpriv(1) arguments that run a program as user and group nobody.
+pub const AS_NOBODY_ARGS: [&str; 4] = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+
+/// A world-writable directory under the system temp dir (the test's own dirs may sit
+/// under a path user nobody cannot enter), removed on drop; programs started with
+/// [`OpenDir::as_nobody`] run there as nobody.
+pub struct OpenDir {
+    pub path: PathBuf,
+}
+
+impl OpenDir {
+    pub fn new(name: &str) -> OpenDir {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("ckpt-{name}-{}", std::process::id()));
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+        OpenDir { path }
+    }
+
+    /// `program` run as nobody with this directory as its working directory.
+    pub fn as_nobody(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(AS_NOBODY_ARGS).arg("env").arg("-C").arg(&self.path).arg(program);
+        cmd
+    }
+
+    /// The same, as a [`Launch`] (a tracked, killed-on-drop process).
+    pub fn launch_as_nobody(&self, program: &Path) -> Launch {
+        Launch::new("setpriv").args(AS_NOBODY_ARGS).arg("env").arg("-C").arg(&self.path).arg(program)
+    }
+}
+
+impl Drop for OpenDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
