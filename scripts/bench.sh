@@ -38,10 +38,11 @@ fr=(); rs=(); size=0
 for i in $(seq "$N"); do
     rm -f "$dir/gate" "$dir/big.resume"
     close_fds "$dir/big" "$MIB" "$dir/gate" > "$dir/big.out" 2>&1 &
-    pid=$!; pids+=("$pid")
+    # disowned: ckpt kills the original once the image is on disk, and bash would
+    # otherwise report that job as "Killed".
+    pid=$!; pids+=("$pid"); disown "$pid"
     wait_line "$dir/big.out" ready
     t0=$(now); "$ckpt" freeze "$pid" -o "$dir/big.resume"; t1=$(now)
-    wait "$pid" 2>/dev/null || true
     fr+=("$(python3 -c "print($t1 - $t0)")")
     size=$(stat -c %s "$dir/big.resume")
     touch "$dir/gate"
@@ -62,6 +63,7 @@ for i in $(seq "$N"); do
 done
 rm -f "$dir/py.out"
 sleep 1000 | close_fds python3 bench/warm.py > "$dir/py.out" 2>&1 &
+disown
 pypid=$(pgrep -n -f "python3 bench/warm.py"); pids+=("$pypid")
 wait_line "$dir/py.out" ready
 "$ckpt" freeze "$pypid" -o "$dir/py.resume"
