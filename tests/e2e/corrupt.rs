@@ -202,20 +202,6 @@ fn write_copy(path: &Path, data: &[u8], case: &Case) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
 }
 
-/// Runs a copy; a spawn that races with another thread's fork (ETXTBSY: the
-/// freshly written file still open for writing in a child being forked) is retried.
-fn run_copy(path: &Path) -> io::Result<Output> {
-    let mut attempt = 0;
-    loop {
-        match run_with_timeout(Command::new(path), RUN_TIMEOUT) {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 100 => {
-                attempt += 1;
-                thread::sleep(POLL);
-            }
-            r => return r,
-        }
-    }
-}
 
 fn classify(r: io::Result<Output>, expected_stdout: &str) -> Outcome {
     let o = match r {
@@ -314,7 +300,7 @@ fn truncated_and_bit_flipped_resume_files() {
 
     // The intact file resumes correctly: its output is what every completed
     // corrupted copy must print.
-    let baseline = match run_copy(&img) {
+    let baseline = match run_with_timeout(Command::new(&img), RUN_TIMEOUT) {
         Ok(o) if o.status.success() => lossy(&o.stdout),
         other => panic!("the intact file does not resume: {other:?}"),
     };
@@ -340,7 +326,7 @@ fn truncated_and_bit_flipped_resume_files() {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
                     write_copy(&path, data, case);
-                    let outcome = classify(run_copy(&path), baseline);
+                    let outcome = classify(run_with_timeout(Command::new(&path), RUN_TIMEOUT), baseline);
                     results.lock().unwrap()[i] = Some(outcome);
                 }
                 let _ = fs::remove_file(&path);

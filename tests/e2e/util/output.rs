@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -118,12 +118,30 @@ pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Spawns `cmd`, retrying (for up to a second) while its exec fails with ETXTBSY.
+/// An executable this test process has just written (a copy, a corrupted image)
+/// can still be open for writing in a child that another test thread is forking
+/// at that moment: the fd lives in that child until its own exec closes it, and
+/// execve(2) refuses a file open for writing with ETXTBSY.
+pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 100 => {
+                attempt += 1;
+                thread::sleep(POLL);
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs a command with stdout/stderr captured; kills it after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> io::Result<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
+    let mut child = spawn_retrying(&mut cmd)?;
     let out = Lines::collect(child.stdout.take().unwrap());
     let err = Lines::collect(child.stderr.take().unwrap());
     let deadline = Instant::now() + timeout;

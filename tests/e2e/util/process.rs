@@ -119,7 +119,7 @@ impl Launch {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
+        let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| {
             panic!(
                 "cannot run {} ({}): {e}",
                 self.label,
