@@ -76,6 +76,18 @@ fn inotify(static_: bool) {
     gated_ok("fd_inotify", "fd_inotify", static_);
 }
 
+/// Without CAP_DAC_READ_SEARCH the watches cannot be mapped back to paths: the
+/// freeze is refused, naming the fd, the reason and what to do; the target runs on.
+#[test]
+fn inotify_refused_without_privilege() {
+    if let Some(err) = freeze_refused_as_nobody("fd_inotify", &["work"], &["gate", "work"]) {
+        assert!(
+            err.contains("fd 3") && err.contains("inotify") && err.contains("CAP_DAC_READ_SEARCH"),
+            "{err}"
+        );
+    }
+}
+
 /// Talks to fd_socket: TCP ping/pong, unix ping/pong, UDP dgram/ack.
 fn socket_client(tcp: u16, udp: u16, sock: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -47,29 +47,9 @@ both_variants!(seccomp);
 /// the reason, and the target runs on.
 #[test]
 fn seccomp_refused_without_privilege() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("seccomp_refused_without_privilege: skipped (needs root to switch to nobody)");
-        return;
+    if let Some(err) = freeze_refused_as_nobody("seccomp", &[], &["gate"]) {
+        assert!(err.contains("seccomp") && err.contains("CAP_SYS_ADMIN"), "{err}");
     }
-    let dir = OpenDir::new("seccomp-nobody");
-    let base = dir.path.clone();
-    let fx = base.join("seccomp");
-    std::fs::copy(fixture("seccomp", false), &fx).unwrap();
-    let ck = base.join("ckpt");
-    std::fs::copy(ckpt_bin(), &ck).unwrap();
-    let gate = base.join("gate");
-    let mut orig = dir.launch_as_nobody(&fx).arg(&gate).spawn();
-    orig.wait_ready();
-    let mut cmd = dir.as_nobody(&ck);
-    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(base.join("x.resume"));
-    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
-    let err = assert_freeze_error(&o);
-    assert!(err.contains("seccomp") && err.contains("CAP_SYS_ADMIN"), "{err}");
-    assert!(!base.join("x.resume").exists());
-    open_gate(&gate);
-    let fin = orig.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
 }
 
 /// A MAP_SHARED file mapping is mapped from the file again: writes after the

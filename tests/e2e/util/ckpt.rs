@@ -93,6 +93,41 @@ pub fn assert_freeze_error(o: &Output) -> String {
     lines[0].to_owned()
 }
 
+/// A refusal that only an unprivileged caller meets: runs fixture `name` as nobody in
+/// a world-writable directory (its working directory, so `args` may name files there;
+/// `dirs` are created in it first, writable by nobody), freezes it as nobody, checks
+/// that the freeze fails with one error line and leaves no file, then opens the gate
+/// (`args` must pass `gate`) and checks that the target ends successfully. Returns
+/// the error line, or None when the tests do not run as root (no switch to nobody).
+pub fn freeze_refused_as_nobody(name: &str, dirs: &[&str], args: &[&str]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{name} refused as nobody: skipped (needs root to switch to nobody)");
+        return None;
+    }
+    let dir = OpenDir::new(&format!("{name}-nobody"));
+    let base = dir.path.clone();
+    for d in dirs {
+        fs::create_dir(base.join(d)).unwrap();
+        fs::set_permissions(base.join(d), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let fx = base.join(name);
+    fs::copy(fixture(name, false), &fx).unwrap();
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).args(args).label(name).spawn();
+    orig.wait_ready();
+    let out = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&out);
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+    let err = assert_freeze_error(&o);
+    assert!(!out.exists(), "{} left behind by a failed freeze", out.display());
+    open_gate(&base.join("gate"));
+    orig.wait_output(RESUME_TIMEOUT).assert_success();
+    Some(err)
+}
+
 /// Launch of a resume file (stdout/stderr piped, stdin /dev/null).
 pub fn resume_launch(image: &Path) -> Launch {
     Launch::new(image).label("resumed")
