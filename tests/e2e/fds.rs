@@ -262,23 +262,21 @@ fn connected_tcp_refused() {
     assert_eq!(res.line_starting("fd3 "), "fd3 closed");
 }
 
-/// The read end of a pipe whose write end is closed: refused naming fd 3 and
-/// pipe:[INODE]; the target keeps it and ends normally.
-#[test]
-fn half_pipe_refused() {
-    let dir = TestDir::new("fd_half_pipe");
+/// fd_refuse MODE holds at fd 3 what cannot be restored: the freeze is refused
+/// with one line naming fd 3 and each of `expect`, no file is left, and the target
+/// keeps its fd and ends normally.
+fn refused_fd(mode: &str, arg: Option<&str>, expect: &[&str]) {
+    let dir = TestDir::new(&format!("fd_refused_{mode}"));
     let gate = dir.gate();
-    let mut p = spawn_fixture("fd_refuse", false, &["halfpipe", gate.to_str().unwrap()]);
+    let mut args = vec![mode, gate.to_str().unwrap()];
+    args.extend(arg);
+    let mut p = spawn_fixture("fd_refuse", false, &args);
     p.wait_ready();
-    let link = fs::read_link(format!("/proc/{}/fd/3", p.pid())).unwrap();
-    let link = link.to_str().unwrap().to_owned();
-    assert!(link.starts_with("pipe:["), "fd 3 is {link}");
     let o = freeze(p.pid(), &dir.image("x"), &[]);
     let err = assert_freeze_error(&o);
-    assert!(
-        err.contains("fd 3 ") && err.contains(&link),
-        "error does not name fd 3 and {link}: {err}"
-    );
+    for want in [&"fd 3 "].into_iter().chain(expect) {
+        assert!(err.contains(want), "the error does not say {want:?}: {err}");
+    }
     assert!(
         dir_entries(&dir.join("images")).is_empty(),
         "a failed freeze left a file"
@@ -288,6 +286,39 @@ fn half_pipe_refused() {
     let fin = p.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
     assert_eq!(fin.line_starting("fd3 "), "fd3 open");
+}
+
+/// The read end of a pipe whose write end is closed: named by its pipe:[INODE].
+#[test]
+fn half_pipe_refused() {
+    refused_fd("halfpipe", None, &["pipe:[", "other end is not in the process"]);
+}
+
+/// A unix socket connected to another process's listener (a daemon): named with
+/// the peer's path.
+#[test]
+fn unix_socket_to_a_daemon_refused() {
+    let dir = TestDir::new("fd_unix_daemon");
+    let path = dir.join("daemon.sock");
+    let _daemon = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    refused_fd("unix", path.to_str(), &["connected", path.to_str().unwrap()]);
+}
+
+/// A FIFO: its other side cannot be restored; named by its path.
+#[test]
+fn fifo_refused() {
+    let dir = TestDir::new("fd_fifo");
+    let path = dir.join("fifo");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: c is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+    refused_fd("fifo", path.to_str(), &["FIFO", path.to_str().unwrap()]);
+}
+
+/// A pidfd (a kernel object with no restore path): named as anon_inode:[pidfd].
+#[test]
+fn pidfd_refused() {
+    refused_fd("pidfd", None, &["pidfd", "cannot be restored"]);
 }
 
 // ---------------------------------------------------------------------------

@@ -142,7 +142,7 @@ fn sockaddr_of(
 }
 
 /// A sockaddr for messages: "127.0.0.1:80", "[::1]:80", "/run/x.sock",
-/// "@abstract", "an unnamed unix socket".
+/// "@abstract", "(unnamed)" for an unbound unix socket.
 pub fn describe(addr: &[u8]) -> String {
     let family = if addr.len() >= 2 { u16::from_ne_bytes([addr[0], addr[1]]) as i32 } else { -1 };
     match family {
@@ -158,7 +158,7 @@ pub fn describe(addr: &[u8]) -> String {
         libc::AF_UNIX => {
             let path = &addr[2..];
             match path.first() {
-                None => "an unnamed unix socket".into(),
+                None => "(unnamed)".into(),
                 Some(0) => format!("@{}", String::from_utf8_lossy(&path[1..])),
                 Some(_) => {
                     let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
@@ -329,7 +329,7 @@ mod tests {
         assert!(unbound(&inet([0; 4], 0)));
         assert!(!unbound(&inet([0; 4], 80)));
         let mut un = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
-        assert_eq!(describe(&un), "an unnamed unix socket");
+        assert_eq!(describe(&un), "(unnamed)");
         assert!(unbound(&un));
         un.extend_from_slice(b"/run/x.sock\0");
         assert_eq!(describe(&un), "/run/x.sock");
