@@ -61,6 +61,11 @@ fn precheck(pid: i32, force: bool) -> Result<()> {
     if st.threads > 1 {
         bail!("pid {pid} has {} threads; multi-threaded processes are not supported yet", st.threads);
     }
+    if st.seccomp == 1 {
+        // Checked before anything is injected: in strict mode any system call but
+        // read, write, _exit and rt_sigreturn kills the task (seccomp(2)).
+        bail!("pid {pid} runs in strict seccomp mode, which cannot be restored");
+    }
     if st.tracer_pid != 0 {
         bail!("pid {pid} is already being traced by pid {} (another ckpt freeze, or a debugger)", st.tracer_pid);
     }
@@ -87,18 +92,19 @@ fn children(pid: i32) -> Vec<String> {
 }
 
 /// seccomp filters can be read (and installed again) only with CAP_SYS_ADMIN;
-/// without it a filtered process is refused rather than resumed unconfined.
+/// without it a filtered process is refused rather than resumed unconfined. Runs
+/// before any system call is injected: with the filters read, the filters are
+/// suspended for the injected calls, which a filter could otherwise fail or answer
+/// by killing the task.
 fn seccomp(t: &Seized) -> Result<Vec<u8>> {
     let st = proc::status::read_status(t.pid)?;
     if st.seccomp == 0 {
         return Ok(Vec::new());
     }
-    if st.seccomp == 1 {
-        bail!("pid {} runs in strict seccomp mode, which cannot be restored", t.pid);
-    }
     let filters = t.seccomp_filters().map_err(|e| {
         anyhow::anyhow!("pid {} has seccomp filters; reading (and restoring) them needs CAP_SYS_ADMIN: {e}", t.pid)
     })?;
+    t.suspend_seccomp()?;
     let mut out = Vec::new();
     for f in filters {
         out.extend_from_slice(&((f.len() / 8) as u32).to_le_bytes());
@@ -147,6 +153,7 @@ pub fn run(o: &Options) -> Result<()> {
         bail!("pid {}: no `syscall` instruction in its executable memory to read its kernel state with", o.pid);
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+    let seccomp_filters = seccomp(&t)?;
     let state = {
         let inj = Injector::new(&t, inv.regs, g.syscall, writable)?;
         procstate::capture(&t, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
@@ -181,7 +188,7 @@ pub fn run(o: &Options) -> Result<()> {
     };
     parts.xstate = inv.xstate.clone();
     parts.process = Some(state.process);
-    parts.seccomp = seccomp(&t)?;
+    parts.seccomp = seccomp_filters;
     parts.timers = state.timers;
     parts.signals = state.signals;
     let (robust_list, robust_len) = inv.robust;

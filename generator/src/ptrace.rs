@@ -259,6 +259,18 @@ impl Seized {
         Ok(out)
     }
 
+    /// Let system calls injected from now on bypass the task's seccomp filters
+    /// (PTRACE_O_SUSPEND_SECCOMP, Linux 4.3+, needs CAP_SYS_ADMIN). The option ends
+    /// with the detach, so the task is filtered again as soon as it runs on.
+    pub fn suspend_seccomp(&self) -> Result<(), PtraceError> {
+        const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
+        // SAFETY: PTRACE_SETOPTIONS takes the options in data, no pointers.
+        if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.pid, 0usize, PTRACE_O_SUSPEND_SECCOMP) } != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "SETOPTIONS(SUSPEND_SECCOMP)", source: errno() });
+        }
+        Ok(())
+    }
+
     /// Queued signals (PTRACE_PEEKSIGINFO): thread-directed, or with `shared` the
     /// process-wide queue. Each entry is a 128-byte siginfo_t.
     pub fn pending(&self, shared: bool) -> Result<Vec<[u64; 16]>, PtraceError> {

@@ -52,6 +52,25 @@ fn seccomp_refused_without_privilege() {
     }
 }
 
+/// A process in strict seccomp mode (any system call but read, write, exit and
+/// rt_sigreturn kills it) is refused before anything runs inside it; it keeps
+/// running and finishes normally.
+#[test]
+fn strict_seccomp_refused() {
+    let dir = TestDir::new("seccomp_strict");
+    let mut p = Launch::fixture("seccomp_strict", false).stdin_piped().spawn();
+    p.wait_ready();
+    let err = assert_freeze_error(&freeze(p.pid(), &dir.image("x"), &[]));
+    assert!(err.contains("strict seccomp mode"), "{err}");
+    assert!(!dir.image("x").exists(), "a failed freeze left a file");
+    p.assert_running();
+    use std::io::Write;
+    p.stdin.as_mut().unwrap().write_all(b"\n").expect("write to the fixture's stdin");
+    let fin = p.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    assert_eq!(fin.line_starting("ok"), "ok");
+}
+
 /// A MAP_SHARED file mapping is mapped from the file again: writes after the
 /// resume reach the file.
 fn shared_file_mapping(static_: bool) {
