@@ -389,3 +389,32 @@ fn binfmt_register_conflict_and_status() {
         "{err}"
     );
 }
+
+/// As an ordinary user, register and unregister fail with one line saying that
+/// they need root, and change nothing.
+#[test]
+fn binfmt_needs_root() {
+    if !is_root() {
+        eprintln!("skipping binfmt_needs_root: needs root to switch to nobody");
+        return;
+    }
+    let name = test_name("nobody");
+    let dir = OpenDir::new("binfmt-nobody");
+    let ck = dir.path.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    for args in [
+        &["binfmt", "register", "--name", &name, "--interpreter", s(&ck)][..],
+        &["binfmt", "unregister", "--name", &name][..],
+    ] {
+        let mut cmd = dir.as_nobody(&ck);
+        cmd.args(args);
+        let o = run_with_timeout(cmd, Duration::from_secs(60)).expect("ckpt as nobody");
+        assert!(!o.status.success(), "ckpt {args:?} as nobody succeeded\n{}", describe_output(&o));
+        let err = lossy(&o.stderr);
+        assert!(
+            err.lines().count() == 1 && err.contains("needs root"),
+            "ckpt {args:?} as nobody: {err}"
+        );
+    }
+    assert!(!Path::new(MOUNT).join(&name).exists());
+}
