@@ -93,13 +93,37 @@ fn sigactions(p: &Process) {
     }
 }
 
+/// struct itimerval as four u64: interval (sec, usec), value (sec, usec).
+fn setitimer(which: usize, v: &[u64; 4]) {
+    // SAFETY: v is a struct itimerval the kernel only reads.
+    if let Err(e) = unsafe { call(sys::SYS_SETITIMER, [which, v.as_ptr() as usize, 0, 0, 0, 0]) } {
+        fail_errno("setitimer", which as u64, e);
+    }
+}
+
 fn itimers(p: &Process) {
+    const ITIMER_REAL: usize = 0;
     for (which, v) in p.itimers.iter().enumerate() {
-        if v.iter().any(|&x| x != 0) {
-            // SAFETY: v is a struct itimerval (interval, value as timeval pairs).
-            if let Err(e) = unsafe { call(sys::SYS_SETITIMER, [which, v.as_ptr() as usize, 0, 0, 0, 0]) } {
-                fail_errno("setitimer", which as u64, e);
-            }
+        if v.iter().all(|&x| x == 0) {
+            continue;
+        }
+        setitimer(which, v);
+        if which == ITIMER_REAL || v[2] == 0 && v[3] == 0 {
+            continue;
+        }
+        // The kernel adds one tick to an armed ITIMER_VIRTUAL/PROF value
+        // (set_cpu_itimer in kernel/time/itimer.c), so every resume would push the
+        // timer a tick later: read the tick back and take it off again.
+        let mut now = [0u64; 4];
+        // SAFETY: `now` is a writable struct itimerval.
+        if unsafe { call(sys::SYS_GETITIMER, [which, now.as_mut_ptr() as usize, 0, 0, 0, 0]) }.is_err() {
+            continue;
+        }
+        let us = |t: &[u64; 4]| t[2].saturating_mul(1_000_000).saturating_add(t[3]);
+        let extra = us(&now).saturating_sub(us(v));
+        if extra > 0 && extra < 1_000_000 {
+            let want = us(v).saturating_sub(extra).max(1);
+            setitimer(which, &[v[0], v[1], want / 1_000_000, want % 1_000_000]);
         }
     }
 }

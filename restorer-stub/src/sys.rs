@@ -504,6 +504,7 @@ pub fn exit_group(code: i32) -> ! {
 
 // Process state (procstate.rs).
 pub const SYS_RT_SIGACTION: usize = 13;
+pub const SYS_GETITIMER: usize = 36;
 pub const SYS_SETITIMER: usize = 38;
 pub const SYS_GETPID: usize = 39;
 pub const SYS_CHDIR: usize = 80;
