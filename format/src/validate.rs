@@ -66,7 +66,6 @@ impl FormatError {
             | FormatError::BadVma { index, .. }
             | FormatError::BadRun { index, .. }
             | FormatError::BadFd { index, .. } => Some(index as u64),
-            FormatError::BadVersion { found } => Some(found as u64),
             _ => None,
         }
     }

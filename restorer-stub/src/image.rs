@@ -9,7 +9,7 @@ use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
 use crate::startup::{Startup, AT_EXECFD};
 use crate::sys;
-use ckpt_format::{check_header, tables_span, FormatError, Header, Tables, PAGE_SIZE};
+use ckpt_format::{check_header, tables_span, FormatError, Header, Tables, PAGE_SIZE, VERSION};
 
 /// File offset of the image inside this executable; 0 in the plain restorer. Written
 /// by the linker crate, which finds it through the symbol table.
@@ -30,8 +30,21 @@ fn bad_image(e: FormatError) -> ! {
     if let Some(i) = e.index() {
         l.s(" (#").dec(i).s(")");
     }
-    if let FormatError::Truncated { need, have } = e {
-        l.s(": needs ").dec(need).s(" bytes, has ").dec(have);
+    // The numbers behind the fixed text (core::fmt stays out of the stub).
+    match e {
+        FormatError::Truncated { need, have } => {
+            l.s(": needs ").dec(need).s(" bytes, has ").dec(have);
+        }
+        FormatError::BadVersion { found } => {
+            l.s(": the image is version ").dec(found as u64).s(", this restorer reads version ").dec(VERSION as u64);
+        }
+        FormatError::BadPageSize { found } => {
+            l.s(": the image's is ").dec(found as u64).s(", this machine's ").dec(PAGE_SIZE);
+        }
+        FormatError::HeaderChecksum { stored, computed } | FormatError::SectionChecksum { stored, computed, .. } => {
+            l.s(": stored ").hex(stored as u64).s(", computed ").hex(computed as u64);
+        }
+        _ => {}
     }
     l.emit();
     sys::exit_group(Step::Validate as i32)
