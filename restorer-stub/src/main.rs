@@ -38,6 +38,13 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     out::fail_msg(Step::Validate, "internal error in the restorer", b"")
 }
 
+/// The prebuilt libcore is compiled for unwinding, and without LTO (a workspace-wide
+/// `cargo build`, not the `stub` profile) the parts of it the stub uses still name
+/// the unwinder's personality routine. Nothing unwinds here (panic = "abort"), so it
+/// is never called; it only has to exist for the link.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
 /// Phase 1, called by `_start` with the initial stack pointer.
 ///
 /// # Safety
