@@ -2,9 +2,8 @@
 //!
 //! [`valid_parts`] describes a small but complete image (one thread with an XSAVE area,
 //! VMAs of every creation path, page runs with data, an mm record with auxv, fds) and
-//! [`build`] lays it out exactly as `generator/src/image.rs` does: header, page data
-//! from `DATA_START`, then the tables from `align_up(data_end, 64)`, each 8-byte
-//! aligned (64 for xstate) with its CRC-32C.
+//! [`build`] lays it out with the writer the generator uses ([`write::finish`]):
+//! header, page data from `DATA_START`, then the tables from `align_up(data_end, 64)`.
 //!
 //! Every way `check_header` and `Tables::parse` can reject a file has one test below,
 //! which breaks exactly one thing, repairs the checksums that would otherwise fire
@@ -21,6 +20,7 @@
 extern crate std;
 
 use super::crc32c::{crc32c, have_hw};
+use super::write::{self, ImageParts};
 use super::*;
 use core::mem::size_of;
 use std::format;
@@ -31,29 +31,26 @@ use std::vec::Vec;
 // ---------------------------------------------------------------------------
 // A valid image
 
-/// Everything an image holds; `build` turns it into bytes. Runs keep the
-/// `data_off`/`crc` they are given, so tests can break them.
+/// An image: what the writer lays out (`img`) and its page data, bytes placed at
+/// image offsets (the runs point into them). Runs keep the `data_off`/`crc` they
+/// are given, so tests can break them. Derefs to the [`ImageParts`].
 #[derive(Clone)]
 pub struct Parts {
-    pub threads: Vec<Thread>,
-    pub vmas: Vec<Vma>,
-    pub runs: Vec<PageRun>,
-    pub mm: Mm,
-    pub fds: Vec<Fd>,
-    pub strings: Vec<u8>,
-    pub xstate: Vec<u8>,
-    pub vdso: Vec<u8>,
-    pub process: Option<Process>,
-    pub signals: Vec<PendingSignal>,
-    pub timers: Vec<PosixTimer>,
-    pub epoll: Vec<EpollEntry>,
-    pub seccomp: Vec<u8>,
-    /// Page data: bytes placed at image offsets (the runs point into them).
+    pub img: ImageParts,
     pub data: Vec<(u64, Vec<u8>)>,
-    pub xcr0: u64,
-    pub xstate_size: u32,
-    pub gadget_syscall_ret: u64,
-    pub gadget_sigreturn: u64,
+}
+
+impl core::ops::Deref for Parts {
+    type Target = ImageParts;
+    fn deref(&self) -> &ImageParts {
+        &self.img
+    }
+}
+
+impl core::ops::DerefMut for Parts {
+    fn deref_mut(&mut self) -> &mut ImageParts {
+        &mut self.img
+    }
 }
 
 /// Deterministic filler bytes.
@@ -297,7 +294,7 @@ pub fn valid_parts() -> Parts {
         ..EpollEntry::default()
     };
 
-    Parts {
+    let img = ImageParts {
         threads: vec![thread],
         vmas,
         runs,
@@ -316,15 +313,19 @@ pub fn valid_parts() -> Parts {
             b.extend_from_slice(&[0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f]);
             b
         },
-        data,
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
         gadget_sigreturn: CODE.0 + 0x300,
-    }
+        pid: 4242,
+        kernel_release: "6.8.0-test".into(),
+        created_unix: 1_700_000_000,
+        flags: 0,
+    };
+    Parts { img, data }
 }
 
-/// Lay out `p` as generator/src/image.rs does and return the image bytes.
+/// Lay out `p` with the image writer (software CRCs) and return the image bytes.
 pub fn build(p: &Parts) -> Vec<u8> {
     let data_end = p
         .data
@@ -333,66 +334,8 @@ pub fn build(p: &Parts) -> Vec<u8> {
         .max()
         .unwrap_or(DATA_START)
         .max(DATA_START);
-    let base = align_up(data_end, 64);
-    let mut tables: Vec<u8> = Vec::new();
-    let mut sections = [Section::default(); MAX_SECTIONS];
-    for kind in SectionKind::ALL {
-        // An exhaustive match: a new section kind must be added here.
-        let (bytes, count): (&[u8], usize) = match kind {
-            SectionKind::Threads => (slice_as_bytes(&p.threads), p.threads.len()),
-            SectionKind::Vmas => (slice_as_bytes(&p.vmas), p.vmas.len()),
-            SectionKind::Runs => (slice_as_bytes(&p.runs), p.runs.len()),
-            SectionKind::Mm => (as_bytes(&p.mm), 1),
-            SectionKind::Fds => (slice_as_bytes(&p.fds), p.fds.len()),
-            SectionKind::Strings => (&p.strings, p.strings.len()),
-            SectionKind::Xstate => (&p.xstate, p.xstate.len()),
-            SectionKind::Vdso => (&p.vdso, p.vdso.len()),
-            SectionKind::Process => (
-                p.process.as_ref().map_or(&[][..], as_bytes),
-                p.process.is_some() as usize,
-            ),
-            SectionKind::Signals => (slice_as_bytes(&p.signals), p.signals.len()),
-            SectionKind::Timers => (slice_as_bytes(&p.timers), p.timers.len()),
-            SectionKind::Epoll => (slice_as_bytes(&p.epoll), p.epoll.len()),
-            SectionKind::Seccomp => (&p.seccomp[..], p.seccomp.len()),
-        };
-        let count = count as u32;
-        if bytes.is_empty() {
-            continue;
-        }
-        let align = if kind == SectionKind::Xstate { 64 } else { 8 };
-        tables.resize(align_up(tables.len() as u64, align) as usize, 0);
-        sections[kind as usize] = Section {
-            offset: base + tables.len() as u64,
-            size: bytes.len() as u64,
-            count,
-            crc: crc32c(bytes, false),
-        };
-        tables.extend_from_slice(bytes);
-    }
-    let mut kernel_release = [0u8; 64];
-    kernel_release[..10].copy_from_slice(b"6.8.0-test");
-    let mut h = Header {
-        magic: MAGIC,
-        version: VERSION,
-        header_size: size_of::<Header>() as u32,
-        flags: 0,
-        image_size: base + tables.len() as u64,
-        created_unix: 1_700_000_000,
-        xcr0: p.xcr0,
-        xstate_size: p.xstate_size,
-        page_size: PAGE_SIZE as u32,
-        gadget_syscall_ret: p.gadget_syscall_ret,
-        gadget_sigreturn: p.gadget_sigreturn,
-        pid: 4242,
-        nsections: MAX_SECTIONS as u32,
-        sections,
-        kernel_release,
-        header_crc: 0,
-        _pad: 0,
-    };
-    h.header_crc = header_crc(&h);
-    let mut img = vec![0u8; base as usize];
+    let (h, tables) = write::finish(&p.img, data_end, false);
+    let mut img = vec![0u8; align_up(data_end, 64) as usize];
     img[..size_of::<Header>()].copy_from_slice(as_bytes(&h));
     for (off, d) in &p.data {
         img[*off as usize..*off as usize + d.len()].copy_from_slice(d);

@@ -6,3 +6,6 @@ pub use ckpt_format::*;
 
 #[path = "../../format/src/tests.rs"]
 pub mod tests;
+
+#[path = "../../format/src/write.rs"]
+pub mod write;

@@ -4,7 +4,7 @@
 //! so the header and tables can precede the pages; the target is stopped, so the
 //! second pass reads the same bytes, which is checked).
 
-use crate::image::{self, ImageParts};
+use crate::write::{self, ImageParts};
 use crate::memory::Mem;
 use crate::pagemap::Pagemap;
 use crate::pages::{self, PageWriter, Stats};
@@ -53,7 +53,7 @@ fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
 fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> (Header, Vec<u8>) {
     src.parts.runs = runs;
     src.parts.vmas = src.vmas.iter().map(|v| v.vma).collect();
-    image::finish(src.parts, data_end)
+    write::finish(src.parts, data_end, ckpt_format::crc32c::have_hw())
 }
 
 /// Stream the pages; a failure while the target died mid-freeze is reported as that

@@ -1,7 +1,7 @@
 //! `ckpt freeze`: attach, take the inventory, plan, stream the pages into a temp file,
 //! commit it, and only then let the original go (kill it, or detach).
 
-use crate::image::ImageParts;
+use crate::write::ImageParts;
 use crate::memory::Mem;
 use crate::output::Output;
 use crate::pagemap::Pagemap;

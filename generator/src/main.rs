@@ -7,7 +7,6 @@ mod emit;
 mod fdplan;
 mod freeze;
 mod gadgets;
-mod image;
 mod info;
 mod inject;
 mod inventory;
@@ -22,6 +21,9 @@ mod ptrace;
 mod reader;
 mod regs;
 mod resume;
+/// The image writer, shared with the format crate's tests (see its module doc).
+#[path = "../../format/src/write.rs"]
+mod write;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

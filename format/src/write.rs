@@ -1,9 +1,22 @@
-//! Assembling the image's header and tables once the pages are written: the tables
-//! follow the page data, each section 8-byte aligned (64 for xstate) with its CRC-32C.
+//! Writing an image: its header and tables, laid out as `check_header` and
+//! `Tables::parse` read them. The tables follow the page data, each section 8-byte
+//! aligned (64 for xstate) with its CRC-32C.
+//!
+//! One file, compiled into every crate that writes images (`#[path]`: the generator,
+//! the fuzz targets, the format crate's tests) rather than exported by the format
+//! crate, because it allocates and the restorer stub links that crate without an
+//! allocator.
 
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ckpt_format::crc32c;
 use ckpt_format::*;
 
-#[derive(Default)]
+/// Everything an image holds besides its page data.
+#[derive(Clone, Debug, Default)]
 pub struct ImageParts {
     pub threads: Vec<Thread>,
     pub vmas: Vec<Vma>,
@@ -28,10 +41,10 @@ pub struct ImageParts {
     pub flags: u64,
 }
 
-/// Lay out the tables from image offset `data_end` on. Returns the header and the
-/// bytes to write at `align_up(data_end, 64)`.
-pub fn finish(p: &ImageParts, data_end: u64) -> (Header, Vec<u8>) {
-    let hw = crc32c::have_hw();
+/// Lay out the tables from image offset `data_end` on (the page data ends there).
+/// Returns the header and the bytes to write at `align_up(data_end, 64)`. With `hw`
+/// the checksums are computed with SSE4.2 (the same CRC-32C, flagged in the header).
+pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
     let base = align_up(data_end, 64);
     let mut tables: Vec<u8> = Vec::new();
     let mut sections = [Section::default(); MAX_SECTIONS];
