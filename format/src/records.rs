@@ -54,6 +54,25 @@ impl SectionKind {
         SectionKind::Seccomp,
     ];
 
+    /// Most entries (bytes for blobs) a section may hold, checked on read so a
+    /// corrupted count cannot make a reader walk off.
+    pub const fn max_count(self) -> u64 {
+        match self {
+            SectionKind::Threads => crate::MAX_THREADS as u64,
+            SectionKind::Vmas => crate::MAX_VMAS as u64,
+            SectionKind::Runs => crate::MAX_RUNS as u64,
+            SectionKind::Mm | SectionKind::Process => 1,
+            SectionKind::Fds => crate::MAX_FDS as u64,
+            SectionKind::Strings => crate::MAX_STRINGS,
+            SectionKind::Xstate => crate::MAX_XSTATE as u64 * crate::MAX_THREADS as u64,
+            SectionKind::Vdso => crate::MAX_VDSO,
+            SectionKind::Signals => crate::MAX_SIGNALS as u64,
+            SectionKind::Timers => crate::MAX_TIMERS as u64,
+            SectionKind::Epoll => crate::MAX_EPOLL as u64,
+            SectionKind::Seccomp => crate::MAX_SECCOMP,
+        }
+    }
+
     /// Size of one entry, or 1 for byte blobs.
     pub const fn entry_size(self) -> u64 {
         match self {

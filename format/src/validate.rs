@@ -8,10 +8,7 @@
 
 use crate::crc32c::crc32c;
 use crate::records::*;
-use crate::{
-    DATA_START, MAGIC, MAX_AUXV, MAX_FDS, MAX_RUNS, MAX_STRINGS, MAX_THREADS, MAX_VDSO,
-    MAX_VMAS, MAX_XSTATE, PAGE_SIZE, USER_TOP, VERSION,
-};
+use crate::{DATA_START, MAGIC, MAX_AUXV, MAX_XSTATE, PAGE_SIZE, USER_TOP, VERSION};
 
 /// Why an image was rejected. `index` names the record where one is at fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,21 +165,7 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
         if (s.count as u64).checked_mul(kind.entry_size()) != Some(s.size) {
             return Err(FormatError::BadSection { section: slot, what: "section size is not count x record size" });
         }
-        let max = match kind {
-            SectionKind::Threads => MAX_THREADS as u64,
-            SectionKind::Vmas => MAX_VMAS as u64,
-            SectionKind::Runs => MAX_RUNS as u64,
-            SectionKind::Mm => 1,
-            SectionKind::Fds => MAX_FDS as u64,
-            SectionKind::Strings => MAX_STRINGS,
-            SectionKind::Xstate => MAX_XSTATE as u64 * MAX_THREADS as u64,
-            SectionKind::Vdso => MAX_VDSO,
-            SectionKind::Process => 1,
-            SectionKind::Signals => crate::MAX_SIGNALS as u64,
-            SectionKind::Timers => crate::MAX_TIMERS as u64,
-            SectionKind::Epoll => crate::MAX_EPOLL as u64,
-            SectionKind::Seccomp => crate::MAX_SECCOMP,
-        };
+        let max = kind.max_count();
         if s.count as u64 > max {
             return Err(FormatError::TooMany { section: kind, count: s.count as u64, max });
         }
