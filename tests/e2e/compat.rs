@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use ckpt_format::{crc32c::crc32c, header_crc, read_record, Header, SectionKind};
+use ckpt_format::{as_bytes, crc32c::crc32c, header_crc, read_record, Header, SectionKind};
 
 use crate::util::*;
 
@@ -39,10 +39,7 @@ fn edited(dir: &TestDir, name: &str, image: &[u8], edit: impl FnOnce(&mut Header
     let mut h: Header = read_record(&bytes).expect("a header");
     edit(&mut h, &mut bytes);
     h.header_crc = header_crc(&h);
-    let size = std::mem::size_of::<Header>();
-    // SAFETY: Header is plain data (repr(C), no padding the format leaves undefined).
-    let raw = unsafe { std::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size) };
-    bytes[..size].copy_from_slice(raw);
+    bytes[..std::mem::size_of::<Header>()].copy_from_slice(as_bytes(&h));
     let path = dir.join(format!("{name}.ckpt"));
     fs::write(&path, &bytes).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
