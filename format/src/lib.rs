@@ -47,7 +47,7 @@ pub use validate::*;
 /// raw image from the self-contained executable.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\x01";
 /// Layout version; bump on any change to a record.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The only page size this format supports (x86_64).
 pub const PAGE_SIZE: u64 = 4096;
 /// Where page data starts, relative to the image.
@@ -59,7 +59,7 @@ pub const NOTE_NAME: &[u8] = b"CKPT";
 pub const NOTE_TYPE_IMAGE: u32 = 0x434b_5031;
 
 /// Upper bounds checked on read, so a corrupted count cannot make the stub walk off.
-pub const MAX_THREADS: u32 = 1;
+pub const MAX_THREADS: u32 = 4096;
 pub const MAX_VMAS: u32 = 65_536;
 pub const MAX_RUNS: u32 = 1 << 24;
 pub const MAX_FDS: u32 = 4096;

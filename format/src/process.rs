@@ -73,12 +73,16 @@ impl Default for Process {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PendingSignal {
-    /// 1: directed at the thread (tgkill), 0: at the process.
+    /// 0: directed at the process (rt_sigqueueinfo); otherwise the saved id of the
+    /// thread it is directed at (rt_tgsigqueueinfo).
     pub thread: u32,
     pub signo: u32,
     /// The kernel's siginfo_t (128 bytes).
     pub info: [u64; 16],
 }
+
+/// sigevent notify flag: deliver to the thread `notify_tid` (timer_create(2)).
+pub const SIGEV_THREAD_ID: i32 = 4;
 
 /// A POSIX timer (timer_create(2)).
 #[repr(C)]

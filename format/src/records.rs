@@ -203,11 +203,13 @@ pub struct Regs {
     pub gs: u64,
 }
 
-/// One thread. Version 1 stores exactly one (the main thread).
+/// One thread of the process. The first is the thread-group leader (its tid is the
+/// PID); the others follow in the order they are created again at resume.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Thread {
     pub tid: u32,
+    /// THREAD_* flags.
     pub flags: u32,
     pub regs: Regs,
     /// Blocked signal mask (bit n-1 for signal n).
@@ -226,7 +228,33 @@ pub struct Thread {
     pub tid_address: u64,
     pub robust_list: u64,
     pub robust_len: u64,
+    /// The thread's name (/proc/PID/task/TID/comm, PR_SET_NAME), NUL padded.
+    pub comm: [u8; 16],
+    /// sched_setscheduler(2) policy and static priority; nice value (setpriority(2)).
+    pub sched_policy: u32,
+    pub sched_priority: u32,
+    pub nice: i32,
+    /// The system call the thread was in at the freeze (orig_rax), or -1.
+    pub syscall_nr: i32,
+    /// THREAD_RESTART_*: what happens to that system call at resume.
+    pub restart: u32,
+    /// The scheduler state letter of /proc/PID/task/TID/stat at the freeze (R, S, D...).
+    pub state: u32,
 }
+
+/// `Thread::flags`: the thread-group leader had already exited (a main thread that
+/// called pthread_exit while other threads run on). Its registers are meaningless; the
+/// resume recreates it only to end it again, so the process shows the same zombie
+/// leader.
+pub const THREAD_EXITED: u32 = 1 << 0;
+pub const THREAD_KNOWN_FLAGS: u32 = THREAD_EXITED;
+
+/// `Thread::restart`: not in a system call, or one that had completed.
+pub const THREAD_RESTART_NONE: u32 = 0;
+/// Interrupted system call executed again (rip moved back onto `syscall`).
+pub const THREAD_RESTART_AGAIN: u32 = 1;
+/// Interrupted system call whose kernel restart state is lost: returns EINTR.
+pub const THREAD_RESTART_EINTR: u32 = 2;
 
 /// What a VMA is; decides how the stub creates it.
 #[repr(u32)]
@@ -571,7 +599,7 @@ mod tests {
     fn sizes_are_pinned() {
         assert_eq!(size_of::<Section>(), 24);
         assert_eq!(size_of::<Regs>(), 27 * 8);
-        assert_eq!(size_of::<Thread>(), 304);
+        assert_eq!(size_of::<Thread>(), 344);
         assert_eq!(size_of::<Vma>(), 88);
         assert_eq!(size_of::<PageRun>(), 40);
         assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 16 + 2 * 64 * 8);

@@ -8,7 +8,7 @@
 
 use crate::crc32c::crc32c;
 use crate::records::*;
-use crate::{DATA_START, MAGIC, MAX_AUXV, MAX_XSTATE, PAGE_SIZE, USER_TOP, VERSION};
+use crate::{DATA_START, MAGIC, MAX_AUXV, MAX_XSTATE, PAGE_SIZE, SIGEV_THREAD_ID, USER_TOP, VERSION};
 
 /// Why an image was rejected. `index` names the record where one is at fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -312,6 +312,28 @@ impl<'a> Tables<'a> {
         }
         for (i, t) in self.threads.iter().enumerate() {
             let bad = |what| Err(FormatError::BadThread { index: i as u32, what });
+            if t.tid == 0 || t.tid > 1 << 22 {
+                return bad("thread id out of range");
+            }
+            if self.threads[..i].iter().any(|o| o.tid == t.tid) {
+                return bad("thread id appears twice");
+            }
+            if t.flags & !THREAD_KNOWN_FLAGS != 0 {
+                return bad("unknown thread flags");
+            }
+            if t.restart > THREAD_RESTART_EINTR {
+                return bad("unknown system call restart kind");
+            }
+            if t.flags & THREAD_EXITED != 0 {
+                // Only a leader can be a zombie whose threads run on; it carries no state.
+                if i != 0 || self.threads.len() < 2 {
+                    return bad("an exited thread that is not a leader with live threads");
+                }
+                if t.xstate_size != 0 || t.xstate_off != 0 || t.rseq_addr != 0 || t.robust_list != 0 {
+                    return bad("an exited thread with saved state");
+                }
+                continue;
+            }
             if t.regs.rip >= USER_TOP || t.regs.rsp >= USER_TOP {
                 return bad("rip or rsp outside user space");
             }
@@ -339,6 +361,11 @@ impl<'a> Tables<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Index in the Threads table of the live thread with saved id `tid`.
+    pub fn thread_index(&self, tid: u32) -> Option<usize> {
+        self.threads.iter().position(|t| t.tid == tid && t.flags & THREAD_EXITED == 0)
     }
 
     fn check_vmas(&self) -> Result<(), FormatError> {
@@ -490,6 +517,12 @@ impl<'a> Tables<'a> {
         }
         if self.signals.iter().any(|s| s.signo == 0 || s.signo > 64) {
             return bad("pending signal number out of range");
+        }
+        if self.signals.iter().any(|s| s.thread != 0 && self.thread_index(s.thread).is_none()) {
+            return bad("pending signal directed at a thread that is not in the image");
+        }
+        if self.timers.iter().any(|t| t.notify & SIGEV_THREAD_ID != 0 && self.thread_index(t.notify_tid as u32).is_none()) {
+            return bad("posix timer notifies a thread that is not in the image");
         }
         // The seccomp section must be exactly a sequence of whole filters of at most
         // BPF_MAXINSNS (4096) instructions each.

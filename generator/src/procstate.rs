@@ -163,7 +163,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
 
     read_tty(pid, &mut p);
     let mut signals = Vec::new();
-    for (shared, thread) in [(false, 1u32), (true, 0u32)] {
+    for (shared, thread) in [(false, pid as u32), (true, 0u32)] {
         for info in t.pending(shared)? {
             signals.push(PendingSignal { thread, signo: info[0] as u32, info });
         }
