@@ -143,7 +143,7 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
             .with_context(|| format!("reading the state of thread {} of pid {}", t.pid, g.pid))?;
         let mut th = c.thread;
         if !c.xstate.is_empty() {
-            while out.xstate.len() % 64 != 0 {
+            while !out.xstate.len().is_multiple_of(64) {
                 out.xstate.push(0);
             }
             th.xstate_off = out.xstate.len() as u64;

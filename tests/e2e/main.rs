@@ -37,6 +37,7 @@ mod python;
 mod registers;
 mod safety;
 mod syscalls;
+mod timers;
 mod terminal;
 mod util;
 
@@ -84,6 +85,7 @@ fn fixtures_pass_unfrozen() {
         ("big", &["64", g]),
         ("zombie", &[g]),
         ("threads", &[g]),
+        ("periodic", &[g]),
         ("fds", &[g]),
     ];
     for static_ in [false, true] {
