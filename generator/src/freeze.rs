@@ -9,7 +9,7 @@ use crate::plan::{self, Strings};
 use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
-use crate::{emit, fdplan, gadgets, inventory, proc, procstate, thread_state};
+use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ pub struct Options {
     pub force: bool,
     /// Record that missing/shrunk files become /dev/null at resume.
     pub missing_files_ignore: bool,
+    /// Store the clean pages of mapped files too (fileref.rs), so the file depends on
+    /// no library or executable at resume.
+    pub embed_files: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -189,6 +192,9 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
+    if !o.embed_files {
+        fileref::reference(&mut vmas, &strings.buf).with_context(|| format!("pid {}", o.pid))?;
+    }
     let fdp = fdplan::plan(reader, &inv.fds, o.strict_fds, &mut strings, &mut warnings)?;
 
     let gd = gadgets::find(&mem, &vmas);
