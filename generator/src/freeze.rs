@@ -169,6 +169,7 @@ pub fn run(o: &Options) -> Result<()> {
     // The output location is checked before the target is touched; "-" streams
     // the file to standard output.
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
+    let t_seize = Instant::now();
     let g = Group::seize(
         o.pid,
         match o.after {
@@ -283,17 +284,23 @@ pub fn run(o: &Options) -> Result<()> {
     };
     // Every byte is written now. A process that keeps running need not wait for the
     // disk; one that is killed is killed only once the file is durable.
+    let mut stopped = None;
     let g = match o.after {
         After::Kill => Some(g),
         After::Continue | After::Stop => {
             drop(g);
+            stopped = Some(t_seize.elapsed());
             None
         }
     };
+    let t_sync = Instant::now();
     if let Some(out) = out {
         out.commit()?;
     }
+    let fsync = t_sync.elapsed();
     let frozen = t0.elapsed();
+    // A process that is killed is stopped from the seize to its end.
+    let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
     if let Some(g) = g {
         g.kill();
     }
@@ -308,7 +315,7 @@ pub fn run(o: &Options) -> Result<()> {
             );
         }
         eprintln!(
-            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}",
+            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; total {:.3} ms, target stopped {:.3} ms, fsync {:.3} ms",
             o.pid,
             nthreads,
             if nthreads == 1 { "" } else { "s" },
@@ -318,7 +325,9 @@ pub fn run(o: &Options) -> Result<()> {
             stats.stored_pages,
             stats.zero_pages,
             stats.unreadable_pages,
-            frozen,
+            frozen.as_secs_f64() * 1e3,
+            stopped.as_secs_f64() * 1e3,
+            fsync.as_secs_f64() * 1e3,
         );
     }
     Ok(())
