@@ -24,6 +24,8 @@ pub struct Source<'a> {
     pub blobs: &'a [(usize, Vec<u8>)],
     /// Write a .resume executable (ELF part first), not a raw image.
     pub resume_exe: bool,
+    /// Checksums of referenced files, still being computed (fileref.rs).
+    pub file_crcs: Option<crate::fileref::Pending>,
 }
 
 /// Place the fd blobs from image offset `at` (page aligned each), filling in the fd
@@ -50,10 +52,13 @@ fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
     Ok(if src.resume_exe { ckpt_linker::resume_prefix(ckpt_linker::STUB, image_size)? } else { Vec::new() })
 }
 
-fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> (Header, Vec<u8>) {
+fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> Result<(Header, Vec<u8>)> {
+    if let Some(c) = src.file_crcs.take() {
+        c.apply(src.vmas)?;
+    }
     src.parts.runs = runs;
     src.parts.vmas = src.vmas.iter().map(|v| v.vma).collect();
-    write::finish(src.parts, data_end, ckpt_format::crc32c::have_hw())
+    Ok(write::finish(src.parts, data_end, ckpt_format::crc32c::have_hw()))
 }
 
 /// Stream the pages; a failure while the target died mid-freeze is reported as that
@@ -73,7 +78,7 @@ pub fn to_file(src: &mut Source, file: &File, t: &Group) -> Result<(Stats, u64)>
     dump(src, &mut pw, t)?;
     let (mut bw, runs, stats, pages_end) = pw.finish();
     let data_end = place_blobs(src, pages_end, Some(&mut bw))?;
-    let (hdr, tables) = layout(src, runs, data_end);
+    let (hdr, tables) = layout(src, runs, data_end)?;
     bw.seek(SeekFrom::Start(prefix_len + align_up(data_end, 64)))?;
     bw.write_all(&tables)?;
     bw.seek(SeekFrom::Start(prefix_len))?;
@@ -115,7 +120,7 @@ pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Group) -> Result<(Stats
     dump(src, &mut probe, t)?;
     let (_, runs, _, pages_end) = probe.finish();
     let data_end = place_blobs::<std::io::Sink>(src, pages_end, None)?;
-    let (hdr, tables) = layout(src, runs.clone(), data_end);
+    let (hdr, tables) = layout(src, runs.clone(), data_end)?;
     let pre = prefix(src, hdr.image_size)?;
     let mut w = Counted { w: BufWriter::with_capacity(1 << 20, out), n: 0 };
     w.write_all(&pre)?;

@@ -19,12 +19,45 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-/// Turn every private mapping of an unchanged regular file into a reference.
-pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Result<()> {
-    let hw = crc32c::have_hw();
+/// Checksums being computed on another thread while the pages are read: the
+/// target's memory is what keeps it stopped, the files' bytes can be read meanwhile.
+pub struct Pending(std::thread::JoinHandle<Result<Vec<(usize, u32)>>>);
+
+impl Pending {
+    /// Wait for the checksums and put them into their VMAs.
+    pub fn apply(self, vmas: &mut [PlannedVma]) -> Result<()> {
+        let crcs = self.0.join().map_err(|_| anyhow::anyhow!("the file checksum thread panicked"))??;
+        for (i, crc) in crcs {
+            vmas[i].vma.file_crc = crc;
+        }
+        Ok(())
+    }
+}
+
+/// CRC-32C of `file`'s bytes in `[from, to)`.
+fn crc_of(file: &File, path: &str, from: u64, to: u64, buf: &mut [u8], hw: bool) -> Result<u32> {
+    let mut crc = 0u32;
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at).with_context(|| format!("reading {path} at {at:#x} to check it at resume"))?;
+        crc = if hw {
+            // SAFETY: hw is true only when the CPU has SSE4.2.
+            unsafe { crc32c::update_hw(crc, &buf[..n]) }
+        } else {
+            crc32c::update_sw(crc, &buf[..n])
+        };
+        at += n as u64;
+    }
+    Ok(crc)
+}
+
+/// Turn every private mapping of an unchanged regular file into a reference; the
+/// checksums of their bytes follow through the returned [`Pending`].
+pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
     let mut files: HashMap<String, Option<File>> = HashMap::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for v in vmas.iter_mut() {
+    let mut work: Vec<(usize, String, u64, u64)> = Vec::new();
+    for (i, v) in vmas.iter_mut().enumerate() {
         // plan.rs sets the mtime only when the path still leads to the mapped inode.
         if v.vma.kind != VmaKind::FilePrivate as u32 || v.pages != Pages::All || v.vma.file_mtime_ns == 0 {
             continue;
@@ -40,24 +73,18 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Result<()> {
             let md = f.metadata().ok()?;
             (md.is_file() && md.dev() == v.vma.file_dev && md.ino() == v.vma.file_ino && md.len() == v.vma.file_size).then_some(f)
         });
-        let Some(file) = file else { continue };
-        let end = (v.vma.file_offset + (v.vma.end - v.vma.start)).min(v.vma.file_size);
-        let mut crc = 0u32;
-        let mut at = v.vma.file_offset;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at).with_context(|| format!("reading {path} at {at:#x} to check it at resume"))?;
-            crc = if hw {
-                // SAFETY: hw is true only when the CPU has SSE4.2.
-                unsafe { crc32c::update_hw(crc, &buf[..n]) }
-            } else {
-                crc32c::update_sw(crc, &buf[..n])
-            };
-            at += n as u64;
+        if file.is_none() {
+            continue;
         }
         v.vma.flags |= VMA_FILE_REF;
-        v.vma.file_crc = crc;
         v.pages = Pages::Copies;
+        let end = (v.vma.file_offset + (v.vma.end - v.vma.start)).min(v.vma.file_size);
+        work.push((i, path, v.vma.file_offset, end));
     }
-    Ok(())
+    let files: HashMap<String, File> = files.into_iter().filter_map(|(p, f)| Some((p, f?))).collect();
+    Pending(std::thread::spawn(move || {
+        let hw = crc32c::have_hw();
+        let mut buf = vec![0u8; 1 << 20];
+        work.into_iter().map(|(i, path, from, to)| Ok((i, crc_of(&files[&path], &path, from, to, &mut buf, hw)?))).collect()
+    }))
 }

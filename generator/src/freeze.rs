@@ -193,9 +193,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
-    if !o.embed_files {
-        fileref::reference(&mut vmas, &strings.buf).with_context(|| format!("pid {}", o.pid))?;
-    }
+    let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
     let fdp = fdplan::plan(reader, &inv.fds, o.strict_fds, &mut strings, &mut warnings)?;
 
     let gd = gadgets::find(&mem, &vmas);
@@ -277,7 +275,7 @@ pub fn run(o: &Options) -> Result<()> {
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
-    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, blobs: &fdp.blobs, resume_exe: !o.raw_image };
+    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, blobs: &fdp.blobs, resume_exe: !o.raw_image, file_crcs };
     let (stats, file_size) = match &out {
         Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
         None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,

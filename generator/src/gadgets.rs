@@ -46,7 +46,7 @@ pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
     const SIGRET32: &[u8] = &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05];
     const SIGRET64: &[u8] = &[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05];
     if g.syscall == 0 {
-        if let Some(pos) = text.windows(2).position(|w| w == [0x0f, 0x05]) {
+        if let Some(pos) = memchr::memmem::find(text, &[0x0f, 0x05]) {
             if crate::regs::is_syscall_insn([0x0f, 0x05], base + pos as u64) {
                 g.syscall = base + pos as u64;
             }
@@ -56,7 +56,7 @@ pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
         if (is_sys && g.syscall_ret != 0) || (!is_sys && g.sigreturn != 0) {
             continue;
         }
-        if let Some(pos) = text.windows(pat.len()).position(|w| w == pat) {
+        if let Some(pos) = memchr::memmem::find(text, pat) {
             let ip = base + pos as u64;
             let bytes = &text[pos..pos + pat.len()];
             if is_sys && is_syscall_ret(bytes, ip) {
@@ -68,17 +68,25 @@ pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
     }
 }
 
-/// Find both gadgets in the executable VMAs that will be restored.
+/// Find both gadgets in the executable VMAs that will be restored, reading each in
+/// chunks (overlapping by a pattern's length) and stopping as soon as both are found.
 pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
+    const CHUNK: u64 = 256 << 10;
+    const OVERLAP: u64 = 16;
     let mut g = Gadgets::default();
-    for v in vmas.iter().filter(|v| v.map.exec && v.pages != Pages::None) {
-        let mut buf = vec![0u8; (v.vma.end - v.vma.start) as usize];
-        if mem.read_exact(v.vma.start, &mut buf).is_err() {
-            continue;
-        }
-        search(&buf, v.vma.start, &mut g);
-        if g.syscall_ret != 0 && g.sigreturn != 0 {
-            break;
+    let mut buf = vec![0u8; (CHUNK + OVERLAP) as usize];
+    'vmas: for v in vmas.iter().filter(|v| v.map.exec && v.pages != Pages::None) {
+        let mut at = v.vma.start;
+        while at < v.vma.end {
+            let n = (v.vma.end - at).min(CHUNK + OVERLAP) as usize;
+            if mem.read_exact(at, &mut buf[..n]).is_err() {
+                continue 'vmas;
+            }
+            search(&buf[..n], at, &mut g);
+            if g.syscall_ret != 0 && g.sigreturn != 0 {
+                break 'vmas;
+            }
+            at += CHUNK;
         }
     }
     if g.syscall_ret == 0 || g.sigreturn == 0 {
