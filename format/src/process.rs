@@ -112,6 +112,30 @@ pub struct EpollEntry {
     pub data: u64,
 }
 
+/// `FileLock::kind`: flock(2), owned by the open file description.
+pub const LOCK_FLOCK: u32 = 1;
+/// `FileLock::kind`: a POSIX record lock (fcntl(2) F_SETLK), owned by the process.
+pub const LOCK_POSIX: u32 = 2;
+/// `FileLock::kind`: an open file description lock (fcntl(2) F_OFD_SETLK).
+pub const LOCK_OFD: u32 = 3;
+
+/// A file lock the process held, taken again through fd `fd` before any of its
+/// code runs (from /proc/PID/fdinfo's `lock:` lines).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLock {
+    pub fd: i32,
+    /// LOCK_FLOCK, LOCK_POSIX or LOCK_OFD.
+    pub kind: u32,
+    /// 1: a write (exclusive) lock; 0: a read (shared) one.
+    pub write: u32,
+    pub _pad: u32,
+    /// First byte; 0 for flock.
+    pub start: u64,
+    /// Bytes; 0: to the end of the file, however far it grows (flock: always 0).
+    pub len: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use core::mem::size_of;
@@ -123,5 +147,6 @@ mod tests {
         assert_eq!(size_of::<super::PendingSignal>(), 8 + 128);
         assert_eq!(size_of::<super::PosixTimer>(), 32 + 32);
         assert_eq!(size_of::<super::EpollEntry>(), 24);
+        assert_eq!(size_of::<super::FileLock>(), 32);
     }
 }

@@ -30,12 +30,14 @@ pub enum SectionKind {
     /// seccomp filters, oldest first: per filter a u32 instruction count and 4 bytes
     /// of padding, then the struct sock_filter instructions (8 bytes each).
     Seccomp = 12,
+    /// File locks (flock, POSIX, OFD), in fd order.
+    Locks = 13,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 16;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 13;
+pub const KNOWN_SECTIONS: usize = 14;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -52,6 +54,7 @@ impl SectionKind {
         SectionKind::Timers,
         SectionKind::Epoll,
         SectionKind::Seccomp,
+        SectionKind::Locks,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -70,6 +73,7 @@ impl SectionKind {
             SectionKind::Timers => crate::MAX_TIMERS as u64,
             SectionKind::Epoll => crate::MAX_EPOLL as u64,
             SectionKind::Seccomp => crate::MAX_SECCOMP,
+            SectionKind::Locks => crate::MAX_LOCKS as u64,
         }
     }
 
@@ -86,6 +90,7 @@ impl SectionKind {
             SectionKind::Signals => core::mem::size_of::<crate::PendingSignal>() as u64,
             SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
             SectionKind::Epoll => core::mem::size_of::<crate::EpollEntry>() as u64,
+            SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
         }
     }
 
@@ -104,6 +109,7 @@ impl SectionKind {
             SectionKind::Timers => "posix timers",
             SectionKind::Epoll => "epoll entries",
             SectionKind::Seccomp => "seccomp filters",
+            SectionKind::Locks => "file locks",
         }
     }
 }
@@ -568,6 +574,8 @@ unsafe impl Pod for crate::PendingSignal {}
 unsafe impl Pod for crate::PosixTimer {}
 // SAFETY: as above.
 unsafe impl Pod for crate::EpollEntry {}
+// SAFETY: as above.
+unsafe impl Pod for crate::FileLock {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

@@ -29,6 +29,7 @@ pub enum FormatError {
     BadRun { index: u32, what: &'static str },
     BadMm { what: &'static str },
     BadFd { index: u32, what: &'static str },
+    BadLock { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -48,6 +49,7 @@ impl FormatError {
             | FormatError::BadVma { what, .. }
             | FormatError::BadRun { what, .. }
             | FormatError::BadFd { what, .. }
+            | FormatError::BadLock { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -62,7 +64,8 @@ impl FormatError {
             FormatError::BadThread { index, .. }
             | FormatError::BadVma { index, .. }
             | FormatError::BadRun { index, .. }
-            | FormatError::BadFd { index, .. } => Some(index as u64),
+            | FormatError::BadFd { index, .. }
+            | FormatError::BadLock { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -98,6 +101,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadVma { index, what } => write!(f, "vma {index}: {what}"),
             FormatError::BadRun { index, what } => write!(f, "page run {index}: {what}"),
             FormatError::BadFd { index, what } => write!(f, "fd record {index}: {what}"),
+            FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -206,6 +210,7 @@ pub struct Tables<'a> {
     pub epoll: &'a [crate::EpollEntry],
     /// Raw seccomp section (see [`SeccompFilters`]).
     pub seccomp: &'a [u8],
+    pub locks: &'a [crate::FileLock],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -271,8 +276,9 @@ impl<'a> Tables<'a> {
         let timers = records(section_bytes(h, buf, lo, SectionKind::Timers, hw)?, SectionKind::Timers)?;
         let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
         let seccomp = section_bytes(h, buf, lo, SectionKind::Seccomp, hw)?;
+        let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp };
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp, locks };
         t.check(h)?;
         Ok(t)
     }
@@ -284,6 +290,7 @@ impl<'a> Tables<'a> {
         self.check_runs(h)?;
         self.check_mm()?;
         self.check_fds(h)?;
+        self.check_locks()?;
         self.check_process()
     }
 
@@ -509,6 +516,30 @@ impl<'a> Tables<'a> {
             let is_epoll = self.fds.iter().any(|f| f.fd == e.epfd && f.kind == FdKind::Epoll as u32);
             if !is_epoll || !self.fds.iter().any(|f| f.fd == e.fd) {
                 return Err(FormatError::BadFd { index: i as u32, what: "epoll entry names an fd that is not in the image" });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each lock names a kind, a mode and a range the kernel takes, on an fd the
+    /// stub creates (not one inherited from the resumer).
+    fn check_locks(&self) -> Result<(), FormatError> {
+        for (i, l) in self.locks.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadLock { index: i as u32, what });
+            if !matches!(l.kind, crate::LOCK_FLOCK | crate::LOCK_POSIX | crate::LOCK_OFD) {
+                return bad("unknown lock kind");
+            }
+            if l.write > 1 {
+                return bad("lock neither read nor write");
+            }
+            if l.start > i64::MAX as u64 || l.len > i64::MAX as u64 || l.start.checked_add(l.len).is_none_or(|e| e > i64::MAX as u64) {
+                return bad("lock range outside a file's offsets");
+            }
+            if l.kind == crate::LOCK_FLOCK && (l.start != 0 || l.len != 0) {
+                return bad("flock lock with a byte range");
+            }
+            if !self.fds.iter().any(|f| f.fd == l.fd && f.kind != FdKind::Inherit as u32) {
+                return bad("lock on an fd the image does not create");
             }
         }
         Ok(())

@@ -38,6 +38,7 @@ pub const SYS_LISTEN: usize = 50;
 pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_SHUTDOWN: usize = 48;
+pub const SYS_FLOCK: usize = 73;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
 pub const SYS_CLOCK_GETTIME: usize = 228;
@@ -409,6 +410,11 @@ pub fn bind(fd: usize, addr: &[u8]) -> Res {
 pub fn connect(fd: usize, addr: &[u8]) -> Res {
     // SAFETY: addr is a readable sockaddr of addr.len() bytes.
     res(unsafe { syscall3(SYS_CONNECT, fd, addr.as_ptr() as usize, addr.len()) })
+}
+
+pub fn flock(fd: usize, how: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FLOCK, fd, how, 0) })
 }
 
 pub fn shutdown(fd: usize, how: usize) -> Res {
