@@ -323,7 +323,17 @@ pub const VMA_DONTDUMP: u32 = 1 << 4;
 pub const VMA_LOCKED: u32 = 1 << 5;
 /// Created with MAP_NORESERVE (smaps "nr"): no swap space is reserved.
 pub const VMA_NORESERVE: u32 = 1 << 6;
-pub const VMA_KNOWN_FLAGS: u32 = (1 << 7) - 1;
+/// MADV_SEQUENTIAL / MADV_RANDOM read-ahead advice (smaps "sr" / "rr").
+pub const VMA_SEQ_READ: u32 = 1 << 7;
+pub const VMA_RAND_READ: u32 = 1 << 8;
+/// MADV_MERGEABLE: offered to KSM (smaps "mg").
+pub const VMA_MERGEABLE: u32 = 1 << 9;
+/// MADV_WIPEONFORK: a child sees zeros there (smaps "wf").
+pub const VMA_WIPEONFORK: u32 = 1 << 10;
+/// mlock2(MLOCK_ONFAULT): with VMA_LOCKED, pages are locked as they are faulted in
+/// rather than all at once (smaps "lf").
+pub const VMA_LOCKONFAULT: u32 = 1 << 11;
+pub const VMA_KNOWN_FLAGS: u32 = (1 << 12) - 1;
 
 /// Protection bits, as PROT_* of mmap(2).
 pub const PROT_READ: u32 = 1;

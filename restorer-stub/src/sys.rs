@@ -92,6 +92,9 @@ pub const S_IFREG: u32 = 0o100000;
 pub const S_IFSOCK: u32 = 0o140000;
 pub const MFD_ALLOW_SEALING: usize = 2;
 pub const RLIMIT_NOFILE: usize = 7;
+pub const RLIMIT_MEMLOCK: usize = 8;
+pub const SYS_MLOCK2: usize = 325;
+pub const MLOCK_ONFAULT: usize = 1;
 pub const SOL_SOCKET: usize = 1;
 pub const SO_REUSEADDR: usize = 2;
 pub const SO_BROADCAST: usize = 6;
@@ -128,6 +131,10 @@ pub const MAP_FIXED_NOREPLACE: usize = 0x100000;
 pub const MREMAP_MAYMOVE: usize = 1;
 pub const MREMAP_FIXED: usize = 2;
 
+pub const MADV_RANDOM: usize = 1;
+pub const MADV_SEQUENTIAL: usize = 2;
+pub const MADV_MERGEABLE: usize = 12;
+pub const MADV_WIPEONFORK: usize = 18;
 pub const MADV_DONTFORK: usize = 10;
 pub const MADV_DONTDUMP: usize = 16;
 pub const MADV_HUGEPAGE: usize = 14;
@@ -142,6 +149,7 @@ pub const EPERM: isize = 1;
 pub const EEXIST: isize = 17;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
+pub const ENOMEM: isize = 12;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;
 
@@ -286,6 +294,12 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: usize) -> Res {
 pub unsafe fn mremap_fixed(old: usize, len: usize, new: usize) -> Res {
     // SAFETY: as documented.
     res(unsafe { syscall6(SYS_MREMAP, old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
+}
+
+/// mlock2(2): lock a range of our own memory (no memory is read or written).
+pub fn mlock2(addr: usize, len: usize, flags: usize) -> Res {
+    // SAFETY: only page-table state changes; no memory is accessed through addr.
+    res(unsafe { syscall3(SYS_MLOCK2, addr, len, flags) })
 }
 
 pub fn madvise(addr: usize, len: usize, advice: usize) -> Res {
