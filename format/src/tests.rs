@@ -1411,6 +1411,36 @@ fn pending_signal_number_out_of_range() {
 }
 
 #[test]
+fn process_identity_fields() {
+    let with = |f: fn(&mut Process)| {
+        image_with(move |p| {
+            let pr = p.process.as_mut().unwrap();
+            pr.flags |= PROC_HAVE_IDENTITY;
+            f(pr)
+        })
+    };
+    assert_eq!(validate(&with(|p| (p.oom_score_adj, p.ioprio, p.membarrier) = (-1000, 3 << 13, MEMBARRIER_KNOWN))), Ok(()));
+    for oom in [-1001, 1001, i32::MIN] {
+        let img = image_with(move |p| {
+            let pr = p.process.as_mut().unwrap();
+            pr.flags |= PROC_HAVE_IDENTITY;
+            pr.oom_score_adj = oom;
+        });
+        expect(&img, BM("oom_score_adj out of range"));
+    }
+    expect(&with(|p| p.ioprio = 4 << 13), BM("io priority out of range"));
+    expect(&with(|p| p.ioprio = (2 << 13) | 8), BM("io priority out of range"));
+    expect(&with(|p| p.membarrier = 1), BM("unknown membarrier registration"));
+    let what = "supplementary groups outside the strings section or too many";
+    expect(&with(|p| p.groups_len = 3), BM(what));
+    expect(&with(|p| p.groups_len = 1 << 30), BM(what));
+    expect(&with(|p| p.groups_off = u32::MAX), BM(what));
+    // Without the flag the fields are not looked at (an image written without them).
+    let img = image_with(|p| p.process.as_mut().unwrap().oom_score_adj = 5000);
+    assert_eq!(validate(&img), Ok(()));
+}
+
+#[test]
 fn process_state_is_optional() {
     let img = image_with(|p| {
         p.process = None;

@@ -554,6 +554,24 @@ impl<'a> Tables<'a> {
             if p.sigactions.iter().any(|a| a.handler >= USER_TOP || a.restorer >= USER_TOP) {
                 return bad("signal handler outside user space");
             }
+            if p.flags & crate::PROC_HAVE_IDENTITY != 0 {
+                if !(-1000..=1000).contains(&p.oom_score_adj) {
+                    return bad("oom_score_adj out of range");
+                }
+                // IOPRIO_PRIO_CLASS (ioprio.h): NONE, RT, BE, IDLE; levels 0-7.
+                if p.ioprio >> 13 > 3 || p.ioprio & 0x1fff > 7 {
+                    return bad("io priority out of range");
+                }
+                if p.membarrier & !crate::MEMBARRIER_KNOWN != 0 {
+                    return bad("unknown membarrier registration");
+                }
+                if !str_in(self.strings, p.groups_off, p.groups_len)
+                    || p.groups_len % 4 != 0
+                    || p.groups_len / 4 > crate::MAX_GROUPS
+                {
+                    return bad("supplementary groups outside the strings section or too many");
+                }
+            }
         }
         if self.signals.iter().any(|s| s.signo == 0 || s.signo > 64) {
             return bad("pending signal number out of range");

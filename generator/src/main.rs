@@ -7,6 +7,7 @@ mod emit;
 mod fdplan;
 mod freeze;
 mod gadgets;
+mod identity;
 mod info;
 mod inject;
 mod inventory;

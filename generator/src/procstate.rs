@@ -162,6 +162,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
     read_tty(pid, &mut p);
+    crate::identity::capture(pid, inj, strings, &mut p)?;
     let mut signals = Vec::new();
     for (shared, thread) in [(false, pid as u32), (true, 0u32)] {
         for info in t.pending(shared)? {

@@ -16,6 +16,7 @@ mod arch;
 mod ctx;
 mod fds;
 mod gap;
+mod identity;
 mod image;
 mod layout;
 mod mem;
@@ -80,6 +81,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     let t = image::parse(ctx, ctx.tables());
     layout::unmap_old(ctx);
     vdso::move_specials(ctx, &t);
+    identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     pid::take_original(ctx, t.threads[0].tid, t.process.is_some_and(|p| p.pdeathsig != 0));
     layout::create_all(ctx, &t);

@@ -214,6 +214,7 @@ pub fn restore(t: &Tables) {
     sigactions(p);
     itimers(p);
     posix_timers(t);
+    crate::identity::membarrier(t);
 }
 
 /// Install the saved seccomp filters, oldest first (seccomp(2)
