@@ -50,6 +50,11 @@ fn lock_kind(kind: &str, proc_kind: &str) {
     let img = dir.image("fd_locks");
     freeze_ok(orig.pid(), &img, &[]);
     orig.expect_killed_by_ckpt();
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let info = lossy(&run_with_timeout(info, FREEZE_TIMEOUT).unwrap().stdout);
+    let listed = info.lines().skip_while(|l| !l.starts_with("file locks")).skip(1).take_while(|l| l.starts_with("  fd")).count();
+    assert_eq!(listed, before.len(), "ckpt info lists {listed} locks, the process held {}:\n{info}", before.len());
     let mut res = resume_launch(&img).spawn();
     let deadline = Instant::now() + MAPS_TIMEOUT;
     loop {
