@@ -7,7 +7,8 @@ dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 cc -O1 -o "$dir/counter" examples/counter.c
 echo "== starting a counter (prints 0..19, one number every 0.2 s)"
-# Started with only fds 0-2 open, as from a terminal (other fds would need --ignore-fds).
+# Started with only fds 0-2 open, as from a terminal (an fd inherited from make or a
+# CI runner would resume disconnected, with a warning line each).
 bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$0" 20' "$dir/counter" &
 pid=$!
 # ckpt kills the original once the file is on disk; disowned, the shell does not

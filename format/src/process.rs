@@ -18,8 +18,20 @@ pub const PROC_NO_NEW_PRIVS: u32 = 1 << 0;
 pub const PROC_THP_DISABLE: u32 = 1 << 1;
 /// stdin was a terminal: `termios` holds its settings (struct termios, TCGETS).
 pub const PROC_HAVE_TTY: u32 = 1 << 2;
+/// `oom_score_adj`, `ioprio`, `membarrier` and the groups were read.
+pub const PROC_HAVE_IDENTITY: u32 = 1 << 3;
 /// The fields below were read (an image may be written without them).
 pub const PROC_HAVE_STATE: u32 = 1 << 31;
+
+/// `Process::membarrier` bits: the membarrier(2) registration commands the process
+/// had made (MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, _SYNC_CORE, _RSEQ).
+pub const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED: u32 = 1 << 4;
+pub const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: u32 = 1 << 6;
+pub const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_RSEQ: u32 = 1 << 8;
+pub const MEMBARRIER_KNOWN: u32 =
+    MEMBARRIER_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE | MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_RSEQ;
+/// Most supplementary groups (NGROUPS_MAX).
+pub const MAX_GROUPS: u32 = 65_536;
 
 /// Number of resource limits (RLIMIT_NLIMITS).
 pub const NLIMITS: usize = 16;
@@ -46,6 +58,16 @@ pub struct Process {
     pub termios: [u8; 40],
     /// Its window size (struct winsize: rows, cols, xpixel, ypixel).
     pub winsize: [u16; 4],
+    /// /proc/PID/oom_score_adj (-1000..=1000).
+    pub oom_score_adj: i32,
+    /// ioprio_get(2) of the process: class << 13 | level; 0 when never set.
+    pub ioprio: u32,
+    /// MEMBARRIER_REGISTER_* bits.
+    pub membarrier: u32,
+    /// Supplementary group ids, u32 each (native endian), in the Strings section.
+    pub groups_off: u32,
+    pub groups_len: u32,
+    pub _pad2: u32,
 }
 
 impl Default for Process {
@@ -65,6 +87,12 @@ impl Default for Process {
             itimers: [[0; 4]; 3],
             termios: [0; 40],
             winsize: [0; 4],
+            oom_score_adj: 0,
+            ioprio: 0,
+            membarrier: 0,
+            groups_off: 0,
+            groups_len: 0,
+            _pad2: 0,
         }
     }
 }
@@ -112,6 +140,30 @@ pub struct EpollEntry {
     pub data: u64,
 }
 
+/// `FileLock::kind`: flock(2), owned by the open file description.
+pub const LOCK_FLOCK: u32 = 1;
+/// `FileLock::kind`: a POSIX record lock (fcntl(2) F_SETLK), owned by the process.
+pub const LOCK_POSIX: u32 = 2;
+/// `FileLock::kind`: an open file description lock (fcntl(2) F_OFD_SETLK).
+pub const LOCK_OFD: u32 = 3;
+
+/// A file lock the process held, taken again through fd `fd` before any of its
+/// code runs (from /proc/PID/fdinfo's `lock:` lines).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLock {
+    pub fd: i32,
+    /// LOCK_FLOCK, LOCK_POSIX or LOCK_OFD.
+    pub kind: u32,
+    /// 1: a write (exclusive) lock; 0: a read (shared) one.
+    pub write: u32,
+    pub _pad: u32,
+    /// First byte; 0 for flock.
+    pub start: u64,
+    /// Bytes; 0: to the end of the file, however far it grows (flock: always 0).
+    pub len: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use core::mem::size_of;
@@ -119,9 +171,10 @@ mod tests {
     #[test]
     fn sizes_are_pinned() {
         assert_eq!(size_of::<super::SigAction>(), 32);
-        assert_eq!(size_of::<super::Process>(), 32 + 16 + 64 * 32 + 16 * 16 + 3 * 32 + 40 + 8);
+        assert_eq!(size_of::<super::Process>(), 32 + 16 + 64 * 32 + 16 * 16 + 3 * 32 + 40 + 8 + 24);
         assert_eq!(size_of::<super::PendingSignal>(), 8 + 128);
         assert_eq!(size_of::<super::PosixTimer>(), 32 + 32);
         assert_eq!(size_of::<super::EpollEntry>(), 24);
+        assert_eq!(size_of::<super::FileLock>(), 32);
     }
 }

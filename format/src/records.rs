@@ -30,12 +30,14 @@ pub enum SectionKind {
     /// seccomp filters, oldest first: per filter a u32 instruction count and 4 bytes
     /// of padding, then the struct sock_filter instructions (8 bytes each).
     Seccomp = 12,
+    /// File locks (flock, POSIX, OFD), in fd order.
+    Locks = 13,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 16;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 13;
+pub const KNOWN_SECTIONS: usize = 14;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -52,6 +54,7 @@ impl SectionKind {
         SectionKind::Timers,
         SectionKind::Epoll,
         SectionKind::Seccomp,
+        SectionKind::Locks,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -70,6 +73,7 @@ impl SectionKind {
             SectionKind::Timers => crate::MAX_TIMERS as u64,
             SectionKind::Epoll => crate::MAX_EPOLL as u64,
             SectionKind::Seccomp => crate::MAX_SECCOMP,
+            SectionKind::Locks => crate::MAX_LOCKS as u64,
         }
     }
 
@@ -86,6 +90,7 @@ impl SectionKind {
             SectionKind::Signals => core::mem::size_of::<crate::PendingSignal>() as u64,
             SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
             SectionKind::Epoll => core::mem::size_of::<crate::EpollEntry>() as u64,
+            SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
         }
     }
 
@@ -104,6 +109,7 @@ impl SectionKind {
             SectionKind::Timers => "posix timers",
             SectionKind::Epoll => "epoll entries",
             SectionKind::Seccomp => "seccomp filters",
+            SectionKind::Locks => "file locks",
         }
     }
 }
@@ -317,12 +323,22 @@ pub const VMA_DONTDUMP: u32 = 1 << 4;
 pub const VMA_LOCKED: u32 = 1 << 5;
 /// Created with MAP_NORESERVE (smaps "nr"): no swap space is reserved.
 pub const VMA_NORESERVE: u32 = 1 << 6;
+/// MADV_SEQUENTIAL / MADV_RANDOM read-ahead advice (smaps "sr" / "rr").
+pub const VMA_SEQ_READ: u32 = 1 << 7;
+pub const VMA_RAND_READ: u32 = 1 << 8;
+/// MADV_MERGEABLE: offered to KSM (smaps "mg").
+pub const VMA_MERGEABLE: u32 = 1 << 9;
+/// MADV_WIPEONFORK: a child sees zeros there (smaps "wf").
+pub const VMA_WIPEONFORK: u32 = 1 << 10;
+/// mlock2(MLOCK_ONFAULT): with VMA_LOCKED, pages are locked as they are faulted in
+/// rather than all at once (smaps "lf").
+pub const VMA_LOCKONFAULT: u32 = 1 << 11;
 /// A private file mapping whose clean pages (never written by the process) are not in
 /// the image: they come from the file, which must be the same at resume (identity
 /// `file_dev`/`file_ino`/`file_size`/`file_mtime_ns`, or else the CRC-32C `file_crc`
 /// of the mapped bytes). Its runs hold only the pages the process wrote.
 pub const VMA_FILE_REF: u32 = 1 << 31;
-pub const VMA_KNOWN_FLAGS: u32 = ((1 << 7) - 1) | VMA_FILE_REF;
+pub const VMA_KNOWN_FLAGS: u32 = ((1 << 12) - 1) | VMA_FILE_REF;
 
 /// Protection bits, as PROT_* of mmap(2).
 pub const PROT_READ: u32 = 1;
@@ -575,6 +591,8 @@ unsafe impl Pod for crate::PendingSignal {}
 unsafe impl Pod for crate::PosixTimer {}
 // SAFETY: as above.
 unsafe impl Pod for crate::EpollEntry {}
+// SAFETY: as above.
+unsafe impl Pod for crate::FileLock {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

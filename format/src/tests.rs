@@ -313,6 +313,14 @@ pub fn valid_parts() -> Parts {
             b.extend_from_slice(&[0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f]);
             b
         },
+        locks: vec![FileLock {
+            fd: 1,
+            kind: LOCK_POSIX,
+            write: 1,
+            start: 10,
+            len: 5,
+            ..FileLock::default()
+        }],
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -1305,6 +1313,49 @@ fn fd_data_outside_the_image() {
     );
 }
 
+const BL: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadLock { index, what };
+
+#[test]
+fn lock_unknown_kind() {
+    for kind in [0, 4, u32::MAX] {
+        expect(&image_with(|p| p.locks[0].kind = kind), BL(0, "unknown lock kind"));
+    }
+    for kind in [LOCK_FLOCK, LOCK_OFD] {
+        let img = image_with(|p| (p.locks[0].kind, p.locks[0].start, p.locks[0].len) = (kind, 0, 0));
+        assert_eq!(validate(&img), Ok(()));
+    }
+}
+
+#[test]
+fn lock_neither_read_nor_write() {
+    expect(&image_with(|p| p.locks[0].write = 2), BL(0, "lock neither read nor write"));
+    assert_eq!(validate(&image_with(|p| p.locks[0].write = 0)), Ok(()));
+}
+
+#[test]
+fn lock_range_outside_offsets() {
+    let what = "lock range outside a file's offsets";
+    expect(&image_with(|p| p.locks[0].start = 1 << 63), BL(0, what));
+    expect(&image_with(|p| p.locks[0].len = u64::MAX), BL(0, what));
+    expect(&image_with(|p| p.locks[0].start = i64::MAX as u64), BL(0, what));
+    // To EOF from the last offset is a valid lock.
+    let img = image_with(|p| (p.locks[0].start, p.locks[0].len) = (i64::MAX as u64, 0));
+    assert_eq!(validate(&img), Ok(()));
+}
+
+#[test]
+fn lock_flock_with_a_range() {
+    expect(&image_with(|p| p.locks[0].kind = LOCK_FLOCK), BL(0, "flock lock with a byte range"));
+}
+
+#[test]
+fn lock_on_an_fd_not_created() {
+    let what = "lock on an fd the image does not create";
+    expect(&image_with(|p| p.locks[0].fd = 99), BL(0, what));
+    // fd 0 is the resumer's own (inherited).
+    expect(&image_with(|p| p.locks[0].fd = 0), BL(0, what));
+}
+
 #[test]
 fn epoll_entry_names_missing_fd() {
     let what = "epoll entry names an fd that is not in the image";
@@ -1360,6 +1411,36 @@ fn pending_signal_number_out_of_range() {
 }
 
 #[test]
+fn process_identity_fields() {
+    let with = |f: fn(&mut Process)| {
+        image_with(move |p| {
+            let pr = p.process.as_mut().unwrap();
+            pr.flags |= PROC_HAVE_IDENTITY;
+            f(pr)
+        })
+    };
+    assert_eq!(validate(&with(|p| (p.oom_score_adj, p.ioprio, p.membarrier) = (-1000, 3 << 13, MEMBARRIER_KNOWN))), Ok(()));
+    for oom in [-1001, 1001, i32::MIN] {
+        let img = image_with(move |p| {
+            let pr = p.process.as_mut().unwrap();
+            pr.flags |= PROC_HAVE_IDENTITY;
+            pr.oom_score_adj = oom;
+        });
+        expect(&img, BM("oom_score_adj out of range"));
+    }
+    expect(&with(|p| p.ioprio = 4 << 13), BM("io priority out of range"));
+    expect(&with(|p| p.ioprio = (2 << 13) | 8), BM("io priority out of range"));
+    expect(&with(|p| p.membarrier = 1), BM("unknown membarrier registration"));
+    let what = "supplementary groups outside the strings section or too many";
+    expect(&with(|p| p.groups_len = 3), BM(what));
+    expect(&with(|p| p.groups_len = 1 << 30), BM(what));
+    expect(&with(|p| p.groups_off = u32::MAX), BM(what));
+    // Without the flag the fields are not looked at (an image written without them).
+    let img = image_with(|p| p.process.as_mut().unwrap().oom_score_adj = 5000);
+    assert_eq!(validate(&img), Ok(()));
+}
+
+#[test]
 fn process_state_is_optional() {
     let img = image_with(|p| {
         p.process = None;
@@ -1389,6 +1470,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadRun { .. } => "run tests",
             FormatError::BadMm { .. } => "mm tests",
             FormatError::BadFd { .. } => "fd tests",
+            FormatError::BadLock { .. } => "lock_* tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -1633,6 +1715,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.signals.clear();
     minimal.timers.clear();
     minimal.epoll.clear();
+    minimal.locks.clear();
     minimal.mm.exe_len = 0;
     minimal.mm.exe_off = 0;
     minimal.mm.cmdline_len = 0;

@@ -29,6 +29,7 @@ pub enum FormatError {
     BadRun { index: u32, what: &'static str },
     BadMm { what: &'static str },
     BadFd { index: u32, what: &'static str },
+    BadLock { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -48,6 +49,7 @@ impl FormatError {
             | FormatError::BadVma { what, .. }
             | FormatError::BadRun { what, .. }
             | FormatError::BadFd { what, .. }
+            | FormatError::BadLock { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -62,7 +64,8 @@ impl FormatError {
             FormatError::BadThread { index, .. }
             | FormatError::BadVma { index, .. }
             | FormatError::BadRun { index, .. }
-            | FormatError::BadFd { index, .. } => Some(index as u64),
+            | FormatError::BadFd { index, .. }
+            | FormatError::BadLock { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -98,6 +101,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadVma { index, what } => write!(f, "vma {index}: {what}"),
             FormatError::BadRun { index, what } => write!(f, "page run {index}: {what}"),
             FormatError::BadFd { index, what } => write!(f, "fd record {index}: {what}"),
+            FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -206,6 +210,7 @@ pub struct Tables<'a> {
     pub epoll: &'a [crate::EpollEntry],
     /// Raw seccomp section (see [`SeccompFilters`]).
     pub seccomp: &'a [u8],
+    pub locks: &'a [crate::FileLock],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -271,8 +276,9 @@ impl<'a> Tables<'a> {
         let timers = records(section_bytes(h, buf, lo, SectionKind::Timers, hw)?, SectionKind::Timers)?;
         let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
         let seccomp = section_bytes(h, buf, lo, SectionKind::Seccomp, hw)?;
+        let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp };
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp, locks };
         t.check(h)?;
         Ok(t)
     }
@@ -284,6 +290,7 @@ impl<'a> Tables<'a> {
         self.check_runs(h)?;
         self.check_mm()?;
         self.check_fds(h)?;
+        self.check_locks()?;
         self.check_process()
     }
 
@@ -520,6 +527,30 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// Each lock names a kind, a mode and a range the kernel takes, on an fd the
+    /// stub creates (not one inherited from the resumer).
+    fn check_locks(&self) -> Result<(), FormatError> {
+        for (i, l) in self.locks.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadLock { index: i as u32, what });
+            if !matches!(l.kind, crate::LOCK_FLOCK | crate::LOCK_POSIX | crate::LOCK_OFD) {
+                return bad("unknown lock kind");
+            }
+            if l.write > 1 {
+                return bad("lock neither read nor write");
+            }
+            if l.start > i64::MAX as u64 || l.len > i64::MAX as u64 || l.start.checked_add(l.len).is_none_or(|e| e > i64::MAX as u64) {
+                return bad("lock range outside a file's offsets");
+            }
+            if l.kind == crate::LOCK_FLOCK && (l.start != 0 || l.len != 0) {
+                return bad("flock lock with a byte range");
+            }
+            if !self.fds.iter().any(|f| f.fd == l.fd && f.kind != FdKind::Inherit as u32) {
+                return bad("lock on an fd the image does not create");
+            }
+        }
+        Ok(())
+    }
+
     fn check_process(&self) -> Result<(), FormatError> {
         let bad = |what| Err(FormatError::BadMm { what });
         if let Some(p) = self.process {
@@ -528,6 +559,24 @@ impl<'a> Tables<'a> {
             }
             if p.sigactions.iter().any(|a| a.handler >= USER_TOP || a.restorer >= USER_TOP) {
                 return bad("signal handler outside user space");
+            }
+            if p.flags & crate::PROC_HAVE_IDENTITY != 0 {
+                if !(-1000..=1000).contains(&p.oom_score_adj) {
+                    return bad("oom_score_adj out of range");
+                }
+                // IOPRIO_PRIO_CLASS (ioprio.h): NONE, RT, BE, IDLE; levels 0-7.
+                if p.ioprio >> 13 > 3 || p.ioprio & 0x1fff > 7 {
+                    return bad("io priority out of range");
+                }
+                if p.membarrier & !crate::MEMBARRIER_KNOWN != 0 {
+                    return bad("unknown membarrier registration");
+                }
+                if !str_in(self.strings, p.groups_off, p.groups_len)
+                    || p.groups_len % 4 != 0
+                    || p.groups_len / 4 > crate::MAX_GROUPS
+                {
+                    return bad("supplementary groups outside the strings section or too many");
+                }
             }
         }
         if self.signals.iter().any(|s| s.signo == 0 || s.signo > 64) {

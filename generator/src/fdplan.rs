@@ -25,11 +25,14 @@
 //! first (lowest fd) is described in full: the stub opens it and duplicates it for
 //! the others. An fd above 2 that shares an inherited stdio fd's description is
 //! `Inherit` with that `desc`: the stub duplicates the resumer's fd.
+//!
+//! The file locks held through the fds are planned last ([`locks`]).
 
 mod anon;
 mod disconnected;
 mod files;
 mod inotify;
+mod locks;
 mod pipes;
 mod sockets;
 mod target;
@@ -51,6 +54,8 @@ pub struct FdPlan {
     /// (index into `fds`, bytes): stored in the data area; emit.rs sets
     /// `data_off`/`data_len`/`data_crc`.
     pub blobs: Vec<(usize, Vec<u8>)>,
+    /// File locks to take again, through the fds above ([`locks`]).
+    pub locks: Vec<ckpt_format::FileLock>,
 }
 
 /// One fd's record before its strings and data are placed.
@@ -315,5 +320,6 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
         });
     }
     out.epoll = epoll;
+    out.locks = locks::plan(pid, fds, &out)?;
     Ok(out)
 }

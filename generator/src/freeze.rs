@@ -272,6 +272,7 @@ pub fn run(o: &Options) -> Result<()> {
     parts.mm = mm;
     parts.fds = fdp.fds;
     parts.epoll = fdp.epoll;
+    parts.locks = fdp.locks;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;

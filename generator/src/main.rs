@@ -9,6 +9,7 @@ mod fileref;
 mod freeze;
 mod group;
 mod gadgets;
+mod identity;
 mod info;
 mod inject;
 mod inventory;

@@ -55,6 +55,11 @@ fn flags_of(m: &Mapping) -> u32 {
         ("dd", VMA_DONTDUMP),
         ("lo", VMA_LOCKED),
         ("nr", VMA_NORESERVE),
+        ("sr", VMA_SEQ_READ),
+        ("rr", VMA_RAND_READ),
+        ("mg", VMA_MERGEABLE),
+        ("wf", VMA_WIPEONFORK),
+        ("lf", VMA_LOCKONFAULT),
     ] {
         if m.has_flag(vm) {
             f |= bit;

@@ -195,6 +195,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
     read_tty(pid, &mut p);
+    crate::identity::capture(pid, inj, strings, &mut p)?;
     let mut signals: Vec<PendingSignal> =
         t.pending(true)?.into_iter().map(|info| PendingSignal { thread: 0, signo: info[0] as u32, info }).collect();
     rearm_expired(&mut timers, &mut signals);

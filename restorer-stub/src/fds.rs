@@ -17,6 +17,7 @@
 //! 4. The temporaries are closed; epoll registrations are made on the final
 //!    numbers (epoll_ctl(2) keys a registration by file *and* fd number).
 //! 5. The image is closed.
+//! 6. The file locks are taken again ([`locks`]).
 //!
 //! Fds above the soft RLIMIT_NOFILE cannot be created (dup3 fails with EBADF), so
 //! the soft limit is raised up to the hard one for the duration, then put back.
@@ -25,6 +26,7 @@ mod data;
 mod disconnected;
 mod files;
 mod inotify;
+mod locks;
 mod objects;
 mod sockets;
 
@@ -265,6 +267,8 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     }
     register_epoll(t);
     let _ = sys::close(img);
+    // Last: closing a temporary fd of a locked file would drop a POSIX lock.
+    locks::restore(t);
     if let Some(old) = old_limit {
         let _ = sys::prlimit(sys::RLIMIT_NOFILE, Some(&old), None);
     }

@@ -163,6 +163,10 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
     advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
     advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
+    advise(v, VMA_SEQ_READ, sys::MADV_SEQUENTIAL);
+    advise(v, VMA_RAND_READ, sys::MADV_RANDOM);
+    advise(v, VMA_MERGEABLE, sys::MADV_MERGEABLE);
+    advise(v, VMA_WIPEONFORK, sys::MADV_WIPEONFORK);
     // A referenced file's clean pages are its own whether or not it is the same inode.
     same || file_ref
 }
@@ -174,6 +178,36 @@ fn prot_fill_of(filling: bool, v: &Vma) -> usize {
     } else {
         v.prot as usize
     }
+}
+
+/// mlock(2) a VMA that was locked (mlock, MAP_LOCKED, mlock2 MLOCK_ONFAULT), once
+/// its pages are in. Locking is charged to RLIMIT_MEMLOCK unless the process has
+/// CAP_IPC_LOCK (mlock(2)): the soft limit is raised to the hard one if needed
+/// (the saved limits come back with the process state); beyond that the resume
+/// stops, naming the range, rather than run with the memory unlocked.
+fn lock(v: &Vma) {
+    if v.flags & VMA_LOCKED == 0 {
+        return;
+    }
+    let flags = if v.flags & VMA_LOCKONFAULT != 0 { sys::MLOCK_ONFAULT } else { 0 };
+    let len = (v.end - v.start) as usize;
+    let mut r = sys::mlock2(v.start as usize, len, flags);
+    let mut lim = [0u64; 2];
+    if matches!(r, Err(sys::ENOMEM) | Err(sys::EPERM)) && sys::prlimit(sys::RLIMIT_MEMLOCK, None, Some(&mut lim)).is_ok() && lim[0] < lim[1] {
+        let _ = sys::prlimit(sys::RLIMIT_MEMLOCK, Some(&[lim[1], lim[1]]), None);
+        r = sys::mlock2(v.start as usize, len, flags);
+    }
+    if let Err(e) = r {
+        let mut l = Line::new();
+        l.s("lock memory failed for ").range(v.start, v.end).s(": ").errno(e);
+        if sys::prlimit(sys::RLIMIT_MEMLOCK, None, Some(&mut lim)).is_ok() {
+            l.s("; the memory it locked does not fit in RLIMIT_MEMLOCK (hard limit ").dec(lim[1])
+                .s(" bytes) without CAP_IPC_LOCK");
+        }
+        l.emit();
+        sys::exit_group(Step::LockMemory as i32);
+    }
+    out::trace("mlock", v.start, v.end);
 }
 
 /// Read the VMA's runs into place (clean file pages are skipped when the file is
@@ -213,5 +247,6 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
             let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
             out::check(r, Step::Protect, v.start, v.end);
         }
+        lock(v);
     }
 }

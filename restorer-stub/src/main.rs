@@ -17,6 +17,7 @@ mod arch;
 mod ctx;
 mod fds;
 mod gap;
+mod identity;
 mod image;
 mod layout;
 mod mem;
@@ -82,6 +83,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     let t = image::parse(ctx, ctx.tables());
     layout::unmap_old(ctx);
     vdso::move_specials(ctx, &t);
+    identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
     layout::create_all(ctx, &t);

@@ -33,6 +33,7 @@ pub enum Step {
     Thread = 112,
     Sigreturn = 113,
     Process = 114,
+    LockMemory = 115,
 }
 
 impl Step {
@@ -53,6 +54,7 @@ impl Step {
             Step::Thread => "restore thread state",
             Step::Sigreturn => "rt_sigreturn",
             Step::Process => "restore process state",
+            Step::LockMemory => "lock memory",
         }
     }
 }

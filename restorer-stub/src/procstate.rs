@@ -218,6 +218,7 @@ pub fn restore(t: &Tables) {
     rlimits(p);
     sigactions(p);
     itimers(p);
+    crate::identity::membarrier(t);
 }
 
 /// Install the saved seccomp filters, oldest first (seccomp(2)

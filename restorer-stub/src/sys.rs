@@ -38,6 +38,7 @@ pub const SYS_LISTEN: usize = 50;
 pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_SHUTDOWN: usize = 48;
+pub const SYS_FLOCK: usize = 73;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
 pub const SYS_CLOCK_GETTIME: usize = 228;
@@ -91,6 +92,9 @@ pub const S_IFREG: u32 = 0o100000;
 pub const S_IFSOCK: u32 = 0o140000;
 pub const MFD_ALLOW_SEALING: usize = 2;
 pub const RLIMIT_NOFILE: usize = 7;
+pub const RLIMIT_MEMLOCK: usize = 8;
+pub const SYS_MLOCK2: usize = 325;
+pub const MLOCK_ONFAULT: usize = 1;
 pub const SOL_SOCKET: usize = 1;
 pub const SO_REUSEADDR: usize = 2;
 pub const SO_BROADCAST: usize = 6;
@@ -127,6 +131,10 @@ pub const MAP_FIXED_NOREPLACE: usize = 0x100000;
 pub const MREMAP_MAYMOVE: usize = 1;
 pub const MREMAP_FIXED: usize = 2;
 
+pub const MADV_RANDOM: usize = 1;
+pub const MADV_SEQUENTIAL: usize = 2;
+pub const MADV_MERGEABLE: usize = 12;
+pub const MADV_WIPEONFORK: usize = 18;
 pub const MADV_DONTFORK: usize = 10;
 pub const MADV_DONTDUMP: usize = 16;
 pub const MADV_HUGEPAGE: usize = 14;
@@ -142,6 +150,7 @@ pub const EEXIST: isize = 17;
 pub const ESRCH: isize = 3;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
+pub const ENOMEM: isize = 12;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;
 
@@ -288,6 +297,12 @@ pub unsafe fn mremap_fixed(old: usize, len: usize, new: usize) -> Res {
     res(unsafe { syscall6(SYS_MREMAP, old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
 }
 
+/// mlock2(2): lock a range of our own memory (no memory is read or written).
+pub fn mlock2(addr: usize, len: usize, flags: usize) -> Res {
+    // SAFETY: only page-table state changes; no memory is accessed through addr.
+    res(unsafe { syscall3(SYS_MLOCK2, addr, len, flags) })
+}
+
 pub fn madvise(addr: usize, len: usize, advice: usize) -> Res {
     // SAFETY: advice values used here never discard contents.
     res(unsafe { syscall3(SYS_MADVISE, addr, len, advice) })
@@ -410,6 +425,11 @@ pub fn bind(fd: usize, addr: &[u8]) -> Res {
 pub fn connect(fd: usize, addr: &[u8]) -> Res {
     // SAFETY: addr is a readable sockaddr of addr.len() bytes.
     res(unsafe { syscall3(SYS_CONNECT, fd, addr.as_ptr() as usize, addr.len()) })
+}
+
+pub fn flock(fd: usize, how: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FLOCK, fd, how, 0) })
 }
 
 pub fn shutdown(fd: usize, how: usize) -> Res {

@@ -284,7 +284,7 @@ fn info_json_resume() {
         assert!(v.get(key).is_some(), "no key {key:?} in\n{out}");
     }
     assert_eq!(v["file"]["kind"], "resume");
-    assert_eq!(v["file"]["format_version"], 1);
+    assert_eq!(v["file"]["format_version"], ckpt_format::VERSION);
     assert!(v["file"]["image_offset"].as_u64().unwrap() > 0);
     assert_eq!(v["frozen"]["pid"], pid);
     assert_eq!(v["thread"]["tid"], pid);

@@ -31,6 +31,7 @@ mod errors;
 mod fds;
 mod formats;
 mod inspect;
+mod locks;
 mod memory;
 mod pids;
 mod procstate;

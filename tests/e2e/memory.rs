@@ -1,6 +1,7 @@
 //! Memory layout: the brk heap, collisions with the resume file's own
-//! mappings, sparse regions. Each test also checks that the resumed process
-//! has the frozen process's maps (ranges, permissions, names).
+//! mappings, sparse regions, VMA flags (locked, advice). Each test also checks
+//! that the resumed process has the frozen process's maps (ranges, permissions,
+//! names) and every VMA's smaps VmFlags.
 
 use crate::util::*;
 
@@ -43,4 +44,43 @@ fn sparse(static_: bool) {
     );
 }
 
-both_variants!(heap, collide_light, collide_full, sparse);
+/// mlock, MAP_LOCKED, MLOCK_ONFAULT, MADV_SEQUENTIAL/RANDOM/MERGEABLE/
+/// WIPEONFORK/DONTDUMP/HUGEPAGE/NOHUGEPAGE/DONTFORK: every VMA's VmFlags come back
+/// (gated_roundtrip compares them), with VmLck and the pages' content.
+fn memflags(static_: bool) {
+    let dir = TestDir::new("memflags");
+    let gate = dir.gate();
+    gated_roundtrip(&dir, "memflags", static_, &[gate.to_str().unwrap()]).resumed.line_starting("ok");
+}
+
+both_variants!(heap, collide_light, collide_full, sparse, memflags);
+
+/// Locked memory that the resumer may not lock (no CAP_IPC_LOCK, RLIMIT_MEMLOCK
+/// of one page) stops the resume with exit 115 and a message naming a locked range
+/// and the limit, rather than running unlocked.
+#[test]
+fn mlock_beyond_the_limit_stops_the_resume() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("mlock_beyond_the_limit_stops_the_resume: skipped (the fixture locks memory as root)");
+        return;
+    }
+    let dir = TestDir::new("memflags_limit");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("memflags", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let locked: Vec<VmaFlags> = read_vmflags(orig.pid()).into_iter().filter(|v| v.flags.iter().any(|f| f == "lo")).collect();
+    assert!(!locked.is_empty());
+    let img = dir.image("memflags");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let res = Launch::new("setpriv")
+        .args(["--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "prlimit", "--memlock=4096:4096"])
+        .arg(&img)
+        .label("resumed")
+        .spawn()
+        .wait_output(RESUME_TIMEOUT);
+    assert_eq!(res.status.code(), Some(115), "{res}");
+    let named = locked.iter().any(|v| res.stderr.contains(&format!("{:#x}-{:#x}", v.start, v.end)));
+    assert!(named && res.stderr.contains("RLIMIT_MEMLOCK"), "no message naming a locked range and RLIMIT_MEMLOCK\n{res}");
+}

@@ -43,6 +43,46 @@ fn sigactions(static_: bool) {
 
 both_variants!(sigactions);
 
+/// oom_score_adj, I/O priority, supplementary groups (set as root) and the
+/// private expedited membarrier registration come back; an unregistered membarrier
+/// command still fails.
+fn identity(static_: bool) {
+    let dir = TestDir::new("identity");
+    let gate = dir.gate();
+    freeze_gate_resume_ok(&dir, "identity", static_, &[gate.to_str().unwrap()], &gate);
+}
+
+both_variants!(identity);
+
+/// A resumer that cannot set the saved supplementary groups (an ordinary user)
+/// stops with exit 114 and a message naming them, rather than run with others.
+#[test]
+fn other_groups_stop_the_resume() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("other_groups_stop_the_resume: skipped (the fixture sets its groups as root)");
+        return;
+    }
+    let dir = TestDir::new("identity_groups");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("identity", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("identity");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let open = OpenDir::new("identity-groups");
+    let copy = open.path.join("identity.resume");
+    std::fs::copy(&img, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let res = open.launch_as_nobody(&copy).label("resumed as nobody").spawn().wait_output(RESUME_TIMEOUT);
+    assert_eq!(res.status.code(), Some(114), "{res}");
+    assert!(
+        res.stderr.contains("supplementary groups (1234 5678 40000)") && res.stderr.contains("CAP_SETGID"),
+        "no message naming the groups\n{res}"
+    );
+}
+
 /// --leave-running: the original keeps every disposition too (SIGTRAP included).
 #[test]
 fn sigactions_left_running() {

@@ -27,6 +27,11 @@ pub fn vma_flags(flags: u32) -> Vec<&'static str> {
         (VMA_DONTDUMP, "dontdump"),
         (VMA_LOCKED, "locked"),
         (VMA_NORESERVE, "noreserve"),
+        (VMA_SEQ_READ, "sequential"),
+        (VMA_RAND_READ, "random"),
+        (VMA_MERGEABLE, "mergeable"),
+        (VMA_WIPEONFORK, "wipeonfork"),
+        (VMA_LOCKONFAULT, "lockonfault"),
     ]
     .iter()
     .filter(|(b, _)| flags & b != 0)

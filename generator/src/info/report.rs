@@ -28,7 +28,21 @@ pub struct Report {
     pub stopped: Where,
     pub vmas: Vec<VmaInfo>,
     pub fds: Vec<FdInfo>,
+    /// File locks taken again at resume.
+    pub locks: Vec<LockInfo>,
     pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct LockInfo {
+    pub fd: i32,
+    /// "flock", "POSIX" or "OFD".
+    pub kind: &'static str,
+    /// "read" or "write".
+    pub mode: &'static str,
+    pub start: u64,
+    /// Bytes; 0: to the end of the file.
+    pub len: u64,
 }
 
 #[derive(Serialize)]
@@ -400,6 +414,21 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             }
         })
         .collect();
+    let locks = t
+        .locks
+        .iter()
+        .map(|l| LockInfo {
+            fd: l.fd,
+            kind: match l.kind {
+                LOCK_FLOCK => "flock",
+                LOCK_POSIX => "POSIX",
+                _ => "OFD",
+            },
+            mode: if l.write != 0 { "write" } else { "read" },
+            start: l.start,
+            len: l.len,
+        })
+        .collect();
     let fds = t
         .fds
         .iter()
@@ -495,6 +524,7 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         stopped: stopped(&mem, r.rip),
         vmas,
         fds,
+        locks,
         totals,
     })
 }

@@ -207,6 +207,18 @@ pub fn render(r: &Report) -> String {
         );
     }
 
+    if !r.locks.is_empty() {
+        o.head(&format!("file locks ({})", r.locks.len()));
+        for l in &r.locks {
+            let range = match (l.start, l.len) {
+                (0, 0) => "whole file".to_owned(),
+                (s, 0) => format!("bytes {s} to EOF"),
+                (s, n) => format!("bytes {s}-{}", s + n - 1),
+            };
+            o.line(format!("  fd {:>4}  {:<5} {:<5}  {range}", l.fd, l.kind, l.mode));
+        }
+    }
+
     let tt = &r.totals;
     o.head("totals");
     o.kv("VMAs", tt.vmas);

@@ -55,6 +55,8 @@ pub struct FdInfo {
     pub ino: u64,
     /// The kind-specific fdinfo lines, parsed.
     pub extra: FdExtra,
+    /// The file locks held through this fd's open file description ("lock:" lines).
+    pub locks: Vec<super::locks::LockLine>,
 }
 
 /// One epoll registration ("tfd:" line).
@@ -331,7 +333,8 @@ fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
     };
     let (pos, flags, mnt_id, ino) =
         parse_info(&text).map_err(|e| e.into_proc(pid, info_path.clone()))?;
-    let extra = parse_extra(&text).map_err(|e| e.into_proc(pid, info_path))?;
+    let extra = parse_extra(&text).map_err(|e| e.into_proc(pid, info_path.clone()))?;
+    let locks = super::locks::parse_fdinfo(&text).map_err(|e| e.into_proc(pid, info_path))?;
     let link = raw.to_string_lossy().into_owned();
     // Keep non-UTF-8 file names intact: rebuild the path from the raw bytes.
     let bytes = raw.as_os_str().as_bytes();
@@ -352,6 +355,7 @@ fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
         mnt_id,
         ino,
         extra,
+        locks,
     }))
 }
 
@@ -489,6 +493,7 @@ tfd:        3 events: 80000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n";
             mnt_id,
             ino,
             extra: FdExtra::None,
+            locks: Vec::new(),
         };
         assert!(!info.cloexec());
         assert_eq!(info.access_mode(), libc::O_WRONLY as u32);

@@ -12,6 +12,7 @@
 
 pub mod auxv;
 pub mod fds;
+pub mod locks;
 pub mod maps;
 pub mod stat;
 pub mod status;

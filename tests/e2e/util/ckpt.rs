@@ -173,15 +173,17 @@ pub struct Roundtrip {
 }
 
 /// Freeze/resume of a gated fixture (one that waits for `dir.gate()`, passed
-/// in `args`): read its maps while it waits, freeze (the original is killed),
-/// resume, wait until the resumed process's maps equal the frozen ones, open
-/// the gate and let it finish; it must succeed.
+/// in `args`): read its maps and VMA flags while it waits, freeze (the original
+/// is killed), resume, wait until the resumed process's maps equal the frozen
+/// ones, check every VMA's VmFlags, open the gate and let it finish; it must
+/// succeed.
 pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) -> Roundtrip {
     let gate = dir.gate();
     assert!(!gate.exists());
     let mut orig = spawn_fixture(name, static_, args);
     orig.wait_ready();
     let maps = read_maps(orig.pid());
+    let vmflags = read_vmflags(orig.pid());
     let img = dir.image(name);
     freeze_ok(orig.pid(), &img, &[]);
     orig.expect_killed_by_ckpt();
@@ -189,6 +191,7 @@ pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) 
 
     let mut resumed = resume_launch(&img).spawn();
     assert_maps_eventually(&mut resumed, &maps, MAPS_TIMEOUT);
+    assert_vmflags(&resumed, &vmflags);
     open_gate(&gate);
     let fin = resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();

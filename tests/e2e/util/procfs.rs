@@ -204,3 +204,74 @@ pub fn assert_maps_eventually(p: &mut Proc, expected: &[MapEntry], timeout: Dura
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---------------------------------------------------------------------------
+// VMA flags
+
+/// One VMA of /proc/PID/smaps: range, name and its "VmFlags:" codes (proc(5)),
+/// sorted. Adjacent VMAs with the same name and flags are joined, as in
+/// [`parse_maps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaFlags {
+    pub start: u64,
+    pub end: u64,
+    pub name: String,
+    pub flags: Vec<String>,
+}
+
+impl std::fmt::Display for VmaFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}-{:x} {} [{}]", self.start, self.end, self.name, self.flags.join(" "))
+    }
+}
+
+pub fn parse_vmflags(text: &str) -> Vec<VmaFlags> {
+    let mut out: Vec<VmaFlags> = Vec::new();
+    let mut cur: Option<VmaFlags> = None;
+    let push = |v: VmaFlags, out: &mut Vec<VmaFlags>| {
+        if v.name == "[vsyscall]" {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.end == v.start && last.name == v.name && last.flags == v.flags => last.end = v.end,
+            _ => out.push(v),
+        }
+    };
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(mut v) = cur.take() {
+                v.flags = flags.split_whitespace().map(str::to_owned).collect();
+                v.flags.sort();
+                push(v, &mut out);
+            }
+            continue;
+        }
+        let mut it = line.splitn(6, ' ');
+        let Some((s, e)) = it.next().and_then(|r| r.split_once('-')) else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else { continue };
+        let name = it.nth(4).unwrap_or("").trim().to_owned();
+        cur = Some(VmaFlags { start, end, name, flags: Vec::new() });
+    }
+    out
+}
+
+pub fn read_vmflags(pid: i32) -> Vec<VmaFlags> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_else(|e| panic!("/proc/{pid}/smaps: {e}"));
+    parse_vmflags(&text)
+}
+
+/// Panics unless the resumed process of `p` has, VMA for VMA, the VmFlags of
+/// `expected` (read from the frozen process).
+pub fn assert_vmflags(p: &Proc, expected: &[VmaFlags]) {
+    let got = read_vmflags(resumed_pid(p.pid()));
+    if got != expected {
+        let mut d = String::new();
+        for e in expected.iter().filter(|e| !got.contains(e)) {
+            d += &format!("- {e}\n");
+        }
+        for e in got.iter().filter(|e| !expected.contains(e)) {
+            d += &format!("+ {e}\n");
+        }
+        panic!("VmFlags of {} differ from the frozen process's (- frozen, + resumed):\n{d}{}", p.label, p.describe());
+    }
+}
