@@ -8,6 +8,7 @@ use crate::plan::{Pages, PlannedVma};
 use anyhow::{Context, Result};
 use ckpt_format::{crc32c, PageRun, PAGE_SIZE, RUN_FILE_CLEAN};
 use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 const BATCH: usize = 8 << 20;
 const MAX_SEGS: usize = 1024;
@@ -94,84 +95,145 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
     })
 }
 
-/// Read every chosen page of every VMA and stream it into `w`, filling in each
-/// VMA's `first_run`/`nruns`.
-pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &mut PageWriter<W>) -> Result<()> {
-    let mut buf = vec![0u8; BATCH];
-    for (i, v) in vmas.iter_mut().enumerate() {
-        let skip_zero = !matches!(v.pages, Pages::All | Pages::Copies);
-        w.close_run();
-        v.vma.first_run = w.runs.len() as u32;
-        let mut segs: Vec<(u64, usize)> = Vec::new();
-        let mut total = 0usize;
-        let rs = ranges(pm, v)?;
-        // In a whole-stored private file mapping, pages never written are the file's
-        // own bytes: marked clean, so a resume that finds the same file maps them
-        // from it instead of copying them in.
-        let copies = if v.pages == Pages::All {
+/// What the reading thread hands to the writing one, in order.
+enum Msg {
+    /// The pages of VMA `vma` follow. `copies`: for a whole-stored private file
+    /// mapping, the ranges the process wrote (the rest is marked RUN_FILE_CLEAN).
+    Vma { vma: usize, skip_zero: bool, copies: Option<Vec<(u64, u64)>> },
+    /// `buf[..len]` holds the bytes of `segs` (address, length), concatenated.
+    Batch { segs: Vec<(u64, usize)>, buf: Vec<u8>, len: usize, unreadable: usize },
+}
+
+/// The reading side: page map walks and process_vm_readv batches, each batch in one
+/// of a few buffers that come back from the writer once written.
+fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Msg>, free: &Receiver<Vec<u8>>) -> Result<()> {
+    for (i, v) in vmas.iter().enumerate() {
+        let pages = v.pages;
+        let copies = if pages == Pages::All {
             Some(pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
                 format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
             })?)
         } else {
             None
         };
-        let page_flags = |addr: u64| match &copies {
-            Some(c) if !c.iter().any(|&(lo, hi)| lo <= addr && addr < hi) => RUN_FILE_CLEAN,
-            _ => 0,
-        };
-        let mut flush = |segs: &mut Vec<(u64, usize)>, total: &mut usize, w: &mut PageWriter<W>| -> Result<()> {
+        if tx.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Copies), copies }).is_err() {
+            return Ok(()); // the writer stopped; its error is the one reported
+        }
+        let mut segs: Vec<(u64, usize)> = Vec::new();
+        let mut total = 0usize;
+        let send = |segs: &mut Vec<(u64, usize)>, total: &mut usize| -> bool {
             if segs.is_empty() {
-                return Ok(());
+                return true;
             }
-            let b = &mut buf[..*total];
-            w.stats.unreadable_pages += mem.read_segments(segs, b) as u64;
-            let mut off = 0;
-            for &(addr, len) in segs.iter() {
-                let seg = &b[off..off + len];
-                let io = || format!("writing the pages of {:x}-{:x}", addr, addr + len as u64);
-                // Spans of stored pages with the same flags, between skipped zero pages.
-                let mut span_start = 0;
-                let mut span_flags = page_flags(addr);
-                for p in (0..len).step_by(PAGE) {
-                    let zero = skip_zero && is_zero(&seg[p..p + PAGE]);
-                    let flags = page_flags(addr + p as u64);
-                    if (zero || flags != span_flags) && span_start < p {
-                        w.push(i as u32, addr + span_start as u64, &seg[span_start..p], span_flags).with_context(io)?;
-                        span_start = p;
-                    }
-                    span_flags = flags;
-                    if zero {
-                        w.stats.zero_pages += 1;
-                        w.close_run();
-                        span_start = p + PAGE;
-                    }
-                }
-                if span_start < len {
-                    w.push(i as u32, addr + span_start as u64, &seg[span_start..], span_flags).with_context(io)?;
-                }
-                off += len;
-            }
-            segs.clear();
+            let Ok(mut buf) = free.recv() else { return false };
+            let unreadable = mem.read_segments(segs, &mut buf[..*total]);
+            let ok = tx.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable }).is_ok();
             *total = 0;
-            Ok(())
+            ok
         };
-        for (lo, hi) in rs {
+        for (lo, hi) in ranges(pm, v)? {
             let mut a = lo;
             while a < hi {
                 let n = ((hi - a) as usize).min(BATCH - total);
                 segs.push((a, n));
                 total += n;
                 a += n as u64;
-                if total == BATCH || segs.len() == MAX_SEGS {
-                    flush(&mut segs, &mut total, w)?;
+                if (total == BATCH || segs.len() == MAX_SEGS) && !send(&mut segs, &mut total) {
+                    return Ok(());
                 }
             }
         }
-        flush(&mut segs, &mut total, w)?;
-        w.close_run();
-        v.vma.nruns = w.runs.len() as u32 - v.vma.first_run;
+        if !send(&mut segs, &mut total) {
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+/// Store one batch: spans of pages with the same flags, between skipped zero pages.
+fn store<W: Write>(w: &mut PageWriter<W>, vma: u32, skip_zero: bool, copies: &Option<Vec<(u64, u64)>>, segs: &[(u64, usize)], b: &[u8]) -> Result<()> {
+    let page_flags = |addr: u64| match copies {
+        Some(c) if !c.iter().any(|&(lo, hi)| lo <= addr && addr < hi) => RUN_FILE_CLEAN,
+        _ => 0,
+    };
+    let mut off = 0;
+    for &(addr, len) in segs {
+        let seg = &b[off..off + len];
+        let io = || format!("writing the pages of {:x}-{:x}", addr, addr + len as u64);
+        let mut span_start = 0;
+        let mut span_flags = page_flags(addr);
+        for p in (0..len).step_by(PAGE) {
+            let zero = skip_zero && is_zero(&seg[p..p + PAGE]);
+            let flags = page_flags(addr + p as u64);
+            if (zero || flags != span_flags) && span_start < p {
+                w.push(vma, addr + span_start as u64, &seg[span_start..p], span_flags).with_context(io)?;
+                span_start = p;
+            }
+            span_flags = flags;
+            if zero {
+                w.stats.zero_pages += 1;
+                w.close_run();
+                span_start = p + PAGE;
+            }
+        }
+        if span_start < len {
+            w.push(vma, addr + span_start as u64, &seg[span_start..], span_flags).with_context(io)?;
+        }
+        off += len;
+    }
+    Ok(())
+}
+
+/// Read every chosen page of every VMA and stream it into `w`, filling in each
+/// VMA's `first_run`/`nruns`.
+///
+/// Two stages overlap: a thread reads the target's memory (page map walks and
+/// process_vm_readv, kernel copies) into one of `BUFFERS` batch buffers while this
+/// thread checks the previous batch for zero pages, checksums it and writes it, so
+/// reading, computing and writing use both cores and the disk at once.
+pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &mut PageWriter<W>) -> Result<()> {
+    const BUFFERS: usize = 3;
+    let (tx, rx) = sync_channel::<Msg>(BUFFERS);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        free_tx.send(vec![0u8; BATCH]).expect("the channel has room for every buffer");
+    }
+    let ro: Vec<PlannedVma> = vmas.iter().map(|v| PlannedVma { vma: v.vma, pages: v.pages, map: v.map.clone() }).collect();
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_all(mem, pm, &ro, &tx, &free_rx));
+        let mut cur: Option<(usize, bool, Option<Vec<(u64, u64)>>)> = None;
+        let finish_vma = |cur: &mut Option<(usize, bool, Option<Vec<(u64, u64)>>)>, w: &mut PageWriter<W>, vmas: &mut [PlannedVma]| {
+            if let Some((i, _, _)) = cur.take() {
+                w.close_run();
+                vmas[i].vma.nruns = w.runs.len() as u32 - vmas[i].vma.first_run;
+            }
+        };
+        let mut result = Ok(());
+        for msg in rx.iter() {
+            match msg {
+                Msg::Vma { vma, skip_zero, copies } => {
+                    finish_vma(&mut cur, w, vmas);
+                    w.close_run();
+                    vmas[vma].vma.first_run = w.runs.len() as u32;
+                    cur = Some((vma, skip_zero, copies));
+                }
+                Msg::Batch { segs, buf, len, unreadable } => {
+                    w.stats.unreadable_pages += unreadable as u64;
+                    let (vma, skip_zero, copies) = cur.as_ref().expect("a batch follows its vma");
+                    if let Err(e) = store(w, *vma as u32, *skip_zero, copies, &segs, &buf[..len]) {
+                        result = Err(e);
+                        break;
+                    }
+                    let _ = free_tx.send(buf);
+                }
+            }
+        }
+        finish_vma(&mut cur, w, vmas);
+        drop(rx);
+        drop(free_tx);
+        let read = reader.join().map_err(|_| anyhow::anyhow!("the page reading thread panicked"))?;
+        result.and(read)
+    })
 }
 
 #[cfg(test)]
