@@ -38,6 +38,7 @@ mod registers;
 mod safety;
 mod syscalls;
 mod terminal;
+mod threads;
 mod util;
 
 use std::fs;
