@@ -35,6 +35,7 @@ mod memory;
 mod procstate;
 mod python;
 mod registers;
+mod runtimes;
 mod safety;
 mod syscalls;
 mod terminal;
