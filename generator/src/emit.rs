@@ -9,7 +9,7 @@ use crate::memory::Mem;
 use crate::pagemap::Pagemap;
 use crate::pages::{self, PageWriter, Stats};
 use crate::plan::PlannedVma;
-use crate::ptrace::Seized;
+use crate::group::Group;
 use anyhow::{bail, Result};
 use ckpt_format::{align_up, as_bytes, Header, DATA_START};
 use std::fs::File;
@@ -58,14 +58,14 @@ fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> (
 
 /// Stream the pages; a failure while the target died mid-freeze is reported as that
 /// (reads of a dead process's memory or page map fail in unhelpful ways).
-fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &Seized) -> Result<()> {
+fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &Group) -> Result<()> {
     let r = pages::dump(src.mem, src.pm, src.vmas, w);
     t.check_alive()?;
     r
 }
 
 /// One pass into a seekable file. Returns the stats and the file size.
-pub fn to_file(src: &mut Source, file: &File, t: &Seized) -> Result<(Stats, u64)> {
+pub fn to_file(src: &mut Source, file: &File, t: &Group) -> Result<(Stats, u64)> {
     let prefix_len = prefix(src, 0)?.len() as u64;
     let mut bw = BufWriter::with_capacity(1 << 20, file);
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
@@ -110,7 +110,7 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 }
 
 /// Two passes into a sequential stream. Returns the stats and the bytes written.
-pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Seized) -> Result<(Stats, u64)> {
+pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Group) -> Result<(Stats, u64)> {
     let mut probe = PageWriter::new(std::io::sink(), DATA_START);
     dump(src, &mut probe, t)?;
     let (_, runs, _, pages_end) = probe.finish();

@@ -1,15 +1,15 @@
-//! `ckpt freeze`: attach, take the inventory, plan, stream the pages into a temp file,
-//! commit it, and only then let the original go (kill it, or detach).
+//! `ckpt freeze`: stop every thread, take the inventory, plan, stream the pages into a
+//! temp file, commit it, and only then let the original go (kill it, or detach).
 
 use crate::write::ImageParts;
 use crate::memory::Mem;
 use crate::output::Output;
 use crate::pagemap::Pagemap;
 use crate::plan::{self, Strings};
-use crate::ptrace::{Release, Seized};
-use crate::regs::{self, Restart};
+use crate::group::Group;
+use crate::ptrace::Release;
 use crate::inject::Injector;
-use crate::{emit, fdplan, gadgets, inventory, proc, procstate};
+use crate::{emit, fdplan, gadgets, inventory, proc, procstate, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::path::PathBuf;
@@ -42,8 +42,9 @@ fn elevated(st: &proc::status::Status) -> bool {
     st.uid.iter().any(|&u| u != st.uid[0]) || st.gid.iter().any(|&g| g != st.gid[0]) || (st.uid[0] != 0 && st.cap_prm != 0)
 }
 
-/// Checks that need no tracing: the process exists, is alive, is one thread, is not
-/// traced already and does not hold privileges a resume file could not carry.
+/// Checks that need no tracing: the process exists, is not a zombie (a leader that
+/// exited while its threads run on is not one: group.rs), is not traced already and
+/// does not hold privileges a resume file could not carry.
 fn precheck(pid: i32, force: bool) -> Result<()> {
     if pid <= 0 {
         bail!("invalid pid {pid}");
@@ -52,14 +53,11 @@ fn precheck(pid: i32, force: bool) -> Result<()> {
         bail!("pid {pid} is ckpt itself");
     }
     let st = proc::status::read_status(pid)?;
-    if st.state == 'Z' || st.state == 'X' {
+    if (st.state == 'Z' || st.state == 'X') && st.threads <= 1 {
         bail!("pid {pid} is a zombie (it has exited and waits for its parent to reap it)");
     }
     if st.tgid != pid {
         bail!("pid {pid} is a thread of process {}; freeze the process", st.tgid);
-    }
-    if st.threads > 1 {
-        bail!("pid {pid} has {} threads; multi-threaded processes are not supported yet", st.threads);
     }
     if st.seccomp == 1 {
         // Checked before anything is injected: in strict mode any system call but
@@ -85,31 +83,78 @@ fn precheck(pid: i32, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Child processes of any thread of `pid` (each thread has its own list, proc(5)).
 fn children(pid: i32) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| s.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
+    let tids = proc::threads(pid).unwrap_or_default();
+    tids.iter()
+        .filter_map(|tid| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 /// seccomp filters can be read (and installed again) only with CAP_SYS_ADMIN;
 /// without it a filtered process is refused rather than resumed unconfined. Runs
 /// before any system call is injected: with the filters read, the filters are
-/// suspended for the injected calls, which a filter could otherwise fail or answer
-/// by killing the task.
-fn seccomp(t: &Seized) -> Result<Vec<u8>> {
-    let st = proc::status::read_status(t.pid)?;
+/// suspended for the injected calls (in every thread: the option is per tracee),
+/// which a filter could otherwise fail or answer by killing the task. Filters are
+/// per thread (seccomp(2)); threads with different filters are refused, since the
+/// resume installs one set for all (SECCOMP_FILTER_FLAG_TSYNC).
+fn seccomp(g: &Group) -> Result<Vec<u8>> {
+    let st = proc::status::read_status(g.reader().pid)?;
     if st.seccomp == 0 {
         return Ok(Vec::new());
     }
-    let filters = t.seccomp_filters().map_err(|e| {
-        anyhow::anyhow!("pid {} has seccomp filters; reading (and restoring) them needs CAP_SYS_ADMIN: {e}", t.pid)
-    })?;
-    t.suspend_seccomp()?;
+    let mut first: Option<Vec<Vec<u8>>> = None;
+    for t in &g.threads {
+        let filters = t.seccomp_filters().map_err(|e| {
+            anyhow::anyhow!("pid {} has seccomp filters; reading (and restoring) them needs CAP_SYS_ADMIN: {e}", g.pid)
+        })?;
+        match &first {
+            None => first = Some(filters),
+            Some(f) if *f != filters => bail!("pid {}: thread {} has other seccomp filters than thread {}; refused", g.pid, t.pid, g.reader().pid),
+            Some(_) => {}
+        }
+        t.suspend_seccomp()?;
+    }
     let mut out = Vec::new();
-    for f in filters {
+    for f in first.unwrap_or_default() {
         out.extend_from_slice(&((f.len() / 8) as u32).to_le_bytes());
         out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(&f);
+    }
+    Ok(out)
+}
+
+/// Every thread's record, the leader first (an exited leader as such), and their
+/// XSAVE areas laid one after another, each 64-byte aligned.
+struct Threads {
+    records: Vec<Thread>,
+    xstate: Vec<u8>,
+    signals: Vec<PendingSignal>,
+}
+
+fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, warnings: &mut Vec<String>) -> Result<Threads> {
+    let mut out = Threads { records: Vec::new(), xstate: Vec::new(), signals: Vec::new() };
+    if g.leader_exited {
+        out.records.push(thread_state::exited_leader(g.pid));
+    }
+    for t in &g.threads {
+        let c = thread_state::capture(g.pid, t, mem, syscall_at, writable)
+            .with_context(|| format!("reading the state of thread {} of pid {}", t.pid, g.pid))?;
+        let mut th = c.thread;
+        if !c.xstate.is_empty() {
+            while !out.xstate.len().is_multiple_of(64) {
+                out.xstate.push(0);
+            }
+            th.xstate_off = out.xstate.len() as u64;
+            out.xstate.extend_from_slice(&c.xstate);
+        }
+        out.records.push(th);
+        out.signals.extend(c.signals);
+        warnings.extend(c.warnings);
+    }
+    if out.records.len() > MAX_THREADS as usize {
+        bail!("pid {} has {} threads, more than the format's {MAX_THREADS}", g.pid, out.records.len());
     }
     Ok(out)
 }
@@ -120,16 +165,16 @@ pub fn run(o: &Options) -> Result<()> {
     // The output location is checked before the target is touched; "-" streams
     // the file to standard output.
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
-    let mut t = Seized::seize(o.pid)?;
-    t.set_release(match o.after {
-        After::Stop => Release::Stop,
-        _ => Release::Continue,
-    });
-    t.interrupt()?;
-    let inv = inventory::take(&t).with_context(|| format!("reading the state of pid {}", o.pid))?;
-    if inv.threads.len() > 1 {
-        bail!("pid {} has {} threads; multi-threaded processes are not supported yet", o.pid, inv.threads.len());
-    }
+    let g = Group::seize(
+        o.pid,
+        match o.after {
+            After::Stop => Release::Stop,
+            _ => Release::Continue,
+        },
+    )?;
+    let reader = g.reader();
+    let rpid = reader.pid;
+    let inv = inventory::take(rpid).with_context(|| format!("reading the state of pid {}", o.pid))?;
     let mut warnings = Vec::new();
     let kids = children(o.pid);
     if !kids.is_empty() {
@@ -139,75 +184,47 @@ pub fn run(o: &Options) -> Result<()> {
             kids.join(" ")
         ));
     }
-    if t.pending_signal() != 0 {
-        warnings.push(format!("signal {} was being delivered at the freeze; it is not in the image", t.pending_signal()));
-    }
 
-    let mem = Mem::open(o.pid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
+    let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
-    let fdp = fdplan::plan(&t, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(reader, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
 
-    let g = gadgets::find(&mem, &vmas);
-    if g.syscall == 0 {
+    let gd = gadgets::find(&mem, &vmas);
+    if gd.syscall == 0 {
         bail!("pid {}: no `syscall` instruction in its executable memory to read its kernel state with", o.pid);
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-    let seccomp_filters = seccomp(&t)?;
+    let seccomp_filters = seccomp(&g)?;
     let state = {
-        let inj = Injector::new(&t, inv.regs, g.syscall, writable)?;
-        procstate::capture(&t, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
+        let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;
+        procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
     };
-    let mut r = inv.regs;
-    let mut before = [0u8; 2];
-    let restart = if (r.orig_rax as i64) >= 0 && r.rip >= 2 {
-        mem.read_exact(r.rip - 2, &mut before).context("reading the instruction before rip")?;
-        regs::fix_syscall_restart(&mut r, before).with_context(|| format!("pid {}", o.pid))?
-    } else {
-        Restart::None
-    };
-    if let Some(rs) = inv.rseq {
-        if let Some(abort) = regs::fix_rseq(&mem, rs.addr, &mut r)? {
-            warnings.push(format!("stopped inside an rseq critical section; resumes at its abort handler {abort:#x}"));
-        }
-    }
-    if g.syscall_ret == 0 {
+    let threads = capture_threads(&g, &mem, gd.syscall, &writable, &mut warnings)?;
+    if gd.syscall_ret == 0 {
         warnings.push("no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind".into());
     }
 
+    let live = threads.records.iter().find(|t| t.flags & THREAD_EXITED == 0).expect("a live thread");
     let mut parts = ImageParts {
         xcr0: inventory::xcr0(),
-        xstate_size: inv.xstate.len() as u32,
-        gadget_syscall_ret: g.syscall_ret,
-        gadget_sigreturn: g.sigreturn,
+        xstate_size: live.xstate_size,
+        gadget_syscall_ret: gd.syscall_ret,
+        gadget_sigreturn: gd.sigreturn,
         pid: o.pid as u32,
         kernel_release: proc::kernel_release(),
         flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };
-    parts.xstate = inv.xstate.clone();
+    let nthreads = threads.records.len();
+    parts.xstate = threads.xstate;
     parts.process = Some(state.process);
     parts.seccomp = seccomp_filters;
     parts.timers = state.timers;
-    parts.signals = state.signals;
-    let (robust_list, robust_len) = inv.robust;
-    parts.threads.push(Thread {
-        tid: o.pid as u32,
-        regs: r,
-        sigmask: state.sigmask,
-        ss_sp: state.ss.0,
-        ss_flags: state.ss.1,
-        ss_size: state.ss.2,
-        tid_address: state.tid_address,
-        rseq_addr: inv.rseq.map_or(0, |x| x.addr),
-        rseq_len: inv.rseq.map_or(0, |x| x.len),
-        rseq_sig: inv.rseq.map_or(0, |x| x.sig),
-        xstate_size: inv.xstate.len() as u32,
-        robust_list,
-        robust_len,
-        ..Default::default()
-    });
+    parts.signals = threads.signals;
+    parts.signals.extend(state.signals);
+    parts.threads = threads.records;
     if let Some(v) = vmas.iter().find(|v| v.vma.kind == VmaKind::Vdso as u32) {
         let mut b = vec![0u8; (v.vma.end - v.vma.start) as usize];
         mem.read_exact(v.vma.start, &mut b).context("reading the vdso")?;
@@ -251,18 +268,18 @@ pub fn run(o: &Options) -> Result<()> {
     parts.epoll = fdp.epoll;
 
     parts.strings = strings.buf;
-    let mut pm = Pagemap::open(o.pid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
+    let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
     let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, blobs: &fdp.blobs, resume_exe: !o.raw_image };
     let (stats, file_size) = match &out {
-        Some(out) => emit::to_file(&mut src, &out.file, &t).with_context(|| format!("writing {}", o.output.display()))?,
-        None => emit::to_stream(&mut src, std::io::stdout().lock(), &t).context("writing the image to standard output")?,
+        Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
+        None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,
     };
     // Every byte is written now. A process that keeps running need not wait for the
     // disk; one that is killed is killed only once the file is durable.
-    let t = match o.after {
-        After::Kill => Some(t),
+    let g = match o.after {
+        After::Kill => Some(g),
         After::Continue | After::Stop => {
-            drop(t);
+            drop(g);
             None
         }
     };
@@ -270,8 +287,8 @@ pub fn run(o: &Options) -> Result<()> {
         out.commit()?;
     }
     let frozen = t0.elapsed();
-    if let Some(t) = t {
-        t.kill();
+    if let Some(g) = g {
+        g.kill();
     }
     for w in &warnings {
         eprintln!("ckpt: warning: {w}");
@@ -284,8 +301,10 @@ pub fn run(o: &Options) -> Result<()> {
             );
         }
         eprintln!(
-            "ckpt: froze pid {} into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}{}",
+            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}",
             o.pid,
+            nthreads,
+            if nthreads == 1 { "" } else { "s" },
             o.output.display(),
             file_size,
             vmas.len(),
@@ -293,11 +312,6 @@ pub fn run(o: &Options) -> Result<()> {
             stats.zero_pages,
             stats.unreadable_pages,
             frozen,
-            match restart {
-                Restart::None => String::new(),
-                Restart::Reexecute { nr } => format!("; system call {nr} will be restarted"),
-                Restart::Interrupted { nr } => format!("; system call {nr} will return EINTR"),
-            }
         );
     }
     Ok(())

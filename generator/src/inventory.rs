@@ -2,31 +2,22 @@
 //! decisions here (those are in plan.rs and freeze.rs).
 
 use crate::proc::{self, fds::FdInfo, maps::Mapping, stat::Stat};
-use crate::ptrace::{RseqConfig, Seized};
-use anyhow::{Context, Result};
-use ckpt_format::Regs;
+use anyhow::Result;
 
+/// The process-wide part; each thread's own state is read by thread_state.rs.
 pub struct Inventory {
-    pub regs: Regs,
-    pub xstate: Vec<u8>,
-    pub rseq: Option<RseqConfig>,
-    pub robust: (u64, u64),
     pub maps: Vec<Mapping>,
     pub stat: Stat,
     pub auxv: Vec<(u64, u64)>,
     pub fds: Vec<FdInfo>,
     pub exe: Option<String>,
     pub cmdline: Vec<String>,
-    pub threads: Vec<i32>,
 }
 
-pub fn take(t: &Seized) -> Result<Inventory> {
-    let pid = t.pid;
+/// Read through `pid`, the id of a live thread of the process (its leader's
+/// /proc entry reads empty once the leader has exited, group.rs).
+pub fn take(pid: i32) -> Result<Inventory> {
     Ok(Inventory {
-        regs: t.regs()?,
-        xstate: t.xstate()?,
-        rseq: t.rseq()?,
-        robust: t.robust_list(),
         maps: proc::maps::read_smaps(pid)?,
         stat: proc::stat::read_stat(pid)?,
         auxv: proc::auxv::read_auxv(pid)?,
@@ -36,7 +27,6 @@ pub fn take(t: &Seized) -> Result<Inventory> {
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|p| !p.ends_with(" (deleted)")),
         cmdline: proc::cmdline(pid).unwrap_or_default(),
-        threads: proc::threads(pid).with_context(|| format!("listing the threads of pid {pid}"))?,
     })
 }
 

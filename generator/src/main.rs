@@ -6,6 +6,7 @@ mod core_file;
 mod emit;
 mod fdplan;
 mod freeze;
+mod group;
 mod gadgets;
 mod info;
 mod inject;
@@ -21,6 +22,7 @@ mod ptrace;
 mod reader;
 mod regs;
 mod resume;
+mod thread_state;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]
 mod write;
@@ -40,9 +42,22 @@ struct Cli {
 enum Cmd {
     /// Stop a process, write it to a self-restoring executable, then kill the original.
     ///
-    /// Run the output file to continue the process where it stopped.
+    /// Run the output file to continue the process where it stopped. Every thread is
+    /// stopped before any is read, and each is resumed with its registers, signal
+    /// mask, pending signals, sigaltstack, rseq, robust list, name and scheduling.
+    ///
+    /// Process and thread ids: the resumed process gets its original PID and every
+    /// thread its original TID (glibc, mutex owners, robust lists, the Go runtime and
+    /// timers hold them). As root, when those ids are free, they are the real ones;
+    /// otherwise (an ordinary user, or an id taken by another process) the process
+    /// runs in a new user + PID namespace made for it, where it has them (its parent
+    /// is then that namespace's init). If neither works the resume stops with a
+    /// message and exit code 114; it never runs on silently under other ids. With
+    /// CKPT_SAME_PID=0 in the resumer's environment it runs under new ids instead,
+    /// with a warning: raise(), abort(), pthread_kill and error-checking or robust
+    /// mutexes held across the freeze may then fail.
     Freeze {
-        /// The process to freeze (single-threaded).
+        /// The process to freeze (all its threads).
         pid: i32,
         /// Output file (created owner-only, mode 0700).
         #[arg(short, long)]

@@ -1,8 +1,11 @@
 //! Process-wide state that lives in the kernel, not in memory: signal dispositions,
-//! sigaltstack, clear_child_tid, umask, personality, prctl flags, interval and POSIX
-//! timers (read by system calls injected into the task, inject.rs), plus what /proc
-//! and ptrace give from outside: rlimits (prlimit(2) on another process), cwd, comm,
-//! queued signals (PTRACE_PEEKSIGINFO) and the exact blocked mask.
+//! umask, personality, prctl flags, interval and POSIX timers (read by system calls
+//! injected into one thread, inject.rs), plus what /proc and ptrace give from
+//! outside: rlimits (prlimit(2) on another process), cwd, comm and the signals queued
+//! for the whole process (PTRACE_PEEKSIGINFO). Per-thread state is in thread_state.rs.
+//!
+//! Timers that expired while their signal waits in the queue are read as the kernel
+//! shows them, which is not how they must be set again (see `rearm_expired`).
 
 use crate::inject::Injector;
 use crate::plan::Strings;
@@ -13,15 +16,12 @@ use ckpt_format::{PendingSignal, PosixTimer, Process, SigAction, NLIMITS, PROC_H
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_DUMPABLE: u64 = 3;
 const PR_GET_NO_NEW_PRIVS: u64 = 39;
-const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_THP_DISABLE: u64 = 42;
 
 pub struct Captured {
     pub process: Process,
-    pub ss: (u64, u32, u64),
-    pub tid_address: u64,
-    pub sigmask: u64,
     pub timers: Vec<PosixTimer>,
+    /// Signals queued for the whole process (thread-directed ones are per thread).
     pub signals: Vec<PendingSignal>,
 }
 
@@ -70,6 +70,47 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>> {
     Ok(out)
 }
 
+/// ITIMER_REAL is re-armed from its interval only when its SIGALRM is dequeued
+/// (dequeue_signal, kernel/signal.c): a process stopped with that signal queued reads
+/// a zero value and a non-zero interval, and setting exactly that would disarm the
+/// timer (setitimer(2)). The queued SIGALRM is restored with the other signals; the
+/// timer runs again one interval later, as it would have after the dequeue.
+/// `it`: interval (s, us), value (s, us).
+fn rearm_itimer_real(it: &mut [u64; 4]) {
+    if it[2] == 0 && it[3] == 0 && (it[0] != 0 || it[1] != 0) {
+        (it[2], it[3]) = (it[0], it[1]);
+    }
+}
+
+const SI_TIMER: i32 = -2;
+
+/// A POSIX timer whose signal is queued is re-armed by the kernel when that signal is
+/// dequeued, with the overrun count in its siginfo (posixtimer_rearm). A copy of the
+/// signal re-queued at resume would be a foreign one, and the timer would fire again
+/// on its own. So the timer's own queued signal is not re-queued; the timer is armed
+/// to expire at once instead (a value of 1 ns, which timer_gettime(2) also reports
+/// for an expired periodic timer), and the kernel queues its signal again and
+/// re-arms it by its interval. The overrun of the lost expiry is not carried over.
+fn rearm_expired(timers: &mut [PosixTimer], signals: &mut Vec<PendingSignal>) {
+    signals.retain(|s| {
+        // siginfo_t: si_signo, si_errno, si_code (ints), then _timer: si_tid, si_overrun.
+        let code = s.info[1] as u32 as i32;
+        let timer_id = s.info[2] as u32 as i32;
+        if code != SI_TIMER {
+            return true;
+        }
+        match timers.iter_mut().find(|t| t.id == timer_id && t.signo == s.signo as i32) {
+            Some(t) => {
+                if t.value == [0, 0] {
+                    t.value = [0, 1];
+                }
+                false
+            }
+            None => true,
+        }
+    });
+}
+
 /// If stdin is a terminal, its settings and window size (tcgetattr(3)/TIOCGWINSZ
 /// through our own open of /proc/PID/fd/0, which reaches the same terminal).
 fn read_tty(pid: i32, p: &mut Process) {
@@ -101,15 +142,6 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
         inj.read(0, &mut b)?;
         p.sigactions[sig as usize - 1] = SigAction { handler: u64_at(&b, 0), flags: u64_at(&b, 1), restorer: u64_at(&b, 2), mask: u64_at(&b, 3) };
     }
-    ok(inj.syscall(libc::SYS_sigaltstack, [0, inj.ptr(0), 0, 0, 0, 0])?, "sigaltstack", pid)?;
-    let mut b = [0u8; 24];
-    inj.read(0, &mut b)?;
-    let ss = (u64_at(&b, 0), u64_at(&b, 1) as u32, u64_at(&b, 2));
-    inj.write(0, &[0u8; 8])?;
-    ok(inj.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_TID_ADDRESS", pid)?;
-    let mut b = [0u8; 8];
-    inj.read(0, &mut b)?;
-    let tid_address = u64::from_le_bytes(b);
     let old = ok(inj.syscall(libc::SYS_umask, [0, 0, 0, 0, 0, 0])?, "umask", pid)?;
     ok(inj.syscall(libc::SYS_umask, [old as u64, 0, 0, 0, 0, 0])?, "umask", pid)?;
     p.umask = old as u32;
@@ -132,6 +164,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
         inj.read(0, &mut b)?;
         p.itimers[which as usize] = [u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3)];
     }
+    rearm_itimer_real(&mut p.itimers[0]);
     let mut timers = match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
         Ok(text) => parse_timers(&text)?,
         Err(_) => Vec::new(),
@@ -162,18 +195,43 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
     read_tty(pid, &mut p);
-    let mut signals = Vec::new();
-    for (shared, thread) in [(false, pid as u32), (true, 0u32)] {
-        for info in t.pending(shared)? {
-            signals.push(PendingSignal { thread, signo: info[0] as u32, info });
-        }
-    }
-    Ok(Captured { process: p, ss, tid_address, sigmask: inj.task_sigmask(), timers, signals })
+    let mut signals: Vec<PendingSignal> =
+        t.pending(true)?.into_iter().map(|info| PendingSignal { thread: 0, signo: info[0] as u32, info }).collect();
+    rearm_expired(&mut timers, &mut signals);
+    Ok(Captured { process: p, timers, signals })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_itimer_real_is_armed_again_by_its_interval() {
+        let mut it = [0, 10_000, 0, 0];
+        rearm_itimer_real(&mut it);
+        assert_eq!(it, [0, 10_000, 0, 10_000]);
+        let mut one_shot = [0, 0, 0, 0];
+        rearm_itimer_real(&mut one_shot);
+        assert_eq!(one_shot, [0; 4]);
+        let mut running = [0, 10_000, 0, 5_000];
+        rearm_itimer_real(&mut running);
+        assert_eq!(running, [0, 10_000, 0, 5_000]);
+    }
+
+    #[test]
+    fn queued_timer_signal_becomes_an_immediate_expiry() {
+        let mut timers = [PosixTimer { id: 3, signo: 34, interval: [0, 1_000_000], ..Default::default() }];
+        let mut info = [0u64; 16];
+        info[0] = 34;
+        info[1] = (-2i32) as u32 as u64; // SI_TIMER
+        info[2] = 3;
+        let other = PendingSignal { thread: 0, signo: 10, info: [10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        let mut signals = vec![PendingSignal { thread: 0, signo: 34, info }, other];
+        rearm_expired(&mut timers, &mut signals);
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].signo, 10);
+        assert_eq!(timers[0].value, [0, 1]);
+    }
 
     #[test]
     fn parses_proc_timers() {

@@ -132,6 +132,17 @@ impl Seized {
         self.pending.get()
     }
 
+    /// The siginfo of the signal in a signal-delivery stop (PTRACE_GETSIGINFO).
+    pub fn stop_siginfo(&self) -> Result<[u64; 16], PtraceError> {
+        let mut info = [0u64; 16];
+        // SAFETY: the kernel writes one 128-byte siginfo_t into `info`.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, self.pid, 0usize, info.as_mut_ptr()) };
+        if r != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "GETSIGINFO", source: errno() });
+        }
+        Ok(info)
+    }
+
     fn getregset(&self, nt: libc::c_int, buf: &mut [u8], what: &'static str) -> Result<usize, PtraceError> {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: iov describes `buf`, which the kernel fills up to iov_len bytes.
@@ -342,14 +353,12 @@ impl Seized {
         }
     }
 
-    /// Kill the task (after the output is safely on disk) and wait until it is gone.
-    pub fn kill(mut self) {
+    /// Wait until the task, already sent SIGKILL, is gone. As its tracer we are told
+    /// of its death; bounded by the kernel (SIGKILL cannot be blocked).
+    pub fn reap(mut self) {
         let pid = self.pid;
         self.attached = false;
-        // SAFETY: plain signal delivery.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
         let mut status = 0;
-        // As its tracer we are notified of its death; bounded by the kernel (SIGKILL).
         // SAFETY: status is a valid out-pointer.
         while unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } == pid {
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {

@@ -39,6 +39,8 @@ pub struct Ctx {
     /// The restorer's working area.
     pub gap_start: usize,
     pub gap_len: usize,
+    /// The stacks of the threads the restorer creates (threads.rs), one after another.
+    pub thread_stacks: usize,
     /// This process's own [vvar], [vvar_vclock], [vdso].
     pub cur: [Range; 3],
     pub hw_crc: bool,

@@ -77,7 +77,8 @@ pub fn enter(ctx: &mut Ctx, t: &Tables, tables: &[u8]) -> ! {
     let code_len = align_up((end - start) as u64, PAGE_SIZE);
     let tables_len = align_up(tables.len() as u64, PAGE_SIZE);
     let ctx_len = align_up(core::mem::size_of::<Ctx>() as u64, PAGE_SIZE);
-    let len = code_len + tables_len + ctx_len + STACK_LEN;
+    let stacks_len = (t.threads.len() as u64 - 1) * crate::threads::STACK;
+    let len = code_len + tables_len + ctx_len + stacks_len + STACK_LEN;
     let base = find(t, len);
     out::trace("restorer gap", base, base + len);
 
@@ -87,6 +88,7 @@ pub fn enter(ctx: &mut Ctx, t: &Tables, tables: &[u8]) -> ! {
     ctx.tables_len = tables.len();
     ctx.gap_start = base as usize;
     ctx.gap_len = len as usize;
+    ctx.thread_stacks = (ctx_addr + ctx_len) as usize;
     // SAFETY: the gap is a fresh RWX mapping of `len` bytes, disjoint from the
     // sources; the stub image [start, end) is mapped (link.ld keeps it contiguous).
     unsafe {

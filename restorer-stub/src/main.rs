@@ -5,9 +5,10 @@
 //! CPU and vdso, pick a gap free in both the current and the target layout, and copy
 //! ourselves (code, tables, a stack) there. Phase 2 runs in the gap: unmap the old
 //! layout, move the vdso/vvar to the saved addresses, recreate every VMA and fill its
-//! pages, set the mm fields, fds and thread state, and leave through `rt_sigreturn`
-//! on a prebuilt signal frame, unmapping the gap on the way when the target's text
-//! offers the instructions to do so.
+//! pages, set the mm fields, fds and process state, create the other threads, and
+//! release every thread at once through `rt_sigreturn` on its prebuilt signal frame,
+//! the last one out unmapping the gap on the way when the target's text offers the
+//! instructions to do so.
 #![no_std]
 #![no_main]
 
@@ -29,6 +30,7 @@ mod sigframe;
 mod startup;
 mod sys;
 mod thread;
+mod threads;
 mod vdso;
 
 use out::Step;
@@ -72,7 +74,7 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     gap::enter(&mut ctx, &t, tables)
 }
 
-/// Phase 2, running from the copy in the gap on the gap's stack.
+/// Phase 2, running from the copy in the gap on the gap's stack: the restore order.
 pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // SAFETY: gap::enter passes a pointer to the Ctx it copied into the gap.
     let ctx = unsafe { &*ctx };
@@ -81,13 +83,18 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     layout::unmap_old(ctx);
     vdso::move_specials(ctx, &t);
     // Before the memory exists, so the fork behind it copies next to nothing.
-    pid::take_original(ctx, t.threads[0].tid, t.process.is_some_and(|p| p.pdeathsig != 0));
+    let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
     layout::create_all(ctx, &t);
     mm::restore(&t);
     fds::restore(ctx, &t);
     procstate::restore(&t);
-    thread::restore(&t.threads[0]);
+    // Every other thread: created, its own state set, waiting for the release.
+    threads::start(ctx, &t, same_ids);
+    procstate::posix_timers(&t);
+    if t.threads[0].flags & ckpt_format::THREAD_EXITED == 0 {
+        thread::restore(&t.threads[0]);
+    }
     procstate::requeue_signals(&t);
     procstate::seccomp(&t);
-    sigframe::leave(ctx, &t)
+    threads::release_and_leave(ctx, &t)
 }

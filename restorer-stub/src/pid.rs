@@ -1,20 +1,27 @@
-//! Getting the frozen process's own PID back.
+//! Getting the frozen process's own PID (and its threads' TIDs) back.
 //!
 //! Programs keep their PID and TID in memory (glibc's struct pthread, asyncio's
-//! running-loop check, lock owner words), so a resumed process with a new PID
-//! misbehaves. clone3(2) with `set_tid` creates a process with a chosen PID when the
-//! caller has CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) over the PID namespace and
-//! the PID is free. The restorer, once its old layout is gone (before the target's
-//! memory exists, so the fork copies almost nothing), forks itself that way; the
-//! child (with the old PID) does the whole restore, and the parent
-//! stays as a small proxy: it drops everything, forwards signals to the child and
-//! exits the way the child does, so whoever ran the file sees one process.
-//! Without the privilege, or if the PID is taken, the restore continues in place
-//! with the new PID (traced with CKPT_TRACE=1). `CKPT_SAME_PID=0` opts out.
+//! running-loop check, lock owner words, robust futexes), so a resumed process with
+//! a new PID misbehaves: glibc's raise() and abort() send tgkill to the cached TID
+//! with the current PID and fail with ESRCH. clone3(2) with `set_tid` creates a
+//! process or thread with a chosen id when the caller has CAP_CHECKPOINT_RESTORE (or
+//! CAP_SYS_ADMIN) over the PID namespace and the id is free. The restorer, once its
+//! old layout is gone (before the target's memory exists, so the fork copies almost
+//! nothing), forks itself that way; the child (with the old PID) does the whole
+//! restore and later creates the threads with their TIDs (threads.rs), and the
+//! parent stays as a small proxy: it drops everything, forwards signals to the child
+//! and exits the way the child does, so whoever ran the file sees one process.
+//!
+//! Without the privilege, or when the PID or a TID is taken here, the same happens
+//! inside a new user + PID namespace made for the process, where every id is free.
+//! If that fails too the resume stops: it never continues silently under another
+//! PID. `CKPT_SAME_PID=0` opts out: the process continues under a new PID (and its
+//! threads under new TIDs), with a warning.
 
 use crate::ctx::Ctx;
 use crate::out;
 use crate::sys::{self, call};
+use ckpt_format::Tables;
 
 const SYS_CLONE3: usize = 435;
 const SYS_WAIT4: usize = 61;
@@ -75,13 +82,36 @@ fn child_setup(keep_pdeathsig: bool, parent: usize, want: u32) {
     out::trace("continuing with the original pid", want as u64, 0);
 }
 
-/// Continue as the process with PID `want` (returns in it), or in this process when
-/// that is not possible. Never returns in the proxy.
-pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
-    if !ctx.same_pid || want == 0 || sys::getpid() == want as usize {
-        return;
+/// Whether some process or thread other than a zombie of ours holds id `tid`
+/// (kill(2) with signal 0 answers ESRCH only for an id nobody has).
+fn taken(tid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the id exists.
+    let r = unsafe { call(sys::SYS_KILL, [tid as usize, 0, 0, 0, 0, 0]) };
+    r != Err(sys::ESRCH)
+}
+
+/// Continue as the process with the saved PID (returns in it, with true), in a new
+/// PID namespace when that is the only way; or, with `CKPT_SAME_PID=0`, in this
+/// process (false, with a warning). Never returns in the proxy.
+pub fn take_original(ctx: &Ctx, t: &Tables, keep_pdeathsig: bool) -> bool {
+    let want = t.threads[0].tid;
+    if !ctx.same_pid {
+        if sys::getpid() != want as usize {
+            out::Line::new().s("ckpt: warning: CKPT_SAME_PID=0: the process continues as pid ").dec(sys::getpid() as u64)
+                .s(", not its own ").dec(want as u64).s("; programs that keep their pid or thread ids may misbehave").emit();
+        }
+        return false;
+    }
+    if sys::getpid() == want as usize {
+        return true;
     }
     let parent = sys::getpid();
+    // The threads' ids must be free too; the original's threads were reaped by the
+    // freeze, so one still in use belongs to someone else.
+    if let Some(th) = t.threads[1..].iter().find(|th| taken(th.tid)) {
+        out::trace("a thread id is taken here; using a new pid namespace", th.tid as u64, 0);
+        return in_new_namespace(ctx, want, keep_pdeathsig);
+    }
     let mut r = fork_as(Some(want as i32));
     // The original, killed by the freeze, may still be a zombie waiting for its
     // parent (an orphan is reaped by init only every few seconds): wait for that.
@@ -94,18 +124,21 @@ pub fn take_original(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
         r = fork_as(Some(want as i32));
     }
     match r {
-        Ok(0) => child_setup(keep_pdeathsig, parent, want),
+        Ok(0) => {
+            child_setup(keep_pdeathsig, parent, want);
+            true
+        }
         Ok(child) => proxy(ctx, child),
-        Err(sys::EPERM) => in_new_namespace(ctx, want, keep_pdeathsig),
-        Err(e) => keeping(want, e),
+        Err(sys::EPERM) | Err(sys::EEXIST) => in_new_namespace(ctx, want, keep_pdeathsig),
+        Err(e) => no_pid(want, "clone3 with set_tid", e),
     }
 }
 
-fn keeping(want: u32, e: isize) {
-    if out::tracing() {
-        out::Line::new().s("keeping pid ").dec(sys::getpid() as u64).s(" (the original ")
-            .dec(want as u64).s(" could not be had: ").errno(e).s(")").emit();
-    }
+/// The resume cannot have its PID: stop, saying how to go on without it.
+fn no_pid(want: u32, what: &str, e: isize) -> ! {
+    out::Line::new().s("restore process state failed: cannot get pid ").dec(want as u64).s(" back (").s(what).s(": ")
+        .errno(e).s("); CKPT_SAME_PID=0 resumes it under a new pid").emit();
+    sys::exit_group(out::Step::Process as i32)
 }
 
 /// Write `text` to a /proc/self file (uid_map, gid_map, setgroups).
@@ -122,7 +155,7 @@ fn write_proc(path: &[u8], text: &[u8]) -> bool {
 /// the first child is that init (a proxy) and the second, with the original PID,
 /// goes on with the restore. Inside, the process sees its old PID; its parent is
 /// PID 1; files of other users show as the overflow uid.
-fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
+fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) -> bool {
     const SYS_UNSHARE: usize = 272;
     const CLONE_NEWUSER: usize = 0x1000_0000;
     const CLONE_NEWPID: usize = 0x2000_0000;
@@ -130,19 +163,22 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
     let (uid, gid) = unsafe { (call(102, [0; 6]).unwrap_or(0), call(104, [0; 6]).unwrap_or(0)) };
     // SAFETY: unshare takes flags only.
     if let Err(e) = unsafe { call(SYS_UNSHARE, [CLONE_NEWUSER | CLONE_NEWPID, 0, 0, 0, 0, 0]) } {
-        return keeping(want, e);
+        no_pid(want, "a new user and pid namespace", e);
     }
+    // Only our own uid and gid can be mapped from inside (user_namespaces(7): a
+    // process in the new namespace has no CAP_SETUID over its parent), so files of
+    // other users show as the overflow uid there, even for root.
     let mut ubuf = [0u8; 48];
     let mut gbuf = [0u8; 48];
     let umap = out::cstr(&mut ubuf, &[b"", b" "], &[uid as u64, uid as u64], b" 1");
     let gmap = out::cstr(&mut gbuf, &[b"", b" "], &[gid as u64, gid as u64], b" 1");
-    if !(write_proc(b"/proc/self/uid_map\0", &umap[..umap.len() - 1])
+    let mapped = write_proc(b"/proc/self/uid_map\0", &umap[..umap.len() - 1])
         && write_proc(b"/proc/self/setgroups\0", b"deny")
-        && write_proc(b"/proc/self/gid_map\0", &gmap[..gmap.len() - 1]))
-    {
+        && write_proc(b"/proc/self/gid_map\0", &gmap[..gmap.len() - 1]);
+    if !mapped {
         out::fail_msg(out::Step::Process, "cannot map this user into the new user namespace for the original pid", b"");
     }
-    let outer = sys::getpid();
+    out::trace("continuing in a new user and pid namespace", want as u64, 0);
     match fork_as(None) {
         Ok(0) => {
             // PID 1 of the new namespace. Signals with the default action never reach
@@ -156,20 +192,16 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) {
                 }
             }
             match fork_as(Some(want as i32)) {
-                Ok(0) => child_setup(keep_pdeathsig, 1, want),
-                Ok(child) => proxy(ctx, child),
-                Err(e) => {
-                    out::Line::new().s("restore process state failed: cannot get pid ").dec(want as u64)
-                        .s(" in a new pid namespace: ").errno(e).emit();
-                    sys::exit_group(out::Step::Process as i32)
+                Ok(0) => {
+                    child_setup(keep_pdeathsig, 1, want);
+                    true
                 }
+                Ok(child) => proxy(ctx, child),
+                Err(e) => no_pid(want, "clone3 with set_tid in a new pid namespace", e),
             }
         }
-        Ok(child) => {
-            let _ = outer;
-            proxy(ctx, child)
-        }
-        Err(e) => keeping(want, e),
+        Ok(child) => proxy(ctx, child),
+        Err(e) => no_pid(want, "fork into a new pid namespace", e),
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::layout::cpath;
 use crate::out::{self, Line, Step};
 use crate::sys::{self, call};
+use crate::threads;
 use ckpt_format::{Process, Tables, NLIMITS, PROC_HAVE_STATE, PROC_HAVE_TTY, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
 
 const PR_SET_PDEATHSIG: usize = 1;
@@ -130,7 +131,11 @@ fn itimers(p: &Process) {
 
 /// POSIX timer ids are handed out in increasing order: create throwaway timers for
 /// the gaps so each saved timer gets its own id back, then delete the throwaways.
-fn posix_timers(t: &Tables) {
+/// After the threads exist: a timer may notify one of them (SIGEV_THREAD_ID).
+pub fn posix_timers(t: &Tables) {
+    if !t.timers.is_empty() {
+        out::trace("restore posix timers", 0, t.timers.len() as u64);
+    }
     let mut dummies = [0i32; 64];
     let mut nd = 0;
     for tm in t.timers {
@@ -147,7 +152,7 @@ fn posix_timers(t: &Tables) {
                 value: tm.sigval,
                 signo: tm.signo,
                 notify: tm.notify,
-                tid: if tm.notify & SIGEV_THREAD_ID != 0 { sys::gettid() as i32 } else { 0 },
+                tid: if tm.notify & SIGEV_THREAD_ID != 0 { threads::current_tid(t, tm.notify_tid as u32) as i32 } else { 0 },
                 pad: [0; 11],
             };
             let mut id: i32 = -1;
@@ -207,13 +212,12 @@ pub fn restore(t: &Tables) {
         Some(p) if p.flags & PROC_HAVE_STATE != 0 => p,
         _ => return,
     };
-    out::trace("restore process state (cwd, umask, limits, signal handlers, timers)", 0, 0);
+    out::trace("restore process state (cwd, umask, limits, signal handlers, interval timers)", 0, 0);
     cwd(t, p);
     small_settings(p);
     rlimits(p);
     sigactions(p);
     itimers(p);
-    posix_timers(t);
 }
 
 /// Install the saved seccomp filters, oldest first (seccomp(2)
@@ -222,6 +226,9 @@ pub fn restore(t: &Tables) {
 pub fn seccomp(t: &Tables) {
     const SYS_SECCOMP: usize = 317;
     const SECCOMP_SET_MODE_FILTER: usize = 1;
+    // Every thread gets the same filters (SECCOMP_FILTER_FLAG_TSYNC, seccomp(2));
+    // the freeze refused threads whose filters differed.
+    const SECCOMP_FILTER_FLAG_TSYNC: usize = 1;
     for (n, insns) in t.seccomp_filters() {
         #[repr(C)]
         struct Prog {
@@ -230,7 +237,7 @@ pub fn seccomp(t: &Tables) {
         }
         let prog = Prog { len: n as u16, filter: insns.as_ptr() };
         // SAFETY: prog points at n validated 8-byte BPF instructions.
-        if let Err(e) = unsafe { call(SYS_SECCOMP, [SECCOMP_SET_MODE_FILTER, 0, &prog as *const Prog as usize, 0, 0, 0]) } {
+        if let Err(e) = unsafe { call(SYS_SECCOMP, [SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog as *const Prog as usize, 0, 0, 0]) } {
             fail_errno("installing seccomp filter of length", n as u64, e);
         }
     }
@@ -239,7 +246,7 @@ pub fn seccomp(t: &Tables) {
 /// Queue the saved pending signals again (after everything else, just before the
 /// jump), and SIGWINCH + SIGCONT when a terminal was given back.
 pub fn requeue_signals(t: &Tables) {
-    let (pid, tid) = (sys::getpid(), sys::gettid());
+    let pid = sys::getpid();
     if t.process.is_some_and(tty) {
         const SIGCONT: usize = 18;
         const SIGWINCH: usize = 28;
@@ -253,6 +260,7 @@ pub fn requeue_signals(t: &Tables) {
         // SAFETY: info is a 128-byte siginfo_t; signals to ourselves may carry any si_code.
         let r = unsafe {
             if s.thread != 0 {
+                let tid = threads::current_tid(t, s.thread);
                 call(sys::SYS_RT_TGSIGQUEUEINFO, [pid, tid, s.signo as usize, s.info.as_ptr() as usize, 0, 0])
             } else {
                 call(sys::SYS_RT_SIGQUEUEINFO, [pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0])

@@ -12,7 +12,8 @@
 use crate::arch;
 use crate::ctx::Ctx;
 use crate::out::{self, Step};
-use ckpt_format::{Tables, Thread, PROT_WRITE};
+use ckpt_format::{Tables, Thread, PROT_WRITE, THREAD_EXITED};
+use core::sync::atomic::AtomicU32;
 
 #[repr(C)]
 #[derive(Default)]
@@ -101,22 +102,43 @@ fn fill_frame(f: &mut Frame, th: &Thread, fpstate: u64) {
     f.uc.sigmask = th.sigmask;
 }
 
-/// Copy the saved XSAVE area to `dst` (64-byte aligned, `size + 4` bytes) and add the
-/// software bytes the kernel checks before it uses XRSTOR on it.
+const XFEATURE_TILEDATA: u64 = 1 << 18;
+const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+
+/// Copy the saved XSAVE area to `dst` (64-byte aligned, `xstate.len() + 4` bytes) and
+/// add the software bytes the kernel checks before it uses XRSTOR on it.
+///
+/// The kernel accepts a frame's xstate only up to the task's own user size
+/// (check_xstate_in_sigframe, arch/x86/kernel/fpu/signal.c), else it restores the
+/// legacy part alone and the AVX state is lost. ptrace hands out the whole area,
+/// AMX tile data included (11 KB here), but a task gets room for tile data only once
+/// it asked for it (arch_prctl ARCH_REQ_XCOMP_PERM). So a thread whose tiles are in
+/// their initial state gets a frame without them; one that used them asks first.
 ///
 /// # Safety
 /// `dst` must be writable for `xstate.len() + 4` bytes and 64-byte aligned.
 unsafe fn place_xstate(dst: usize, xstate: &[u8], xfeatures: u64) {
-    let size = xstate.len();
+    let in_use = u64::from_le_bytes(xstate[512..520].try_into().unwrap_or([0; 8]));
+    let mut feats = xfeatures;
+    if in_use & XFEATURE_TILEDATA != 0 {
+        // SAFETY: integer arguments only.
+        let r = unsafe { crate::sys::call(crate::sys::SYS_ARCH_PRCTL, [ARCH_REQ_XCOMP_PERM, 18, 0, 0, 0, 0]) };
+        out::check(r, Step::Thread, 0, 0);
+    } else {
+        feats &= !XFEATURE_TILEDATA;
+    }
+    let size = xstate.len().min(arch::xstate_size_for(feats));
     // SAFETY: the caller vouches for the destination.
     unsafe {
         core::ptr::copy_nonoverlapping(xstate.as_ptr(), dst as *mut u8, size);
         let mx = (dst + MXCSR_OFFSET) as *mut u32;
         mx.write(mx.read() & 0xffff); // reserved MXCSR bits would make XRSTOR fault
+        let bv = (dst + 512) as *mut u64;
+        bv.write_unaligned(bv.read_unaligned() & feats);
         let sw = (dst + SW_BYTES_OFFSET) as *mut u32;
         sw.write(FP_XSTATE_MAGIC1);
         sw.add(1).write(size as u32 + 4); // extended_size
-        (sw.add(2) as *mut u64).write_unaligned(xfeatures);
+        (sw.add(2) as *mut u64).write_unaligned(feats);
         sw.add(4).write(size as u32); // xstate_size
         for i in 5..12 {
             sw.add(i).write(0);
@@ -130,44 +152,81 @@ fn writable_in_target(t: &Tables, lo: u64, hi: u64) -> bool {
     t.vmas.iter().any(|v| v.start <= lo && hi <= v.end && v.prot & PROT_WRITE != 0)
 }
 
-pub fn leave(ctx: &Ctx, t: &Tables) -> ! {
-    let th = &t.threads[0];
-    let xs = &t.xstate[th.xstate_off as usize..th.xstate_off as usize + th.xstate_size as usize];
-    let xfeatures = ctx.hdr.xcr0 & arch::xcr0();
-    let frame_size = core::mem::size_of::<Frame>() as u64;
-    let (g_sys, g_ret) = (ctx.hdr.gadget_syscall_ret, ctx.hdr.gadget_sigreturn);
+fn xstate_of<'a>(t: &Tables<'a>, th: &Thread) -> &'a [u8] {
+    &t.xstate[th.xstate_off as usize..th.xstate_off as usize + th.xstate_size as usize]
+}
 
-    // Preferred: the frame on the target's stack below its red zone, and the exit
-    // through the target's own instructions, so the gap can be unmapped on the way.
-    let fp = (th.regs.rsp - RED_ZONE - xs.len() as u64 - 4) & !63;
-    let frame = (fp - frame_size) & !15;
-    if g_sys != 0 && g_ret != 0 && writable_in_target(t, frame, th.regs.rsp) {
-        let mut f = Frame::default();
-        fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
-        f.pretcode = g_ret;
-        out::trace("rt_sigreturn through the target's text, unmapping the gap", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
-        // SAFETY: [frame, rsp - RED_ZONE) is writable target memory outside the gap;
-        // the gadgets were found and decoded in the target's executable text.
-        unsafe {
-            if !xs.is_empty() {
-                place_xstate(fp as usize, xs, xfeatures);
-            }
-            core::ptr::write(frame as *mut Frame, f);
-            arch::unmap_and_sigreturn(frame as usize, ctx.gap_start, ctx.gap_len, g_sys as usize)
+/// Where a thread's frame goes on its own stack: below the red zone, the xstate
+/// 64-byte aligned above the frame. Returns (frame, fpstate).
+fn target_frame_addr(th: &Thread, xs_len: usize) -> (u64, u64) {
+    let fp = (th.regs.rsp - RED_ZONE - xs_len as u64 - 4) & !63;
+    ((fp - core::mem::size_of::<Frame>() as u64) & !15, fp)
+}
+
+/// Whether every live thread can leave through the target's own instructions with
+/// its frame on its own stack, so that nothing of the restorer stays mapped.
+pub fn all_leave_through_target(ctx: &Ctx, t: &Tables) -> bool {
+    ctx.hdr.gadget_syscall_ret != 0
+        && ctx.hdr.gadget_sigreturn != 0
+        && t.threads.iter().filter(|th| th.flags & THREAD_EXITED == 0).all(|th| {
+            let (frame, _) = target_frame_addr(th, th.xstate_size as usize);
+            writable_in_target(t, frame, th.regs.rsp)
+        })
+}
+
+/// Write thread `th`'s frame onto its own stack (see [`all_leave_through_target`])
+/// and return its address, for [`leave_last`] or [`leave_signalling`].
+pub fn place_on_target(ctx: &Ctx, t: &Tables, th: &Thread) -> usize {
+    let xs = xstate_of(t, th);
+    let (frame, fp) = target_frame_addr(th, xs.len());
+    let mut f = Frame::default();
+    fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
+    f.pretcode = ctx.hdr.gadget_sigreturn;
+    // SAFETY: [frame, rsp - RED_ZONE) is writable target memory below the thread's
+    // red zone (all_leave_through_target), outside the restorer's gap.
+    unsafe {
+        if !xs.is_empty() {
+            place_xstate(fp as usize, xs, ctx.hdr.xcr0 & arch::xcr0());
         }
+        core::ptr::write(frame as *mut Frame, f);
     }
+    frame as usize
+}
 
-    // Fallback: frame on the gap's own stack; the gap stays mapped.
+/// The last thread out: unmap the restorer's gap and rt_sigreturn, both through the
+/// target's own instructions.
+pub fn leave_last(ctx: &Ctx, frame: usize) -> ! {
+    out::trace("rt_sigreturn through the target's text, unmapping the gap", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
+    // SAFETY: the frame was placed by place_on_target; the gadgets were found and
+    // decoded in the target's executable text (validated against its VMAs).
+    unsafe { arch::unmap_and_sigreturn(frame, ctx.gap_start, ctx.gap_len, ctx.hdr.gadget_syscall_ret as usize) }
+}
+
+/// Any other thread: count itself out on `word` (one less) and rt_sigreturn, both
+/// through the target's own instructions, so the last thread may unmap the gap as
+/// soon as `word` reaches zero.
+pub fn leave_signalling(ctx: &Ctx, frame: usize, word: &AtomicU32) -> ! {
+    // FUTEX_OP(FUTEX_OP_ADD, -1, FUTEX_OP_CMP_EQ, 0): oparg is 12 bits, sign-extended.
+    const OP_ADD_MINUS_ONE: u32 = (1 << 28) | (0xfff << 12);
+    // SAFETY: as leave_last; `word` is in the gap, which stays mapped until the
+    // last thread sees it reach zero, after this call has changed it.
+    unsafe { arch::signal_and_sigreturn(frame, word.as_ptr() as usize, OP_ADD_MINUS_ONE, ctx.hdr.gadget_syscall_ret as usize) }
+}
+
+/// Fallback when some thread cannot leave through the target's text: the frame on
+/// the calling thread's stack in the gap, which then stays mapped.
+pub fn leave_from_gap(ctx: &Ctx, t: &Tables, th: &Thread) -> ! {
     out::trace("rt_sigreturn from the restorer (its gap stays mapped)", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
     #[repr(C, align(64))]
     struct Area([u8; ckpt_format::MAX_XSTATE as usize + 64]);
     let mut area = Area([0; ckpt_format::MAX_XSTATE as usize + 64]);
+    let xs = xstate_of(t, th);
     let mut f = Frame::default();
     let fp = area.0.as_mut_ptr() as u64;
     fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
     if !xs.is_empty() {
         // SAFETY: the area is 64-byte aligned and larger than any valid xstate + 4.
-        unsafe { place_xstate(fp as usize, xs, xfeatures) };
+        unsafe { place_xstate(fp as usize, xs, ctx.hdr.xcr0 & arch::xcr0()) };
     }
     let uc = &f.uc as *const UContext as usize;
     // SAFETY: the frame is complete and stays on this stack, which remains mapped.

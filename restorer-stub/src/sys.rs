@@ -134,6 +134,7 @@ pub const ARCH_SET_FS: usize = 0x1002;
 
 pub const EPERM: isize = 1;
 pub const EEXIST: isize = 17;
+pub const ESRCH: isize = 3;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
 pub const EADDRINUSE: isize = 98;
@@ -537,3 +538,41 @@ pub fn gettid() -> usize {
     unsafe { syscall3(SYS_GETTID, 0, 0, 0) as usize }
 }
 pub const SYS_KILL: usize = 62;
+
+// Threads (threads.rs, thread.rs).
+pub const SYS_EXIT: usize = 60;
+pub const SYS_FUTEX: usize = 202;
+pub const SYS_SCHED_SETSCHEDULER: usize = 144;
+pub const SYS_SCHED_GETSCHEDULER: usize = 145;
+pub const SYS_SETPRIORITY: usize = 141;
+pub const SYS_GETPRIORITY: usize = 140;
+pub const SYS_CLONE3: usize = 435;
+const FUTEX_WAIT_PRIVATE: usize = 128;
+const FUTEX_WAKE_PRIVATE: usize = 1 | 128;
+
+/// Sleep while `*word == expected` (futex(2) FUTEX_WAIT; returns at once if it differs).
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: `word` is a live, aligned u32; no timeout.
+    let _ = unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAIT_PRIVATE, expected as usize, 0, 0, 0) };
+}
+
+/// As [`futex_wait`], for a word the kernel wakes as a shared futex (clear_child_tid
+/// at a thread's exit, set_tid_address(2)).
+pub fn futex_wait_shared(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: `word` is a live, aligned u32; no timeout.
+    let _ = unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, 0, expected as usize, 0, 0, 0) };
+}
+
+/// Wake up to `n` threads waiting on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: u32) {
+    // SAFETY: `word` is a live, aligned u32.
+    let _ = unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0) };
+}
+
+/// End the calling thread only (exit(2)); the rest of the group runs on.
+pub fn exit_thread(code: i32) -> ! {
+    // SAFETY: exit never returns.
+    unsafe {
+        asm!("syscall", in("rax") SYS_EXIT, in("rdi") code as isize, options(noreturn, nostack));
+    }
+}

@@ -1,12 +1,49 @@
-//! Per-thread kernel state that lives outside the registers: the rseq registration
-//! (rseq(2); glibc registers every thread and caches the area's address in TLS), the
-//! fs/gs bases (arch_prctl(2)), the robust futex list and clear_child_tid address.
+//! Per-thread kernel state that lives outside the registers, set by each thread for
+//! itself: the rseq registration (rseq(2); glibc registers every thread and caches
+//! the area's address in TLS), the fs/gs bases (arch_prctl(2)), the robust futex
+//! list, the clear_child_tid address, the thread's name and its scheduling (both
+//! per thread on Linux, sched(7)).
 
-use crate::out::{self, Step};
-use crate::sys;
+use crate::out::{self, Line, Step};
+use crate::sys::{self, call};
 use ckpt_format::Thread;
 
+const PR_SET_NAME: usize = 15;
+
+/// Policy, priority and nice value as they were. A thread may lower its own
+/// priority, but raising it (a negative nice, a real-time policy) needs CAP_SYS_NICE
+/// or RLIMIT_NICE/RLIMIT_RTPRIO (sched(7)): then the thread runs with what it has,
+/// and a warning says so.
+fn scheduling(th: &Thread) {
+    // SAFETY: integer arguments only.
+    let (policy, nice) = unsafe { (call(sys::SYS_SCHED_GETSCHEDULER, [0; 6]), call(sys::SYS_GETPRIORITY, [0, 0, 0, 0, 0, 0])) };
+    // getpriority(2): the raw system call returns 20 - nice.
+    let cur_nice = nice.map(|n| 20 - n as i32);
+    if policy != Ok(th.sched_policy as usize) || th.sched_priority != 0 {
+        let param = th.sched_priority as i32;
+        // SAFETY: param is a struct sched_param (one int).
+        let r = unsafe { call(sys::SYS_SCHED_SETSCHEDULER, [0, th.sched_policy as usize, &param as *const i32 as usize, 0, 0, 0]) };
+        if let Err(e) = r {
+            Line::new().s("ckpt: warning: thread ").dec(th.tid as u64).s(": scheduling policy ").dec(th.sched_policy as u64)
+                .s(" priority ").dec(th.sched_priority as u64).s(" not restored: ").errno(e).emit();
+        }
+    }
+    if cur_nice != Ok(th.nice) {
+        // SAFETY: integer arguments only (PRIO_PROCESS, 0 = the calling thread).
+        if let Err(e) = unsafe { call(sys::SYS_SETPRIORITY, [0, 0, th.nice as isize as usize, 0, 0, 0]) } {
+            Line::new().s("ckpt: warning: thread ").dec(th.tid as u64).s(": nice value not restored: ").errno(e).emit();
+        }
+    }
+}
+
 pub fn restore(th: &Thread) {
+    if th.comm[0] != 0 {
+        let mut name = [0u8; 16];
+        name[..15].copy_from_slice(&th.comm[..15]);
+        // SAFETY: name is NUL-terminated within 16 bytes.
+        let _ = unsafe { sys::prctl(PR_SET_NAME, name.as_ptr() as usize, 0, 0) };
+    }
+    scheduling(th);
     if th.rseq_addr != 0 {
         out::trace("register rseq", th.rseq_addr, th.rseq_addr + th.rseq_len as u64);
         // SAFETY: the rseq area is in the target memory just restored.

@@ -38,6 +38,7 @@ mod registers;
 mod runtimes;
 mod safety;
 mod syscalls;
+mod timers;
 mod terminal;
 mod threads;
 mod util;
@@ -86,6 +87,7 @@ fn fixtures_pass_unfrozen() {
         ("big", &["64", g]),
         ("zombie", &[g]),
         ("threads", &[g]),
+        ("periodic", &[g]),
         ("fds", &[g]),
     ];
     for static_ in [false, true] {

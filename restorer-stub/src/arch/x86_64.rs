@@ -74,3 +74,56 @@ pub unsafe fn unmap_and_sigreturn(frame: usize, start: usize, len: usize, syscal
              options(noreturn));
     }
 }
+
+/// Start a thread with clone3(2): `args` is a struct clone_args whose stack the child
+/// runs on; the child calls `f(arg)` there and never returns to this frame. Returns
+/// the child's TID (in the parent) or the negative errno.
+///
+/// # Safety
+/// `args` must describe a valid clone3 call with CLONE_VM and a stack of its own; `f`
+/// must never return.
+pub unsafe fn clone3_thread(args: usize, size: usize, f: usize, arg: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the child starts on its own stack with the parent's registers; f and
+    // arg are in callee-saved registers the kernel preserves, so the child uses
+    // nothing of the parent's stack. rcx/r11 are clobbered by syscall.
+    unsafe {
+        asm!("syscall", "test rax, rax", "jnz 2f", "xor ebp, ebp", "mov rdi, r12", "call r13", "ud2", "2:",
+             inlateout("rax") 435isize => ret, in("rdi") args, in("rsi") size, in("r12") arg, in("r13") f,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Like [`unmap_and_sigreturn`], but the system call made from the target's text is
+/// `futex(word, FUTEX_WAKE_OP_PRIVATE, 1, 0, word, op)`, which atomically adds `op`'s
+/// operand to `*word` and wakes one waiter on it: the thread says "I have left the
+/// restorer" only from outside the restorer's code (futex(2), FUTEX_WAKE_OP).
+///
+/// # Safety
+/// As [`unmap_and_sigreturn`]; `word` stays mapped until the call has returned.
+pub unsafe fn signal_and_sigreturn(frame: usize, word: usize, op: u32, syscall_ret: usize) -> ! {
+    const FUTEX_WAKE_OP_PRIVATE: usize = 5 | 128;
+    // SAFETY: the caller vouches for the gadgets, the frame and the word.
+    unsafe {
+        asm!("mov rsp, {fr}", "jmp {g}",
+             fr = in(reg) frame, g = in(reg) syscall_ret, in("rax") 202usize, in("rdi") word,
+             in("rsi") FUTEX_WAKE_OP_PRIVATE, in("rdx") 1usize, in("r10") 0usize, in("r8") word, in("r9") op as usize,
+             options(noreturn));
+    }
+}
+
+/// The size of the user XSAVE area (standard format) that holds the features in
+/// `xfeatures`: the end of the furthest component (CPUID leaf 0xD, sub-leaf i gives
+/// size in eax and offset in ebx; Intel SDM vol. 1, 13.2), at least the legacy area
+/// and header (576 bytes).
+pub fn xstate_size_for(xfeatures: u64) -> usize {
+    let mut end = 576usize;
+    for i in 2..63 {
+        if xfeatures & (1 << i) != 0 {
+            let c = core::arch::x86_64::__cpuid_count(0xd, i);
+            end = end.max(c.ebx as usize + c.eax as usize);
+        }
+    }
+    end
+}

@@ -1,0 +1,162 @@
+//! What each thread owns by itself, read from one stopped thread into one `Thread`
+//! record: registers and xstate (ptrace regsets), the blocked mask, rseq, the robust
+//! futex list, sigaltstack and clear_child_tid (only the thread itself can ask for
+//! these two: system calls injected into it), its name, its scheduling, the signals
+//! queued for it alone, and what becomes of the system call it was in.
+//!
+//! Process-wide state (dispositions, fds, timers, limits) is read once, elsewhere
+//! (procstate.rs).
+
+use crate::inject::Injector;
+use crate::memory::Mem;
+use crate::proc;
+use crate::ptrace::Seized;
+use crate::regs::{self, Restart};
+use anyhow::{bail, Context, Result};
+use ckpt_format::{PendingSignal, Thread, THREAD_RESTART_AGAIN, THREAD_RESTART_EINTR, THREAD_RESTART_NONE};
+
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+/// One thread's record, its XSAVE area and the signals queued for it.
+pub struct Captured {
+    pub thread: Thread,
+    pub xstate: Vec<u8>,
+    pub signals: Vec<PendingSignal>,
+    pub warnings: Vec<String>,
+}
+
+fn ok(r: i64, what: &str, tid: i32) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        bail!("{what} in thread {tid} failed: {}", std::io::Error::from_raw_os_error(-r as i32));
+    }
+    Ok(r)
+}
+
+fn word(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
+}
+
+/// The thread's name and scheduler state letter from /proc/PID/task/TID.
+fn comm_and_state(pid: i32, tid: i32) -> ([u8; 16], u32) {
+    let mut comm = [0u8; 16];
+    let name = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
+    let name = name.trim_end_matches('\n').as_bytes();
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    let stat = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/stat"))).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?');
+    (comm, state as u32)
+}
+
+/// Scheduling policy, static priority and nice value of one thread (sched(7): all
+/// three are per thread on Linux; getpriority(2) with PRIO_PROCESS takes a TID).
+fn scheduling(tid: i32) -> Result<(u32, u32, i32)> {
+    // SAFETY: sched_getscheduler takes a TID and no pointers.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        bail!("sched_getscheduler of thread {tid}: {}", std::io::Error::last_os_error());
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: param is a valid out-pointer.
+    if unsafe { libc::sched_getparam(tid, &mut param) } != 0 {
+        bail!("sched_getparam of thread {tid}: {}", std::io::Error::last_os_error());
+    }
+    // getpriority returns the nice value, which may be -1: errno tells an error apart.
+    // SAFETY: errno location is thread-local; getpriority takes integers.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if *libc::__errno_location() != 0 {
+            bail!("getpriority of thread {tid}: {}", std::io::Error::last_os_error());
+        }
+        n
+    };
+    Ok((policy as u32, param.sched_priority as u32, nice))
+}
+
+/// Read everything one stopped thread owns. `syscall_at` is a `syscall` instruction
+/// in the target's text; `writable` says whether a range is writable target memory
+/// (the injected calls' scratch area lies below the thread's red zone).
+pub fn capture(pid: i32, t: &Seized, mem: &Mem, syscall_at: u64, writable: impl Fn(u64, u64) -> bool) -> Result<Captured> {
+    let tid = t.pid;
+    let orig = t.regs()?;
+    let xstate = t.xstate()?;
+    let rseq = t.rseq()?;
+    let (robust_list, robust_len) = t.robust_list();
+    let sigmask;
+    let (ss, tid_address) = {
+        let inj = Injector::new(t, orig, syscall_at, writable)?;
+        sigmask = inj.task_sigmask();
+        ok(inj.syscall(libc::SYS_sigaltstack, [0, inj.ptr(0), 0, 0, 0, 0])?, "sigaltstack", tid)?;
+        let mut b = [0u8; 24];
+        inj.read(0, &mut b)?;
+        let ss = (word(&b, 0), word(&b, 1) as u32, word(&b, 2));
+        inj.write(0, &[0u8; 8])?;
+        ok(inj.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_TID_ADDRESS", tid)?;
+        let mut b = [0u8; 8];
+        inj.read(0, &mut b)?;
+        (ss, u64::from_le_bytes(b))
+    };
+
+    let mut warnings = Vec::new();
+    let mut r = orig;
+    let restart = if (r.orig_rax as i64) >= 0 && r.rip >= 2 {
+        let mut before = [0u8; 2];
+        mem.read_exact(r.rip - 2, &mut before).with_context(|| format!("reading the instruction before rip in thread {tid}"))?;
+        regs::fix_syscall_restart(&mut r, before).with_context(|| format!("thread {tid} of pid {pid}"))?
+    } else {
+        Restart::None
+    };
+    if let Some(rs) = rseq {
+        if let Some(abort) = regs::fix_rseq(mem, rs.addr, &mut r)? {
+            warnings.push(format!("thread {tid} stopped inside an rseq critical section; resumes at its abort handler {abort:#x}"));
+        }
+    }
+    let (comm, state) = comm_and_state(pid, tid);
+    let (sched_policy, sched_priority, nice) = scheduling(tid)?;
+    let mut signals: Vec<PendingSignal> = t
+        .pending(false)?
+        .into_iter()
+        .map(|info| PendingSignal { thread: tid as u32, signo: info[0] as u32, info })
+        .collect();
+    // A signal already taken off the queue for delivery when the thread stopped
+    // (a signal-delivery stop) is queued again for this thread at resume.
+    if t.pending_signal() != 0 {
+        let info = t.stop_siginfo()?;
+        signals.push(PendingSignal { thread: tid as u32, signo: t.pending_signal() as u32, info });
+    }
+    let thread = Thread {
+        tid: tid as u32,
+        regs: r,
+        sigmask,
+        ss_sp: ss.0,
+        ss_flags: ss.1,
+        ss_size: ss.2,
+        tid_address,
+        rseq_addr: rseq.map_or(0, |x| x.addr),
+        rseq_len: rseq.map_or(0, |x| x.len),
+        rseq_sig: rseq.map_or(0, |x| x.sig),
+        xstate_size: xstate.len() as u32,
+        robust_list,
+        robust_len,
+        comm,
+        sched_policy,
+        sched_priority,
+        nice,
+        syscall_nr: if (orig.orig_rax as i64) >= 0 { orig.orig_rax as i32 } else { -1 },
+        restart: match restart {
+            Restart::None => THREAD_RESTART_NONE,
+            Restart::Reexecute { .. } => THREAD_RESTART_AGAIN,
+            Restart::Interrupted { .. } => THREAD_RESTART_EINTR,
+        },
+        state,
+        ..Default::default()
+    };
+    Ok(Captured { thread, xstate, signals, warnings })
+}
+
+/// The record of a leader that has already exited: only its id and name.
+pub fn exited_leader(pid: i32) -> Thread {
+    let (comm, state) = comm_and_state(pid, pid);
+    Thread { tid: pid as u32, flags: ckpt_format::THREAD_EXITED, comm, state, syscall_nr: -1, ..Default::default() }
+}

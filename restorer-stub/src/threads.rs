@@ -1,0 +1,233 @@
+//! The other threads of the process: created again once the address space and the
+//! fds exist, each on a small stack of its own in the gap, with its saved TID
+//! (clone3 `set_tid`, in the PID namespace where the process got its own PID back),
+//! TLS (CLONE_SETTLS) and clear_child_tid (CLONE_CHILD_CLEARTID).
+//!
+//! No thread runs target code before all are ready: each sets its own kernel state
+//! (thread.rs), writes its signal frame and counts itself ready, then sleeps on one
+//! futex word until the leader, having restored everything process-wide, releases
+//! all of them at once. Each leaves through rt_sigreturn on its own frame, saying
+//! "gone" with a futex operation made from the target's own text (sigframe.rs), so
+//! the last thread out can unmap the restorer without pulling code from under
+//! another. The last one is the leader, or, when the leader had already exited
+//! (pthread_exit), the first other thread: the leader then ends again with exit(2)
+//! once the others are released, and the process shows the same zombie leader.
+//! Every signal stays blocked in every thread until its own rt_sigreturn.
+
+use crate::arch;
+use crate::ctx::Ctx;
+use crate::out::{self, Line, Step};
+use crate::sigframe;
+use crate::sys;
+use crate::thread;
+use ckpt_format::{Tables, MAX_THREADS, THREAD_EXITED};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+
+/// Stack of each created thread while it is in the restorer (its frame, with room
+/// for the fallback that builds the frame and xstate on this stack).
+pub const STACK: u64 = 64 * 1024;
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+const CLONE_SETTLS: u64 = 0x80000;
+const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Threads that have set their state and wait for the release.
+static READY: AtomicU32 = AtomicU32::new(0);
+/// Set to 1 to release every thread.
+static GO: AtomicU32 = AtomicU32::new(0);
+/// Threads (other than the last one out) still running restorer code.
+static LEFT: AtomicU32 = AtomicU32::new(0);
+/// 1 while an exited leader is still running restorer code; its clear_child_tid, so
+/// the kernel zeroes it and wakes waiters once the leader is gone (set_tid_address(2)).
+static LEADER_HERE: AtomicU32 = AtomicU32::new(0);
+/// Whether every thread leaves through the target's text (the gap is then unmapped).
+static THROUGH_TARGET: AtomicU32 = AtomicU32::new(0);
+/// The Ctx in the gap, for the threads created here.
+static CTX: AtomicUsize = AtomicUsize::new(0);
+
+/// The validated tables, parsed once by the leader and read by every thread.
+struct Shared(UnsafeCell<Option<Tables<'static>>>);
+// SAFETY: written once by the leader before any thread is created, read-only after.
+unsafe impl Sync for Shared {}
+static TABLES: Shared = Shared(UnsafeCell::new(None));
+
+/// The TID each saved thread got (the saved one unless ids could not be kept).
+struct Tids(UnsafeCell<[u32; MAX_THREADS as usize]>);
+// SAFETY: each slot is written by the leader before it is read by anyone.
+unsafe impl Sync for Tids {}
+static TIDS: Tids = Tids(UnsafeCell::new([0; MAX_THREADS as usize]));
+
+fn tables() -> &'static Tables<'static> {
+    // SAFETY: set by `start` before any thread exists; never changed afterwards.
+    unsafe { (*TABLES.0.get()).as_ref().unwrap_unchecked() }
+}
+
+/// The TID thread `i` has now.
+pub fn tid_of(i: usize) -> u32 {
+    // SAFETY: filled by `start` before anything reads it.
+    unsafe { (*TIDS.0.get())[i] }
+}
+
+/// The TID now held by the thread saved as `saved`, or 0 if there is none.
+pub fn current_tid(t: &Tables, saved: u32) -> usize {
+    t.thread_index(saved).map_or(0, |i| tid_of(i) as usize)
+}
+
+/// Index of the thread that leaves last and unmaps the gap.
+fn last_index(t: &Tables) -> usize {
+    if t.threads[0].flags & THREAD_EXITED != 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Create threads 1.. (the calling thread is the leader, thread 0) and wait until
+/// each has set its own state. `same_ids`: the process is in the PID namespace where
+/// its saved PID is its own, so each thread can ask for its saved TID.
+pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
+    // SAFETY: no other thread exists yet.
+    unsafe {
+        *TABLES.0.get() = Some(*t);
+        (*TIDS.0.get())[0] = sys::getpid() as u32;
+    }
+    CTX.store(ctx as *const Ctx as usize, SeqCst);
+    THROUGH_TARGET.store(sigframe::all_leave_through_target(ctx, t) as u32, SeqCst);
+    let n = t.threads.len();
+    LEFT.store((n - 1) as u32, SeqCst);
+    if n == 1 {
+        return;
+    }
+    out::trace("create threads", 1, n as u64);
+    for i in 1..n {
+        let th = &t.threads[i];
+        let tid = th.tid as i32;
+        let stack = ctx.thread_stacks + (i - 1) * STACK as usize;
+        let args = CloneArgs {
+            flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_CHILD_CLEARTID,
+            pidfd: 0,
+            child_tid: th.tid_address,
+            parent_tid: 0,
+            exit_signal: 0,
+            stack: stack as u64,
+            stack_size: STACK,
+            tls: th.regs.fs_base,
+            set_tid: if same_ids { &tid as *const i32 as u64 } else { 0 },
+            set_tid_size: same_ids as u64,
+            cgroup: 0,
+        };
+        // SAFETY: CLONE_VM thread on its own stack in the gap; thread_main never returns.
+        let r = unsafe { arch::clone3_thread(&args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), thread_main as *const () as usize, i) };
+        if r < 0 {
+            Line::new().s("restore thread state failed: cannot create thread ").dec(th.tid as u64)
+                .s(if same_ids { " with its saved thread id: " } else { ": " }).errno(-r).emit();
+            sys::exit_group(Step::Thread as i32);
+        }
+        // SAFETY: slot i is read only after this write (by the leader itself).
+        unsafe { (*TIDS.0.get())[i] = r as u32 };
+    }
+    if !same_ids {
+        Line::new().s("ckpt: warning: the ").dec(n as u64 - 1).s(" other threads run with new thread ids (the saved ones could not be had)").emit();
+    }
+    loop {
+        let r = READY.load(SeqCst);
+        if r as usize == n - 1 {
+            break;
+        }
+        sys::futex_wait(&READY, r);
+    }
+    out::trace("every thread ready", 1, n as u64);
+}
+
+/// Entry of each created thread, on its own stack in the gap.
+extern "C" fn thread_main(i: usize) -> ! {
+    let t = tables();
+    // SAFETY: CTX points at the Ctx copied into the gap, which outlives every thread.
+    let ctx = unsafe { &*(CTX.load(SeqCst) as *const Ctx) };
+    let th = &t.threads[i];
+    thread::restore(th);
+    let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, th) } else { 0 };
+    READY.fetch_add(1, SeqCst);
+    sys::futex_wake(&READY, 1);
+    while GO.load(SeqCst) == 0 {
+        sys::futex_wait(&GO, 0);
+    }
+    if i == last_index(t) {
+        leave_last(ctx, t, i, frame)
+    }
+    if frame == 0 {
+        LEFT.fetch_sub(1, SeqCst);
+        sys::futex_wake(&LEFT, 1);
+        sigframe::leave_from_gap(ctx, t, th)
+    }
+    sigframe::leave_signalling(ctx, frame, &LEFT)
+}
+
+/// The last thread out waits until every other thread has left the restorer's code
+/// (and an exited leader is gone), then leaves, unmapping the gap when it can.
+fn leave_last(ctx: &Ctx, t: &Tables, i: usize, frame: usize) -> ! {
+    loop {
+        let left = LEFT.load(SeqCst);
+        if left == 0 {
+            break;
+        }
+        sys::futex_wait(&LEFT, left);
+    }
+    loop {
+        let here = LEADER_HERE.load(SeqCst);
+        if here == 0 {
+            break;
+        }
+        sys::futex_wait_shared(&LEADER_HERE, here);
+    }
+    if frame == 0 {
+        sigframe::leave_from_gap(ctx, t, &t.threads[i])
+    }
+    sigframe::leave_last(ctx, frame)
+}
+
+/// Called by the leader once the whole process is restored: release every thread
+/// together, then leave (or, for a leader that had exited, end this thread again).
+pub fn release_and_leave(ctx: &Ctx, t: &Tables) -> ! {
+    let exited = t.threads[0].flags & THREAD_EXITED != 0;
+    if exited {
+        LEADER_HERE.store(1, SeqCst);
+        // SAFETY: the word is in the gap, which the last thread unmaps only after
+        // the kernel has cleared it at this thread's exit.
+        let _ = unsafe { sys::set_tid_address(LEADER_HERE.as_ptr() as u64) };
+        // The leader counted itself among those who leave signalling; it does not.
+        LEFT.fetch_sub(1, SeqCst);
+    }
+    if t.threads.len() > 1 {
+        out::trace("release every thread", 0, t.threads.len() as u64);
+    }
+    GO.store(1, SeqCst);
+    sys::futex_wake(&GO, i32::MAX as u32);
+    if exited {
+        out::trace("the leader had exited: ending it again", 0, 0);
+        sys::exit_thread(0)
+    }
+    let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, &t.threads[0]) } else { 0 };
+    leave_last(ctx, t, 0, frame)
+}
