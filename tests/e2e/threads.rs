@@ -6,7 +6,7 @@
 //! TIDs the fixture printed.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -172,7 +172,8 @@ fn info_threads(image: &std::path::Path) -> Vec<serde_json::Value> {
     let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt info");
     assert!(o.status.success(), "ckpt info --json failed\n{}", describe_output(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ckpt info --json prints JSON");
-    v["threads"].as_array().unwrap_or_else(|| panic!("no threads array in {v}")).clone()
+    let keys: Vec<&String> = v.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    v["threads"].as_array().unwrap_or_else(|| panic!("no threads array in ckpt info --json (keys {keys:?})")).clone()
 }
 
 // ---------------------------------------------------------------------------
@@ -353,3 +354,40 @@ fn mt_fixtures_pass_unfrozen() {
         std::fs::remove_file(&gate).unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// ckpt core
+
+/// `ckpt core` of a frozen mt_blocked: gdb lists every thread by its TID and
+/// `thread apply all bt` shows each blocked thread's stack down to its thread
+/// function (and main for the leader).
+fn core_all_threads(static_: bool) {
+    let dir = TestDir::new("mt_core");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("mt_blocked", static_, &["7", gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let tids = printed_tids(&orig.out().snapshot());
+    let img = dir.image("mt_blocked");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let core = dir.join("core");
+    let mut cmd = std::process::Command::new(ckpt_bin());
+    cmd.arg("core").arg(&img).arg("-o").arg(&core);
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt core");
+    assert!(o.status.success(), "ckpt core failed\n{}", describe_output(&o));
+
+    let mut cmd = std::process::Command::new("gdb");
+    cmd.args(["-nx", "-batch", "-iex", "set debuginfod enabled off", "-ex", "info threads", "-ex", "thread apply all bt"])
+        .arg(fixture("mt_blocked", static_))
+        .arg(&core);
+    let o = run_with_timeout(cmd, Duration::from_secs(120)).expect("gdb (install it with scripts/install-deps.sh)");
+    let out = lossy(&o.stdout);
+    for tid in &tids {
+        assert!(out.contains(&format!("LWP {tid}")), "gdb does not list thread {tid}\n{}", describe_output(&o));
+    }
+    let stacks = out.matches(" blocker (arg=").count();
+    assert_eq!(stacks, tids.len() - 1, "gdb shows {stacks} stacks in blocker, want {}\n{}", tids.len() - 1, describe_output(&o));
+    assert!(out.contains(" main (argc="), "no stack down to main\n{}", describe_output(&o));
+}
+
+both_variants!(core_all_threads);
