@@ -462,7 +462,23 @@ pub enum FdKind {
     Socket = 10,
     /// inotify instance: watches in the Strings section, `aux[0]` count.
     Inotify = 11,
+    /// An fd whose other end was outside the process (a pipe or a connected socket
+    /// inherited from a shell, make's jobserver, a daemon connection): it resumes
+    /// as the same kind of object whose peer has gone away. `aux[0]` is a `DISC_*`
+    /// value. Pipe: `aux[1]` 0 read end / 1 write end, `aux[2]` capacity; the read
+    /// end's buffered bytes in `data`. Socket: `aux[1]` family, `aux[2]` type,
+    /// `aux[3]` protocol; a stream socket's queued bytes, or a datagram socket's
+    /// local address (sockaddr), in `data`. `path` holds the original link
+    /// ("pipe:[N]", "socket:[N]"), for messages.
+    Disconnected = 12,
 }
+
+/// `Fd::aux[0]` of an `FdKind::Disconnected` record: one end of a pipe.
+pub const DISC_PIPE: u64 = 1;
+/// `Fd::aux[0]` of an `FdKind::Disconnected` record: a connected socket.
+pub const DISC_SOCKET: u64 = 2;
+/// Address families a disconnected socket may have (AF_UNIX, AF_INET, AF_INET6).
+pub const DISC_FAMILIES: [u64; 3] = [1, 2, 10];
 
 impl FdKind {
     pub const fn from_u32(v: u32) -> Option<FdKind> {
@@ -478,6 +494,7 @@ impl FdKind {
             9 => FdKind::Timerfd,
             10 => FdKind::Socket,
             11 => FdKind::Inotify,
+            12 => FdKind::Disconnected,
             _ => return None,
         })
     }
@@ -495,6 +512,7 @@ impl FdKind {
             FdKind::Timerfd => "timerfd",
             FdKind::Socket => "socket",
             FdKind::Inotify => "inotify",
+            FdKind::Disconnected => "disconnected",
         }
     }
 }

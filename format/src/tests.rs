@@ -1246,6 +1246,37 @@ fn fd_file_without_path() {
     );
 }
 
+/// A disconnected fd (its peer was outside the process) must say what it was.
+#[test]
+fn fd_disconnected_kinds() {
+    let disc = |aux: [u64; 6]| {
+        image_with(move |p| {
+            p.fds[F_PIPE_R] = Fd {
+                fd: p.fds[F_PIPE_R].fd,
+                kind: FdKind::Disconnected as u32,
+                aux,
+                ..Fd::default()
+            }
+        })
+    };
+    let i = F_PIPE_R as u32;
+    assert_eq!(validate(&disc([DISC_PIPE, 0, 65536, 0, 0, 0])), Ok(()));
+    assert_eq!(validate(&disc([DISC_PIPE, 1, 0, 0, 0, 0])), Ok(()));
+    for family in DISC_FAMILIES {
+        assert_eq!(validate(&disc([DISC_SOCKET, family, 1, 0, 0, 0])), Ok(()));
+    }
+    for kind in [0, 3, u64::MAX] {
+        expect(&disc([kind, 0, 0, 0, 0, 0]), BF(i, "unknown kind of disconnected fd"));
+    }
+    expect(&disc([DISC_PIPE, 2, 0, 0, 0, 0]), BF(i, "disconnected pipe end neither read nor write"));
+    for family in [0, 16, 17] {
+        expect(
+            &disc([DISC_SOCKET, family, 1, 0, 0, 0]),
+            BF(i, "disconnected socket of an unknown address family"),
+        );
+    }
+}
+
 #[test]
 fn fd_path_outside_strings() {
     let what = "path outside the strings section";

@@ -485,6 +485,15 @@ impl<'a> Tables<'a> {
             match FdKind::from_u32(f.kind) {
                 None => return bad("unknown fd kind"),
                 Some(FdKind::Path) if f.path_len == 0 => return bad("file without a path"),
+                Some(FdKind::Disconnected) => match f.aux[0] {
+                    DISC_PIPE if f.aux[1] > 1 => return bad("disconnected pipe end neither read nor write"),
+                    DISC_PIPE => {}
+                    DISC_SOCKET if !DISC_FAMILIES.contains(&f.aux[1]) => {
+                        return bad("disconnected socket of an unknown address family")
+                    }
+                    DISC_SOCKET => {}
+                    _ => return bad("unknown kind of disconnected fd"),
+                },
                 _ => {}
             }
             if !str_in(self.strings, f.path_off, f.path_len) {

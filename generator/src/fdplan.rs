@@ -10,11 +10,14 @@
 //! - a pipe with both ends in the process: `Pipe`, buffered bytes stored ([`pipes`]);
 //! - eventfd, signalfd, timerfd, epoll ([`anon`]), inotify ([`inotify`]);
 //! - a bound or listening socket, or one end of a unix socket pair whose other end
-//!   is in the process too: `Socket` ([`sockets`]).
+//!   is in the process too: `Socket` ([`sockets`]);
+//! - half of a pipe, or a connected socket, whose other end is outside the process
+//!   (inherited from a shell, a CI runner, make): `Disconnected`, the same kind of
+//!   object whose peer has gone away ([`disconnected`]), with one warning line
+//!   each; refused instead with `--strict-fds`.
 //!
-//! Anything else (a connected socket, half of a pipe, io_uring, pidfds...) is
-//! refused naming the fd and the reason, or left closed at resume with
-//! `--ignore-fds`.
+//! Anything else (io_uring, pidfds, FIFOs...) is refused naming the fd and the
+//! reason. No fd is ever left closed: its number would be free for the next open.
 //!
 //! Fds that share one open file description (dup(2), inheritance) must still share
 //! it after the resume, or a seek through one would no longer move the other. kcmp(2)
@@ -24,6 +27,7 @@
 //! `Inherit` with that `desc`: the stub duplicates the resumer's fd.
 
 mod anon;
+mod disconnected;
 mod files;
 mod inotify;
 mod pipes;
@@ -83,6 +87,9 @@ pub(crate) enum Class {
     /// Keep the resumer's fd (stdio), or share its description (above 2).
     Inherit,
     Plan(Planned),
+    /// Its other end is outside the process: resumes disconnected. With what it
+    /// was and what it becomes, for the warning line.
+    Disconnect(Planned, String, String),
     /// Cannot be restored; the reason completes "fd N (LINK): ...".
     Refuse(String),
 }
@@ -138,22 +145,16 @@ fn classify_pipe(tg: &Target, f: &FdInfo, ino: u64, all: &[FdInfo], st: &mut Pip
         return Class::Inherit;
     }
     let ends: Vec<&FdInfo> = all.iter().filter(|o| o.target == FdTarget::Pipe(ino)).collect();
-    if let Some(std) = ends.iter().find(|o| o.fd <= 2) {
-        return Class::Refuse(format!(
-            "it is an end of pipe:[{ino}], which is also fd {} (the resumer's own stdio takes that place); only pipes with both ends in the process can be restored",
-            std.fd
-        ));
-    }
     let mode = |o: &FdInfo| o.access_mode();
     if ends.iter().any(|o| mode(o) == libc::O_RDWR as u32) {
         return Class::Refuse(format!("it is pipe:[{ino}] opened read-write, which cannot be recreated"));
     }
+    // An end at fd 0-2 is the resumer's stdio after the resume: outside, too.
+    let ends: Vec<&FdInfo> = ends.into_iter().filter(|o| o.fd > 2).collect();
     let first_read = ends.iter().find(|o| mode(o) == libc::O_RDONLY as u32);
     let has_write = ends.iter().any(|o| mode(o) == libc::O_WRONLY as u32);
     let Some(first_read) = first_read.filter(|_| has_write) else {
-        return Class::Refuse(
-            "its other end is not in the process; only pipes with both ends in the process can be restored".into(),
-        );
+        return disconnected::pipe_end(tg, f);
     };
     let entry = match st.captured.entry(ino) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -213,6 +214,11 @@ fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     match first {
         Class::Inherit => Class::Inherit,
         Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() }),
+        Class::Disconnect(p, was, becomes) => Class::Disconnect(
+            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() },
+            format!("{was} (the same open file as fd {first_fd})"),
+            becomes.clone(),
+        ),
         Class::Refuse(r) => Class::Refuse(format!("it shares fd {first_fd}'s open file, which cannot be restored: {r}")),
     }
 }
@@ -224,8 +230,9 @@ fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 }
 
 /// Plan every fd of the target stopped under `t` (we are its tracer: pidfd_getfd
-/// and kcmp need that access).
-pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
+/// and kcmp need that access). `strict`: refuse fds whose other end is outside
+/// the process instead of resuming them disconnected.
+pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
     let tg = Target::new(t);
     let pid = tg.pid;
     let desc = descriptions(&tg, fds, warnings);
@@ -251,34 +258,31 @@ pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strin
     }
 
     let mut problems = Vec::new();
-    let mut dropped = Vec::new();
+    let mut strict_refusals = false;
     for (f, c) in fds.iter().zip(classes.iter_mut()) {
-        if let Class::Refuse(why) = c {
-            if f.fd <= 2 {
+        match c {
+            Class::Refuse(why) if f.fd <= 2 => {
                 warnings.push(format!("fd {} ({}): {why}; the resumer's fd {} is used instead", f.fd, f.link, f.fd));
                 *c = Class::Inherit;
-            } else if ignore_others {
-                warnings.push(format!("fd {} ({}) is not restored (--ignore-fds): {why}", f.fd, f.link));
-                dropped.push(f.fd);
-            } else {
-                problems.push(format!("fd {} ({}): {why}", f.fd, f.link));
             }
+            Class::Refuse(why) => problems.push(format!("fd {} ({}): {why}", f.fd, f.link)),
+            Class::Disconnect(_, was, _) if strict => {
+                problems.push(format!("fd {} ({}): its other end is not in the process: it is {was}", f.fd, f.link));
+                strict_refusals = true;
+            }
+            Class::Disconnect(_, was, becomes) => {
+                warnings.push(format!("fd {} ({}): {was}; it resumes disconnected: {becomes}", f.fd, f.link));
+            }
+            _ => {}
         }
     }
     if !problems.is_empty() {
         bail!(
-            "pid {pid}: cannot restore {}; use --ignore-fds to close {} at resume",
+            "pid {pid}: cannot restore {}{}",
             problems.join("; "),
-            if problems.len() == 1 { "it" } else { "them" }
+            if strict_refusals { " (without --strict-fds, an fd whose other end is outside the process resumes disconnected)" } else { "" }
         );
     }
-    epoll.retain(|e| {
-        let keep = !dropped.contains(&e.fd) && !dropped.contains(&e.epfd);
-        if !keep && !dropped.contains(&e.epfd) {
-            warnings.push(format!("epoll fd {}: its registration of fd {} is dropped with that fd", e.epfd, e.fd));
-        }
-        keep
-    });
 
     let mut out = FdPlan::default();
     for ((f, c), &d) in fds.iter().zip(classes).zip(desc.iter()) {
@@ -291,7 +295,7 @@ pub fn plan(t: &Seized, fds: &[FdInfo], ignore_others: bool, strings: &mut Strin
                 out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, cloexec, ..Default::default() });
                 continue;
             }
-            Class::Plan(p) => p,
+            Class::Plan(p) | Class::Disconnect(p, ..) => p,
         };
         let (path_off, path_len) = if p.path.is_empty() { (0, 0) } else { add_bytes(strings, &p.path) };
         if let Some(b) = p.blob {

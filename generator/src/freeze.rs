@@ -27,7 +27,8 @@ pub struct Options {
     pub output: PathBuf,
     pub after: After,
     pub raw_image: bool,
-    pub ignore_fds: bool,
+    /// Refuse fds whose other end is outside the process (else they resume disconnected).
+    pub strict_fds: bool,
     pub verbose: bool,
     /// Root only: freeze a process that holds setuid/setgid/file-capability privileges.
     pub force: bool,
@@ -188,7 +189,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
-    let fdp = fdplan::plan(reader, &inv.fds, o.ignore_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(reader, &inv.fds, o.strict_fds, &mut strings, &mut warnings)?;
 
     let gd = gadgets::find(&mem, &vmas);
     if gd.syscall == 0 {

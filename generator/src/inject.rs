@@ -4,8 +4,9 @@
 //! The task's registers are saved, rax/args are set, rip is pointed at a `syscall`
 //! instruction in its own text (found and decoded at freeze time), orig_rax is set to
 //! -1 so the kernel applies no syscall-restart logic on the way out of the ptrace
-//! stop, and PTRACE_SINGLESTEP runs exactly that one instruction. Results that are
-//! structs go to a scratch area below the task's red zone, whose bytes are saved and
+//! stop, and PTRACE_SYSCALL runs exactly that system call (entry and exit stops; not
+//! a single-step, whose SIGTRAP would reset the task's SIGTRAP disposition). Results
+//! that are structs go to a scratch area below the task's red zone, whose bytes are saved and
 //! written back. Drop restores registers and scratch memory, so the task is left
 //! exactly as it was found.
 
@@ -76,7 +77,7 @@ impl<'a> Injector<'a> {
         r.rip = self.syscall_at;
         (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (args[0], args[1], args[2], args[3], args[4], args[5]);
         self.t.set_regs(&r)?;
-        self.t.single_step()?;
+        self.t.run_syscall()?;
         let after = self.t.regs()?;
         if after.rip != self.syscall_at + 2 {
             bail!("injected system call {nr} in pid {} did not complete (rip {:#x})", self.t.pid, after.rip);

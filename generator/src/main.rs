@@ -71,8 +71,13 @@ enum Cmd {
         /// Write a raw image (no restorer inside) instead of an executable.
         #[arg(long)]
         image: bool,
-        /// Close fds other than 0-2 at resume instead of refusing the freeze.
+        /// Refuse the freeze when an fd's other end is outside the process (half of
+        /// a pipe, a connected socket) instead of resuming that fd disconnected.
         #[arg(long)]
+        strict_fds: bool,
+        /// Accepted for compatibility; the default: an fd whose other end is outside
+        /// the process resumes disconnected at its number (it is never closed).
+        #[arg(long, hide = true, conflicts_with = "strict_fds")]
         ignore_fds: bool,
         /// Print what was written and how long it took.
         #[arg(short, long)]
@@ -128,7 +133,7 @@ enum Cmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, ignore_fds, verbose, force, missing_files } => {
+        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, strict_fds, ignore_fds: _, verbose, force, missing_files } => {
             let after = if leave_running {
                 freeze::After::Continue
             } else if leave_stopped {
@@ -141,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output,
                 after,
                 raw_image: image,
-                ignore_fds,
+                strict_fds,
                 verbose,
                 force,
                 missing_files_ignore: missing_files == "ignore",

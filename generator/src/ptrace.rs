@@ -196,31 +196,39 @@ impl Seized {
         Ok(())
     }
 
-    /// Execute one instruction and wait for the resulting trap.
-    pub fn single_step(&self) -> Result<(), PtraceError> {
+    /// Run the system call instruction at the task's rip, from its entry stop to
+    /// its exit stop (PTRACE_SYSCALL twice). Not PTRACE_SINGLESTEP: the trap of a
+    /// step is a SIGTRAP forced on the task (force_sig_fault), and forcing a signal
+    /// the task blocks or ignores resets its disposition to SIG_DFL
+    /// (force_sig_info_to_task()): the task's own SIGTRAP handler or SIG_IGN would be
+    /// lost. Syscall stops are ptrace reports, not signals.
+    pub fn run_syscall(&self) -> Result<(), PtraceError> {
         let pid = self.pid;
-        // SAFETY: no pointers; signal 0.
-        if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, pid, 0usize, 0usize) } != 0 {
-            return Err(PtraceError::Call { pid, what: "SINGLESTEP", source: errno() });
-        }
-        let status = self.wait()?;
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
-        }
-        if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP) {
-            return Err(PtraceError::Call {
-                pid,
-                what: "SINGLESTEP (stopped by another signal)",
-                source: std::io::ErrorKind::Interrupted.into(),
-            });
+        for _entry_then_exit in 0..2 {
+            // SAFETY: no pointers; signal 0.
+            if unsafe { libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, 0usize) } != 0 {
+                return Err(PtraceError::Call { pid, what: "SYSCALL", source: errno() });
+            }
+            let status = self.wait()?;
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
+            }
+            // Without PTRACE_O_TRACESYSGOOD a syscall stop reports plain SIGTRAP.
+            if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) & 0x7f == libc::SIGTRAP && status >> 16 == 0) {
+                return Err(PtraceError::Call {
+                    pid,
+                    what: "SYSCALL (stopped by another signal)",
+                    source: std::io::ErrorKind::Interrupted.into(),
+                });
+            }
         }
         Ok(())
     }
 
-    /// Put the task back into a plain PTRACE_INTERRUPT stop after single-stepping:
-    /// PTRACE_CONT clears the single-step flag and drops the SIGTRAP of the last step,
-    /// and the queued interrupt stops the task again before it reaches user mode.
-    /// Without this, a tracer that dies would leave the task stepping into a SIGTRAP.
+    /// Put the task back into a plain PTRACE_INTERRUPT stop after injected system
+    /// calls: PTRACE_CONT ends the syscall-stop mode, and the queued interrupt stops
+    /// the task again before it reaches user mode. Without this, a tracer that dies
+    /// would leave the task in a syscall stop.
     pub fn repark(&self) -> Result<(), PtraceError> {
         let pid = self.pid;
         // SAFETY: PTRACE_INTERRUPT and PTRACE_CONT take no pointers.

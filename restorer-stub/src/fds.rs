@@ -22,6 +22,7 @@
 //! the soft limit is raised up to the hard one for the duration, then put back.
 
 mod data;
+mod disconnected;
 mod files;
 mod inotify;
 mod objects;
@@ -205,6 +206,7 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Epoll) => objects::epoll(cx, i),
         Some(FdKind::Inotify) => inotify::inotify(cx, i),
         Some(FdKind::Socket) => sockets::socket(cx, i),
+        Some(FdKind::Disconnected) => disconnected::disconnected(cx, i),
         None => fail(f, "unknown kind", 0),
     }
     trace_fd("built", f);

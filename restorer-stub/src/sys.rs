@@ -37,6 +37,7 @@ pub const SYS_BIND: usize = 49;
 pub const SYS_LISTEN: usize = 50;
 pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
+pub const SYS_SHUTDOWN: usize = 48;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
 pub const SYS_CLOCK_GETTIME: usize = 228;
@@ -98,6 +99,10 @@ pub const SO_REUSEPORT: usize = 15;
 pub const IPPROTO_IPV6: usize = 41;
 pub const IPV6_V6ONLY: usize = 26;
 pub const AF_UNIX: u64 = 1;
+pub const SOCK_STREAM: u64 = 1;
+pub const SOCK_SEQPACKET: u64 = 5;
+pub const SOCK_NONBLOCK: usize = 0o4000;
+pub const SHUT_RDWR: usize = 2;
 pub const EPOLL_CTL_ADD: usize = 1;
 /// _IOW('T', 0, u64) (include/uapi/linux/timerfd.h), CONFIG_CHECKPOINT_RESTORE.
 pub const TFD_IOC_SET_TICKS: usize = 0x4008_5400;
@@ -405,6 +410,11 @@ pub fn bind(fd: usize, addr: &[u8]) -> Res {
 pub fn connect(fd: usize, addr: &[u8]) -> Res {
     // SAFETY: addr is a readable sockaddr of addr.len() bytes.
     res(unsafe { syscall3(SYS_CONNECT, fd, addr.as_ptr() as usize, addr.len()) })
+}
+
+pub fn shutdown(fd: usize, how: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_SHUTDOWN, fd, how, 0) })
 }
 
 pub fn listen(fd: usize, backlog: usize) -> Res {

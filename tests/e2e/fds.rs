@@ -1,7 +1,8 @@
 //! File descriptors across a freeze: each tests/fixtures/fd_*.c sets up its fds,
 //! is frozen and resumed, then checks every fd itself (flags, offsets, content,
-//! readiness) and prints "ok". Plus refusals (a connected TCP socket, half of a
-//! pipe) and real programs frozen mid-work with a regular file on stdin (gzip,
+//! readiness) and prints "ok". Fds whose other end is in another process resume
+//! disconnected (refused with --strict-fds). Plus refusals (a FIFO, a pidfd) and
+//! real programs frozen mid-work with a regular file on stdin (gzip,
 //! sha256sum, on a 200 MiB pseudo-random input).
 
 use std::fs;
@@ -155,6 +156,82 @@ fn listeners(static_: bool) {
         .line_starting("ok");
 }
 
+/// The ends the test holds of the fds it passes to fd_disconnected.
+struct Peers {
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+/// fd_disconnected with its peers in this test: fds 7 (a pipe's read end with
+/// "hello" buffered), 8 (a write end), 9 (a unix stream socket with "queued"
+/// waiting), 12 (a unix datagram socket), 251 (a write end, as a shell leaks
+/// one), and its own TCP (fd 10) and UDP (fd 11) sockets connected to ours.
+fn spawn_disconnected(gate: &Path, static_: bool) -> (Proc, Peers) {
+    let (ra, mut wa) = std::io::pipe().unwrap();
+    let (rb, wb) = std::io::pipe().unwrap();
+    let (s1, mut s2) = UnixStream::pair().unwrap();
+    let (rc, wc) = std::io::pipe().unwrap();
+    let (d1, d2) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    wa.write_all(b"hello").unwrap();
+    s2.write_all(b"queued").unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = l.local_addr().unwrap().port().to_string();
+    let udp = u.local_addr().unwrap().port().to_string();
+    let p = Launch::fixture("fd_disconnected", static_)
+        .args([gate.to_str().unwrap(), &tcp, &udp])
+        .pass_fd(ra, 7)
+        .pass_fd(wb, 8)
+        .pass_fd(s1, 9)
+        .pass_fd(d1, 12)
+        .pass_fd(wc, 251)
+        .spawn();
+    p.wait_ready();
+    let (accepted, _) = l.accept().unwrap();
+    let keep: Vec<Box<dyn std::any::Any>> =
+        vec![Box::new(wa), Box::new(rb), Box::new(s2), Box::new(rc), Box::new(l), Box::new(u), Box::new(accepted), Box::new(d2)];
+    (p, Peers { _keep: keep })
+}
+
+/// Fds whose other end is in another process: unfrozen, once the test closes its
+/// ends, the fixture sees its peers gone; frozen and resumed, it sees the same
+/// although the test still holds every end. Each fd gets one warning line at the
+/// freeze, and `ckpt info` lists it as disconnected.
+fn disconnected(static_: bool) {
+    let dir = TestDir::new("fd_disconnected");
+    let gate = dir.gate();
+    let (mut p, peers) = spawn_disconnected(&gate, static_);
+    drop(peers);
+    open_gate(&gate);
+    p.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    fs::remove_file(&gate).unwrap();
+
+    let (mut orig, _peers) = spawn_disconnected(&gate, static_);
+    let img = dir.image("fd_disconnected");
+    let o = freeze_ok(orig.pid(), &img, &[]);
+    let err = lossy(&o.stderr);
+    for fd in [7, 8, 9, 10, 11, 12, 251] {
+        let warned = err
+            .lines()
+            .filter(|l| l.contains(&format!("fd {fd} (")) && l.contains("resumes disconnected"))
+            .count();
+        assert_eq!(warned, 1, "not one warning line for fd {fd}:\n{err}");
+    }
+    orig.expect_killed_by_ckpt();
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let info = run_with_timeout(info, FREEZE_TIMEOUT).unwrap();
+    let text = lossy(&info.stdout);
+    for fd in [7, 8, 9, 10, 11, 12, 251] {
+        assert!(
+            text.lines().any(|l| l.split_whitespace().take(2).eq([fd.to_string().as_str(), "disconnected"])),
+            "ckpt info does not list fd {fd} as disconnected:\n{text}"
+        );
+    }
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
 both_variants!(
     files,
     deleted_and_memfd,
@@ -162,7 +239,8 @@ both_variants!(
     events,
     epoll,
     inotify,
-    listeners
+    listeners,
+    disconnected
 );
 
 /// --leave-running reads the buffered pipe bytes without consuming them: the
@@ -224,18 +302,19 @@ fn fd_fixtures_pass_unfrozen() {
     }
 }
 
-/// A TCP socket connected to a listener the test owns: the freeze is refused
-/// naming fd 3 and the peer; the target runs on with its fd. With --ignore-fds
-/// it freezes, and the resumed process has fd 3 closed.
+/// A TCP socket connected to a listener the test owns: with --strict-fds the
+/// freeze is refused naming fd 3 and the peer, and the target runs on with its
+/// fd. By default (and with the old --ignore-fds) it freezes with a warning, and
+/// the resumed process still has fd 3 (disconnected), never a closed number.
 #[test]
-fn connected_tcp_refused() {
+fn connected_tcp_strict() {
     let dir = TestDir::new("fd_connected");
     let gate = dir.gate();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
     let mut p = spawn_fixture("fd_refuse", false, &["tcp", gate.to_str().unwrap(), &port]);
     p.wait_ready();
-    let o = freeze(p.pid(), &dir.image("x"), &[]);
+    let o = freeze(p.pid(), &dir.image("x"), &["--strict-fds"]);
     let err = assert_freeze_error(&o);
     let peer = format!("127.0.0.1:{port}");
     assert!(
@@ -251,7 +330,7 @@ fn connected_tcp_refused() {
     let img = dir.image("ignored");
     let o = freeze_ok(p.pid(), &img, &["--ignore-fds"]);
     assert!(
-        lossy(&o.stderr).contains("fd 3"),
+        lossy(&o.stderr).contains("fd 3") && lossy(&o.stderr).contains("disconnected"),
         "no warning about fd 3: {}",
         lossy(&o.stderr)
     );
@@ -259,13 +338,14 @@ fn connected_tcp_refused() {
     open_gate(&gate);
     let res = resume(&img);
     res.assert_success();
-    assert_eq!(res.line_starting("fd3 "), "fd3 closed");
+    assert_eq!(res.line_starting("fd3 "), "fd3 open");
 }
 
-/// fd_refuse MODE holds at fd 3 what cannot be restored: the freeze is refused
-/// with one line naming fd 3, what it points to (its /proc/PID/fd link) and each
-/// of `expect`; no file is left, and the target keeps its fd and ends normally.
-fn refused_fd(mode: &str, arg: Option<&str>, expect: &[&str]) {
+/// fd_refuse MODE holds at fd 3 what cannot be restored: the freeze (with
+/// `flags`) is refused with one line naming fd 3, what it points to (its
+/// /proc/PID/fd link) and each of `expect`; no file is left, and the target keeps
+/// its fd and ends normally.
+fn refused_fd(mode: &str, arg: Option<&str>, flags: &[&str], expect: &[&str]) {
     let dir = TestDir::new(&format!("fd_refused_{mode}"));
     let gate = dir.gate();
     let mut args = vec![mode, gate.to_str().unwrap()];
@@ -274,7 +354,7 @@ fn refused_fd(mode: &str, arg: Option<&str>, expect: &[&str]) {
     p.wait_ready();
     let link = fs::read_link(format!("/proc/{}/fd/3", p.pid())).unwrap();
     let link = format!("fd 3 ({})", link.display());
-    let o = freeze(p.pid(), &dir.image("x"), &[]);
+    let o = freeze(p.pid(), &dir.image("x"), flags);
     let err = assert_freeze_error(&o);
     for want in [link.as_str()].iter().chain(expect) {
         assert!(err.contains(want), "the error does not say {want:?}: {err}");
@@ -290,20 +370,70 @@ fn refused_fd(mode: &str, arg: Option<&str>, expect: &[&str]) {
     assert_eq!(fin.line_starting("fd3 "), "fd3 open");
 }
 
-/// The read end of a pipe whose write end is closed: named by its pipe:[INODE].
+/// With --strict-fds, the read end of a pipe whose write end is closed: named by
+/// its pipe:[INODE].
 #[test]
-fn half_pipe_refused() {
-    refused_fd("halfpipe", None, &["other end is not in the process"]);
+fn half_pipe_strict() {
+    refused_fd("halfpipe", None, &["--strict-fds"], &["other end is not in the process", "--strict-fds"]);
 }
 
-/// A unix socket connected to another process's listener (a daemon): named with
-/// the peer's path.
+/// With --strict-fds, a unix socket connected to another process's listener (a
+/// daemon): named with the peer's path.
 #[test]
-fn unix_socket_to_a_daemon_refused() {
+fn unix_socket_to_a_daemon_strict() {
     let dir = TestDir::new("fd_unix_daemon");
     let path = dir.join("daemon.sock");
     let _daemon = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    refused_fd("unix", path.to_str(), &["connected", path.to_str().unwrap()]);
+    refused_fd("unix", path.to_str(), &["--strict-fds"], &["connected", path.to_str().unwrap()]);
+}
+
+/// A shell leaks pipes into the program it starts: bash inherits a pipe at fd 251
+/// from the test (as every process a CI runner starts may) and opens fd 7 on a
+/// process substitution (`exec 7> >(cat)`) before it execs the fixture. Both
+/// resume disconnected at their numbers, of their type and access mode.
+#[test]
+fn shell_leaked_pipes() {
+    let dir = TestDir::new("fd_shell_leak");
+    let gate = dir.gate();
+    let (_r, w) = std::io::pipe().unwrap();
+    let script = r#"exec 7> >(exec cat > "$2"); exec "$0" "$1""#;
+    let mut p = Launch::new("bash")
+        .args(["-c", script])
+        .arg(fixture("fds", false))
+        .arg(&gate)
+        .arg(dir.join("cat.out"))
+        .pass_fd(w, 251)
+        .label("fds")
+        .spawn();
+    p.wait_ready();
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", p.pid())).unwrap();
+    for c in children.split_whitespace() {
+        p.track_pid(c.parse().unwrap());
+    }
+    let img = dir.image("fds");
+    let o = freeze_ok(p.pid(), &img, &[]);
+    let err = lossy(&o.stderr);
+    for fd in [3, 7, 251] {
+        assert!(
+            err.lines().any(|l| l.contains(&format!("fd {fd} (pipe:[")) && l.contains("resumes disconnected")),
+            "no warning for fd {fd}:\n{err}"
+        );
+    }
+    p.expect_killed_by_ckpt();
+    open_gate(&gate);
+    let res = resume(&img);
+    res.assert_success();
+    assert_eq!(res.line_starting("fds"), "fds 3:fifo:r 7:fifo:w 251:fifo:w");
+}
+
+/// --strict-fds and --ignore-fds (the old name of the default) exclude each other.
+#[test]
+fn strict_and_ignore_fds_conflict() {
+    let dir = TestDir::new("fd_strict_ignore");
+    // No such process: were the flags accepted, the freeze would fail otherwise.
+    let o = freeze(i32::MAX, &dir.image("x"), &["--strict-fds", "--ignore-fds"]);
+    assert!(!o.status.success() && lossy(&o.stderr).contains("cannot be used with"), "{}", describe_output(&o));
+    assert!(dir_entries(&dir.join("images")).is_empty());
 }
 
 /// A FIFO: its other side cannot be restored; named by its path.
@@ -314,13 +444,14 @@ fn fifo_refused() {
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: c is a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
-    refused_fd("fifo", path.to_str(), &["FIFO", path.to_str().unwrap()]);
+    refused_fd("fifo", path.to_str(), &[], &["FIFO", path.to_str().unwrap()]);
 }
 
 /// A pidfd (a kernel object with no restore path): named as anon_inode:[pidfd].
 #[test]
 fn pidfd_refused() {
-    refused_fd("pidfd", None, &["pidfd", "cannot be restored"]);
+    refused_fd("pidfd", None, &[], &["pidfd", "cannot be restored"]);
+    refused_fd("pidfd", None, &["--ignore-fds"], &["pidfd", "cannot be restored"]);
 }
 
 // ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ mod fds;
 mod formats;
 mod inspect;
 mod memory;
+mod pids;
 mod procstate;
 mod python;
 mod registers;
@@ -88,6 +89,7 @@ fn fixtures_pass_unfrozen() {
         ("zombie", &[g]),
         ("threads", &[g]),
         ("periodic", &[g]),
+        ("pidkeep", &[g]),
         ("fds", &[g]),
     ];
     for static_ in [false, true] {

@@ -29,6 +29,32 @@ fn freeze_gate_resume_ok(dir: &TestDir, name: &str, static_: bool, args: &[&str]
 
 both_variants!(procstate);
 
+/// Every signal's disposition (handler, SIG_IGN or SIG_DFL, sa_mask, SA_RESTART,
+/// SA_SIGINFO, SA_ONSTACK, SA_NODEFER, SA_RESETHAND, restorer) reads back the same
+/// after the resume, and SIGTRAP (which the freeze's own system calls must not
+/// disturb) runs its handler, or stays ignored.
+fn sigactions(static_: bool) {
+    for mode in ["handler", "ign"] {
+        let dir = TestDir::new("sigactions");
+        let gate = dir.gate();
+        freeze_gate_resume_ok(&dir, "sigactions", static_, &[gate.to_str().unwrap(), mode], &gate);
+    }
+}
+
+both_variants!(sigactions);
+
+/// --leave-running: the original keeps every disposition too (SIGTRAP included).
+#[test]
+fn sigactions_left_running() {
+    let dir = TestDir::new("sigactions_leave");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("sigactions", false, &[gate.to_str().unwrap(), "ign"]);
+    orig.wait_ready();
+    freeze_ok(orig.pid(), &dir.image("x"), &["--leave-running"]);
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
 /// A seccomp filter comes back (freezing it needs root: CI runs as root).
 fn seccomp(static_: bool) {
     // SAFETY: geteuid cannot fail.

@@ -2,7 +2,8 @@
 //! socket, a bound UDP socket): recreated at resume with socket(2), bind(2) and
 //! listen(2) on the same address, so a resumed server accepts new connections on
 //! the same port. A connected socket's peer is elsewhere and its TCP state cannot be
-//! rebuilt by a user-space restorer: such sockets are refused, naming the peer.
+//! rebuilt by a user-space restorer: such a socket resumes disconnected
+//! ([`disconnected`]).
 //!
 //! Everything is asked of the socket itself through a duplicate (pidfd_getfd):
 //! SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_ACCEPTCONN, getsockname, getpeername
@@ -28,7 +29,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
-use super::{Class, Planned};
+use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
 
@@ -171,7 +172,7 @@ pub fn describe(addr: &[u8]) -> String {
 }
 
 /// Whether a getsockname result means "never bound".
-fn unbound(addr: &[u8]) -> bool {
+pub(super) fn unbound(addr: &[u8]) -> bool {
     let family = if addr.len() >= 2 { u16::from_ne_bytes([addr[0], addr[1]]) as i32 } else { return true };
     match family {
         // Port 0 and the wildcard address: what getsockname says before bind.
@@ -217,11 +218,9 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
                 return Class::Plan(rec);
             }
         }
-        return Class::Refuse(format!(
-            "it is a connected {kind} socket (local {}, peer {}); connected sockets cannot be restored",
-            describe(&name),
-            describe(&peer)
-        ));
+        let what = format!("connected {kind} socket (local {}, peer {})", describe(&name), describe(&peer)).replace("  ", " ");
+        let c = disconnected::Connected { family, ty, proto, name: &name, what };
+        return disconnected::socket(&s, f, &c, warnings);
     }
     let listening = q(libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
     let mut backlog = DEFAULT_BACKLOG;
@@ -280,7 +279,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
 }
 
 /// The `n` bytes queued for reading on a stream socket, left in place.
-fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
+pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; n];
     // SAFETY: buf is writable for n bytes; MSG_PEEK leaves the data queued.
     let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, libc::MSG_PEEK | libc::MSG_DONTWAIT) };

@@ -117,6 +117,29 @@ pub struct FdInfo {
     pub same_as: Option<i32>,
     /// Bytes stored for it (file contents, pipe buffer, address).
     pub stored_bytes: u64,
+    /// For a fd whose other end was outside the process: what it resumes as.
+    pub disconnected: Option<String>,
+}
+
+/// What a disconnected fd (`FdKind::Disconnected`) resumes as.
+fn disconnected(f: &ckpt_format::Fd) -> String {
+    use ckpt_format::{DISC_PIPE, DISC_SOCKET};
+    match (f.aux[0], f.aux[1]) {
+        (DISC_PIPE, 0) => "pipe read end, peer gone: buffered bytes, then EOF".into(),
+        (DISC_PIPE, _) => "pipe write end, peer gone: EPIPE".into(),
+        (DISC_SOCKET, family) => {
+            let fam = match family as i32 {
+                libc::AF_UNIX => "unix",
+                libc::AF_INET => "IPv4",
+                _ => "IPv6",
+            };
+            match f.aux[2] as i32 {
+                libc::SOCK_DGRAM => format!("{fam} datagram socket, peer gone"),
+                _ => format!("{fam} stream socket, peer gone: EOF, EPIPE"),
+            }
+        }
+        _ => "?".into(),
+    }
 }
 
 #[derive(Serialize)]
@@ -216,6 +239,7 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
                     .flatten()
                     .filter(|&fd| fd != f.fd),
                 stored_bytes: f.data_len,
+                disconnected: (kind == Some(FdKind::Disconnected)).then(|| disconnected(f)),
             }
         })
         .collect();

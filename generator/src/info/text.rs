@@ -148,6 +148,9 @@ pub fn render(r: &Report) -> String {
             ("inherited", None) => format!("(the resumer's fd {})", d.fd),
             _ => String::new(),
         };
+        if let Some(what) = &d.disconnected {
+            path = format!("{path} ({what})");
+        }
         if let Some(other) = d.same_as {
             path = format!("{path} (same open file as fd {other})").trim_start().to_owned();
         }

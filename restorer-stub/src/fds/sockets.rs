@@ -28,7 +28,7 @@ const AF_INET6: u64 = 10;
 const AT_SYMLINK_NOFOLLOW: usize = 0x100;
 
 /// An address for messages: "127.0.0.1:80", "port 80", or a unix path.
-fn describe<'l>(l: &'l mut Line, a: &[u8]) -> &'l mut Line {
+pub fn describe<'l>(l: &'l mut Line, a: &[u8]) -> &'l mut Line {
     let family = if a.len() >= 2 { u16::from_ne_bytes([a[0], a[1]]) as u64 } else { 0 };
     match family {
         2 if a.len() >= 8 => {
@@ -58,7 +58,7 @@ fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
 }
 
 /// A unix socket file nobody listens on any more: remove it and say so.
-fn remove_stale(addr: &[u8], ty: usize) -> bool {
+pub fn remove_stale(addr: &[u8], ty: usize) -> bool {
     let mut buf = [0u8; 4096];
     let Some(path) = unix_path(addr, &mut buf) else { return false };
     let mut st = sys::Stat::zeroed();

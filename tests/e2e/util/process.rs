@@ -19,11 +19,17 @@ pub enum StdoutTo {
     Append(PathBuf),
 }
 
+/// Most fds one [`Launch`] passes ([`Launch::pass_fd`]).
+const MAX_PASSED: usize = 8;
+
 /// Builder for a process under test (fixture or resume file): stdin is
 /// /dev/null unless piped, stderr is always piped, and every fd above 2 is
-/// closed at exec so the process starts with exactly fds 0-2.
+/// closed at exec so the process starts with exactly fds 0-2 (and the fds given
+/// with [`Launch::pass_fd`]).
 pub struct Launch {
     program: PathBuf,
+    /// (our fd, its number in the new process), kept open until the spawn.
+    pass: Vec<(std::os::fd::OwnedFd, i32)>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     stdin_piped: bool,
@@ -41,6 +47,7 @@ impl Launch {
         Launch {
             program,
             args: Vec::new(),
+            pass: Vec::new(),
             env: Vec::new(),
             stdin_piped: false,
             stdout: StdoutTo::Pipe,
@@ -65,6 +72,14 @@ impl Launch {
 
     pub fn env(mut self, k: &str, v: &str) -> Launch {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// The new process inherits `fd` at number `at` (above 2), as a process a
+    /// shell or a CI runner starts inherits fds it never asked for.
+    pub fn pass_fd(mut self, fd: impl Into<std::os::fd::OwnedFd>, at: i32) -> Launch {
+        assert!(at > 2, "pass_fd is for fds above 2");
+        self.pass.push((fd.into(), at));
         self
     }
 
@@ -104,16 +119,38 @@ impl Launch {
             ),
         };
         cmd.stdout(stdout).stderr(Stdio::piped());
+        let pass: Vec<(i32, i32)> = self
+            .pass
+            .iter()
+            .map(|(fd, at)| (std::os::fd::AsRawFd::as_raw_fd(fd), *at))
+            .collect();
+        assert!(pass.len() <= MAX_PASSED, "at most {MAX_PASSED} fds can be passed");
+        let above = pass.iter().map(|p| p.1).max().unwrap_or(0) + 1;
         // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (close_range, fcntl), no allocation.
+        // async-signal-safe system calls (close_range, fcntl, dup2), no allocation.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // Mark fds >= 3 close-on-exec (CLOSE_RANGE_CLOEXEC, Linux 5.11)
                 // rather than closing them: std's exec-error pipe must survive
                 // until the exec.
                 if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
                     for fd in 3..1024 {
                         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+                // Every source is first moved above every target, so no dup2
+                // overwrites a source still to be passed.
+                let mut moved = [0i32; MAX_PASSED];
+                for (k, &(from, _)) in pass.iter().enumerate() {
+                    moved[k] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, above);
+                    if moved[k] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (k, &(_, at)) in pass.iter().enumerate() {
+                    // dup2 leaves the new fd without FD_CLOEXEC: it survives exec.
+                    if libc::dup2(moved[k], at) != at {
+                        return Err(std::io::Error::last_os_error());
                     }
                 }
                 Ok(())

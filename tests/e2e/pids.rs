@@ -1,0 +1,63 @@
+//! The resumed process has its own PID, or says loudly that it has not: never a
+//! silent change (glibc's raise() and abort() send tgkill to the cached TID with the
+//! current PID, and fail with ESRCH under another PID).
+
+use crate::util::*;
+
+/// As root with the original still running (its PID taken): the resume goes into
+/// a new user + PID namespace where the PID is free, so getpid() and raise() work.
+#[test]
+fn taken_pid_goes_to_a_new_namespace() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("taken_pid_goes_to_a_new_namespace: skipped (as an ordinary user every resume takes that route)");
+        return;
+    }
+    let dir = TestDir::new("pid_taken");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("pidkeep");
+    freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let mut resumed = resume_launch(&img).spawn();
+    // The resumed process's real PID differs from the original's, which still runs;
+    // inside its namespace it has the original one.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let inner = loop {
+        let found = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|&p| {
+            p != orig.pid()
+                && std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .is_ok_and(|s| s.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some(&orig.pid().to_string())))
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no process with NSpid ... {} appeared", orig.pid());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    resumed.track_pid(inner);
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    assert_eq!(fin.line_starting("pid now "), format!("pid now {}", orig.pid()));
+    orig.wait_output(RESUME_TIMEOUT).assert_success();
+}
+
+/// CKPT_SAME_PID=0: the process runs on under a new PID, and the resume says so.
+#[test]
+fn same_pid_off_warns() {
+    let dir = TestDir::new("pid_off");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap(), "any"]);
+    orig.wait_ready();
+    let img = dir.image("pidkeep");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut resumed = resume_launch(&img).env("CKPT_SAME_PID", "0").spawn();
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    assert_ne!(fin.line_starting("pid now "), format!("pid now {}", orig.pid()));
+    let err = &fin.stderr;
+    assert!(err.contains("warning") && err.contains("CKPT_SAME_PID=0") && err.contains(&orig.pid().to_string()), "no warning naming the pid: {err}");
+}
