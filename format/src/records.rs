@@ -317,7 +317,12 @@ pub const VMA_DONTDUMP: u32 = 1 << 4;
 pub const VMA_LOCKED: u32 = 1 << 5;
 /// Created with MAP_NORESERVE (smaps "nr"): no swap space is reserved.
 pub const VMA_NORESERVE: u32 = 1 << 6;
-pub const VMA_KNOWN_FLAGS: u32 = (1 << 7) - 1;
+/// A private file mapping whose clean pages (never written by the process) are not in
+/// the image: they come from the file, which must be the same at resume (identity
+/// `file_dev`/`file_ino`/`file_size`/`file_mtime_ns`, or else the CRC-32C `file_crc`
+/// of the mapped bytes). Its runs hold only the pages the process wrote.
+pub const VMA_FILE_REF: u32 = 1 << 31;
+pub const VMA_KNOWN_FLAGS: u32 = ((1 << 7) - 1) | VMA_FILE_REF;
 
 /// Protection bits, as PROT_* of mmap(2).
 pub const PROT_READ: u32 = 1;
@@ -341,7 +346,9 @@ pub struct Vma {
     /// Index of the first PageRun of this VMA and how many follow.
     pub first_run: u32,
     pub nruns: u32,
-    pub _pad: u32,
+    /// With VMA_FILE_REF: CRC-32C of the mapped file bytes (from `file_offset`, up to
+    /// the end of the mapping or of the file, whichever comes first).
+    pub file_crc: u32,
     /// Size of the mapped file at the freeze (FilePrivate), to decide whether the
     /// stub may map the file itself or must use anonymous memory.
     pub file_size: u64,

@@ -2025,4 +2025,22 @@ fn run_flags_are_checked() {
     let code_run = valid_parts().runs.iter().position(|r| r.vma as usize == V_CODE).expect("a code run");
     let img = image_with(|p| p.runs[code_run].flags = crate::RUN_FILE_CLEAN);
     assert_eq!(validate(&img), Ok(()));
+    // ... but not in a mapping whose clean pages come from its file.
+    let img = image_with(|p| {
+        p.runs[code_run].flags = crate::RUN_FILE_CLEAN;
+        p.vmas[V_CODE].flags |= VMA_FILE_REF;
+    });
+    expect(&img, BR(code_run as u32, "clean file pages stored for a mapping that takes them from its file"));
+}
+
+#[test]
+fn file_reference_only_on_private_file_mappings() {
+    let img = image_with(|p| p.vmas[V_CODE].flags |= VMA_FILE_REF);
+    assert_eq!(validate(&img), Ok(()));
+    for v in [V_HEAP, V_SHFILE, V_SHANON] {
+        expect(
+            &image_with(|p| p.vmas[v].flags |= VMA_FILE_REF),
+            BV(v as u32, "file reference on a mapping that is not a private file mapping"),
+        );
+    }
 }

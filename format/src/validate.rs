@@ -400,6 +400,9 @@ impl<'a> Tables<'a> {
             if file && (v.name_len == 0 || v.file_offset % PAGE_SIZE != 0 || v.file_offset.checked_add(v.end - v.start).is_none()) {
                 return bad("file mapping without a path or with a misaligned offset");
             }
+            if v.flags & VMA_FILE_REF != 0 && kind != VmaKind::FilePrivate {
+                return bad("file reference on a mapping that is not a private file mapping");
+            }
             if (kind.is_special() || kind == VmaKind::SharedFile) && v.nruns != 0 {
                 return bad("mapping whose content is not in the image has stored pages");
             }
@@ -443,6 +446,9 @@ impl<'a> Tables<'a> {
             }
             if r.flags & crate::RUN_FILE_CLEAN != 0 && v.kind != VmaKind::FilePrivate as u32 {
                 return bad("clean file pages outside a private file mapping");
+            }
+            if r.flags & crate::RUN_FILE_CLEAN != 0 && v.flags & VMA_FILE_REF != 0 {
+                return bad("clean file pages stored for a mapping that takes them from its file");
             }
             prev_end = end;
             if r.data_off < DATA_START || r.data_off.checked_add(r.len).is_none_or(|e| e > h.image_size) {

@@ -9,7 +9,7 @@ use crate::plan::{self, Strings};
 use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
-use crate::{emit, fdplan, gadgets, inventory, proc, procstate, thread_state};
+use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ pub struct Options {
     pub force: bool,
     /// Record that missing/shrunk files become /dev/null at resume.
     pub missing_files_ignore: bool,
+    /// Store the clean pages of mapped files too (fileref.rs), so the file depends on
+    /// no library or executable at resume.
+    pub embed_files: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -166,6 +169,7 @@ pub fn run(o: &Options) -> Result<()> {
     // The output location is checked before the target is touched; "-" streams
     // the file to standard output.
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
+    let t_seize = Instant::now();
     let g = Group::seize(
         o.pid,
         match o.after {
@@ -189,6 +193,9 @@ pub fn run(o: &Options) -> Result<()> {
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
+    if !o.embed_files {
+        fileref::reference(&mut vmas, &strings.buf).with_context(|| format!("pid {}", o.pid))?;
+    }
     let fdp = fdplan::plan(reader, &inv.fds, o.strict_fds, &mut strings, &mut warnings)?;
 
     let gd = gadgets::find(&mem, &vmas);
@@ -277,17 +284,23 @@ pub fn run(o: &Options) -> Result<()> {
     };
     // Every byte is written now. A process that keeps running need not wait for the
     // disk; one that is killed is killed only once the file is durable.
+    let mut stopped = None;
     let g = match o.after {
         After::Kill => Some(g),
         After::Continue | After::Stop => {
             drop(g);
+            stopped = Some(t_seize.elapsed());
             None
         }
     };
+    let t_sync = Instant::now();
     if let Some(out) = out {
         out.commit()?;
     }
+    let fsync = t_sync.elapsed();
     let frozen = t0.elapsed();
+    // A process that is killed is stopped from the seize to its end.
+    let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
     if let Some(g) = g {
         g.kill();
     }
@@ -302,7 +315,7 @@ pub fn run(o: &Options) -> Result<()> {
             );
         }
         eprintln!(
-            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; {:?}",
+            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; total {:.3} ms, target stopped {:.3} ms, fsync {:.3} ms",
             o.pid,
             nthreads,
             if nthreads == 1 { "" } else { "s" },
@@ -312,7 +325,9 @@ pub fn run(o: &Options) -> Result<()> {
             stats.stored_pages,
             stats.zero_pages,
             stats.unreadable_pages,
-            frozen,
+            frozen.as_secs_f64() * 1e3,
+            stopped.as_secs_f64() * 1e3,
+            fsync.as_secs_f64() * 1e3,
         );
     }
     Ok(())

@@ -5,6 +5,7 @@ mod convert;
 mod core_file;
 mod emit;
 mod fdplan;
+mod fileref;
 mod freeze;
 mod group;
 mod gadgets;
@@ -91,6 +92,12 @@ enum Cmd {
         /// place, with a warning; also CKPT_MISSING_FILES=ignore at resume).
         #[arg(long, value_name = "fail|ignore", default_value = "fail", value_parser = ["fail", "ignore"])]
         missing_files: String,
+        /// Store the pages of mapped files (executable, libraries) in the file too.
+        /// By default only the pages the process changed are stored, and the resume
+        /// maps the rest from the same files (checked by identity or checksum; a
+        /// missing or changed file stops the resume, naming it).
+        #[arg(long)]
+        embed_files: bool,
     },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
     Resume {
@@ -133,7 +140,7 @@ enum Cmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, strict_fds, ignore_fds: _, verbose, force, missing_files } => {
+        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, strict_fds, ignore_fds: _, verbose, force, missing_files, embed_files } => {
             let after = if leave_running {
                 freeze::After::Continue
             } else if leave_stopped {
@@ -150,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 verbose,
                 force,
                 missing_files_ignore: missing_files == "ignore",
+                embed_files,
             })
         }
         Cmd::Resume { file, args } => resume::run(&file, &args),

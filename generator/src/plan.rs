@@ -34,6 +34,9 @@ pub enum Pages {
     /// image does not depend on the file, and a zero page must not come back as the
     /// file's (possibly changed) content.
     All,
+    /// Only the pages the process wrote in a private file mapping, zero pages kept
+    /// (the others come from the file at resume, fileref.rs).
+    Copies,
 }
 
 pub struct PlannedVma {

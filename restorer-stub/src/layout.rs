@@ -40,7 +40,7 @@ pub fn cpath<'a>(s: &[u8], buf: &'a mut [u8; 4096]) -> &'a [u8] {
 /// whole mapped range (writing a page past EOF of a private file mapping is SIGBUS).
 /// Also says whether it is the very file that was mapped at the freeze (same device,
 /// inode, size and mtime): then its bytes are the clean pages' bytes.
-fn open_backing(t: &Tables, v: &Vma) -> Option<(usize, bool)> {
+fn open_backing(t: &Tables, v: &Vma) -> Option<(usize, bool, u64)> {
     let mut buf = [0u8; 4096];
     let path = cpath(t.string(v.name_off, v.name_len), &mut buf);
     let fd = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
@@ -53,7 +53,7 @@ fn open_backing(t: &Tables, v: &Vma) -> Option<(usize, bool)> {
     let mtime = st.st_times[2].wrapping_mul(1_000_000_000).wrapping_add(st.st_times[3]);
     let same = v.file_mtime_ns != 0
         && (st.st_dev, st.st_ino, st.st_size as u64, mtime) == (v.file_dev, v.file_ino, v.file_size, v.file_mtime_ns);
-    Some((fd, same))
+    Some((fd, same, st.st_size as u64))
 }
 
 /// A shared file mapping's content is the file: it must still be there.
@@ -83,17 +83,46 @@ fn runs<'a>(t: &Tables<'a>, v: &Vma) -> &'a [PageRun] {
     &t.runs[v.first_run as usize..(v.first_run + v.nruns) as usize]
 }
 
+/// A mapping whose clean pages are not in the image cannot do without its file.
+fn file_ref_fails(t: &Tables, v: &Vma, why: &str) -> ! {
+    Line::new().s("map vma failed for ").range(v.start, v.end).s(": ").b(t.string(v.name_off, v.name_len))
+        .s(" ").s(why).s("; its unchanged pages are not in this file (freeze with --embed-files to carry them)").emit();
+    sys::exit_group(Step::MapVma as i32)
+}
+
+/// After mapping a referenced file that is not the very inode of the freeze: its
+/// mapped bytes must still be the ones the freeze saw (fileref.rs in the generator).
+fn check_file_ref(ctx: &Ctx, t: &Tables, v: &Vma, file_size: u64) {
+    let end = (v.file_offset + (v.end - v.start)).min(v.file_size);
+    if file_size != v.file_size {
+        file_ref_fails(t, v, "has another size than at the freeze");
+    }
+    let len = end.saturating_sub(v.file_offset) as usize;
+    // SAFETY: the file mapping covers [start, start + len): len stops at the file's end.
+    let data = unsafe { core::slice::from_raw_parts(v.start as *const u8, len) };
+    if crc32c(data, ctx.hw_crc) != v.file_crc {
+        file_ref_fails(t, v, "has other contents than at the freeze");
+    }
+    out::trace("referenced file checked by its contents", v.start, v.end);
+}
+
 /// Create the VMA; returns whether it maps the very file it mapped at the freeze.
-fn create(t: &Tables, v: &Vma, kind: VmaKind) -> bool {
+fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     let len = (v.end - v.start) as usize;
+    let file_ref = v.flags & VMA_FILE_REF != 0;
     let backing = match kind {
         VmaKind::FilePrivate => open_backing(t, v),
-        VmaKind::SharedFile => Some((open_shared(t, v), false)),
+        VmaKind::SharedFile => Some((open_shared(t, v), false, 0)),
         _ => None,
     };
+    if file_ref && backing.is_none() {
+        file_ref_fails(t, v, "is missing or too short");
+    }
     let same = backing.is_some_and(|b| b.1);
     let filling = runs(t, v).iter().any(|r| !same || r.flags & RUN_FILE_CLEAN == 0);
-    let prot_fill = if filling { sys::PROT_READ | sys::PROT_WRITE } else { v.prot as usize };
+    // A referenced file that is not the same inode is checked through its mapping.
+    let check = file_ref && !same;
+    let prot_fill = if check && v.prot & PROT_READ == 0 { prot_fill_of(filling, v) | sys::PROT_READ } else { prot_fill_of(filling, v) };
     let mut flags = sys::MAP_FIXED_NOREPLACE;
     flags |= if kind == VmaKind::SharedAnon { sys::MAP_SHARED } else { sys::MAP_PRIVATE };
     if v.flags & VMA_GROWSDOWN != 0 {
@@ -119,19 +148,32 @@ fn create(t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     // SAFETY: MAP_FIXED_NOREPLACE only creates; the range is free in the target.
     let r = unsafe {
         match backing {
-            Some((fd, _)) => sys::mmap(v.start as usize, len, prot_fill, flags, fd as isize, v.file_offset),
+            Some((fd, _, _)) => sys::mmap(v.start as usize, len, prot_fill, flags, fd as isize, v.file_offset),
             None => sys::mmap(v.start as usize, len, prot_fill, flags | sys::MAP_ANONYMOUS, -1, 0),
         }
     };
-    if let Some((fd, _)) = backing {
+    if let Some((fd, _, _)) = backing {
         let _ = sys::close(fd);
     }
     out::check(r, Step::MapVma, v.start, v.end);
+    if check {
+        check_file_ref(ctx, t, v, backing.map_or(0, |b| b.2));
+    }
     advise(v, VMA_HUGEPAGE, sys::MADV_HUGEPAGE);
     advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
     advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
     advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
-    same
+    // A referenced file's clean pages are its own whether or not it is the same inode.
+    same || file_ref
+}
+
+/// The protection while filling: writable when pages are to be written.
+fn prot_fill_of(filling: bool, v: &Vma) -> usize {
+    if filling {
+        sys::PROT_READ | sys::PROT_WRITE
+    } else {
+        v.prot as usize
+    }
 }
 
 /// Read the VMA's runs into place (clean file pages are skipped when the file is
@@ -162,9 +204,11 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
             Some(k) if !k.is_special() => k,
             _ => continue,
         };
-        let same = create(t, v, kind);
-        // create mapped it writable exactly when fill has pages to write.
-        if fill(ctx, t, v, same) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
+        let same = create(ctx, t, v, kind);
+        // create mapped it writable exactly when fill has pages to write (or readable
+        // to check a referenced file's contents).
+        let wrote = fill(ctx, t, v, same);
+        if (wrote || v.flags & VMA_FILE_REF != 0) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
             // SAFETY: the range is the target's VMA we just filled.
             let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
             out::check(r, Step::Protect, v.start, v.end);

@@ -107,8 +107,8 @@ fn two_resumes(static_: bool) {
     }
 }
 
-/// The fixture's executable is a copy deleted after the freeze: the image
-/// must not need it.
+/// The fixture's executable is a copy deleted after the freeze: an image made with
+/// --embed-files must not need it.
 fn deleted_executable(static_: bool) {
     let dir = TestDir::new("deleted_executable");
     let copy = dir.join("counter-copy");
@@ -116,7 +116,9 @@ fn deleted_executable(static_: bool) {
     let (img, mut orig) = start_counter(&dir, Launch::new(&copy));
     orig.wait_ready();
     thread::sleep(SETTLE);
-    freeze_ok(orig.pid(), &img, &[]);
+    // The executable's pages must travel in the file (by default they are taken
+    // from the executable at resume: formats::referenced_executable_checked_at_resume).
+    freeze_ok(orig.pid(), &img, &["--embed-files"]);
     let before = orig.expect_killed_by_ckpt();
     fs::remove_file(&copy).unwrap();
     let res = resume(&img);

@@ -85,9 +85,9 @@ fn stream_to_stdout() {
     }
 }
 
-/// Clean file pages come from the file only while it is the same file: a binary
-/// overwritten (same size, other bytes, new mtime) after the freeze makes the
-/// restorer copy every stored page instead, and the process runs as it was.
+/// With --embed-files, clean file pages come from the file only while it is the same
+/// file: a binary overwritten (same size, other bytes, new mtime) after the freeze
+/// makes the restorer copy every stored page instead, and the process runs as it was.
 #[test]
 fn changed_executable_falls_back_to_stored_pages() {
     let dir = TestDir::new("changed_exe");
@@ -98,7 +98,7 @@ fn changed_executable_falls_back_to_stored_pages() {
     orig.wait_ready();
     thread::sleep(SETTLE);
     let img = dir.image("counter");
-    freeze_ok(orig.pid(), &img, &[]);
+    freeze_ok(orig.pid(), &img, &["--embed-files"]);
     let before = orig.expect_killed_by_ckpt();
     let len = fs::metadata(&exe).unwrap().len() as usize;
     thread::sleep(std::time::Duration::from_millis(20)); // a different mtime
@@ -106,4 +106,51 @@ fn changed_executable_falls_back_to_stored_pages() {
     let res = resume(&img);
     res.assert_success();
     assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed after the binary changed");
+}
+
+/// By default the unchanged pages of mapped files are not stored (a small program's
+/// file is a few hundred KiB, not its libraries' megabytes). At resume the same
+/// bytes must be found: a copy of the executable (another inode, same bytes) is
+/// accepted by checksum; a changed or missing one stops the resume with exit 107,
+/// naming it and the way out, before anything of the target runs.
+#[test]
+fn referenced_executable_checked_at_resume() {
+    let dir = TestDir::new("referenced_exe");
+    let exe = dir.join("counter-copy");
+    fs::copy(fixture("counter", false), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut orig = Launch::new(&exe).args([N.to_string()]).spawn();
+    orig.wait_ready();
+    thread::sleep(SETTLE);
+    let img = dir.image("counter");
+    freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    let original = fs::read(&exe).unwrap();
+    assert!(
+        fs::metadata(&img).unwrap().len() < 1 << 20,
+        "the image of a small dynamic program stores its libraries: {} bytes",
+        fs::metadata(&img).unwrap().len()
+    );
+
+    // Changed bytes, same size: refused, naming the file.
+    let mut changed = original.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 0xff;
+    fs::write(&exe, &changed).unwrap();
+    let res = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
+    assert_eq!(res.status.code(), Some(107), "{res}");
+    assert!(res.stderr.contains(exe.to_str().unwrap()) && res.stderr.contains("--embed-files"), "{res}");
+    assert!(res.stdout.is_empty(), "target code ran: {res}");
+
+    // Missing: refused the same way.
+    fs::remove_file(&exe).unwrap();
+    let res = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
+    assert_eq!(res.status.code(), Some(107), "{res}");
+    assert!(res.stderr.contains("missing"), "{res}");
+
+    // The same bytes in a new inode (another machine, a reinstalled package): runs.
+    fs::write(&exe, &original).unwrap();
+    let res = resume(&img);
+    res.assert_success();
+    assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed from a copy of the binary");
 }
