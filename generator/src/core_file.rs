@@ -185,6 +185,16 @@ pub fn run(file: &Path, out: &Path) -> Result<()> {
             let base = s.offset + (r.addr - v.start);
             mem.for_each_chunk(r, |off, bytes| o.file.write_all_at(bytes, base + off).with_context(io))?;
         }
+        // Pages the image references in their file: the file's bytes as they are now.
+        if v.flags & VMA_FILE_REF != 0 {
+            for (lo, hi) in mem.file_ref_gaps(v) {
+                let mut buf = vec![0u8; (hi - lo) as usize];
+                if !mem.read_file_ref(v, lo, &mut buf) {
+                    bail!("{}: cannot read {} for {lo:#x}-{hi:#x}", file.display(), mem.vma_name(v));
+                }
+                o.file.write_all_at(&buf, s.offset + (lo - v.start)).with_context(io)?;
+            }
+        }
     }
     o.file.set_len(total).with_context(io)?;
     o.commit()

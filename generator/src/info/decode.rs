@@ -27,6 +27,7 @@ pub fn vma_flags(flags: u32) -> Vec<&'static str> {
         (VMA_DONTDUMP, "dontdump"),
         (VMA_LOCKED, "locked"),
         (VMA_NORESERVE, "noreserve"),
+        (VMA_FILE_REF, "pages from the file"),
     ]
     .iter()
     .filter(|(b, _)| flags & b != 0)
