@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 BIN := target/release/ckpt
 
-.PHONY: build test bench demo install uninstall deps fuzz clean
+.PHONY: build test stress bench demo install uninstall deps fuzz clean
 
 build:
 	$(CARGO) build --release
@@ -12,6 +12,13 @@ build:
 # Everything the tests need (cc, python3, file, gdb, tmux, setpriv), then all tests.
 test: deps
 	$(CARGO) test --workspace --release
+
+# STRESS_CYCLES freeze/resume cycles in a row of the 8-thread fixture (`make test`
+# runs the same test with 5).
+STRESS_CYCLES ?= 100
+stress: deps
+	CKPT_STRESS_CYCLES=$(STRESS_CYCLES) $(CARGO) test --release -p ckpt --test e2e -- \
+	  --exact threads::stress_freeze_resume_cycles --nocapture
 
 bench: deps build
 	./scripts/bench.sh

@@ -143,7 +143,7 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
         out.records.push(thread_state::exited_leader(g.pid));
     }
     for t in &g.threads {
-        let c = thread_state::capture(g.pid, t, mem, syscall_at, writable)
+        let c = thread_state::capture(g.pid, t, g.state_before(t.pid), mem, syscall_at, writable)
             .with_context(|| format!("reading the state of thread {} of pid {}", t.pid, g.pid))?;
         let mut th = c.thread;
         if !c.xstate.is_empty() {

@@ -23,6 +23,15 @@ pub struct Group {
     pub threads: Vec<Seized>,
     /// The leader had already exited (pthread_exit) and is not among `threads`.
     pub leader_exited: bool,
+    /// Each thread's scheduler state letter just before it was stopped (once traced,
+    /// /proc says "t", tracing stop, for all of them).
+    states: Vec<(i32, u32)>,
+}
+
+/// The state letter of /proc/PID/task/TID/stat (proc(5): the field after the comm).
+pub fn state_letter(pid: i32, tid: i32) -> u32 {
+    let stat = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/stat"))).unwrap_or_default();
+    stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?') as u32
 }
 
 /// Whether the leader of `pid` is a zombie whose other threads still run.
@@ -38,7 +47,7 @@ impl Group {
     /// Stop every thread of process `pid`; on error every thread stopped so far is
     /// let go again (each guard detaches on drop).
     pub fn seize(pid: i32, release: Release) -> Result<Group> {
-        let mut g = Group { pid, threads: Vec::new(), leader_exited: false };
+        let mut g = Group { pid, threads: Vec::new(), leader_exited: false, states: Vec::new() };
         let mut gone: Vec<i32> = Vec::new();
         for pass in 0.. {
             if pass == 1000 {
@@ -55,6 +64,7 @@ impl Group {
                     g.leader_exited = true;
                     continue;
                 }
+                g.states.push((tid, state_letter(pid, tid)));
                 let mut t = match Seized::seize(tid) {
                     Ok(t) => t,
                     Err(PtraceError::NoSuchProcess { .. }) if tid != pid => {
@@ -86,6 +96,11 @@ impl Group {
             bail!("pid {pid} has no live thread");
         }
         Ok(g)
+    }
+
+    /// The state letter of thread `tid` before the freeze stopped it.
+    pub fn state_before(&self, tid: i32) -> u32 {
+        self.states.iter().rev().find(|s| s.0 == tid).map_or('?' as u32, |s| s.1)
     }
 
     /// A live thread through which the process's memory, maps and fds are read.

@@ -11,6 +11,7 @@ pub(crate) mod memory;
 mod report;
 mod symbols;
 mod text;
+mod threads;
 mod time;
 mod xfeatures;
 

@@ -48,6 +48,11 @@ pub struct Seized {
     attached: bool,
     /// A signal that was being delivered when the task stopped; passed on at detach.
     pending: std::cell::Cell<i32>,
+    /// Its siginfo, read while the task was in that signal-delivery stop.
+    pending_info: std::cell::Cell<[u64; 16]>,
+    /// Whether the task still sits in that signal-delivery stop (PTRACE_DETACH can
+    /// then deliver the signal itself).
+    in_signal_stop: std::cell::Cell<bool>,
     release: Release,
 }
 
@@ -67,7 +72,14 @@ impl Seized {
                 _ => PtraceError::Call { pid, what: "SEIZE", source: e },
             });
         }
-        Ok(Seized { pid, attached: true, pending: std::cell::Cell::new(0), release: Release::Continue })
+        Ok(Seized {
+            pid,
+            attached: true,
+            pending: std::cell::Cell::new(0),
+            pending_info: std::cell::Cell::new([0; 16]),
+            in_signal_stop: std::cell::Cell::new(false),
+            release: Release::Continue,
+        })
     }
 
     /// Wait for the next state change of the tracee (its stop or its end).
@@ -110,7 +122,7 @@ impl Seized {
         // Either our event stop, a group stop, or a signal-delivery stop; in the last
         // case the signal is handed back at detach so it is not lost.
         if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
-            self.pending.set(libc::WSTOPSIG(status));
+            self.note_signal_stop(libc::WSTOPSIG(status));
         }
         Ok(())
     }
@@ -132,15 +144,24 @@ impl Seized {
         self.pending.get()
     }
 
-    /// The siginfo of the signal in a signal-delivery stop (PTRACE_GETSIGINFO).
-    pub fn stop_siginfo(&self) -> Result<[u64; 16], PtraceError> {
+    /// The task is in a signal-delivery stop for `sig`: the signal is off its queue,
+    /// so keep it and its siginfo (PTRACE_GETSIGINFO) to hand back at detach and to
+    /// store in the image.
+    fn note_signal_stop(&self, sig: i32) {
         let mut info = [0u64; 16];
         // SAFETY: the kernel writes one 128-byte siginfo_t into `info`.
-        let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, self.pid, 0usize, info.as_mut_ptr()) };
-        if r != 0 {
-            return Err(PtraceError::Call { pid: self.pid, what: "GETSIGINFO", source: errno() });
+        if unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, self.pid, 0usize, info.as_mut_ptr()) } != 0 {
+            info = [0; 16];
+            info[0] = sig as u64;
         }
-        Ok(info)
+        self.pending.set(sig);
+        self.pending_info.set(info);
+        self.in_signal_stop.set(true);
+    }
+
+    /// The siginfo of the signal taken at a signal-delivery stop ([`Self::pending_signal`]).
+    pub fn stop_siginfo(&self) -> Result<[u64; 16], PtraceError> {
+        Ok(self.pending_info.get())
     }
 
     fn getregset(&self, nt: libc::c_int, buf: &mut [u8], what: &'static str) -> Result<usize, PtraceError> {
@@ -204,25 +225,35 @@ impl Seized {
     /// lost. Syscall stops are ptrace reports, not signals.
     pub fn run_syscall(&self) -> Result<(), PtraceError> {
         let pid = self.pid;
-        for _entry_then_exit in 0..2 {
+        let mut stops = 0;
+        for _ in 0..16 {
             // SAFETY: no pointers; signal 0.
             if unsafe { libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, 0usize) } != 0 {
                 return Err(PtraceError::Call { pid, what: "SYSCALL", source: errno() });
             }
+            self.in_signal_stop.set(false);
             let status = self.wait()?;
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                 return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
             }
-            // Without PTRACE_O_TRACESYSGOOD a syscall stop reports plain SIGTRAP.
-            if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) & 0x7f == libc::SIGTRAP && status >> 16 == 0) {
-                return Err(PtraceError::Call {
-                    pid,
-                    what: "SYSCALL (stopped by another signal)",
-                    source: std::io::ErrorKind::Interrupted.into(),
-                });
+            // An interrupt queued while the task sat in a signal-delivery stop (or a
+            // group stop) reports first as an event stop: not our call, go on.
+            if status >> 16 == PTRACE_EVENT_STOP {
+                continue;
             }
+            // Without PTRACE_O_TRACESYSGOOD a syscall stop reports plain SIGTRAP.
+            if libc::WSTOPSIG(status) & 0x7f == libc::SIGTRAP && status >> 16 == 0 {
+                stops += 1;
+                if stops == 2 {
+                    return Ok(());
+                }
+                continue;
+            }
+            // A signal that cannot be blocked or was forced: kept for the image and
+            // the detach, not delivered now.
+            self.note_signal_stop(libc::WSTOPSIG(status));
         }
-        Ok(())
+        Err(PtraceError::Call { pid, what: "SYSCALL (no syscall stops)", source: std::io::ErrorKind::Interrupted.into() })
     }
 
     /// Put the task back into a plain PTRACE_INTERRUPT stop after injected system
@@ -240,13 +271,14 @@ impl Seized {
                 return Err(PtraceError::Call { pid, what: "CONT", source: errno() });
             }
         }
+        self.in_signal_stop.set(false);
         let status = self.wait()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             return Err(PtraceError::Exited { pid, how: "while being stopped again".into() });
         }
         // A signal that became deliverable stops the task first: keep it for detach.
         if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP && libc::WSTOPSIG(status) != libc::SIGTRAP {
-            self.pending.set(libc::WSTOPSIG(status));
+            self.note_signal_stop(libc::WSTOPSIG(status));
         }
         Ok(())
     }
@@ -383,15 +415,26 @@ impl Drop for Seized {
         }
         // The signal argument of PTRACE_DETACH is ignored unless the tracee is in a
         // signal-delivery stop (ptrace(2)), which a PTRACE_INTERRUPT stop is not:
-        // queue SIGSTOP with kill(2) so the task stops as soon as it is let go.
-        let sig = match self.release {
-            Release::Continue => self.pending.get(),
-            Release::Stop => {
-                // SAFETY: plain signal delivery.
-                unsafe { libc::kill(self.pid, libc::SIGSTOP) };
-                0
+        // queue SIGSTOP with kill(2) so the task stops as soon as it is let go, and
+        // a signal taken off the queue at a stop the task has since left goes back on
+        // its queue (with its siginfo where the kernel allows a tracer to send it,
+        // rt_tgsigqueueinfo(2); else as from tkill).
+        let mut sig = self.pending.get();
+        if sig != 0 && !self.in_signal_stop.get() {
+            let info = self.pending_info.get();
+            let tgid = crate::proc::status::read_status(self.pid).map(|s| s.tgid).unwrap_or(self.pid);
+            // SAFETY: info is a 128-byte siginfo_t; plain signal delivery otherwise.
+            unsafe {
+                if libc::syscall(libc::SYS_rt_tgsigqueueinfo, tgid, self.pid, sig, info.as_ptr()) != 0 {
+                    libc::syscall(libc::SYS_tkill, self.pid, sig);
+                }
             }
-        };
+            sig = 0;
+        }
+        if self.release == Release::Stop {
+            // SAFETY: plain signal delivery.
+            unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+        }
         // SAFETY: PTRACE_DETACH takes a signal number as data, no pointers.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid, 0usize, sig as usize) };
     }

@@ -36,16 +36,14 @@ fn word(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
 }
 
-/// The thread's name and scheduler state letter from /proc/PID/task/TID.
-fn comm_and_state(pid: i32, tid: i32) -> ([u8; 16], u32) {
+/// The thread's name from /proc/PID/task/TID/comm.
+fn comm(pid: i32, tid: i32) -> [u8; 16] {
     let mut comm = [0u8; 16];
     let name = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
     let name = name.trim_end_matches('\n').as_bytes();
     let n = name.len().min(15);
     comm[..n].copy_from_slice(&name[..n]);
-    let stat = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/stat"))).unwrap_or_default();
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?');
-    (comm, state as u32)
+    comm
 }
 
 /// Scheduling policy, static priority and nice value of one thread (sched(7): all
@@ -77,7 +75,8 @@ fn scheduling(tid: i32) -> Result<(u32, u32, i32)> {
 /// Read everything one stopped thread owns. `syscall_at` is a `syscall` instruction
 /// in the target's text; `writable` says whether a range is writable target memory
 /// (the injected calls' scratch area lies below the thread's red zone).
-pub fn capture(pid: i32, t: &Seized, mem: &Mem, syscall_at: u64, writable: impl Fn(u64, u64) -> bool) -> Result<Captured> {
+/// `state`: the thread's state letter before it was stopped (group.rs).
+pub fn capture(pid: i32, t: &Seized, state: u32, mem: &Mem, syscall_at: u64, writable: impl Fn(u64, u64) -> bool) -> Result<Captured> {
     let tid = t.pid;
     let orig = t.regs()?;
     let xstate = t.xstate()?;
@@ -112,7 +111,7 @@ pub fn capture(pid: i32, t: &Seized, mem: &Mem, syscall_at: u64, writable: impl 
             warnings.push(format!("thread {tid} stopped inside an rseq critical section; resumes at its abort handler {abort:#x}"));
         }
     }
-    let (comm, state) = comm_and_state(pid, tid);
+    let comm = comm(pid, tid);
     let (sched_policy, sched_priority, nice) = scheduling(tid)?;
     let mut signals: Vec<PendingSignal> = t
         .pending(false)?
@@ -157,6 +156,6 @@ pub fn capture(pid: i32, t: &Seized, mem: &Mem, syscall_at: u64, writable: impl 
 
 /// The record of a leader that has already exited: only its id and name.
 pub fn exited_leader(pid: i32) -> Thread {
-    let (comm, state) = comm_and_state(pid, pid);
-    Thread { tid: pid as u32, flags: ckpt_format::THREAD_EXITED, comm, state, syscall_nr: -1, ..Default::default() }
+    let state = crate::group::state_letter(pid, pid);
+    Thread { tid: pid as u32, flags: ckpt_format::THREAD_EXITED, comm: comm(pid, pid), state, syscall_nr: -1, ..Default::default() }
 }

@@ -257,21 +257,33 @@ pub fn requeue_signals(t: &Tables) {
             let _ = unsafe { call(sys::SYS_KILL, [pid, sig, 0, 0, 0, 0]) };
         }
     }
-    for s in t.signals {
-        // SAFETY: info is a 128-byte siginfo_t; signals to ourselves may carry any si_code.
-        let r = unsafe {
-            if s.thread != 0 {
-                let tid = threads::current_tid(t, s.thread);
-                call(sys::SYS_RT_TGSIGQUEUEINFO, [pid, tid, s.signo as usize, s.info.as_ptr() as usize, 0, 0])
-            } else {
-                call(sys::SYS_RT_SIGQUEUEINFO, [pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0])
-            }
-        };
+    let mut n = 0;
+    for s in t.signals.iter().filter(|s| s.thread == 0) {
+        // SAFETY: info is a 128-byte siginfo_t; the leader (tid == pid) may queue any
+        // si_code to its own process.
+        let r = unsafe { call(sys::SYS_RT_SIGQUEUEINFO, [pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0]) };
         if let Err(e) = r {
             fail_errno("re-queueing signal", s.signo as u64, e);
         }
+        n += 1;
     }
-    if !t.signals.is_empty() {
-        out::trace("pending signals queued again", t.signals.len() as u64, 0);
+    if n != 0 {
+        out::trace("process signals queued again", n, 0);
+    }
+    requeue_thread_signals(t, t.threads[0].tid);
+}
+
+/// Queue again the signals saved for the calling thread (saved id `saved_tid`). Each
+/// thread does it for itself: rt_tgsigqueueinfo(2) lets a thread send a signal with
+/// si_code SI_USER, SI_TKILL or another kernel code only to itself (EPERM for any
+/// other target, do_rt_tgsigqueueinfo in kernel/signal.c).
+pub fn requeue_thread_signals(t: &Tables, saved_tid: u32) {
+    let (pid, tid) = (sys::getpid(), sys::gettid());
+    for s in t.signals.iter().filter(|s| s.thread == saved_tid) {
+        // SAFETY: info is a 128-byte siginfo_t; the target is the calling thread.
+        let r = unsafe { call(sys::SYS_RT_TGSIGQUEUEINFO, [pid, tid, s.signo as usize, s.info.as_ptr() as usize, 0, 0]) };
+        if let Err(e) = r {
+            fail_errno("re-queueing signal", s.signo as u64, e);
+        }
     }
 }

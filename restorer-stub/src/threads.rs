@@ -17,6 +17,7 @@
 use crate::arch;
 use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
+use crate::procstate;
 use crate::sigframe;
 use crate::sys;
 use crate::thread;
@@ -167,6 +168,7 @@ extern "C" fn thread_main(i: usize) -> ! {
     let ctx = unsafe { &*(CTX.load(SeqCst) as *const Ctx) };
     let th = &t.threads[i];
     thread::restore(th);
+    procstate::requeue_thread_signals(t, th.tid);
     let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, th) } else { 0 };
     READY.fetch_add(1, SeqCst);
     sys::futex_wake(&READY, 1);

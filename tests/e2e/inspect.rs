@@ -155,8 +155,9 @@ fn normalise(text: &str, replace: &[(&Path, &str)]) -> String {
         let key = line.get(2..18).map(str::trim_end).unwrap_or("");
         let fixed = if let Some((_, ph)) = VOLATILE.iter().find(|(k, _)| line.starts_with("  ") && key == *k) {
             format!("  {key:<16}{ph}")
-        } else if line.starts_with("thread ") {
-            "thread <PID>".to_owned()
+        } else if let Some(rest) = line.strip_prefix("thread ") {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            format!("thread <PID>{}", &rest[digits..])
         } else {
             line.to_owned()
         };
@@ -280,34 +281,42 @@ fn info_json_resume() {
 
     let out = ckpt_ok(&[os("info"), os("--json"), img.as_os_str()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
-    for key in ["file", "frozen", "cpu", "process", "thread", "where", "vmas", "fds", "totals"] {
+    for key in ["file", "frozen", "cpu", "process", "threads", "vmas", "fds", "totals"] {
         assert!(v.get(key).is_some(), "no key {key:?} in\n{out}");
     }
     assert_eq!(v["file"]["kind"], "resume");
     assert_eq!(v["file"]["format_version"], ckpt_format::VERSION);
     assert!(v["file"]["image_offset"].as_u64().unwrap() > 0);
     assert_eq!(v["frozen"]["pid"], pid);
-    assert_eq!(v["thread"]["tid"], pid);
+    let threads = v["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 1, "{}", v["threads"]);
+    let th = &threads[0];
+    assert_eq!(th["tid"], pid);
+    assert_eq!(th["name"], "deep");
+    assert_eq!(th["exited"], false);
+    assert!(th["state"].as_str().is_some_and(|s| s.len() == 1), "state: {}", th["state"]);
+    assert!(th["scheduling"].as_str().unwrap().starts_with("SCHED_OTHER"), "{}", th["scheduling"]);
     assert!(v["frozen"]["utc"].as_str().unwrap().ends_with(" UTC"));
     assert!(v["cpu"]["features"].as_array().unwrap().iter().any(|f| f == "SSE"), "{out}");
     assert_eq!(v["process"]["executable"], deep(false).to_str().unwrap());
     assert_eq!(v["process"]["cmdline"][0], deep(false).to_str().unwrap());
     for reg in ["rip", "rsp", "fs_base", "sigmask"] {
-        assert!(v["thread"][reg].as_str().unwrap().starts_with("0x"), "thread.{reg}: {out}");
+        assert!(th[reg].as_str().unwrap().starts_with("0x"), "threads[0].{reg}: {out}");
     }
-    assert_eq!(v["thread"]["registers"]["rip"].as_str().map(|s| u64::from_str_radix(&s[2..], 16).unwrap()),
-        v["thread"]["rip"].as_str().map(|s| u64::from_str_radix(&s[2..], 16).unwrap()));
+    assert_eq!(th["registers"]["rip"].as_str().map(|s| u64::from_str_radix(&s[2..], 16).unwrap()),
+        th["rip"].as_str().map(|s| u64::from_str_radix(&s[2..], 16).unwrap()));
     // Stopped in pause(2): the freeze set it up to be restarted.
-    assert_eq!(v["thread"]["syscall"]["number"], 34, "{}", v["thread"]["syscall"]);
-    assert_eq!(v["thread"]["syscall"]["state"], "restart");
-    let w = &v["where"];
+    assert_eq!(th["syscall"]["number"], 34, "{}", th["syscall"]);
+    assert_eq!(th["syscall"]["name"], "pause");
+    assert_eq!(th["syscall"]["state"], "restart");
+    let w = &th["where"];
     assert!(w["symbol"]["name"].as_str().unwrap().contains("pause"), "where: {w}");
     assert!(w["module"].as_str().unwrap().contains("libc"), "where: {w}");
     let insns = w["instructions"].as_array().unwrap();
     let cur: Vec<_> = insns.iter().filter(|i| i["current"] == true).collect();
     assert_eq!(cur.len(), 1, "exactly one instruction at rip: {w}");
     assert_eq!(cur[0]["text"], "syscall");
-    assert_eq!(cur[0]["address"], v["thread"]["rip"]);
+    assert_eq!(cur[0]["address"], th["rip"]);
 
     let vmas = v["vmas"].as_array().unwrap();
     assert_eq!(v["totals"]["vmas"].as_u64().unwrap() as usize, vmas.len());

@@ -37,10 +37,12 @@ mod pids;
 mod procstate;
 mod python;
 mod registers;
+mod runtimes;
 mod safety;
 mod syscalls;
 mod timers;
 mod terminal;
+mod threads;
 mod util;
 
 use std::fs;

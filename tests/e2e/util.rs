@@ -8,11 +8,13 @@ mod ckpt;
 mod output;
 mod process;
 mod procfs;
+mod tasks;
 
 pub use ckpt::*;
 pub use output::*;
 pub use process::*;
 pub use procfs::*;
+pub use tasks::*;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -60,6 +62,8 @@ pub fn fixtures_src() -> PathBuf {
 fn extra_flags(name: &str) -> &'static [&'static str] {
     match name {
         "threads" => &["-pthread"],
+        // The multi-threaded fixtures (mt_*.c).
+        _ if name.starts_with("mt_") => &["-pthread"],
         // regs.c needs none: its AVX-512 code is in a top-level asm block.
         _ => &[],
     }

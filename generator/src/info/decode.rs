@@ -32,6 +32,7 @@ pub fn vma_flags(flags: u32) -> Vec<&'static str> {
         (VMA_MERGEABLE, "mergeable"),
         (VMA_WIPEONFORK, "wipeonfork"),
         (VMA_LOCKONFAULT, "lockonfault"),
+        (VMA_FILE_REF, "pages from the file"),
     ]
     .iter()
     .filter(|(b, _)| flags & b != 0)
@@ -117,7 +118,7 @@ static SYSCALLS: &[(i64, &str)] = syscalls![
     SYS_getrandom, SYS_io_uring_enter, SYS_rseq, SYS_sched_getaffinity, SYS_getpid, SYS_gettid,
     SYS_clock_gettime, SYS_gettimeofday, SYS_splice, SYS_tee, SYS_copy_file_range, SYS_mq_timedreceive,
     SYS_mq_timedsend, SYS_io_getevents, SYS_pidfd_open, SYS_inotify_init1, SYS_signalfd4,
-    SYS_timerfd_settime, SYS_eventfd2, SYS_epoll_create1, SYS_pipe2, SYS_dup3, SYS_socket,
+    SYS_timerfd_settime, SYS_eventfd2, SYS_epoll_create1, SYS_pipe2, SYS_dup3, SYS_socket, SYS_restart_syscall,
 ];
 
 /// The name of x86_64 system call `nr` if it is in the table above.
@@ -194,6 +195,7 @@ mod tests {
         assert_eq!(syscall_name(34), Some("pause"));
         assert_eq!(syscall_name(230), Some("clock_nanosleep"));
         assert_eq!(syscall_name(0), Some("read"));
+        assert_eq!(syscall_name(219), Some("restart_syscall"));
         assert_eq!(syscall_name(100_000), None);
         assert_eq!(errno_name(516), Some("ERESTART_RESTARTBLOCK"));
     }

@@ -1,12 +1,14 @@
 //! The frozen address space as the image stores it: look up the VMA or page run at
 //! an address and read the bytes the image holds there. `info` reads a few bytes
 //! around rip and the ELF pages of a mapped file through this; `core` streams whole
-//! VMAs. Only stored pages (and the vdso blob) are readable: anything else is a gap.
+//! VMAs. Stored pages, the vdso blob and the pages of file mappings the image
+//! references instead of storing (VMA_FILE_REF: read from the file as it is now)
+//! are readable; anything else is a gap.
 
 use crate::reader::ImageFile;
 use anyhow::{bail, Context, Result};
 use ckpt_format::crc32c;
-use ckpt_format::{PageRun, Tables, Vma, VmaKind};
+use ckpt_format::{PageRun, Tables, Vma, VmaKind, VMA_FILE_REF};
 use std::os::unix::fs::FileExt;
 
 pub struct ImageMemory<'a> {
@@ -62,7 +64,20 @@ impl<'a> ImageMemory<'a> {
                     continue;
                 }
             }
-            let Some(r) = self.run_at(cur) else { break };
+            let Some(r) = self.run_at(cur) else {
+                // A referenced file page, up to the next stored run or the VMA's end.
+                let Some(v) = self.vma_at(cur).filter(|v| v.flags & VMA_FILE_REF != 0) else { break };
+                let next = self.t.runs.get(self.t.runs.partition_point(|r| r.addr + r.len <= cur)).map_or(v.end, |r| r.addr.min(v.end));
+                let n = want.min(next - cur) as usize;
+                let at = out.len();
+                out.resize(at + n, 0);
+                if !self.read_file_ref(v, cur, &mut out[at..]) {
+                    out.truncate(at);
+                    break;
+                }
+                cur += n as u64;
+                continue;
+            };
             let n = want.min(r.addr + r.len - cur) as usize;
             let at = out.len();
             out.resize(at + n, 0);
@@ -73,6 +88,41 @@ impl<'a> ImageMemory<'a> {
             cur += n as u64;
         }
         out
+    }
+
+    /// Fills `buf` with the bytes of referenced file mapping `v` at `addr` from the
+    /// file (zeros past its end, as the mapping shows them); false if the file
+    /// cannot be read.
+    pub fn read_file_ref(&self, v: &Vma, addr: u64, buf: &mut [u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::OsStr::from_bytes(self.t.string(v.name_off, v.name_len));
+        let Ok(f) = std::fs::File::open(path) else { return false };
+        let mut done = 0;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], v.file_offset + (addr - v.start) + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(_) => return false,
+            }
+        }
+        buf[done..].fill(0);
+        true
+    }
+
+    /// The ranges of referenced file mapping `v` that no run covers.
+    pub fn file_ref_gaps(&self, v: &Vma) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut at = v.start;
+        for r in self.runs_of(v) {
+            if r.addr > at {
+                gaps.push((at, r.addr));
+            }
+            at = r.addr + r.len;
+        }
+        if at < v.end {
+            gaps.push((at, v.end));
+        }
+        gaps
     }
 
     /// Stream one page run in chunks to `sink(offset_in_run, bytes)`, verifying its

@@ -3,9 +3,8 @@
 //! cannot disagree.
 
 use super::decode::{self, human};
-use super::disasm::{self, Insn};
 use super::memory::ImageMemory;
-use super::symbols;
+use super::threads::{self, ThreadInfo};
 use super::{time, xfeatures};
 use crate::reader::{FileKind, ImageFile};
 use ckpt_format::*;
@@ -23,9 +22,8 @@ pub struct Report {
     pub frozen: Frozen,
     pub cpu: Cpu,
     pub process: Process,
-    pub thread: ThreadInfo,
-    #[serde(rename = "where")]
-    pub stopped: Where,
+    /// Every thread, the leader first.
+    pub threads: Vec<ThreadInfo>,
     pub vmas: Vec<VmaInfo>,
     pub fds: Vec<FdInfo>,
     /// File locks taken again at resume.
@@ -71,7 +69,7 @@ pub struct Frozen {
 pub struct Cpu {
     pub xcr0: String,
     pub features: Vec<String>,
-    /// Components not in their initial state in the saved registers (XSTATE_BV).
+    /// Components not in their initial state in any thread's saved registers (XSTATE_BV).
     pub in_use: Vec<String>,
     pub xstate_size: u32,
 }
@@ -103,73 +101,6 @@ pub struct ProcState {
     pub pending_signals: Vec<String>,
     pub posix_timers: usize,
     pub epoll_entries: usize,
-}
-
-#[derive(Serialize)]
-pub struct Syscall {
-    /// "restart", "eintr", "returned" or "none".
-    pub state: &'static str,
-    pub number: Option<u64>,
-    pub name: Option<&'static str>,
-    pub orig_rax: i64,
-    pub rax: String,
-    pub summary: String,
-}
-
-#[derive(Serialize)]
-pub struct Rseq {
-    pub addr: String,
-    pub len: u32,
-    pub sig: String,
-}
-
-#[derive(Serialize)]
-pub struct ThreadInfo {
-    pub tid: u32,
-    pub rip: String,
-    pub rsp: String,
-    pub rbp: String,
-    pub syscall: Syscall,
-    pub fs_base: String,
-    pub gs_base: String,
-    pub rseq: Option<Rseq>,
-    pub sigmask: String,
-    pub blocked_signals: Vec<String>,
-    pub altstack: Option<[String; 2]>,
-    pub robust_list: Option<String>,
-    /// Every general register: rax..r15, rip, eflags, orig_rax, segments, bases.
-    pub registers: Registers,
-}
-
-/// Register name/value pairs; a JSON object in this order.
-pub struct Registers(pub Vec<(&'static str, String)>);
-
-impl Serialize for Registers {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
-    }
-}
-
-#[derive(Serialize)]
-pub struct SymbolInfo {
-    pub name: String,
-    pub offset: u64,
-    pub address: String,
-}
-
-#[derive(Serialize)]
-pub struct Where {
-    pub rip: String,
-    /// The ELF file (or "[vdso]") mapped at rip.
-    pub module: Option<String>,
-    /// "file", "stored pages" or "vdso": where its ELF was read from.
-    pub elf_source: Option<&'static str>,
-    pub load_bias: Option<String>,
-    pub symbol: Option<SymbolInfo>,
-    pub build_id: Option<String>,
-    /// Why something above is missing, or why the file on disk was not used.
-    pub notes: Vec<String>,
-    pub instructions: Vec<Insn>,
 }
 
 #[derive(Serialize)]
@@ -238,119 +169,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn regs_list(r: &Regs) -> Registers {
-    Registers([
-        ("rax", r.rax),
-        ("rbx", r.rbx),
-        ("rcx", r.rcx),
-        ("rdx", r.rdx),
-        ("rsi", r.rsi),
-        ("rdi", r.rdi),
-        ("rbp", r.rbp),
-        ("rsp", r.rsp),
-        ("r8", r.r8),
-        ("r9", r.r9),
-        ("r10", r.r10),
-        ("r11", r.r11),
-        ("r12", r.r12),
-        ("r13", r.r13),
-        ("r14", r.r14),
-        ("r15", r.r15),
-        ("rip", r.rip),
-        ("eflags", r.eflags),
-        ("orig_rax", r.orig_rax),
-        ("cs", r.cs),
-        ("ss", r.ss),
-        ("ds", r.ds),
-        ("es", r.es),
-        ("fs", r.fs),
-        ("gs", r.gs),
-        ("fs_base", r.fs_base),
-        ("gs_base", r.gs_base),
-    ]
-    .into_iter()
-    .map(|(n, v)| (n, format!("{v:#018x}")))
-    .collect())
-}
-
-/// What the saved registers say about a system call. The freeze already applied
-/// Linux's restart rules (rax = orig_rax and rip back on `syscall` for a restart,
-/// rax = -EINTR otherwise), so this reads them back; it cannot be certain.
-fn syscall_state(mem: &ImageMemory, r: &Regs) -> Syscall {
-    let orig = r.orig_rax as i64;
-    let rax = hex(r.rax);
-    if orig < 0 {
-        return Syscall {
-            state: "none",
-            number: None,
-            name: None,
-            orig_rax: orig,
-            rax,
-            summary: "not stopped in a system call".into(),
-        };
-    }
-    let nr = r.orig_rax;
-    let name = decode::syscall_name(nr);
-    let call = match name {
-        Some(n) => format!("{n} ({nr})"),
-        None => format!("system call {nr}"),
-    };
-    let at_syscall = mem.read(r.rip, 2) == [0x0f, 0x05];
-    let ret = r.rax as i64;
-    let (state, summary) = if r.rax == nr && at_syscall {
-        ("restart", format!("restarts {call}: rip is on its `syscall` and rax = orig_rax"))
-    } else if ret == -4 {
-        ("eintr", format!("{call} returns -EINTR"))
-    } else if (-4095..0).contains(&ret) {
-        let e = decode::errno_name(-ret).map_or(format!("{}", -ret), |n| n.to_string());
-        ("returned", format!("{call} returned -{e}"))
-    } else {
-        ("returned", format!("{call} returned {ret}"))
-    };
-    Syscall { state, number: Some(nr), name, orig_rax: orig, rax, summary }
-}
-
-fn stopped(mem: &ImageMemory, rip: u64) -> Where {
-    let mut w = Where {
-        rip: hex(rip),
-        module: None,
-        elf_source: None,
-        load_bias: None,
-        symbol: None,
-        build_id: None,
-        notes: Vec::new(),
-        instructions: Vec::new(),
-    };
-    let mut func_start = None;
-    let mut names = Vec::new();
-    match symbols::module_at(mem, rip) {
-        Ok(m) => {
-            w.module = Some(m.path.clone());
-            w.elf_source = Some(m.source.name());
-            w.load_bias = Some(hex(m.bias));
-            w.build_id = m.elf.build_id.clone();
-            w.notes.extend(m.note.clone());
-            match m.describe(rip) {
-                Some((name, offset, address)) => {
-                    func_start = Some(address);
-                    w.symbol = Some(SymbolInfo { name, offset, address: hex(address) });
-                }
-                None => w.notes.push(format!("no symbol before {rip:#x} in {}", m.path)),
-            }
-            // One name per address: the preferred one comes first.
-            let mut syms = m.elf.symbols().to_vec();
-            syms.dedup_by_key(|s| s.addr);
-            names = syms.into_iter().map(|s| (s.addr.wrapping_add(m.bias), s.size, s.name)).collect();
-        }
-        Err(e) => w.notes.push(e),
-    }
-    w.instructions = disasm::around(mem, rip, func_start, names);
-    if w.instructions.is_empty() {
-        w.notes.push(format!("no stored code at {rip:#x}"));
-    }
-    w
-}
-
 fn proc_state(t: &Tables) -> Option<ProcState> {
     let p = t.process.filter(|p| p.flags & PROC_HAVE_STATE != 0)?;
     let comm_end = p.comm.iter().position(|&b| b == 0).unwrap_or(p.comm.len());
@@ -385,11 +203,14 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
     let mem = ImageMemory::new(img, t);
     let h = &img.header;
     let file_size = img.file.metadata()?.len();
-    let th = &t.threads[0];
-    let r = &th.regs;
     let m = t.mm;
 
-    let xstate = t.xstate.get(th.xstate_off as usize..(th.xstate_off + th.xstate_size as u64) as usize).unwrap_or_default();
+    let in_use = t
+        .threads
+        .iter()
+        .filter_map(|th| t.xstate.get(th.xstate_off as usize..(th.xstate_off + th.xstate_size as u64) as usize))
+        .filter_map(xfeatures::xstate_bv)
+        .fold(0, |a, b| a | b);
     let kr_end = h.kernel_release.iter().position(|&b| b == 0).unwrap_or(h.kernel_release.len());
     let cmdline = t.string(m.cmdline_off, m.cmdline_len);
     let exe = t.string(m.exe_off, m.exe_len);
@@ -487,7 +308,7 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         cpu: Cpu {
             xcr0: hex(h.xcr0),
             features: xfeatures::names(h.xcr0),
-            in_use: xfeatures::xstate_bv(xstate).map(xfeatures::names).unwrap_or_default(),
+            in_use: xfeatures::names(in_use),
             xstate_size: h.xstate_size,
         },
         process: Process {
@@ -502,26 +323,7 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             gadget_sigreturn: gadget(h.gadget_sigreturn),
             state: proc_state(&t),
         },
-        thread: ThreadInfo {
-            tid: th.tid,
-            rip: hex(r.rip),
-            rsp: hex(r.rsp),
-            rbp: hex(r.rbp),
-            syscall: syscall_state(&mem, r),
-            fs_base: hex(r.fs_base),
-            gs_base: hex(r.gs_base),
-            rseq: (th.rseq_addr != 0).then(|| Rseq {
-                addr: hex(th.rseq_addr),
-                len: th.rseq_len,
-                sig: format!("{:#010x}", th.rseq_sig),
-            }),
-            sigmask: format!("{:#018x}", th.sigmask),
-            blocked_signals: decode::signal_set(th.sigmask),
-            altstack: (th.ss_size != 0).then(|| [hex(th.ss_sp), hex(th.ss_size)]),
-            robust_list: (th.robust_list != 0).then(|| hex(th.robust_list)),
-            registers: regs_list(r),
-        },
-        stopped: stopped(&mem, r.rip),
+        threads: threads::build(&mem, t.threads),
         vmas,
         fds,
         locks,

@@ -4,6 +4,7 @@
 
 use super::decode::human;
 use super::report::{stored_share, Report};
+use super::threads::ThreadInfo;
 use std::fmt::Write;
 
 /// Width of the key column.
@@ -98,56 +99,15 @@ pub fn render(r: &Report) -> String {
         }
     }
 
-    let t = &r.thread;
-    o.head(&format!("thread {}", t.tid));
-    o.kv("rip", &t.rip);
-    o.kv("rsp", &t.rsp);
-    o.kv("system call", &t.syscall.summary);
-    o.kv("", format!("orig_rax {}, rax {}", t.syscall.orig_rax, t.syscall.rax));
-    o.kv("fs_base", &t.fs_base);
-    if t.gs_base != "0x0" {
-        o.kv("gs_base", &t.gs_base);
+    if r.threads.len() > 1 {
+        o.head(&format!("threads ({})", r.threads.len()));
+        o.line(format!("  {:>7}  {:<16} {:<5} {}", "tid", "name", "state", "where"));
+        for t in &r.threads {
+            o.line(format!("  {:>7}  {:<16} {:<5} {}", t.tid, t.name, t.state, thread_summary(t)).trim_end());
+        }
     }
-    o.kv(
-        "rseq",
-        t.rseq.as_ref().map_or("not registered".into(), |s| format!("{} ({} bytes, signature {})", s.addr, s.len, s.sig)),
-    );
-    o.kv("signal mask", format!("{} ({} blocked)", t.sigmask, or_none(&t.blocked_signals)));
-    if let Some([sp, size]) = &t.altstack {
-        o.kv("altstack", format!("{sp}, {size} bytes"));
-    }
-    if let Some(rl) = &t.robust_list {
-        o.kv("robust list", rl);
-    }
-    o.line("  registers");
-    for row in t.registers.0.chunks(3) {
-        let cells: Vec<String> = row.iter().map(|(n, v)| format!("{n:>8} {v}")).collect();
-        o.line(format!("  {}", cells.join(" ")));
-    }
-
-    let w = &r.stopped;
-    o.head("where it stopped");
-    match (&w.symbol, &w.module) {
-        (Some(s), Some(m)) => o.line(format!("  {}+{:#x} ({m})", s.name, s.offset)),
-        (None, Some(m)) => o.line(format!(
-            "  {} in {m}, build-id {}",
-            w.rip,
-            w.build_id.as_deref().unwrap_or("unknown")
-        )),
-        _ => o.line(format!("  {}", w.rip)),
-    }
-    if let (Some(_), Some(id)) = (&w.symbol, &w.build_id) {
-        o.kv("build-id", id);
-    }
-    if let (Some(src), Some(bias)) = (w.elf_source, &w.load_bias) {
-        o.kv("symbols from", format!("{src}, load bias {bias}"));
-    }
-    for n in &w.notes {
-        o.kv("note", n);
-    }
-    for i in &w.instructions {
-        let mark = if i.current { "=>" } else { "  " };
-        o.line(format!("  {mark} {}  {:<30} {}", addr(&i.address), i.bytes, i.text).trim_end());
+    for t in &r.threads {
+        thread_block(&mut o, t);
     }
 
     o.head(&format!("memory ({} VMAs)", r.vmas.len()));
@@ -226,6 +186,83 @@ pub fn render(r: &Report) -> String {
     o.kv("pages stored", tt.pages_stored);
     o.kv("stored", stored_share(tt));
     o.0
+}
+
+/// One line for the threads table: what it was doing and where.
+fn thread_summary(t: &ThreadInfo) -> String {
+    if t.exited {
+        return "exited (pthread_exit)".into();
+    }
+    let place = t.stopped.as_ref().map_or(t.rip.clone(), |w| match &w.symbol {
+        Some(s) => format!("{}+{:#x}", s.name, s.offset),
+        None => w.rip.clone(),
+    });
+    match (t.syscall.state, t.syscall.name) {
+        ("none", _) => format!("at {place}"),
+        (st, name) => {
+            let call = name.map_or_else(|| format!("syscall {}", t.syscall.number.unwrap_or(0)), str::to_owned);
+            let what = match st {
+                "restart" => "restarts",
+                "eintr" => "EINTR",
+                _ => "returned",
+            };
+            format!("in {call} ({what}) at {place}")
+        }
+    }
+}
+
+/// A thread's registers, state and where it stopped.
+fn thread_block(o: &mut Out, t: &ThreadInfo) {
+    o.head(&format!("thread {} ({})", t.tid, t.name));
+    if t.exited {
+        o.kv("exited", "the thread-group leader had called pthread_exit (it comes back as a zombie leader)");
+        return;
+    }
+    o.kv("state", format!("{} ({}), {}", t.state, t.state_name, t.scheduling));
+    o.kv("rip", &t.rip);
+    o.kv("rsp", &t.rsp);
+    o.kv("system call", &t.syscall.summary);
+    o.kv("", format!("orig_rax {}, rax {}", t.syscall.orig_rax, t.syscall.rax));
+    o.kv("fs_base", &t.fs_base);
+    if t.gs_base != "0x0" {
+        o.kv("gs_base", &t.gs_base);
+    }
+    o.kv(
+        "rseq",
+        t.rseq.as_ref().map_or("not registered".into(), |s| format!("{} ({} bytes, signature {})", s.addr, s.len, s.sig)),
+    );
+    o.kv("signal mask", format!("{} ({} blocked)", t.sigmask, or_none(&t.blocked_signals)));
+    if let Some([sp, size]) = &t.altstack {
+        o.kv("altstack", format!("{sp}, {size} bytes"));
+    }
+    if let Some(rl) = &t.robust_list {
+        o.kv("robust list", rl);
+    }
+    o.line("  registers");
+    for row in t.registers.0.chunks(3) {
+        let cells: Vec<String> = row.iter().map(|(n, v)| format!("{n:>8} {v}")).collect();
+        o.line(format!("  {}", cells.join(" ")));
+    }
+    let Some(w) = &t.stopped else { return };
+    o.line("  where it stopped");
+    match (&w.symbol, &w.module) {
+        (Some(s), Some(m)) => o.line(format!("    {}+{:#x} ({m})", s.name, s.offset)),
+        (None, Some(m)) => o.line(format!("    {} in {m}, build-id {}", w.rip, w.build_id.as_deref().unwrap_or("unknown"))),
+        _ => o.line(format!("    {}", w.rip)),
+    }
+    if let (Some(_), Some(id)) = (&w.symbol, &w.build_id) {
+        o.kv("build-id", id);
+    }
+    if let (Some(src), Some(bias)) = (w.elf_source, &w.load_bias) {
+        o.kv("symbols from", format!("{src}, load bias {bias}"));
+    }
+    for n in &w.notes {
+        o.kv("note", n);
+    }
+    for i in &w.instructions {
+        let mark = if i.current { "=>" } else { "  " };
+        o.line(format!("  {mark} {}  {:<30} {}", addr(&i.address), i.bytes, i.text).trim_end());
+    }
 }
 
 /// An argument as a shell would need it quoted, so the command line reads
