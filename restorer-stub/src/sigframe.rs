@@ -116,7 +116,7 @@ const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
 /// their initial state gets a frame without them; one that used them asks first.
 ///
 /// # Safety
-/// `dst` must be writable for `xstate.len() + 4` bytes and 64-byte aligned.
+/// `dst` must be writable for `frame_xstate_len(..) + 4` bytes and 64-byte aligned.
 unsafe fn place_xstate(dst: usize, xstate: &[u8], xfeatures: u64) {
     let in_use = u64::from_le_bytes(xstate[512..520].try_into().unwrap_or([0; 8]));
     let mut feats = xfeatures;
@@ -156,11 +156,31 @@ fn xstate_of<'a>(t: &Tables<'a>, th: &Thread) -> &'a [u8] {
     &t.xstate[th.xstate_off as usize..th.xstate_off as usize + th.xstate_size as usize]
 }
 
-/// Where a thread's frame goes on its own stack: below the red zone, the xstate
-/// 64-byte aligned above the frame. Returns (frame, fpstate).
+/// Where a thread's frame goes, the xstate 64-byte aligned above it; returns
+/// (frame, fpstate). Where the kernel would put a signal frame for a handler with
+/// SA_ONSTACK (get_sigframe, arch/x86/kernel/signal.c): at the top of the thread's
+/// sigaltstack unless the thread is already running on it, else below the red zone
+/// of its stack. The alternate stack matters: a runtime whose threads run on small
+/// stacks of their own (Go's goroutine stacks start at a few KiB) gives every thread
+/// a sigaltstack so that no signal frame lands there, and neither must ours.
 fn target_frame_addr(th: &Thread, xs_len: usize) -> (u64, u64) {
-    let fp = (th.regs.rsp - RED_ZONE - xs_len as u64 - 4) & !63;
+    const SS_DISABLE: u32 = 2;
+    let rsp = th.regs.rsp;
+    let (ss_lo, ss_hi) = (th.ss_sp, th.ss_sp.wrapping_add(th.ss_size));
+    let on_altstack = ss_lo < rsp && rsp <= ss_hi;
+    let top = if th.ss_size != 0 && th.ss_flags & SS_DISABLE == 0 && !on_altstack { ss_hi } else { rsp - RED_ZONE };
+    let fp = (top - xs_len as u64 - 4) & !63;
     ((fp - core::mem::size_of::<Frame>() as u64) & !15, fp)
+}
+
+/// Bytes of xstate the frame carries (place_xstate).
+fn frame_xstate_len(xs_len: usize, xs: &[u8], xfeatures: u64) -> usize {
+    if xs_len == 0 {
+        return 0;
+    }
+    let in_use = xs.get(512..520).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let feats = if in_use & XFEATURE_TILEDATA != 0 { xfeatures } else { xfeatures & !XFEATURE_TILEDATA };
+    xs_len.min(arch::xstate_size_for(feats))
 }
 
 /// Whether every live thread can leave through the target's own instructions with
@@ -169,8 +189,10 @@ pub fn all_leave_through_target(ctx: &Ctx, t: &Tables) -> bool {
     ctx.hdr.gadget_syscall_ret != 0
         && ctx.hdr.gadget_sigreturn != 0
         && t.threads.iter().filter(|th| th.flags & THREAD_EXITED == 0).all(|th| {
-            let (frame, _) = target_frame_addr(th, th.xstate_size as usize);
-            writable_in_target(t, frame, th.regs.rsp)
+            let xs = xstate_of(t, th);
+            let n = frame_xstate_len(xs.len(), xs, ctx.hdr.xcr0 & arch::xcr0());
+            let (frame, fp) = target_frame_addr(th, n);
+            writable_in_target(t, frame, fp + n as u64 + 4)
         })
 }
 
@@ -178,7 +200,7 @@ pub fn all_leave_through_target(ctx: &Ctx, t: &Tables) -> bool {
 /// and return its address, for [`leave_last`] or [`leave_signalling`].
 pub fn place_on_target(ctx: &Ctx, t: &Tables, th: &Thread) -> usize {
     let xs = xstate_of(t, th);
-    let (frame, fp) = target_frame_addr(th, xs.len());
+    let (frame, fp) = target_frame_addr(th, frame_xstate_len(xs.len(), xs, ctx.hdr.xcr0 & arch::xcr0()));
     let mut f = Frame::default();
     fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
     f.pretcode = ctx.hdr.gadget_sigreturn;
