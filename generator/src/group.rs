@@ -55,6 +55,7 @@ impl Group {
             }
             let tids = proc::threads(pid).with_context(|| format!("listing the threads of pid {pid}"))?;
             let mut new = false;
+            let mut asked: Vec<Seized> = Vec::new();
             for tid in tids {
                 if g.threads.iter().any(|t| t.pid == tid) || gone.contains(&tid) || (tid == pid && g.leader_exited) {
                     continue;
@@ -65,7 +66,7 @@ impl Group {
                     continue;
                 }
                 g.states.push((tid, state_letter(pid, tid)));
-                let mut t = match Seized::seize(tid) {
+                let t = match Seized::seize(tid) {
                     Ok(t) => t,
                     Err(PtraceError::NoSuchProcess { .. }) if tid != pid => {
                         gone.push(tid);
@@ -73,7 +74,15 @@ impl Group {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                match t.interrupt() {
+                match t.request_stop() {
+                    Ok(()) => asked.push(t),
+                    Err(PtraceError::Call { source, .. }) if tid != pid && source.raw_os_error() == Some(libc::ESRCH) => gone.push(tid),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for mut t in asked {
+                let tid = t.pid;
+                match t.wait_stop() {
                     Ok(()) => {}
                     Err(PtraceError::Exited { .. }) if tid != pid => {
                         gone.push(tid);

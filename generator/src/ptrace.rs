@@ -102,13 +102,20 @@ impl Seized {
         self.release = r;
     }
 
-    /// Stop the task and wait until it is in a ptrace stop.
-    pub fn interrupt(&mut self) -> Result<(), PtraceError> {
-        let pid = self.pid;
+    /// Ask the task to stop (PTRACE_INTERRUPT) without waiting for it: stopping
+    /// many threads, the requests go out first and the waits follow, so a thread
+    /// that must first get a CPU to reach its stop does not hold up the others.
+    pub fn request_stop(&self) -> Result<(), PtraceError> {
         // SAFETY: PTRACE_INTERRUPT takes no pointers.
-        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) } != 0 {
-            return Err(PtraceError::Call { pid, what: "INTERRUPT", source: errno() });
+        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, self.pid, 0usize, 0usize) } != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what: "INTERRUPT", source: errno() });
         }
+        Ok(())
+    }
+
+    /// Wait for the stop asked for with [`Self::request_stop`].
+    pub fn wait_stop(&mut self) -> Result<(), PtraceError> {
+        let pid = self.pid;
         let status = self.wait()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             self.attached = false;
