@@ -87,7 +87,10 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
         Pages::Populated => pm.populated(v.vma.start, v.vma.end).with_context(|| {
             format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
         })?,
-        Pages::AllSkipZero | Pages::All => vec![(v.vma.start, v.vma.end)],
+        Pages::All => vec![(v.vma.start, v.vma.end)],
+        Pages::Written => pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
+            format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
+        })?,
     })
 }
 
@@ -96,7 +99,7 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
 pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &mut PageWriter<W>) -> Result<()> {
     let mut buf = vec![0u8; BATCH];
     for (i, v) in vmas.iter_mut().enumerate() {
-        let skip_zero = v.pages != Pages::All;
+        let skip_zero = !matches!(v.pages, Pages::All | Pages::Written);
         w.close_run();
         v.vma.first_run = w.runs.len() as u32;
         let mut segs: Vec<(u64, usize)> = Vec::new();
