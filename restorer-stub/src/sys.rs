@@ -603,6 +603,7 @@ pub const MFD_CLOEXEC: usize = 1;
 pub const MFD_NOEXEC_SEAL: usize = 8;
 pub const MFD_EXEC: usize = 0x10;
 pub const EINVAL: isize = 22;
+pub const EBADF: isize = 9;
 pub const ENOENT: isize = 2;
 
 /// pwrite(2) of all of `buf` at `off` (short writes continued).

@@ -138,6 +138,17 @@ pub fn removed_dirs_done(cx: &Cx) {
         if f.aux[2] != 0 {
             check(f, "fchdir into it (the working directory)", sys::fchdir(cx.temp(i)));
         }
-        check(f, "fchmod", sys::fchmod(cx.temp(i), f.aux[0] as u32));
+        // fchmod(2) refuses an O_PATH fd (EBADF): then through a plain open of it.
+        if let Err(e) = sys::fchmod(cx.temp(i), f.aux[0] as u32) {
+            let mut b = [0u8; 32];
+            let p = proc_fd(cx.temp(i), &mut b);
+            let flags = sys::O_RDONLY | sys::O_DIRECTORY as usize | sys::O_CLOEXEC;
+            let x = match sys::open(p, flags, 0) {
+                Ok(x) if e == sys::EBADF => x,
+                _ => super::fail(f, "fchmod", e),
+            };
+            check(f, "fchmod", sys::fchmod(x, f.aux[0] as u32));
+            let _ = sys::close(x);
+        }
     }
 }
