@@ -12,7 +12,7 @@
 //! 4096         page data: one run after another, each 4 KiB aligned,
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
-//!              Signals, Timers, Epoll, Seccomp, Locks (SectionKind order):
+//!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -73,6 +73,8 @@ pub const MAX_TIMERS: u32 = 4096;
 pub const MAX_EPOLL: u32 = 65_536;
 pub const MAX_SECCOMP: u64 = 1 << 20;
 pub const MAX_LOCKS: u32 = 4096;
+pub const MAX_FILES: u32 = 4096;
+pub const MAX_EXTENTS: u32 = 1 << 20;
 
 /// Round `v` up to a multiple of `a` (a power of two).
 pub const fn align_up(v: u64, a: u64) -> u64 {

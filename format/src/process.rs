@@ -20,6 +20,10 @@ pub const PROC_THP_DISABLE: u32 = 1 << 1;
 pub const PROC_HAVE_TTY: u32 = 1 << 2;
 /// `oom_score_adj`, `ioprio`, `membarrier` and the groups were read.
 pub const PROC_HAVE_IDENTITY: u32 = 1 << 3;
+/// The working directory had been removed (/proc/PID/cwd ends in " (deleted)"):
+/// `cwd` is the path it had, `cwd_mode` its permission bits; the resume makes an
+/// empty directory, enters it and removes it again.
+pub const PROC_CWD_DELETED: u32 = 1 << 4;
 /// The fields below were read (an image may be written without them).
 pub const PROC_HAVE_STATE: u32 = 1 << 31;
 
@@ -46,7 +50,8 @@ pub struct Process {
     pub dumpable: u32,
     pub cwd_off: u32,
     pub cwd_len: u32,
-    pub _pad: u32,
+    /// Permission bits of a removed working directory (PROC_CWD_DELETED), else 0.
+    pub cwd_mode: u32,
     pub comm: [u8; 16],
     /// Signals 1..=64 at index signo - 1.
     pub sigactions: [SigAction; 64],
@@ -80,7 +85,7 @@ impl Default for Process {
             dumpable: 1,
             cwd_off: 0,
             cwd_len: 0,
-            _pad: 0,
+            cwd_mode: 0,
             comm: [0; 16],
             sigactions: [SigAction::default(); 64],
             rlimits: [[u64::MAX; 2]; NLIMITS],

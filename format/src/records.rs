@@ -32,12 +32,17 @@ pub enum SectionKind {
     Seccomp = 12,
     /// File locks (flock, POSIX, OFD), in fd order.
     Locks = 13,
+    /// Files whose content is in the image (deleted files, memfds, shared anonymous
+    /// memory): one [`FileObject`] each, however many fds and mappings use it.
+    Files = 14,
+    /// The data ranges of those files ([`Extent`]), file by file.
+    Extents = 15,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
-pub const MAX_SECTIONS: usize = 16;
+pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 14;
+pub const KNOWN_SECTIONS: usize = 16;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -55,6 +60,8 @@ impl SectionKind {
         SectionKind::Epoll,
         SectionKind::Seccomp,
         SectionKind::Locks,
+        SectionKind::Files,
+        SectionKind::Extents,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -74,6 +81,8 @@ impl SectionKind {
             SectionKind::Epoll => crate::MAX_EPOLL as u64,
             SectionKind::Seccomp => crate::MAX_SECCOMP,
             SectionKind::Locks => crate::MAX_LOCKS as u64,
+            SectionKind::Files => crate::MAX_FILES as u64,
+            SectionKind::Extents => crate::MAX_EXTENTS as u64,
         }
     }
 
@@ -91,6 +100,8 @@ impl SectionKind {
             SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
             SectionKind::Epoll => core::mem::size_of::<crate::EpollEntry>() as u64,
             SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
+            SectionKind::Files => core::mem::size_of::<FileObject>() as u64,
+            SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
         }
     }
 
@@ -110,6 +121,8 @@ impl SectionKind {
             SectionKind::Epoll => "epoll entries",
             SectionKind::Seccomp => "seccomp filters",
             SectionKind::Locks => "file locks",
+            SectionKind::Files => "files",
+            SectionKind::Extents => "file extents",
         }
     }
 }
@@ -276,6 +289,12 @@ pub enum VmaKind {
     VvarVclock = 8,
     /// MAP_SHARED of a file: mapped again from the file, whose content it is.
     SharedFile = 9,
+    /// MAP_SHARED of a file in the Files section (`Vma::object`): a deleted file, a
+    /// memfd, shared anonymous memory. Its content is the file's: no page runs.
+    SharedObject = 10,
+    /// MAP_PRIVATE of a file in the Files section: mapped from it, with the pages
+    /// the process had written (its private copies) in page runs.
+    PrivateObject = 11,
 }
 
 impl VmaKind {
@@ -290,6 +309,8 @@ impl VmaKind {
             7 => VmaKind::Vvar,
             8 => VmaKind::VvarVclock,
             9 => VmaKind::SharedFile,
+            10 => VmaKind::SharedObject,
+            11 => VmaKind::PrivateObject,
             _ => return None,
         })
     }
@@ -310,6 +331,8 @@ impl VmaKind {
             VmaKind::Vvar => "vvar",
             VmaKind::VvarVclock => "vvar_vclock",
             VmaKind::SharedFile => "shared-file",
+            VmaKind::SharedObject => "shared-object",
+            VmaKind::PrivateObject => "private-object",
         }
     }
 }
@@ -338,7 +361,11 @@ pub const VMA_LOCKONFAULT: u32 = 1 << 11;
 /// `file_dev`/`file_ino`/`file_size`/`file_mtime_ns`, or else the CRC-32C `file_crc`
 /// of the mapped bytes). Its runs hold only the pages the process wrote.
 pub const VMA_FILE_REF: u32 = 1 << 31;
-pub const VMA_KNOWN_FLAGS: u32 = ((1 << 12) - 1) | VMA_FILE_REF;
+/// A shared mapping that may be made writable (smaps "mw", VM_MAYWRITE): the file
+/// behind it was opened for writing. Without it the file cannot be sealed against
+/// writes while it is mapped, nor the mapping made writable (mprotect(2) EACCES).
+pub const VMA_MAYWRITE: u32 = 1 << 12;
+pub const VMA_KNOWN_FLAGS: u32 = ((1 << 13) - 1) | VMA_FILE_REF;
 
 /// Protection bits, as PROT_* of mmap(2).
 pub const PROT_READ: u32 = 1;
@@ -351,7 +378,7 @@ pub const PROT_EXEC: u32 = 4;
 pub struct Vma {
     pub start: u64,
     pub end: u64,
-    /// Offset in the mapped file (FilePrivate only).
+    /// Offset in the mapped file (file and object mappings).
     pub file_offset: u64,
     pub prot: u32,
     pub kind: u32,
@@ -365,6 +392,10 @@ pub struct Vma {
     /// With VMA_FILE_REF: CRC-32C of the mapped file bytes (from `file_offset`, up to
     /// the end of the mapping or of the file, whichever comes first).
     pub file_crc: u32,
+    /// SharedObject/PrivateObject: index of the mapped file in the Files section
+    /// plus one; 0 for every other kind.
+    pub object: u32,
+    pub _pad: u32,
     /// Size of the mapped file at the freeze (FilePrivate), to decide whether the
     /// stub may map the file itself or must use anonymous memory.
     pub file_size: u64,
@@ -465,9 +496,12 @@ pub enum FdKind {
     /// Reopen `path` with `flags` and seek to `offset` (regular files, directories,
     /// character devices such as /dev/null).
     Path = 2,
-    /// A file deleted while open: recreated unlinked from `data` (O_TMPFILE).
+    /// A file deleted while open: the file `aux[0]` of the Files section (which holds
+    /// its content, mode and owner), opened again with `flags`; `path` is the path
+    /// it had, for messages.
     Deleted = 3,
-    /// memfd_create(2): name in `path`, contents in `data`, seals in `aux[0]`.
+    /// memfd_create(2): the file `aux[0]` of the Files section (name, content,
+    /// mode, seals), opened again with `flags`.
     Memfd = 4,
     /// One end of a pipe whose both ends are in the task: `aux[0]` pipe inode,
     /// `aux[1]` 0 read end / 1 write end; buffered bytes in `data` (on the read end).
@@ -494,6 +528,12 @@ pub enum FdKind {
     /// local address (sockaddr), in `data`. `path` holds the original link
     /// ("pipe:[N]", "socket:[N]"), for messages.
     Disconnected = 12,
+    /// A directory removed while open: an empty directory is made, opened and
+    /// removed again. `path` is the path it had, `aux[0]` its permission bits;
+    /// `aux[1]` is 1 + the fd number of an earlier record of the same directory
+    /// (opened again through it), or 0; `aux[2]` is 1 when it is also the
+    /// process's working directory.
+    DeletedDir = 13,
 }
 
 /// `Fd::aux[0]` of an `FdKind::Disconnected` record: one end of a pipe.
@@ -518,6 +558,7 @@ impl FdKind {
             10 => FdKind::Socket,
             11 => FdKind::Inotify,
             12 => FdKind::Disconnected,
+            13 => FdKind::DeletedDir,
             _ => return None,
         })
     }
@@ -536,6 +577,7 @@ impl FdKind {
             FdKind::Socket => "socket",
             FdKind::Inotify => "inotify",
             FdKind::Disconnected => "disconnected",
+            FdKind::DeletedDir => "deleted directory",
         }
     }
 }
@@ -562,6 +604,98 @@ pub struct Fd {
     pub data_off: u64,
     pub data_len: u64,
     pub aux: [u64; 6],
+}
+
+/// What a [`FileObject`] is, which decides how the stub creates it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file deleted while open or mapped: recreated unlinked, in its old
+    /// directory when that is still there (`name` is its old path).
+    Deleted = 1,
+    /// memfd_create(2); `name` is the memfd's name.
+    Memfd = 2,
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, "/dev/zero (deleted)"):
+    /// only mappings reach it, no name.
+    Shmem = 3,
+}
+
+impl FileKind {
+    pub const fn from_u32(v: u32) -> Option<FileKind> {
+        Some(match v {
+            1 => FileKind::Deleted,
+            2 => FileKind::Memfd,
+            3 => FileKind::Shmem,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FileKind::Deleted => "deleted file",
+            FileKind::Memfd => "memfd",
+            FileKind::Shmem => "shared memory",
+        }
+    }
+}
+
+/// `FileObject::flags`: restore the owner (`uid`, `gid`) with fchown(2); the kernel
+/// lets only a privileged resumer give a file away.
+pub const FILE_OWNER: u32 = 1 << 0;
+/// memfd_create(2) flags the memfd was made with, as far as they show: MFD_EXEC
+/// (Linux 6.3) makes a memfd whose exec bits may be set, MFD_NOEXEC_SEAL one whose
+/// exec bits are cleared and sealed (F_SEAL_EXEC).
+pub const FILE_MFD_EXEC: u32 = 1 << 1;
+pub const FILE_MFD_NOEXEC_SEAL: u32 = 1 << 2;
+pub const FILE_KNOWN_FLAGS: u32 = (1 << 3) - 1;
+
+/// One file whose content is in the image, stored once however many fds and
+/// mappings use it: at resume it is made once and every fd and mapping uses that
+/// one file, so a write through one is seen through the others.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FileObject {
+    /// FileKind.
+    pub kind: u32,
+    /// Permission bits (st_mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// st_size; bytes past the last extent up to it are a hole.
+    pub size: u64,
+    /// F_GET_SEALS (memfds), applied once every fd and mapping is made.
+    pub seals: u32,
+    /// FILE_* flags.
+    pub flags: u32,
+    /// Memfd name or deleted file's old path, in the Strings section.
+    pub name_off: u32,
+    pub name_len: u32,
+    /// Its data ranges: `nextents` records of the Extents section from `first_extent`.
+    pub first_extent: u32,
+    pub nextents: u32,
+    /// Device and inode at the freeze (informational).
+    pub dev: u64,
+    pub ino: u64,
+    /// A deleted file that had several names (hard links, each opened or mapped
+    /// before it was removed): 1 + the index of the file this is another name of,
+    /// an earlier Deleted record; this one then has no extents of its own. 0 for
+    /// a file's first name.
+    pub same_as: u32,
+    pub _pad: u32,
+}
+
+/// One data range of a file: `len` bytes at file offset `offset`, stored at image
+/// offset `data_off`. What lies between a file's extents is a hole (SEEK_HOLE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub data_off: u64,
+    /// Index of its file in the Files section.
+    pub file: u32,
+    /// CRC-32C of the bytes.
+    pub crc: u32,
 }
 
 // SAFETY: each of these is #[repr(C)], made of integers with explicit padding fields,
@@ -593,6 +727,9 @@ unsafe impl Pod for crate::PosixTimer {}
 unsafe impl Pod for crate::EpollEntry {}
 // SAFETY: as above.
 unsafe impl Pod for crate::FileLock {}
+unsafe impl Pod for FileObject {}
+// SAFETY: as above.
+unsafe impl Pod for Extent {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.
@@ -643,10 +780,12 @@ mod tests {
         assert_eq!(size_of::<Section>(), 24);
         assert_eq!(size_of::<Regs>(), 27 * 8);
         assert_eq!(size_of::<Thread>(), 344);
-        assert_eq!(size_of::<Vma>(), 88);
+        assert_eq!(size_of::<Vma>(), 96);
         assert_eq!(size_of::<PageRun>(), 40);
         assert_eq!(size_of::<Mm>(), 11 * 8 + 24 + 16 + 2 * 64 * 8);
         assert_eq!(size_of::<Fd>(), 104);
+        assert_eq!(size_of::<FileObject>(), 72);
+        assert_eq!(size_of::<Extent>(), 32);
         assert_eq!(Header::CRC_OFFSET, offset_of!(Header, header_crc));
         assert!(size_of::<Header>() <= crate::DATA_START as usize);
     }

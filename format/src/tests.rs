@@ -82,6 +82,7 @@ const SHANON: (u64, u64) = (0x7f30_0000_0000, 0x7f30_0000_2000);
 const STACK: (u64, u64) = (0x7ffd_0000_0000, 0x7ffd_0002_1000);
 const VVAR: (u64, u64) = (0x7ffd_1000_0000, 0x7ffd_1000_4000);
 const VDSO: (u64, u64) = (0x7ffd_1000_4000, 0x7ffd_1000_6000);
+const SHOBJ: (u64, u64) = (0x7ffe_0000_0000, 0x7ffe_0000_2000);
 
 // Index of each VMA in the valid image.
 pub const V_CODE: usize = 0;
@@ -92,21 +93,35 @@ pub const V_SHANON: usize = 4;
 pub const V_STACK: usize = 5;
 pub const V_VVAR: usize = 6;
 pub const V_VDSO: usize = 7;
+pub const V_SHOBJ: usize = 8;
 
-/// Where the valid image's tables start: after 4 pages of runs and 1 of pipe data.
-pub const TABLES_AT: u64 = DATA_START + 5 * PAGE_SIZE;
+/// Where the valid image's tables start: after 4 pages of runs, 1 of pipe data and
+/// 2 of file extents.
+pub const TABLES_AT: u64 = DATA_START + 7 * PAGE_SIZE;
 
 // Index of some fds in the valid image.
 pub const F_LOG: usize = 1;
 pub const F_EPOLL: usize = 3;
 pub const F_PIPE_R: usize = 5;
+pub const F_MEMFD: usize = 7;
+pub const F_DELDIR: usize = 8;
 
-/// The valid image: 8 VMAs (file-private code, heap, a 64 GiB PROT_NONE reservation,
-/// a shared file, shared anonymous memory, stack, vvar, vdso), 4 one-page runs, one
+// Index of the files in the valid image.
+pub const O_MEMFD: usize = 0;
+pub const O_SHMEM: usize = 1;
+/// Bytes of the memfd's one extent (at file offset MEMFD_AT of a MEMFD_SIZE file).
+pub const MEMFD_DATA: &[u8] = b"memfd bytes";
+pub const MEMFD_AT: u64 = 0x10_0000;
+pub const MEMFD_SIZE: u64 = 0x20_0000;
+
+/// The valid image: 9 VMAs (file-private code, heap, a 64 GiB PROT_NONE reservation,
+/// a shared file, shared anonymous memory, stack, vvar, vdso, a shared mapping of a
+/// file of the Files section), 4 one-page runs, one
 /// thread with an 832-byte XSAVE area at offset 0, mm with auxv; fds: 0-2 (1 a
 /// regular file), an epoll instance watching an eventfd, a pipe with buffered bytes
-/// stored after the pages; process state with a cwd and a handler, one pending
-/// signal, one POSIX timer.
+/// stored after the pages, a memfd, a deleted directory; two files (a sparse memfd
+/// with one extent, shared anonymous memory of 3 pages with one); process state with
+/// a cwd and a handler, one pending signal, one POSIX timer.
 pub fn valid_parts() -> Parts {
     let mut strings = Vec::new();
     let exe = add_string(&mut strings, EXE);
@@ -114,6 +129,8 @@ pub fn valid_parts() -> Parts {
     let shfile = add_string(&mut strings, b"/dev/shm/counter-shared");
     let log = add_string(&mut strings, LOG);
     let cwd = add_string(&mut strings, CWD);
+    let memfd_name = add_string(&mut strings, b"buffer");
+    let gone_dir = add_string(&mut strings, b"/tmp/gone");
 
     let vma = |(start, end): (u64, u64), prot, kind: VmaKind, flags| Vma {
         start,
@@ -132,7 +149,10 @@ pub fn valid_parts() -> Parts {
         vma(STACK, PROT_READ | PROT_WRITE, VmaKind::Stack, VMA_GROWSDOWN),
         vma(VVAR, PROT_READ, VmaKind::Vvar, 0),
         vma(VDSO, PROT_READ | PROT_EXEC, VmaKind::Vdso, 0),
+        vma(SHOBJ, PROT_READ | PROT_WRITE, VmaKind::SharedObject, VMA_MAYWRITE),
     ];
+    vmas[V_SHOBJ].object = O_SHMEM as u32 + 1;
+    vmas[V_SHOBJ].file_offset = PAGE_SIZE;
     (vmas[V_CODE].name_off, vmas[V_CODE].name_len) = exe;
     vmas[V_CODE].file_size = 0x2345;
     (vmas[V_SHFILE].name_off, vmas[V_SHFILE].name_len) = shfile;
@@ -258,6 +278,56 @@ pub fn valid_parts() -> Parts {
     let mut padded = PIPE_DATA.to_vec();
     padded.resize(PAGE_SIZE as usize, 0);
     data.push((pipe_off, padded));
+    fds.push(Fd { flags: 2, offset: 5, aux: [O_MEMFD as u64, 0, 0, 0, 0, 0], ..fd(7, FdKind::Memfd) });
+    fds.push(Fd {
+        flags: 0o200000, // O_DIRECTORY
+        path_off: gone_dir.0,
+        path_len: gone_dir.1,
+        aux: [0o750, 0, 1, 0, 0, 0],
+        ..fd(8, FdKind::DeletedDir)
+    });
+
+    // The files: a sparse memfd (one extent in a larger file) and 3 pages of shared
+    // memory with data in the middle page, each extent's bytes in a page of its own.
+    let memfd_off = pipe_off + PAGE_SIZE;
+    let shmem_off = memfd_off + PAGE_SIZE;
+    let shmem_page = pattern(PAGE_SIZE as usize, 200);
+    let mut padded = MEMFD_DATA.to_vec();
+    padded.resize(PAGE_SIZE as usize, 0);
+    data.push((memfd_off, padded));
+    data.push((shmem_off, shmem_page.clone()));
+    let files = vec![
+        FileObject {
+            kind: FileKind::Memfd as u32,
+            mode: 0o600,
+            size: MEMFD_SIZE,
+            seals: 0x1f,
+            flags: FILE_MFD_EXEC,
+            name_off: memfd_name.0,
+            name_len: memfd_name.1,
+            first_extent: 0,
+            nextents: 1,
+            ..FileObject::default()
+        },
+        FileObject {
+            kind: FileKind::Shmem as u32,
+            mode: 0o777,
+            size: 3 * PAGE_SIZE,
+            first_extent: 1,
+            nextents: 1,
+            ..FileObject::default()
+        },
+    ];
+    let extents = vec![
+        Extent {
+            offset: MEMFD_AT,
+            len: MEMFD_DATA.len() as u64,
+            data_off: memfd_off,
+            file: O_MEMFD as u32,
+            crc: crc32c(MEMFD_DATA, false),
+        },
+        Extent { offset: PAGE_SIZE, len: PAGE_SIZE, data_off: shmem_off, file: O_SHMEM as u32, crc: crc32c(&shmem_page, false) },
+    ];
 
     let mut process = Process {
         flags: PROC_HAVE_STATE,
@@ -321,6 +391,8 @@ pub fn valid_parts() -> Parts {
             len: 5,
             ..FileLock::default()
         }],
+        files,
+        extents,
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -473,6 +545,8 @@ const BV: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadV
 const BR: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadRun { index, what };
 const BM: fn(&'static str) -> FormatError = |what| FormatError::BadMm { what };
 const BF: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadFd { index, what };
+const BO: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadFile { index, what };
+const BE: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadExtent { index, what };
 
 // ---------------------------------------------------------------------------
 // The valid image
@@ -487,9 +561,13 @@ fn valid_image_parses() {
         }
         let summary = validate_with(&img, hw, |h, t| {
             assert_eq!(t.threads.len(), 1);
-            assert_eq!(t.vmas.len(), 8);
+            assert_eq!(t.vmas.len(), 9);
             assert_eq!(t.runs, &p.runs[..]);
-            assert_eq!(t.fds.len(), 7);
+            assert_eq!(t.fds.len(), 9);
+            assert_eq!((t.files.len(), t.extents.len()), (2, 2));
+            let e = &t.extents[0];
+            let d = &img[e.data_off as usize..(e.data_off + e.len) as usize];
+            assert_eq!((d, crc32c(d, hw)), (MEMFD_DATA, e.crc));
             assert_eq!(t.process.map(|p| p.cwd_len), Some(CWD.len() as u32));
             assert_eq!((t.signals.len(), t.timers.len(), t.epoll.len()), (1, 1, 1));
             let pipe = &t.fds[F_PIPE_R];
@@ -1018,7 +1096,8 @@ fn vma_unknown_flags() {
 
 #[test]
 fn vma_unknown_kind() {
-    for kind in [0, 10, u32::MAX] {
+    let first_unknown = (1..).find(|&k| VmaKind::from_u32(k).is_none()).unwrap();
+    for kind in [0, first_unknown, u32::MAX] {
         expect(
             &image_with(|p| p.vmas[V_SHANON].kind = kind),
             BV(V_SHANON as u32, "unknown kind"),
@@ -1100,7 +1179,7 @@ fn vmas_do_not_account_for_every_run() {
         r.addr += PAGE_SIZE;
         p.runs.push(r);
     });
-    expect(&img, BV(8, what));
+    expect(&img, BV(9, what));
     // The stack VMA claims one run more than there is.
     let img = image_with(|p| {
         p.vmas[V_STACK].nruns = 2;
@@ -1108,7 +1187,7 @@ fn vmas_do_not_account_for_every_run() {
             v.first_run = 5;
         }
     });
-    expect(&img, BV(8, what));
+    expect(&img, BV(9, what));
 }
 
 // ---------------------------------------------------------------------------
@@ -1117,7 +1196,7 @@ fn vmas_do_not_account_for_every_run() {
 #[test]
 fn run_names_missing_vma() {
     expect(
-        &image_with(|p| p.runs[3].vma = 8),
+        &image_with(|p| p.runs[3].vma = 9),
         BR(3, "names a vma that does not exist"),
     );
     expect(
@@ -1373,6 +1452,279 @@ fn epoll_entry_names_missing_fd() {
 }
 
 // ---------------------------------------------------------------------------
+// Tables::parse: files and their extents, and the fds and mappings using them
+
+#[test]
+fn vma_object_named_exactly_by_object_kinds() {
+    let what = "names a file object but does not map one, or maps one without naming it";
+    expect(&image_with(|p| p.vmas[V_SHOBJ].object = 0), BV(V_SHOBJ as u32, what));
+    expect(&image_with(|p| p.vmas[V_SHANON].object = 1), BV(V_SHANON as u32, what));
+}
+
+#[test]
+fn vma_maps_a_missing_file() {
+    let what = "maps a file that is not in the image";
+    expect(&image_with(|p| p.vmas[V_SHOBJ].object = 3), BV(V_SHOBJ as u32, what));
+    expect(&image_with(|p| p.vmas[V_SHOBJ].object = u32::MAX), BV(V_SHOBJ as u32, what));
+}
+
+#[test]
+fn vma_object_offset_misaligned() {
+    let what = "file mapping without a path or with a misaligned offset";
+    expect(&image_with(|p| p.vmas[V_SHOBJ].file_offset = 100), BV(V_SHOBJ as u32, what));
+    expect(&image_with(|p| p.vmas[V_SHOBJ].file_offset = !(PAGE_SIZE - 1)), BV(V_SHOBJ as u32, what));
+}
+
+#[test]
+fn vma_private_mapping_of_shared_memory() {
+    let img = image_with(|p| p.vmas[V_SHOBJ].kind = VmaKind::PrivateObject as u32);
+    expect(&img, BV(V_SHOBJ as u32, "private mapping of shared anonymous memory"));
+    // Of a memfd it is fine.
+    assert_eq!(
+        validate(&image_with(|p| {
+            p.vmas[V_SHOBJ].kind = VmaKind::PrivateObject as u32;
+            p.vmas[V_SHOBJ].object = O_MEMFD as u32 + 1;
+        })),
+        Ok(())
+    );
+}
+
+#[test]
+fn vma_maps_shared_memory_past_its_end() {
+    let what = "maps shared memory from past its end";
+    expect(&image_with(|p| p.vmas[V_SHOBJ].file_offset = 3 * PAGE_SIZE), BV(V_SHOBJ as u32, what));
+    // Reaching past the end from inside it is allowed (it faults there, as before).
+    assert_eq!(validate(&image_with(|p| p.vmas[V_SHOBJ].file_offset = 2 * PAGE_SIZE)), Ok(()));
+}
+
+#[test]
+fn vma_shared_object_with_pages() {
+    let img = image_with(|p| {
+        let mut r = p.runs[3];
+        r.addr = SHOBJ.0;
+        r.vma = V_SHOBJ as u32;
+        p.runs.push(r);
+        p.vmas[V_SHOBJ].first_run = 4;
+        p.vmas[V_SHOBJ].nruns = 1;
+    });
+    expect(&img, BV(V_SHOBJ as u32, "mapping whose content is not in the image has stored pages"));
+}
+
+#[test]
+fn fd_names_a_missing_file() {
+    let i = F_MEMFD as u32;
+    expect(&image_with(|p| p.fds[F_MEMFD].aux[0] = 2), BF(i, "names a file that is not in the image"));
+    expect(&image_with(|p| p.fds[F_MEMFD].aux[0] = u64::MAX), BF(i, "names a file that is not in the image"));
+}
+
+#[test]
+fn fd_names_a_file_of_another_kind() {
+    let what = "names a file of another kind";
+    let i = F_MEMFD as u32;
+    expect(&image_with(|p| p.fds[F_MEMFD].aux[0] = O_SHMEM as u64), BF(i, what));
+    expect(&image_with(|p| p.fds[F_MEMFD].kind = FdKind::Deleted as u32), BF(i, what));
+}
+
+#[test]
+fn fd_of_a_file_with_data_of_its_own() {
+    let img = image_with(|p| {
+        p.fds[F_MEMFD].data_off = DATA_START;
+        p.fds[F_MEMFD].data_len = 1;
+    });
+    expect(&img, BF(F_MEMFD as u32, "stores data of its own besides its file's"));
+}
+
+#[test]
+fn fd_deleted_directory_fields() {
+    let what = "deleted directory without a path, or with unknown mode bits or flags";
+    let i = F_DELDIR as u32;
+    expect(&image_with(|p| p.fds[F_DELDIR].path_len = 0), BF(i, what));
+    expect(&image_with(|p| p.fds[F_DELDIR].aux[0] = 0o10000), BF(i, what));
+    expect(&image_with(|p| p.fds[F_DELDIR].aux[2] = 2), BF(i, what));
+}
+
+#[test]
+fn fd_deleted_directory_names_a_missing_first() {
+    let what = "deleted directory names an earlier one that is not in the image";
+    let i = F_DELDIR as u32;
+    // No fd 4 of that kind; itself (fd 8); a later fd.
+    for first in [5, 9, 10] {
+        expect(&image_with(|p| p.fds[F_DELDIR].aux[1] = first), BF(i, what));
+    }
+    let again = image_with(|p| {
+        let mut f = p.fds[F_DELDIR];
+        f.fd = 9;
+        f.aux[1] = 8 + 1;
+        p.fds.push(f);
+    });
+    assert_eq!(validate(&again), Ok(()));
+}
+
+/// A deleted file with a second name (a hard link opened before both were removed).
+fn with_second_name(p: &mut Parts, same_as: u32, nextents: u32) {
+    let mut first = p.files[O_MEMFD];
+    first.kind = FileKind::Deleted as u32;
+    first.seals = 0;
+    first.flags = FILE_OWNER;
+    p.files[O_MEMFD] = first;
+    p.fds[F_MEMFD].kind = FdKind::Deleted as u32;
+    let next = p.extents.len() as u32;
+    p.files.push(FileObject { same_as, first_extent: next, nextents: 0, ..first });
+    if nextents != 0 {
+        let e = p.extents[0];
+        p.extents.push(Extent { file: 2, ..e });
+        p.files[2].nextents = nextents;
+    }
+}
+
+#[test]
+fn file_second_name_of_a_missing_or_other_file() {
+    let what = "another name of a file that is not an earlier deleted file";
+    assert_eq!(validate(&image_with(|p| with_second_name(p, 1, 0))), Ok(()));
+    // Of itself, of nothing, of shared memory; a second name of a memfd.
+    for same_as in [3, 4, O_SHMEM as u32 + 1] {
+        expect(&image_with(|p| with_second_name(p, same_as, 0)), BO(2, what));
+    }
+    let memfd = image_with(|p| p.files[O_SHMEM].same_as = O_MEMFD as u32 + 1);
+    expect(&memfd, BO(1, what));
+    expect(
+        &image_with(|p| {
+            with_second_name(p, 1, 0);
+            p.files[2]._pad = 1;
+        }),
+        BO(2, what),
+    );
+}
+
+#[test]
+fn file_second_name_with_extents() {
+    let img = image_with(|p| with_second_name(p, 1, 1));
+    expect(&img, BO(2, "another name of a file with extents of its own"));
+}
+
+#[test]
+fn file_unknown_kind() {
+    for kind in [0, 4, u32::MAX] {
+        expect(&image_with(|p| p.files[O_MEMFD].kind = kind), BO(0, "unknown kind"));
+    }
+}
+
+#[test]
+fn file_unknown_mode_bits_or_flags() {
+    let what = "unknown mode bits or flags";
+    expect(&image_with(|p| p.files[O_MEMFD].mode = 0o10000), BO(0, what));
+    expect(&image_with(|p| p.files[O_SHMEM].flags = FILE_KNOWN_FLAGS + 1), BO(1, what));
+}
+
+#[test]
+fn file_name_outside_strings() {
+    let what = "name outside the strings section";
+    expect(&image_with(|p| p.files[O_MEMFD].name_off = p.strings.len() as u32), BO(0, what));
+    expect(&image_with(|p| p.files[O_SHMEM].name_len = u32::MAX), BO(1, what));
+}
+
+#[test]
+fn file_seals_only_on_memfds() {
+    let what = "seals or memfd flags on a file that is not a memfd";
+    expect(&image_with(|p| p.files[O_SHMEM].seals = 1), BO(1, what));
+    expect(&image_with(|p| p.files[O_SHMEM].flags = FILE_MFD_EXEC), BO(1, what));
+}
+
+#[test]
+fn file_exec_and_noexec_seal() {
+    let img = image_with(|p| p.files[O_MEMFD].flags |= FILE_MFD_NOEXEC_SEAL);
+    expect(&img, BO(0, "both MFD_EXEC and MFD_NOEXEC_SEAL"));
+}
+
+#[test]
+fn file_shared_memory_size() {
+    let what = "shared memory of no size or not a whole number of pages";
+    expect(&image_with(|p| p.files[O_SHMEM].size = 3 * PAGE_SIZE + 1), BO(1, what));
+    expect(
+        &image_with(|p| {
+            p.files[O_SHMEM].size = 0;
+            p.files[O_SHMEM].nextents = 0;
+            p.extents.pop();
+        }),
+        BO(1, what),
+    );
+}
+
+#[test]
+fn file_size_over_the_largest_offset() {
+    expect(&image_with(|p| p.files[O_MEMFD].size = u64::MAX), BO(0, "size over the largest file offset"));
+}
+
+#[test]
+fn file_extents_not_in_order() {
+    let img = image_with(|p| p.files[O_SHMEM].first_extent = 0);
+    expect(&img, BO(1, "extents not in file order"));
+}
+
+#[test]
+fn file_extents_past_the_section() {
+    let img = image_with(|p| p.files[O_SHMEM].nextents = 2);
+    expect(&img, BO(1, "extents past the end of the extents section"));
+}
+
+#[test]
+fn files_do_not_account_for_every_extent() {
+    let img = image_with(|p| {
+        let e = p.extents[1];
+        p.extents.push(Extent { offset: 2 * PAGE_SIZE, ..e });
+    });
+    expect(&img, BO(2, "files do not account for every extent"));
+}
+
+#[test]
+fn extent_names_a_missing_file() {
+    let what = "names a file that is not in the image";
+    expect(&image_with(|p| p.extents[1].file = 2), BE(1, what));
+    expect(&image_with(|p| p.extents[0].file = u32::MAX), BE(0, what));
+}
+
+#[test]
+fn extent_not_among_its_files() {
+    expect(&image_with(|p| p.extents[1].file = O_MEMFD as u32), BE(1, "is not among its file's extents"));
+}
+
+#[test]
+fn extent_empty_or_past_the_size() {
+    let what = "empty, or past its file's size";
+    expect(&image_with(|p| p.extents[0].len = 0), BE(0, what));
+    expect(&image_with(|p| p.extents[0].offset = MEMFD_SIZE), BE(0, what));
+    expect(&image_with(|p| p.extents[0].offset = u64::MAX), BE(0, what));
+    expect(&image_with(|p| p.extents[1].len = 3 * PAGE_SIZE), BE(1, what));
+}
+
+#[test]
+fn extent_overlaps_the_previous() {
+    let img = image_with(|p| {
+        let e = p.extents[0];
+        p.extents.insert(1, Extent { offset: e.offset + 1, ..e });
+        p.files[O_MEMFD].nextents = 2;
+        p.files[O_SHMEM].first_extent = 2;
+    });
+    expect(&img, BE(1, "overlaps or is out of order with the previous extent"));
+}
+
+#[test]
+fn extent_of_shared_memory_in_whole_pages() {
+    let what = "shared memory extent not in whole pages";
+    expect(&image_with(|p| p.extents[1].len = 100), BE(1, what));
+    expect(&image_with(|p| p.extents[1].offset = 100), BE(1, what));
+}
+
+#[test]
+fn extent_data_outside_the_image() {
+    let what = "data outside the image";
+    let len = valid_image().len() as u64;
+    expect(&image_with(|p| p.extents[0].data_off = DATA_START - 1), BE(0, what));
+    expect(&image_with(|p| p.extents[1].data_off = len), BE(1, what));
+    expect(&image_with(|p| p.extents[1].data_off = u64::MAX), BE(1, what));
+}
+
+// ---------------------------------------------------------------------------
 // Tables::parse: process-wide state
 
 #[test]
@@ -1386,6 +1738,21 @@ fn process_cwd_outside_strings() {
         &image_with(|p| p.process.as_mut().unwrap().cwd_len = u32::MAX),
         BM(what),
     );
+}
+
+#[test]
+fn process_cwd_mode() {
+    let what = "cwd mode with unknown bits, or for a working directory that was not removed";
+    expect(&image_with(|p| p.process.as_mut().unwrap().cwd_mode = 0o700), BM(what));
+    let deleted = |mode| {
+        image_with(move |p| {
+            let pr = p.process.as_mut().unwrap();
+            pr.flags |= PROC_CWD_DELETED;
+            pr.cwd_mode = mode;
+        })
+    };
+    expect(&deleted(0o10000), BM(what));
+    assert_eq!(validate(&deleted(0o1777)), Ok(()));
 }
 
 #[test]
@@ -1471,6 +1838,8 @@ fn every_error_variant_has_a_test() {
             FormatError::BadMm { .. } => "mm tests",
             FormatError::BadFd { .. } => "fd tests",
             FormatError::BadLock { .. } => "lock_* tests",
+            FormatError::BadFile { .. } => "file_* tests",
+            FormatError::BadExtent { .. } => "extent_* tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -1648,6 +2017,40 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
             }
         }
     }
+    // objects::create/finish, layout::map_object, fds::files: each file's name and
+    // extents, the file each object mapping and each Deleted/Memfd fd names.
+    for (i, o) in t.files.iter().enumerate() {
+        let (first, n) = (o.first_extent as usize, o.nextents as usize);
+        let ext = t.extents.get(first..first + n).ok_or_else(|| format!("file {i}: extents outside the table"))?;
+        for e in ext {
+            let end = e.data_off.checked_add(e.len).ok_or_else(|| format!("file {i}: extent data overflows"))?;
+            if e.data_off < DATA_START || end > h.image_size || e.offset.checked_add(e.len).is_none_or(|x| x > o.size) {
+                return Err(format!("file {i}: extent outside the image or the file"));
+            }
+        }
+        if t.strings.get(o.name_off as usize..o.name_off as usize + o.name_len as usize).is_none() {
+            return Err(format!("file {i}: name outside the strings section"));
+        }
+        if o.same_as != 0 && t.files.get(o.same_as as usize - 1).is_none() {
+            return Err(format!("file {i}: another name of a missing file"));
+        }
+    }
+    for (i, v) in t.vmas.iter().enumerate() {
+        if v.object != 0 && t.files.get(v.object as usize - 1).is_none() {
+            return Err(format!("vma {i}: maps a missing file"));
+        }
+    }
+    for (i, f) in t.fds.iter().enumerate() {
+        match FdKind::from_u32(f.kind) {
+            Some(FdKind::Deleted | FdKind::Memfd) if t.files.get(f.aux[0] as usize).is_none() => {
+                return Err(format!("fd record {i}: names a missing file"));
+            }
+            Some(FdKind::DeletedDir) => {
+                let _ = t.string(f.path_off, f.path_len);
+            }
+            _ => {}
+        }
+    }
     if let Some(p) = t.process {
         let (o, n) = (p.cwd_off as usize, p.cwd_len as usize);
         if t.strings.get(o..o + n).is_none() {
@@ -1709,6 +2112,8 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.runs[0].data_off = DATA_START;
     minimal.data = vec![(DATA_START, full.data[3].1.clone())];
     minimal.fds.clear();
+    minimal.files.clear();
+    minimal.extents.clear();
     minimal.strings.clear();
     minimal.vdso.clear();
     minimal.process = None;

@@ -30,6 +30,8 @@ pub enum FormatError {
     BadMm { what: &'static str },
     BadFd { index: u32, what: &'static str },
     BadLock { index: u32, what: &'static str },
+    BadFile { index: u32, what: &'static str },
+    BadExtent { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -50,6 +52,8 @@ impl FormatError {
             | FormatError::BadRun { what, .. }
             | FormatError::BadFd { what, .. }
             | FormatError::BadLock { what, .. }
+            | FormatError::BadFile { what, .. }
+            | FormatError::BadExtent { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -66,6 +70,8 @@ impl FormatError {
             | FormatError::BadRun { index, .. }
             | FormatError::BadFd { index, .. }
             | FormatError::BadLock { index, .. } => Some(index as u64),
+            | FormatError::BadFile { index, .. }
+            | FormatError::BadExtent { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -102,6 +108,8 @@ impl core::fmt::Display for FormatError {
             FormatError::BadRun { index, what } => write!(f, "page run {index}: {what}"),
             FormatError::BadFd { index, what } => write!(f, "fd record {index}: {what}"),
             FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
+            FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
+            FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -211,6 +219,8 @@ pub struct Tables<'a> {
     /// Raw seccomp section (see [`SeccompFilters`]).
     pub seccomp: &'a [u8],
     pub locks: &'a [crate::FileLock],
+    pub files: &'a [FileObject],
+    pub extents: &'a [Extent],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -277,8 +287,13 @@ impl<'a> Tables<'a> {
         let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
         let seccomp = section_bytes(h, buf, lo, SectionKind::Seccomp, hw)?;
         let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
+        let files = records(section_bytes(h, buf, lo, SectionKind::Files, hw)?, SectionKind::Files)?;
+        let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp, locks };
+        let t = Tables {
+            threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
+            locks, files, extents,
+        };
         t.check(h)?;
         Ok(t)
     }
@@ -286,6 +301,7 @@ impl<'a> Tables<'a> {
     fn check(&self, h: &Header) -> Result<(), FormatError> {
         self.check_gadgets(h)?;
         self.check_threads(h)?;
+        self.check_files(h)?;
         self.check_vmas()?;
         self.check_runs(h)?;
         self.check_mm()?;
@@ -410,8 +426,27 @@ impl<'a> Tables<'a> {
             if v.flags & VMA_FILE_REF != 0 && kind != VmaKind::FilePrivate {
                 return bad("file reference on a mapping that is not a private file mapping");
             }
-            if (kind.is_special() || kind == VmaKind::SharedFile) && v.nruns != 0 {
+            if (kind.is_special() || matches!(kind, VmaKind::SharedFile | VmaKind::SharedObject)) && v.nruns != 0 {
                 return bad("mapping whose content is not in the image has stored pages");
+            }
+            let object = matches!(kind, VmaKind::SharedObject | VmaKind::PrivateObject);
+            if object != (v.object != 0) {
+                return bad("names a file object but does not map one, or maps one without naming it");
+            }
+            if object {
+                let Some(f) = self.files.get(v.object as usize - 1) else {
+                    return bad("maps a file that is not in the image");
+                };
+                if v.file_offset % PAGE_SIZE != 0 || v.file_offset.checked_add(v.end - v.start).is_none() {
+                    return bad("file mapping without a path or with a misaligned offset");
+                }
+                if kind == VmaKind::PrivateObject && f.kind == FileKind::Shmem as u32 {
+                    return bad("private mapping of shared anonymous memory");
+                }
+                // Shared memory is mapped again from its one mapping at that offset.
+                if f.kind == FileKind::Shmem as u32 && v.file_offset >= f.size {
+                    return bad("maps shared memory from past its end");
+                }
             }
             if v.first_run as u64 != next_run {
                 return bad("page runs not in vma order");
@@ -507,6 +542,26 @@ impl<'a> Tables<'a> {
                     DISC_SOCKET => {}
                     _ => return bad("unknown kind of disconnected fd"),
                 },
+                Some(k @ (FdKind::Deleted | FdKind::Memfd)) => {
+                    let want = if k == FdKind::Deleted { FileKind::Deleted } else { FileKind::Memfd };
+                    match self.files.get(f.aux[0] as usize) {
+                        None => return bad("names a file that is not in the image"),
+                        Some(o) if o.kind != want as u32 => return bad("names a file of another kind"),
+                        Some(_) => {}
+                    }
+                    if f.data_len != 0 {
+                        return bad("stores data of its own besides its file's");
+                    }
+                }
+                Some(FdKind::DeletedDir) => {
+                    if f.path_len == 0 || f.aux[0] & !0o7777 != 0 || f.aux[2] > 1 {
+                        return bad("deleted directory without a path, or with unknown mode bits or flags");
+                    }
+                    let first = f.aux[1];
+                    if first != 0 && !self.fds[..i].iter().any(|g| g.fd as u64 + 1 == first && g.kind == f.kind && g.aux[1] == 0) {
+                        return bad("deleted directory names an earlier one that is not in the image");
+                    }
+                }
                 _ => {}
             }
             if !str_in(self.strings, f.path_off, f.path_len) {
@@ -551,11 +606,85 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    fn check_files(&self, h: &Header) -> Result<(), FormatError> {
+        let mut next = 0u64;
+        for (i, o) in self.files.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadFile { index: i as u32, what });
+            let Some(kind) = FileKind::from_u32(o.kind) else { return bad("unknown kind") };
+            if o.mode & !0o7777 != 0 || o.flags & !FILE_KNOWN_FLAGS != 0 {
+                return bad("unknown mode bits or flags");
+            }
+            if !str_in(self.strings, o.name_off, o.name_len) {
+                return bad("name outside the strings section");
+            }
+            if kind != FileKind::Memfd && (o.seals != 0 || o.flags & (FILE_MFD_EXEC | FILE_MFD_NOEXEC_SEAL) != 0) {
+                return bad("seals or memfd flags on a file that is not a memfd");
+            }
+            if o.flags & FILE_MFD_EXEC != 0 && o.flags & FILE_MFD_NOEXEC_SEAL != 0 {
+                return bad("both MFD_EXEC and MFD_NOEXEC_SEAL");
+            }
+            if kind == FileKind::Shmem && (o.size == 0 || o.size % PAGE_SIZE != 0) {
+                return bad("shared memory of no size or not a whole number of pages");
+            }
+            // Past 2^62 a file offset is no longer an loff_t the kernel takes.
+            if o.size > 1 << 62 {
+                return bad("size over the largest file offset");
+            }
+            if o.same_as != 0 || o._pad != 0 {
+                let first = self.files[..i].get(o.same_as as usize - 1);
+                if o._pad != 0 || kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
+                    return bad("another name of a file that is not an earlier deleted file");
+                }
+                if o.nextents != 0 {
+                    return bad("another name of a file with extents of its own");
+                }
+            }
+            if o.first_extent as u64 != next {
+                return bad("extents not in file order");
+            }
+            next += o.nextents as u64;
+            if next > self.extents.len() as u64 {
+                return bad("extents past the end of the extents section");
+            }
+        }
+        if next != self.extents.len() as u64 {
+            return Err(FormatError::BadFile { index: self.files.len() as u32, what: "files do not account for every extent" });
+        }
+        let mut prev_end = 0u64;
+        for (i, e) in self.extents.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadExtent { index: i as u32, what });
+            let Some(o) = self.files.get(e.file as usize) else { return bad("names a file that is not in the image") };
+            if !(o.first_extent..o.first_extent + o.nextents).contains(&(i as u32)) {
+                return bad("is not among its file's extents");
+            }
+            if i as u32 == o.first_extent {
+                prev_end = 0;
+            }
+            let Some(end) = e.offset.checked_add(e.len).filter(|&end| e.len != 0 && end <= o.size) else {
+                return bad("empty, or past its file's size");
+            };
+            if e.offset < prev_end {
+                return bad("overlaps or is out of order with the previous extent");
+            }
+            if o.kind == FileKind::Shmem as u32 && (e.offset % PAGE_SIZE != 0 || e.len % PAGE_SIZE != 0) {
+                return bad("shared memory extent not in whole pages");
+            }
+            prev_end = end;
+            if e.data_off < DATA_START || e.data_off.checked_add(e.len).is_none_or(|end| end > h.image_size) {
+                return bad("data outside the image");
+            }
+        }
+        Ok(())
+    }
+
     fn check_process(&self) -> Result<(), FormatError> {
         let bad = |what| Err(FormatError::BadMm { what });
         if let Some(p) = self.process {
             if !str_in(self.strings, p.cwd_off, p.cwd_len) {
                 return bad("cwd outside the strings section");
+            }
+            if p.cwd_mode & !0o7777 != 0 || (p.cwd_mode != 0 && p.flags & crate::PROC_CWD_DELETED == 0) {
+                return bad("cwd mode with unknown bits, or for a working directory that was not removed");
             }
             if p.sigactions.iter().any(|a| a.handler >= USER_TOP || a.restorer >= USER_TOP) {
                 return bad("signal handler outside user space");

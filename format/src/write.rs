@@ -32,6 +32,8 @@ pub struct ImageParts {
     pub epoll: Vec<EpollEntry>,
     pub seccomp: Vec<u8>,
     pub locks: Vec<FileLock>,
+    pub files: Vec<FileObject>,
+    pub extents: Vec<Extent>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -64,6 +66,8 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::Epoll, slice_as_bytes(&p.epoll), p.epoll.len() as u32),
         (SectionKind::Seccomp, &p.seccomp, p.seccomp.len() as u32),
         (SectionKind::Locks, slice_as_bytes(&p.locks), p.locks.len() as u32),
+        (SectionKind::Files, slice_as_bytes(&p.files), p.files.len() as u32),
+        (SectionKind::Extents, slice_as_bytes(&p.extents), p.extents.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -22,28 +22,37 @@ pub struct Source<'a> {
     pub parts: &'a mut ImageParts,
     /// Bytes carried by fds (index into parts.fds, bytes), stored after the pages.
     pub blobs: &'a [(usize, Vec<u8>)],
+    /// The bytes of each extent of parts.extents, stored after the fd blobs.
+    pub extent_data: &'a [Vec<u8>],
     /// Write a .resume executable (ELF part first), not a raw image.
     pub resume_exe: bool,
     /// Checksums of referenced files, still being computed (fileref.rs).
     pub file_crcs: Option<crate::fileref::Pending>,
 }
 
-/// Place the fd blobs from image offset `at` (page aligned each), filling in the fd
-/// records; returns the end offset. With `w`, also write them (padding included).
+/// Place the fd blobs, then the file extents, from image offset `at` (page aligned
+/// each), filling in their records; returns the end offset. With `w`, also write
+/// them (padding included).
 fn place_blobs<W: Write>(src: &mut Source, at: u64, mut w: Option<&mut W>) -> std::io::Result<u64> {
     let hw = ckpt_format::crc32c::have_hw();
     let mut pos = at;
-    for (i, data) in src.blobs {
-        let f = &mut src.parts.fds[*i];
-        f.data_off = pos;
-        f.data_len = data.len() as u64;
-        f.data_crc = ckpt_format::crc32c::crc32c(data, hw);
+    let mut place = |data: &[u8], w: Option<&mut W>| -> std::io::Result<(u64, u32)> {
+        let at = pos;
         let padded = align_up(data.len() as u64, ckpt_format::PAGE_SIZE);
-        if let Some(w) = w.as_deref_mut() {
+        if let Some(w) = w {
             w.write_all(data)?;
             w.write_all(&vec![0u8; (padded - data.len() as u64) as usize])?;
         }
         pos += padded;
+        Ok((at, ckpt_format::crc32c::crc32c(data, hw)))
+    };
+    for (i, data) in src.blobs {
+        let f = &mut src.parts.fds[*i];
+        (f.data_off, f.data_crc) = place(data, w.as_deref_mut())?;
+        f.data_len = data.len() as u64;
+    }
+    for (e, data) in src.parts.extents.iter_mut().zip(src.extent_data) {
+        (e.data_off, e.crc) = place(data, w.as_deref_mut())?;
     }
     Ok(pos)
 }

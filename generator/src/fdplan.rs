@@ -6,7 +6,9 @@
 //!   `Inherit`: the resumer's own stdio takes their place;
 //! - a path: `Path` (regular files, directories, devices; reopened with the same
 //!   flags and offset) — see [`files`];
-//! - a deleted file or a memfd: `Deleted` / `Memfd`, content stored in the image;
+//! - a deleted file or a memfd: `Deleted` / `Memfd`, naming its file in the Files
+//!   section, stored once with the mappings of it ([`objects`]); a removed
+//!   directory: `DeletedDir`;
 //! - a pipe with both ends in the process: `Pipe`, buffered bytes stored ([`pipes`]);
 //! - eventfd, signalfd, timerfd, epoll ([`anon`]), inotify ([`inotify`]);
 //! - a bound or listening socket, or one end of a unix socket pair whose other end
@@ -33,17 +35,19 @@ mod disconnected;
 mod files;
 mod inotify;
 mod locks;
+mod objects;
 mod pipes;
 mod sockets;
 mod target;
 
 use std::collections::HashMap;
 
-use crate::plan::Strings;
+use crate::memory::Mem;
+use crate::plan::{PlannedVma, Strings};
 use crate::proc::fds::{FdInfo, FdTarget};
 use crate::ptrace::Seized;
 use anyhow::{bail, Result};
-use ckpt_format::{EpollEntry, Fd, FdKind};
+use ckpt_format::{EpollEntry, Extent, Fd, FdKind, FileObject};
 use target::Target;
 
 /// What the stub will do for every fd, and the bytes some of them carry.
@@ -56,6 +60,11 @@ pub struct FdPlan {
     pub blobs: Vec<(usize, Vec<u8>)>,
     /// File locks to take again, through the fds above ([`locks`]).
     pub locks: Vec<ckpt_format::FileLock>,
+    /// The Files section and its extents, with each extent's bytes (emit.rs sets
+    /// the extents' `data_off` and `crc`).
+    pub files: Vec<FileObject>,
+    pub extents: Vec<Extent>,
+    pub extent_data: Vec<Vec<u8>>,
 }
 
 /// One fd's record before its strings and data are placed.
@@ -180,18 +189,20 @@ fn classify_pipe(tg: &Target, f: &FdInfo, ino: u64, all: &[FdInfo], st: &mut Pip
     Class::Plan(rec)
 }
 
-fn classify(
-    tg: &Target,
-    f: &FdInfo,
-    all: &[FdInfo],
-    pipes: &mut PipeState,
-    epoll: &mut Vec<EpollEntry>,
-    warnings: &mut Vec<String>,
-) -> Class {
+/// What classifying the fds accumulates besides the verdicts.
+struct State<'a> {
+    pipes: PipeState,
+    epoll: Vec<EpollEntry>,
+    objects: objects::Objects,
+    dirs: files::RemovedDirs,
+    strings: &'a mut Strings,
+}
+
+fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], st: &mut State, warnings: &mut Vec<String>) -> Class {
     match &f.target {
         FdTarget::File(p) => files::path(tg, f, p, warnings),
-        FdTarget::DeletedFile(p) => files::deleted(tg, f, p, None),
-        FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, pipes),
+        FdTarget::DeletedFile(p) => files::deleted(tg, f, p, &mut st.objects, &mut st.dirs, st.strings),
+        FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, &mut st.pipes),
         FdTarget::Socket(_) => sockets::socket(tg, f, all, warnings),
         FdTarget::AnonInode(k) => match k.as_str() {
             "[eventfd]" => anon::eventfd(f, warnings),
@@ -199,7 +210,7 @@ fn classify(
             "[timerfd]" => anon::timerfd(f),
             "[eventpoll]" => {
                 let (c, entries) = anon::epoll(tg, f, all);
-                epoll.extend(entries);
+                st.epoll.extend(entries);
                 c
             }
             "inotify" => {
@@ -228,39 +239,46 @@ fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     }
 }
 
-fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
+pub(crate) fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
     let off = strings.buf.len() as u32;
     strings.buf.extend_from_slice(b);
     (off, b.len() as u32)
 }
 
 /// Plan every fd of the target stopped under `t` (we are its tracer: pidfd_getfd
-/// and kcmp need that access). `strict`: refuse fds whose other end is outside
-/// the process instead of resuming them disconnected.
-pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
+/// and kcmp need that access), and the files without a path behind its fds and
+/// mappings (`vmas`, whose object mappings get their file). `strict`: refuse fds
+/// whose other end is outside the process instead of resuming them disconnected.
+pub fn plan(
+    t: &Seized,
+    fds: &[FdInfo],
+    vmas: &mut [PlannedVma],
+    mem: &Mem,
+    strict: bool,
+    strings: &mut Strings,
+    warnings: &mut Vec<String>,
+) -> Result<FdPlan> {
     let tg = Target::new(t);
     let pid = tg.pid;
     let desc = descriptions(&tg, fds, warnings);
-    let mut pipes = PipeState::default();
-    let mut epoll = Vec::new();
+    let mut st = State {
+        pipes: PipeState::default(),
+        epoll: Vec::new(),
+        objects: objects::Objects::default(),
+        dirs: files::RemovedDirs::new(pid),
+        strings,
+    };
     let mut classes: Vec<Class> = Vec::with_capacity(fds.len());
     for (i, f) in fds.iter().enumerate() {
         let first = (desc[i] != 0).then(|| (0..i).find(|&j| desc[j] == desc[i])).flatten();
-        // Another description of a deleted file or memfd met before (same link,
-        // inode and mount): the same file again, not a second copy.
-        let same_file = matches!(f.target, FdTarget::DeletedFile(_))
-            .then(|| (0..i).find(|&j| fds[j].link == f.link && fds[j].ino == f.ino && fds[j].mnt_id == f.mnt_id))
-            .flatten();
-        let c = match (first, same_file) {
-            (Some(j), _) => copy_of(&classes[j], fds[j].fd, f),
-            (None, Some(j)) => match (&classes[j], &f.target) {
-                (Class::Plan(_), FdTarget::DeletedFile(p)) => files::deleted(&tg, f, p, Some(&fds[j])),
-                _ => copy_of(&classes[j], fds[j].fd, f),
-            },
-            (None, None) => classify(&tg, f, fds, &mut pipes, &mut epoll, warnings),
+        let c = match first {
+            Some(j) => copy_of(&classes[j], fds[j].fd, f),
+            None => classify(&tg, f, fds, &mut st, warnings),
         };
         classes.push(c);
     }
+    objects::map_vmas(pid, &mut st.objects, vmas, mem, st.strings, warnings)?;
+    let State { epoll, objects, strings, .. } = st;
 
     let mut problems = Vec::new();
     let mut strict_refusals = false;
@@ -321,5 +339,8 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
     }
     out.epoll = epoll;
     out.locks = locks::plan(pid, fds, &out)?;
+    out.files = objects.files;
+    out.extents = objects.extents;
+    out.extent_data = objects.data;
     Ok(out)
 }

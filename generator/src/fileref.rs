@@ -77,7 +77,7 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
             continue;
         }
         v.vma.flags |= VMA_FILE_REF;
-        v.pages = Pages::Copies;
+        v.pages = Pages::Written;
         let end = (v.vma.file_offset + (v.vma.end - v.vma.start)).min(v.vma.file_size);
         work.push((i, path, v.vma.file_offset, end));
     }

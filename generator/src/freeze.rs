@@ -194,7 +194,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
-    let fdp = fdplan::plan(reader, &inv.fds, o.strict_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
 
     let gd = gadgets::find(&mem, &vmas);
     if gd.syscall == 0 {
@@ -273,10 +273,21 @@ pub fn run(o: &Options) -> Result<()> {
     parts.fds = fdp.fds;
     parts.epoll = fdp.epoll;
     parts.locks = fdp.locks;
+    parts.files = fdp.files;
+    parts.extents = fdp.extents;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
-    let mut src = emit::Source { mem: &mem, pm: &mut pm, vmas: &mut vmas, parts: &mut parts, blobs: &fdp.blobs, resume_exe: !o.raw_image, file_crcs };
+    let mut src = emit::Source {
+        mem: &mem,
+        pm: &mut pm,
+        vmas: &mut vmas,
+        parts: &mut parts,
+        blobs: &fdp.blobs,
+        extent_data: &fdp.extent_data,
+        resume_exe: !o.raw_image,
+        file_crcs,
+    };
     let (stats, file_size) = match &out {
         Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
         None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,

@@ -88,8 +88,8 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
         Pages::Populated => pm.populated(v.vma.start, v.vma.end).with_context(|| {
             format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
         })?,
-        Pages::AllSkipZero | Pages::All => vec![(v.vma.start, v.vma.end)],
-        Pages::Copies => pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
+        Pages::All => vec![(v.vma.start, v.vma.end)],
+        Pages::Written => pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
             format!("reading the page map of {:x}-{:x}", v.vma.start, v.vma.end)
         })?,
     })
@@ -116,7 +116,7 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Ms
         } else {
             None
         };
-        if tx.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Copies), copies }).is_err() {
+        if tx.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Written), copies }).is_err() {
             return Ok(()); // the writer stopped; its error is the one reported
         }
         let mut segs: Vec<(u64, usize)> = Vec::new();

@@ -27,16 +27,13 @@ pub enum Pages {
     None,
     /// Only populated pages (pagemap), all-zero pages skipped.
     Populated,
-    /// Every page, zero pages skipped (shared anonymous memory may hold pages this
-    /// process never mapped).
-    AllSkipZero,
     /// Every page, zero pages kept: a private file mapping is stored whole so the
     /// image does not depend on the file, and a zero page must not come back as the
     /// file's (possibly changed) content.
     All,
-    /// Only the pages the process wrote in a private file mapping, zero pages kept
-    /// (the others come from the file at resume, fileref.rs).
-    Copies,
+    /// Only the pages the process wrote (its private copies), zero pages kept: a
+    /// private mapping of a file the image holds gets the others from that file.
+    Written,
 }
 
 pub struct PlannedVma {
@@ -64,6 +61,9 @@ fn flags_of(m: &Mapping) -> u32 {
         if m.has_flag(vm) {
             f |= bit;
         }
+    }
+    if m.shared && m.has_flag("mw") {
+        f |= VMA_MAYWRITE;
     }
     f
 }
@@ -97,10 +97,15 @@ pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> 
             "[vvar_vclock]" => (VmaKind::VvarVclock, Pages::None),
             "[heap]" if !m.shared => (VmaKind::Heap, Pages::Populated),
             "[stack]" if !m.shared => (VmaKind::Stack, Pages::Populated),
-            "/dev/zero (deleted)" if m.shared => {
-                (VmaKind::SharedAnon, Pages::AllSkipZero)
-            }
-            n if m.shared && n.starts_with('/') && !m.is_deleted() => (VmaKind::SharedFile, Pages::None),
+            // SysV shared memory (shmat(2)) would need its segment made again.
+            n if m.shared && n.starts_with("/SYSV") => bail!(
+                "VMA {} is System V shared memory, which cannot be restored yet",
+                describe(m)
+            ),
+            // Shared anonymous memory, a memfd, a deleted file: a file the image
+            // holds (its object is set by fdplan, with the fds of the same file).
+            n if m.shared && n.starts_with('/') && m.is_deleted() => (VmaKind::SharedObject, Pages::None),
+            n if m.shared && n.starts_with('/') => (VmaKind::SharedFile, Pages::None),
             n if m.shared => bail!(
                 "VMA {} is a shared mapping of {}, which cannot be restored yet",
                 describe(m),
@@ -136,6 +141,9 @@ pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> 
             }
         }
         let pages = if !m.read && !m.write && !m.exec && m.rss == 0 && m.swap == 0 { Pages::None } else { pages };
+        if kind == VmaKind::SharedObject {
+            vma.file_offset = m.offset;
+        }
         out.push(PlannedVma { vma, pages, map: m.clone() });
     }
     Ok(out)
@@ -167,7 +175,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         use VmaKind::*;
         assert_eq!(
             kinds,
-            [FilePrivate, Heap, Anon, SharedAnon, Stack, Vvar, VvarVclock, Vdso].map(|k| k as u32)
+            [FilePrivate, Heap, Anon, SharedObject, Stack, Vvar, VvarVclock, Vdso].map(|k| k as u32)
         );
         assert_eq!(p[0].pages, Pages::All);
         assert_eq!(p[2].pages, Pages::None, "PROT_NONE with no resident pages reads nothing");
@@ -175,10 +183,22 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
     }
 
     #[test]
-    fn refuses_shared_mapping_of_a_deleted_file_naming_it() {
-        let maps = parse_smaps("7f0000000000-7f0000001000 rw-s 00000000 fe:00 9 /tmp/data (deleted)\n").unwrap();
+    fn shared_mappings_of_files_without_a_path_map_objects() {
+        let maps = parse_smaps(
+            "7f0000000000-7f0000001000 rw-s 00003000 fe:00 9 /tmp/data (deleted)\n\
+             7f0000001000-7f0000002000 r--s 00000000 00:01 7 /memfd:buf (deleted)\n",
+        )
+        .unwrap();
+        let p = plan(&maps, &mut Strings::default()).unwrap();
+        assert!(p.iter().all(|v| v.vma.kind == VmaKind::SharedObject as u32 && v.pages == Pages::None));
+        assert_eq!(p[0].vma.file_offset, 0x3000);
+    }
+
+    #[test]
+    fn refuses_system_v_shared_memory_naming_it() {
+        let maps = parse_smaps("7f0000000000-7f0000001000 rw-s 00000000 00:01 9 /SYSV00000000 (deleted)\n").unwrap();
         let e = plan(&maps, &mut Strings::default()).err().unwrap().to_string();
-        assert!(e.contains("7f0000000000-7f0000001000 rw-s /tmp/data (deleted)"), "{e}");
-        assert!(e.contains("cannot be restored yet"), "{e}");
+        assert!(e.contains("7f0000000000-7f0000001000 rw-s /SYSV00000000 (deleted)"), "{e}");
+        assert!(e.contains("System V shared memory"), "{e}");
     }
 }

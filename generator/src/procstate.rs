@@ -11,7 +11,10 @@ use crate::inject::Injector;
 use crate::plan::Strings;
 use crate::ptrace::Seized;
 use anyhow::{bail, Context, Result};
-use ckpt_format::{PendingSignal, PosixTimer, Process, SigAction, NLIMITS, PROC_HAVE_STATE, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
+use ckpt_format::{
+    PendingSignal, PosixTimer, Process, SigAction, NLIMITS, PROC_CWD_DELETED, PROC_HAVE_STATE, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE,
+};
+use std::os::unix::fs::MetadataExt;
 
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_DUMPABLE: u64 = 3;
@@ -189,7 +192,18 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
         }
     }
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).with_context(|| format!("reading the cwd of pid {pid}"))?;
-    (p.cwd_off, p.cwd_len) = strings.add(&cwd.to_string_lossy());
+    let mut cwd = cwd.to_string_lossy().into_owned();
+    // A removed working directory: d_path(3) appends " (deleted)", and rmdir(2)
+    // leaves it without links (a directory really named so still has them).
+    if let Some(path) = cwd.strip_suffix(" (deleted)") {
+        let md = std::fs::metadata(format!("/proc/{pid}/cwd")).with_context(|| format!("reading the cwd of pid {pid}"))?;
+        if md.nlink() == 0 {
+            p.flags |= PROC_CWD_DELETED;
+            p.cwd_mode = md.mode() & 0o7777;
+            cwd = path.to_owned();
+        }
+    }
+    (p.cwd_off, p.cwd_len) = strings.add(&cwd);
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let comm = comm.trim_end_matches('\n').as_bytes();
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);

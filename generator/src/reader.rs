@@ -29,24 +29,29 @@ pub struct ImageFile {
     tables_lo: u64,
 }
 
+/// End of the section header table of a 64-bit ELF header (e_shoff + e_shnum *
+/// e_shentsize), 0 if `head` is not one.
+fn elf_headers_end(head: &[u8]) -> u64 {
+    if !head.starts_with(b"\x7fELF") || head.len() < 64 {
+        return 0;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as u64;
+    let shoff = u64::from_le_bytes(head[0x28..0x30].try_into().unwrap_or([0; 8]));
+    shoff.saturating_add(u16_at(0x3a) * u16_at(0x3c))
+}
+
 impl ImageFile {
     pub fn open(path: &Path) -> Result<ImageFile> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
         let mut head = vec![0u8; 65536.min(len as usize)];
         file.read_exact_at(&mut head, 0).with_context(|| format!("cannot read {}", path.display()))?;
-        // The ELF part of a .resume file (the restorer, its note, then the section
-        // headers) may be longer than the first read: read up to the end of the
-        // section header table (Elf64_Ehdr e_shoff at 40, e_shentsize at 58,
-        // e_shnum at 60).
-        if head.starts_with(b"\x7fELF") && head.len() >= 64 {
-            let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as u64;
-            let shoff = u64::from_le_bytes(head[40..48].try_into().expect("8 bytes"));
-            let end = shoff.saturating_add(u16_at(58) * u16_at(60)).min(len).min(64 << 20);
-            if end > head.len() as u64 {
-                head.resize(end as usize, 0);
-                file.read_exact_at(&mut head, 0).with_context(|| format!("cannot read {}", path.display()))?;
-            }
+        // The ELF part ends with its section headers (linker/src/elf.rs): read up to
+        // their end, wherever the stub's size puts them.
+        let elf_end = elf_headers_end(&head).min(len).min(1 << 24);
+        if elf_end > head.len() as u64 {
+            head.resize(elf_end as usize, 0);
+            file.read_exact_at(&mut head, 0).with_context(|| format!("cannot read {}", path.display()))?;
         }
         let (kind, offset) = if head.starts_with(b"\x7fELF") {
             let (off, _) = ckpt_linker::find_image(&head)

@@ -24,7 +24,7 @@
 
 mod data;
 mod disconnected;
-mod files;
+pub mod files;
 mod inotify;
 mod locks;
 mod objects;
@@ -199,8 +199,8 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Inherit) if f.fd <= 2 => return,
         Some(FdKind::Inherit) => fail(f, "nothing to inherit: it shares no stdio fd", 0),
         Some(FdKind::Path) => files::path(cx, i),
-        Some(FdKind::Deleted) => files::deleted(cx, i),
-        Some(FdKind::Memfd) => files::memfd(cx, i),
+        Some(FdKind::Deleted | FdKind::Memfd) => files::object(cx, i),
+        Some(FdKind::DeletedDir) => files::deleted_dir(cx, i),
         Some(FdKind::Pipe) => objects::pipe(cx, i),
         Some(FdKind::Eventfd) => objects::eventfd(cx, i),
         Some(FdKind::Signalfd) => objects::signalfd(cx, i),
@@ -238,11 +238,23 @@ fn register_epoll(t: &Tables) {
     }
 }
 
-pub fn restore(ctx: &Ctx, t: &Tables) {
-    let n = t.fds.len();
+/// The numbers this step uses: its temporaries from `base`, the image at `img_at`.
+fn numbers(t: &Tables) -> (usize, usize, i32) {
     let highest = t.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
     let base = highest as usize + 1;
-    let img_at = base + n;
+    (base, base + t.fds.len(), highest)
+}
+
+/// The first number above everything this step uses (the image may already sit
+/// higher than `img_at`): the files of the Files section are parked from there
+/// (objects.rs) and survive this step.
+pub fn objects_base(ctx: &Ctx, t: &Tables) -> usize {
+    numbers(t).1.max(ctx.fd) + 1
+}
+
+pub fn restore(ctx: &Ctx, t: &Tables) {
+    let n = t.fds.len();
+    let (base, img_at, highest) = numbers(t);
     let old_limit = raise_nofile(img_at as u64 + 1, highest);
     let img = if ctx.fd >= img_at {
         ctx.fd
@@ -250,12 +262,17 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
         out::check(sys::fcntl(ctx.fd, sys::F_DUPFD_CLOEXEC, img_at), Step::Fds, 0, 0)
     };
     let _ = sys::close_range(3, img - 1);
-    let _ = sys::close_range(img + 1, u32::MAX as usize);
+    let objects = objects_base(ctx, t);
+    if img + 1 < objects {
+        let _ = sys::close_range(img + 1, objects - 1);
+    }
+    let _ = sys::close_range(objects + t.files.len(), u32::MAX as usize);
     let cx = Cx { ctx, t, img, base };
 
     for i in 0..n {
         build(&cx, i);
     }
+    files::removed_dirs_done(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);
     }

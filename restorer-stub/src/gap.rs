@@ -40,11 +40,26 @@ fn try_map(lo: u64, len: u64) -> bool {
     }
 }
 
+/// A range of `len` bytes free both now and in the target layout, mapped private
+/// and anonymous for the caller to replace (MAP_FIXED) and unmap when done; None
+/// when there is no such range. Used for the first mapping of shared memory, which
+/// no target VMA may cover (objects.rs).
+pub fn free_range(t: &Tables, len: u64) -> Option<u64> {
+    find_in(t, align_up(len, PAGE_SIZE))
+}
+
 /// Find and map a gap of `len` bytes.
 fn find(t: &Tables, len: u64) -> u64 {
+    match find_in(t, len) {
+        Some(c) => c,
+        None => out::fail(Step::Gap, 0, len, sys::EEXIST),
+    }
+}
+
+fn find_in(t: &Tables, len: u64) -> Option<u64> {
     for &c in PREFERRED.iter() {
         if free_in_target(t, c, c + len) && try_map(c, len) {
-            return c;
+            return Some(c);
         }
     }
     // Holes between target VMAs, each tried from its top down in steps.
@@ -63,12 +78,12 @@ fn find(t: &Tables, len: u64) -> u64 {
                 break;
             }
             if try_map(c, len) {
-                return c;
+                return Some(c);
             }
             c = c.saturating_sub(step);
         }
     }
-    out::fail(Step::Gap, 0, len, sys::EEXIST)
+    None
 }
 
 /// Copy the stub, the tables and `ctx` into a gap and continue in phase 2 there.

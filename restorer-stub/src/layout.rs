@@ -159,14 +159,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     if check {
         check_file_ref(ctx, t, v, backing.map_or(0, |b| b.2));
     }
-    advise(v, VMA_HUGEPAGE, sys::MADV_HUGEPAGE);
-    advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
-    advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
-    advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
-    advise(v, VMA_SEQ_READ, sys::MADV_SEQUENTIAL);
-    advise(v, VMA_RAND_READ, sys::MADV_RANDOM);
-    advise(v, VMA_MERGEABLE, sys::MADV_MERGEABLE);
-    advise(v, VMA_WIPEONFORK, sys::MADV_WIPEONFORK);
+    advise_all(v);
     // A referenced file's clean pages are its own whether or not it is the same inode.
     same || file_ref
 }
@@ -231,21 +224,87 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
     wrote
 }
 
+fn advise_all(v: &Vma) {
+    advise(v, VMA_HUGEPAGE, sys::MADV_HUGEPAGE);
+    advise(v, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
+    advise(v, VMA_DONTFORK, sys::MADV_DONTFORK);
+    advise(v, VMA_DONTDUMP, sys::MADV_DONTDUMP);
+    advise(v, VMA_SEQ_READ, sys::MADV_SEQUENTIAL);
+    advise(v, VMA_RAND_READ, sys::MADV_RANDOM);
+    advise(v, VMA_MERGEABLE, sys::MADV_MERGEABLE);
+    advise(v, VMA_WIPEONFORK, sys::MADV_WIPEONFORK);
+}
+
+fn protect(v: &Vma) {
+    // SAFETY: the range is the target's VMA we just made.
+    let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
+    out::check(r, Step::Protect, v.start, v.end);
+}
+
+/// A mapping of a file of the Files section (objects.rs made it): shared, its
+/// content is the file's; private, the file's pages with the process's own copies
+/// written over them.
+fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
+    let obj = v.object as usize - 1;
+    if t.files[obj].kind == FileKind::Shmem as u32 {
+        // Shared memory is made with all its mappings when its first VMA comes.
+        if !t.vmas[..index].iter().any(|w| w.object == v.object) {
+            crate::objects::map_shmem(ctx, t, obj, |w| {
+                protect(w);
+                advise_all(w);
+            });
+        }
+        return;
+    }
+    let fd = crate::objects::fd_of(ctx, t, obj);
+    let len = (v.end - v.start) as usize;
+    let mut flags = sys::MAP_FIXED_NOREPLACE | if v.flags & VMA_NORESERVE != 0 { sys::MAP_NORESERVE } else { 0 };
+    let filling = kind == VmaKind::PrivateObject && v.nruns != 0;
+    let prot = if filling { sys::PROT_READ | sys::PROT_WRITE } else { v.prot as usize };
+    // A shared mapping that could never be made writable was made through a
+    // read-only fd (no VM_MAYWRITE): the file may be sealed against writes later.
+    let mut reopened = None;
+    if kind == VmaKind::SharedObject {
+        flags |= sys::MAP_SHARED;
+        if v.prot & PROT_WRITE == 0 && v.flags & VMA_MAYWRITE == 0 {
+            let mut b = [0u8; 32];
+            let p = crate::fds::files::proc_fd(fd, &mut b);
+            reopened = Some(out::check(sys::open(p, sys::O_RDONLY | sys::O_CLOEXEC, 0), Step::MapVma, v.start, v.end));
+        }
+    } else {
+        flags |= sys::MAP_PRIVATE;
+    }
+    out::trace(if kind == VmaKind::SharedObject { "map shared file vma" } else { "map private file vma" }, v.start, v.end);
+    // SAFETY: MAP_FIXED_NOREPLACE only creates; the range is free in the target.
+    let r = unsafe { sys::mmap(v.start as usize, len, prot, flags, reopened.unwrap_or(fd) as isize, v.file_offset) };
+    if let Some(x) = reopened {
+        let _ = sys::close(x);
+    }
+    out::check(r, Step::MapVma, v.start, v.end);
+    advise_all(v);
+    if filling && fill(ctx, t, v, false) && v.prot as usize != prot {
+        protect(v);
+    }
+}
+
 /// Create, fill and protect every VMA except the kernel-provided ones.
 pub fn create_all(ctx: &Ctx, t: &Tables) {
-    for v in t.vmas {
+    for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,
             _ => continue,
         };
+        if matches!(kind, VmaKind::SharedObject | VmaKind::PrivateObject) {
+            map_object(ctx, t, index, v, kind);
+            lock(v);
+            continue;
+        }
         let same = create(ctx, t, v, kind);
         // create mapped it writable exactly when fill has pages to write (or readable
         // to check a referenced file's contents).
         let wrote = fill(ctx, t, v, same);
         if (wrote || v.flags & VMA_FILE_REF != 0) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
-            // SAFETY: the range is the target's VMA we just filled.
-            let r = unsafe { sys::mprotect(v.start as usize, (v.end - v.start) as usize, v.prot as usize) };
-            out::check(r, Step::Protect, v.start, v.end);
+            protect(v);
         }
         lock(v);
     }

@@ -5,7 +5,8 @@
 //! CPU and vdso, pick a gap free in both the current and the target layout, and copy
 //! ourselves (code, tables, a stack) there. Phase 2 runs in the gap: unmap the old
 //! layout, move the vdso/vvar to the saved addresses, recreate every VMA and fill its
-//! pages, set the mm fields, fds and process state, create the other threads, and
+//! pages (the files of the Files section first, which VMAs may map), set the mm
+//! fields, fds and process state, create the other threads, and
 //! release every thread at once through `rt_sigreturn` on its prebuilt signal frame,
 //! the last one out unmapping the gap on the way when the target's text offers the
 //! instructions to do so.
@@ -22,6 +23,7 @@ mod image;
 mod layout;
 mod mem;
 mod mm;
+mod objects;
 mod out;
 mod pid;
 mod procstate;
@@ -32,6 +34,7 @@ mod startup;
 mod sys;
 mod thread;
 mod threads;
+mod unlinked;
 mod vdso;
 
 use out::Step;
@@ -86,9 +89,13 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
+    // Deleted files and memfds before the VMAs that map them; their owner, mode
+    // and seals once every fd and mapping of them exists.
+    let fd_limit = objects::create(ctx, &t);
     layout::create_all(ctx, &t);
     mm::restore(&t);
     fds::restore(ctx, &t);
+    objects::finish(ctx, &t, fd_limit);
     procstate::restore(&t);
     // Every other thread: created, its own state set, waiting for the release.
     threads::start(ctx, &t, same_ids);

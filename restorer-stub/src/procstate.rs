@@ -7,7 +7,7 @@ use crate::layout::cpath;
 use crate::out::{self, Line, Step};
 use crate::sys::{self, call};
 use crate::threads;
-use ckpt_format::{Process, Tables, NLIMITS, PROC_HAVE_STATE, PROC_HAVE_TTY, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
+use ckpt_format::{FdKind, Process, Tables, NLIMITS, PROC_CWD_DELETED, PROC_HAVE_STATE, PROC_HAVE_TTY, PROC_NO_NEW_PRIVS, PROC_THP_DISABLE};
 
 const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_DUMPABLE: usize = 4;
@@ -23,9 +23,39 @@ fn fail_errno(what: &str, n: u64, e: isize) -> ! {
     sys::exit_group(Step::Process as i32)
 }
 
+/// A removed working directory: an empty directory is made, entered and removed
+/// (unlinked.rs), with the saved mode, unless it is one of the removed directories
+/// the fds step made (and entered already).
+fn removed_cwd(t: &Tables, p: &Process) {
+    let as_fd = t.fds.iter().any(|f| f.kind == FdKind::DeletedDir as u32 && f.aux[1] == 0 && f.aux[2] != 0);
+    if as_fd {
+        return;
+    }
+    let saved = t.string(p.cwd_off, p.cwd_len);
+    let fail = |what: &str, e: isize| -> ! {
+        Line::new().s("restore process state failed: the working directory ").b(saved).s(" had been removed; ")
+            .s(what).s(": ").errno(e).emit();
+        sys::exit_group(Step::Process as i32)
+    };
+    let fd = match crate::unlinked::removed_dir(saved) {
+        Ok(fd) => fd,
+        Err(e) => fail("cannot make an empty directory in its place", e),
+    };
+    if let Err(e) = sys::fchdir(fd) {
+        fail("fchdir", e);
+    }
+    if let Err(e) = sys::fchmod(fd, p.cwd_mode) {
+        fail("fchmod", e);
+    }
+    let _ = sys::close(fd);
+}
+
 fn cwd(t: &Tables, p: &Process) {
     if p.cwd_len == 0 {
         return;
+    }
+    if p.flags & PROC_CWD_DELETED != 0 {
+        return removed_cwd(t, p);
     }
     let mut buf = [0u8; 4096];
     let path = cpath(t.string(p.cwd_off, p.cwd_len), &mut buf);

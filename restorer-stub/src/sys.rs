@@ -606,3 +606,117 @@ pub fn exit_thread(code: i32) -> ! {
         asm!("syscall", in("rax") SYS_EXIT, in("rdi") code as isize, options(noreturn, nostack));
     }
 }
+
+// Files of the Files section, removed directories (objects.rs, deldir.rs).
+pub const SYS_PWRITE64: usize = 18;
+pub const SYS_FTRUNCATE: usize = 77;
+pub const SYS_FCHDIR: usize = 81;
+pub const SYS_MKDIR: usize = 83;
+pub const SYS_RMDIR: usize = 84;
+pub const SYS_FCHOWN: usize = 93;
+pub const SYS_GETRANDOM: usize = 318;
+pub const SYS_RENAMEAT2: usize = 316;
+pub const SYS_LINK: usize = 86;
+pub const RENAME_NOREPLACE: usize = 1;
+pub const MFD_CLOEXEC: usize = 1;
+/// memfd_create(2) flags of Linux 6.3 (include/uapi/linux/memfd.h).
+pub const MFD_NOEXEC_SEAL: usize = 8;
+pub const MFD_EXEC: usize = 0x10;
+pub const EINVAL: isize = 22;
+pub const EBADF: isize = 9;
+pub const ENOENT: isize = 2;
+
+/// pwrite(2) of all of `buf` at `off` (short writes continued).
+pub fn pwrite_all(fd: usize, mut buf: &[u8], mut off: u64) -> Res {
+    while !buf.is_empty() {
+        // SAFETY: buf is readable for its length.
+        match res(unsafe { syscall6(SYS_PWRITE64, fd, buf.as_ptr() as usize, buf.len(), off as usize, 0, 0) }) {
+            Ok(0) => return Err(EAGAIN),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(0)
+}
+
+pub fn ftruncate(fd: usize, len: u64) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FTRUNCATE, fd, len as usize, 0) })
+}
+
+pub fn fchdir(fd: usize) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FCHDIR, fd, 0, 0) })
+}
+
+pub fn fchown(fd: usize, uid: u32, gid: u32) -> Res {
+    // SAFETY: no memory arguments.
+    res(unsafe { syscall3(SYS_FCHOWN, fd, uid as usize, gid as usize) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn mkdir(path: &[u8], mode: u32) -> Res {
+    if path.last() != Some(&0) {
+        return Err(EINVAL);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_MKDIR, path.as_ptr() as usize, mode as usize, 0) })
+}
+
+/// `path` must end with a NUL byte.
+pub fn rmdir(path: &[u8]) -> Res {
+    if path.last() != Some(&0) {
+        return Err(EINVAL);
+    }
+    // SAFETY: path is NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_RMDIR, path.as_ptr() as usize, 0, 0) })
+}
+
+/// renameat2(2) with RENAME_NOREPLACE: fails with EEXIST rather than replace `to`.
+/// Both paths must end with a NUL byte.
+pub fn rename_noreplace(from: &[u8], to: &[u8]) -> Res {
+    if from.last() != Some(&0) || to.last() != Some(&0) {
+        return Err(EINVAL);
+    }
+    // SAFETY: both paths are NUL-terminated and readable.
+    res(unsafe {
+        syscall6(SYS_RENAMEAT2, AT_FDCWD as usize, from.as_ptr() as usize, AT_FDCWD as usize, to.as_ptr() as usize, RENAME_NOREPLACE, 0)
+    })
+}
+
+/// link(2); both paths must end with a NUL byte.
+pub fn link(from: &[u8], to: &[u8]) -> Res {
+    if from.last() != Some(&0) || to.last() != Some(&0) {
+        return Err(EINVAL);
+    }
+    // SAFETY: both paths are NUL-terminated and readable.
+    res(unsafe { syscall3(SYS_LINK, from.as_ptr() as usize, to.as_ptr() as usize, 0) })
+}
+
+/// A random u64 (getrandom(2), GRND_NONBLOCK), or one made of the pid and the
+/// clock when the pool is not ready.
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: v is a writable 8-byte buffer.
+    let r = unsafe { syscall3(SYS_GETRANDOM, &mut v as *mut u64 as usize, 8, 1) };
+    if r == 8 {
+        return v;
+    }
+    let mut ts = [0u64; 2];
+    let _ = clock_gettime(1, &mut ts);
+    (getpid() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ts[1] ^ (ts[0] << 20)
+}
+
+/// mremap(2) with old_size 0 of a shared mapping: a second mapping of the same
+/// pages (the object at `old`'s file offset) at `new`, which must be free.
+///
+/// # Safety
+/// `new..new+len` must be free of anything the restorer uses.
+pub unsafe fn mremap_dup(old: usize, len: usize, new: usize) -> Res {
+    // SAFETY: as documented; old_size 0 leaves the source mapping in place.
+    res(unsafe { syscall6(SYS_MREMAP, old, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
+}

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
+mod removed;
+
 /// A gated fixture taking `GATE DIR` (DIR = the test directory): freeze, resume,
 /// open the gate, expect "ok".
 fn gated_ok(test: &str, fixture: &str, static_: bool) -> Finished {

@@ -5,6 +5,8 @@
 
 use crate::util::*;
 
+mod shared;
+
 /// A fragmented malloc heap; after the resume the kernel brk is the same and
 /// the heap grows (brk, mmap-sized blocks, sbrk).
 fn heap(static_: bool) {

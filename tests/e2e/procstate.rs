@@ -148,16 +148,17 @@ fn shared_file_mapping(static_: bool) {
 
 both_variants!(shared_file_mapping);
 
-/// A shared mapping of a file without a path (a memfd) is refused, naming it;
-/// the target runs on.
+/// System V shared memory (shmat(2)) is refused, naming the mapping; the target
+/// runs on. (Shared mappings of memfds, deleted files and shared anonymous memory
+/// are restored: memory::shared.)
 #[test]
-fn shared_mapping_of_a_deleted_file_refused() {
-    let dir = TestDir::new("shm_deleted");
-    let mut orig = spawn_fixture("shm_deleted", false, &[]);
+fn system_v_shared_memory_refused() {
+    let dir = TestDir::new("shm_sysv");
+    let mut orig = spawn_fixture("shm_sysv", false, &[]);
     orig.wait_ready();
     let o = freeze(orig.pid(), &dir.image("x"), &[]);
     let err = assert_freeze_error(&o);
-    assert!(err.contains("/memfd:shared-buffer (deleted)") && err.contains("rw-s"), "{err}");
+    assert!(err.contains("/SYSV") && err.contains("rw-s") && err.contains("System V shared memory"), "{err}");
     assert!(!dir.image("x").exists());
     orig.assert_running();
 }

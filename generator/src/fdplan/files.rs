@@ -1,20 +1,17 @@
-//! Fds on files: reopened by path (regular files, directories, devices), or carried
-//! whole in the image when no path leads to them any more (deleted files, memfds).
+//! Fds on files: reopened by path (regular files, directories, devices); files no
+//! path leads to any more (deleted files, memfds) stored once in the Files section
+//! ([`super::objects`]); removed directories made again at resume.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use super::target::{fcntl_int, Target};
+use super::objects::Objects;
+use super::target::Target;
 use super::{Class, Planned};
+use crate::plan::Strings;
 use crate::proc::fds::FdInfo;
 use ckpt_format::FdKind;
-
-/// `HUGETLBFS_MAGIC` (linux/magic.h): memfd_create(MFD_HUGETLB) files live there,
-/// and write(2) does not work on them, so their content could not be put back.
-const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// The path the resumed process should open. A file under the target's own
 /// `/proc/PID/` would name the dead original after the resume: it is rewritten to
@@ -73,89 +70,57 @@ pub fn path(tg: &Target, f: &FdInfo, p: &Path, warnings: &mut Vec<String>) -> Cl
     Class::Plan(rec)
 }
 
-/// The whole content of a file the target has open (deleted file, memfd): read
-/// through a new description (`/proc/PID/fd/N`), or, if that open is refused,
-/// through a duplicate of the target's own fd with pread (which leaves its offset).
-fn content(tg: &Target, fd: i32, size: u64) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::with_capacity(size as usize);
-    match tg.open_proc(fd) {
-        Ok(mut file) => {
-            file.read_to_end(&mut buf).map_err(|e| format!("cannot read its content: {e}"))?;
-        }
-        Err(open_err) => {
-            let dup = tg.getfd(fd).map_err(|e| format!("cannot read its content: {open_err}; {e}"))?;
-            let file = std::fs::File::from(dup);
-            buf.resize(size as usize, 0);
-            let mut done = 0;
-            while done < buf.len() {
-                match std::os::unix::fs::FileExt::read_at(&file, &mut buf[done..], done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("cannot read its content: {open_err}; pread: {e}")),
-                }
-            }
-            buf.truncate(done);
-        }
-    }
-    Ok(buf)
+/// Removed directories met so far: (device, inode) and the first fd on each.
+#[derive(Default)]
+pub struct RemovedDirs {
+    seen: Vec<((u64, u64), i32)>,
+    /// The working directory's device and inode, when it was removed too.
+    pub cwd: Option<(u64, u64)>,
 }
 
-/// A file deleted while open, or a memfd ("/memfd:NAME (deleted)"): its content
-/// goes into the image. A deleted file keeps its permission bits in `aux[0]`; a
-/// memfd its seals (F_GET_SEALS through a duplicate of the target's fd).
-///
-/// The same file open through another description (opened again through
-/// /proc/PID/fd, not dup'ed) must come back as the same file, not a copy: that
-/// record gets `aux[1]` = 1 + the fd number of the first one (`same_as`), and no
-/// content; the stub opens the first one's new file again.
-pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, same_as: Option<&FdInfo>) -> Class {
-    if let Some(first) = same_as {
-        let bytes = p.as_os_str().as_bytes();
-        let memfd = bytes.starts_with(b"/memfd:");
-        let mut rec = Planned::new(f, if memfd { FdKind::Memfd } else { FdKind::Deleted });
-        rec.path = bytes.strip_prefix(b"/memfd:").unwrap_or(bytes).to_vec();
-        rec.aux[1] = first.fd as u64 + 1;
-        return Class::Plan(rec);
+impl RemovedDirs {
+    /// The working directory of `pid`, if it had been removed: its /proc/PID/cwd
+    /// link ends in " (deleted)" and it has no links left (rmdir(2) drops them all).
+    pub fn new(pid: i32) -> RemovedDirs {
+        let cwd = std::fs::metadata(format!("/proc/{pid}/cwd")).ok().filter(|m| m.nlink() == 0).map(|m| (m.dev(), m.ino()));
+        RemovedDirs { seen: Vec::new(), cwd }
     }
+}
+
+/// A file deleted while open, or a memfd ("/memfd:NAME (deleted)"): the file goes
+/// into the Files section once (objects.rs), and the fd names it. A removed
+/// directory: `DeletedDir`, made again empty at resume.
+pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, objects: &mut Objects, dirs: &mut RemovedDirs, strings: &mut Strings) -> Class {
+    let bytes = p.as_os_str().as_bytes();
     let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),
     };
-    if !md.is_file() {
-        return Class::Refuse("it is a deleted directory or device, which cannot be recreated".into());
-    }
-    let bytes = p.as_os_str().as_bytes();
-    let memfd_name = bytes.strip_prefix(b"/memfd:");
-    let mut rec = Planned::new(f, if memfd_name.is_some() { FdKind::Memfd } else { FdKind::Deleted });
-    match memfd_name {
-        Some(name) => {
-            rec.path = name.to_vec();
-            let dup = match tg.getfd(f.fd) {
-                Ok(d) => d,
-                Err(e) => return Class::Refuse(format!("cannot reach the memfd to read its seals: {e}")),
-            };
-            // SAFETY: statfs writes into the zeroed struct it is given.
-            let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-            // SAFETY: dup is an open fd; sfs is a valid out-pointer.
-            if unsafe { libc::fstatfs(dup.as_raw_fd(), &mut sfs) } == 0 && sfs.f_type == HUGETLBFS_MAGIC {
-                return Class::Refuse("it is a hugetlb memfd (MFD_HUGETLB), which cannot be refilled with write(2)".into());
-            }
-            match fcntl_int(&dup, libc::F_GET_SEALS) {
-                Ok(seals) => rec.aux[0] = seals as u64,
-                Err(e) => return Class::Refuse(format!("F_GET_SEALS failed: {e}")),
+    if md.is_dir() {
+        let mut rec = Planned::new(f, FdKind::DeletedDir);
+        rec.path = bytes.to_vec();
+        rec.offset = 0;
+        rec.aux[0] = (md.mode() & 0o7777) as u64;
+        let key = (md.dev(), md.ino());
+        match dirs.seen.iter().find(|(k, _)| *k == key) {
+            Some(&(_, first)) => rec.aux[1] = first as u64 + 1,
+            None => {
+                dirs.seen.push((key, f.fd));
+                rec.aux[2] = (dirs.cwd == Some(key)) as u64;
             }
         }
-        None => {
-            rec.path = bytes.to_vec();
-            rec.aux[0] = (md.mode() & 0o7777) as u64;
+        return Class::Plan(rec);
+    }
+    match objects.of_fd(tg, f, bytes, strings) {
+        Ok(i) => {
+            let memfd = objects.files[i].kind == ckpt_format::FileKind::Memfd as u32;
+            let mut rec = Planned::new(f, if memfd { FdKind::Memfd } else { FdKind::Deleted });
+            rec.path = bytes.strip_prefix(b"/memfd:").unwrap_or(bytes).to_vec();
+            rec.aux[0] = i as u64;
+            Class::Plan(rec)
         }
+        Err(why) => Class::Refuse(why),
     }
-    match content(tg, f.fd, md.len()) {
-        Ok(b) => rec.blob = Some(b),
-        Err(e) => return Class::Refuse(e),
-    }
-    Class::Plan(rec)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use ckpt_format::*;
 
 /// `rwxp` / `rwxs` like /proc/PID/maps.
 pub fn perms(prot: u32, kind: Option<VmaKind>) -> String {
-    let shared = matches!(kind, Some(VmaKind::SharedAnon | VmaKind::SharedFile));
+    let shared = matches!(kind, Some(VmaKind::SharedAnon | VmaKind::SharedFile | VmaKind::SharedObject));
     [
         if prot & PROT_READ != 0 { 'r' } else { '-' },
         if prot & PROT_WRITE != 0 { 'w' } else { '-' },

@@ -8,7 +8,7 @@
 use crate::reader::ImageFile;
 use anyhow::{bail, Context, Result};
 use ckpt_format::crc32c;
-use ckpt_format::{PageRun, Tables, Vma, VmaKind, VMA_FILE_REF};
+use ckpt_format::{FileKind, PageRun, Tables, Vma, VmaKind, VMA_FILE_REF};
 use std::os::unix::fs::FileExt;
 
 pub struct ImageMemory<'a> {
@@ -174,8 +174,20 @@ impl<'a> ImageMemory<'a> {
             Some(VmaKind::Vvar) => "[vvar]",
             Some(VmaKind::VvarVclock) => "[vvar_vclock]",
             Some(VmaKind::SharedAnon) => "/dev/zero (deleted)",
+            Some(VmaKind::SharedObject | VmaKind::PrivateObject) => return self.object_name(v.object),
             _ => "",
         }
         .to_owned()
+    }
+
+    /// How /proc/PID/maps names a mapping of file `object` (index + 1).
+    fn object_name(&self, object: u32) -> String {
+        let Some(o) = self.t.files.get(object as usize - 1) else { return String::new() };
+        let name = String::from_utf8_lossy(self.t.string(o.name_off, o.name_len));
+        match FileKind::from_u32(o.kind) {
+            Some(FileKind::Shmem) => "/dev/zero (deleted)".to_owned(),
+            Some(FileKind::Memfd) => format!("/memfd:{name} (deleted)"),
+            _ => format!("{name} (deleted)"),
+        }
     }
 }

@@ -184,7 +184,8 @@ fn proc_state(t: &Tables) -> Option<ProcState> {
         .collect();
     Some(ProcState {
         comm: lossy(&p.comm[..comm_end]),
-        cwd: lossy(t.string(p.cwd_off, p.cwd_len)),
+        cwd: lossy(t.string(p.cwd_off, p.cwd_len))
+            + if p.flags & PROC_CWD_DELETED != 0 { " (deleted)" } else { "" },
         umask: format!("{:04o}", p.umask),
         no_new_privs: p.flags & PROC_NO_NEW_PRIVS != 0,
         signal_handlers,
@@ -267,7 +268,12 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
                     .then(|| t.fds.iter().find(|g| g.desc == f.desc).map(|g| g.fd))
                     .flatten()
                     .filter(|&fd| fd != f.fd),
-                stored_bytes: f.data_len,
+                stored_bytes: match kind {
+                    Some(FdKind::Deleted | FdKind::Memfd) => t.files.get(f.aux[0] as usize).map_or(0, |o| {
+                        t.extents[o.first_extent as usize..(o.first_extent + o.nextents) as usize].iter().map(|e| e.len).sum()
+                    }),
+                    _ => f.data_len,
+                },
                 disconnected: (kind == Some(FdKind::Disconnected)).then(|| disconnected(f)),
             }
         })

@@ -1,17 +1,16 @@
-//! Files: reopened by path (`Path`), or recreated unlinked from the content stored
-//! in the image (`Deleted`: an O_TMPFILE file; `Memfd`: memfd_create(2)).
+//! Files: reopened by path (`Path`); deleted files and memfds opened again from
+//! the one file objects.rs made for them (`Deleted`, `Memfd`); removed directories
+//! made again empty and removed (`DeletedDir`).
 
-use super::{check, data, fail, fail_path, head, set_status, to_temp, Cx};
+use super::{check, fail_path, head, to_temp, Cx};
 use crate::layout::cpath;
 use crate::out::Step;
 use crate::sys;
-use ckpt_format::Fd;
+use ckpt_format::{Fd, FdKind};
 
 /// Flags that only mean something when a file is created, or that the stub sets
 /// itself (close-on-exec goes with dup3 at the end).
 const OPEN_ONLY: u32 = sys::O_CREAT | sys::O_EXCL | sys::O_TRUNC | sys::O_NOCTTY | sys::O_CLOEXEC as u32 | (sys::O_TMPFILE & !sys::O_DIRECTORY);
-/// O_SYNC is __O_SYNC | O_DSYNC; neither can be set with F_SETFL (fcntl(2)).
-const O_SYNC_BITS: u32 = 0o4010000;
 
 /// Seek `fd` to the saved offset. A regular file must still reach it, unless it
 /// is opened O_APPEND (writes go to the end anyway: the offset is clamped); other
@@ -76,112 +75,80 @@ pub fn proc_fd(fd: usize, buf: &mut [u8; 32]) -> &[u8] {
     crate::out::cstr(buf, &[b"/proc/self/fd/"], &[fd as u64], &[])
 }
 
-/// Give a new read-write file `x`, already filled, the saved access mode, flags and
-/// offset. Access mode and O_SYNC/O_DSYNC can only be chosen at open: the file is
-/// opened again through /proc/self/fd (which works for unlinked files, proc(5)).
-fn finish(cx: &Cx, i: usize, x: usize) {
+/// Record `i` opens again the file of the Files section it names (`aux[0]`), made
+/// and parked by objects.rs: a new open file description with the saved flags
+/// (access mode, O_APPEND, O_SYNC...) through /proc/self/fd (which works for
+/// unlinked files, proc(5)), at the saved offset. Every fd of one file, whatever
+/// the link it was opened through, is then that one file again.
+pub fn object(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
-    let x = if f.flags & sys::O_ACCMODE != sys::O_RDWR || f.flags & O_SYNC_BITS != 0 {
-        let mut b = [0u8; 32];
-        let p = proc_fd(x, &mut b);
-        let flags = f.flags & !OPEN_ONLY & !sys::O_DIRECTORY;
-        let y = match sys::open(p, flags as usize, 0) {
-            Ok(y) => y,
-            Err(e) => fail_path(f, "cannot reopen the recreated file through", p, e),
-        };
-        let _ = sys::close(x);
-        y
-    } else {
-        set_status(f, x);
-        x
-    };
-    check(f, "lseek", sys::lseek(x, f.offset, sys::SEEK_SET));
-    to_temp(cx, i, x);
-}
-
-/// The directory part of `path` ("/a/b/c" -> "/a/b\0", "/c" -> "/\0").
-fn dir_of<'b>(path: &[u8], buf: &'b mut [u8; 4096]) -> &'b [u8] {
-    let cut = path.iter().rposition(|&c| c == b'/').unwrap_or(0).max(1);
-    cpath(&path[..cut.min(path.len())], buf)
-}
-
-/// Record `i` is another open file description of the file recreated for the
-/// record of fd `aux[1] - 1`: open that file again through /proc/self/fd.
-fn same_file(cx: &Cx, i: usize) -> bool {
-    let f = &cx.t.fds[i];
-    if f.aux[1] == 0 {
-        return false;
-    }
-    let first = cx.t.fds.iter().position(|g| g.fd as u64 + 1 == f.aux[1] && g.kind == f.kind);
-    let Some(k) = first.filter(|&k| k < i) else { fail(f, "the file it shares is not in the image", 0) };
     let mut b = [0u8; 32];
-    let p = proc_fd(cx.temp(k), &mut b);
+    let p = proc_fd(crate::objects::fd_of(cx.ctx, cx.t, f.aux[0] as usize), &mut b);
     let flags = f.flags & !OPEN_ONLY & !sys::O_DIRECTORY;
-    let x = match sys::open(p, flags as usize, 0) {
+    let x = match sys::open(p, flags as usize | sys::O_CLOEXEC, 0) {
         Ok(x) => x,
-        Err(e) => fail_path(f, "cannot open the recreated file again through", p, e),
+        Err(e) => fail_path(f, "cannot open the recreated file through", p, e),
     };
     check(f, "lseek", sys::lseek(x, f.offset, sys::SEEK_SET));
     to_temp(cx, i, x);
-    true
 }
 
-pub fn deleted(cx: &Cx, i: usize) {
+/// A directory removed while open: an empty directory made, opened and removed
+/// again (unlinked.rs); or, for a later record of the same directory (`aux[1]`),
+/// that one opened again. Opened with the saved flags (O_PATH, O_DIRECTORY...);
+/// its mode is set in [`removed_dirs_done`], after every open.
+pub fn deleted_dir(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
-    if same_file(cx, i) {
-        return;
-    }
-    let orig = cx.t.string(f.path_off, f.path_len);
-    let mut dbuf = [0u8; 4096];
-    let dir = if orig.first() == Some(&b'/') { dir_of(orig, &mut dbuf) } else { b"/tmp\0" };
-    let tmpfile = (sys::O_TMPFILE | sys::O_RDWR) as usize;
-    // O_TMPFILE in the original's directory (same filesystem as before), else in
-    // /tmp, else a named file in /tmp unlinked at once (filesystems without
-    // O_TMPFILE support fail with EOPNOTSUPP, open(2)).
-    let x = match sys::open(dir, tmpfile, 0o600).or_else(|_| sys::open(b"/tmp\0", tmpfile, 0o600)) {
+    let first = if f.aux[1] == 0 {
+        None
+    } else {
+        cx.t.fds[..i].iter().position(|g| g.fd as u64 + 1 == f.aux[1])
+    };
+    let (made, from) = match first {
+        Some(k) => (None, cx.temp(k)),
+        None => match crate::unlinked::removed_dir(cx.t.string(f.path_off, f.path_len)) {
+            Ok(x) => (Some(x), x),
+            Err(e) => {
+                let mut pb = [0u8; 4096];
+                fail_path(f, "cannot make an empty directory in the place of", cpath(cx.t.string(f.path_off, f.path_len), &mut pb), e)
+            }
+        },
+    };
+    let mut b = [0u8; 32];
+    let p = proc_fd(from, &mut b);
+    let flags = f.flags & !OPEN_ONLY;
+    let x = match sys::open(p, flags as usize | sys::O_CLOEXEC, 0) {
         Ok(x) => x,
-        Err(_) => {
-            let mut nbuf = [0u8; 64];
-            let name = tmp_name(f, &mut nbuf);
-            let flags = (sys::O_CREAT | sys::O_EXCL | sys::O_RDWR) as usize;
-            let x = match sys::open(name, flags, 0o600) {
-                Ok(x) => x,
-                Err(e) => fail_path(f, "cannot create a file to hold the deleted file's content, e.g.", name, e),
-            };
-            let _ = sys::unlink(name);
-            x
+        Err(e) => fail_path(f, "cannot open the removed directory again through", p, e),
+    };
+    if let Some(m) = made {
+        let _ = sys::close(m);
+    }
+    to_temp(cx, i, x);
+}
+
+/// Once every fd exists: the process's working directory, when it is one of these
+/// removed directories (fchdir(2) needs search permission, so before the mode),
+/// then the saved mode of each.
+pub fn removed_dirs_done(cx: &Cx) {
+    for (i, f) in cx.t.fds.iter().enumerate() {
+        if f.kind != FdKind::DeletedDir as u32 || f.aux[1] != 0 {
+            continue;
         }
-    };
-    data::copy_to(cx, f, x);
-    if f.aux[0] != 0 {
-        let _ = sys::fchmod(x, (f.aux[0] & 0o7777) as u32);
+        if f.aux[2] != 0 {
+            check(f, "fchdir into it (the working directory)", sys::fchdir(cx.temp(i)));
+        }
+        // fchmod(2) refuses an O_PATH fd (EBADF): then through a plain open of it.
+        if let Err(e) = sys::fchmod(cx.temp(i), f.aux[0] as u32) {
+            let mut b = [0u8; 32];
+            let p = proc_fd(cx.temp(i), &mut b);
+            let flags = sys::O_RDONLY | sys::O_DIRECTORY as usize | sys::O_CLOEXEC;
+            let x = match sys::open(p, flags, 0) {
+                Ok(x) if e == sys::EBADF => x,
+                _ => super::fail(f, "fchmod", e),
+            };
+            check(f, "fchmod", sys::fchmod(x, f.aux[0] as u32));
+            let _ = sys::close(x);
+        }
     }
-    finish(cx, i, x);
-}
-
-/// "/tmp/.ckpt-deleted-PID-FD\0"
-fn tmp_name<'b>(f: &Fd, buf: &'b mut [u8; 64]) -> &'b [u8] {
-    crate::out::cstr(buf, &[b"/tmp/.ckpt-deleted-", b"-"], &[sys::getpid() as u64, f.fd as u64], b"")
-}
-
-pub fn memfd(cx: &Cx, i: usize) {
-    let f = &cx.t.fds[i];
-    if same_file(cx, i) {
-        return;
-    }
-    let mut nbuf = [0u8; 4096];
-    // memfd_create(2): the name is at most 249 bytes.
-    let name = cx.t.string(f.path_off, f.path_len);
-    let name = cpath(&name[..name.len().min(249)], &mut nbuf);
-    let x = match sys::memfd_create(name, sys::MFD_ALLOW_SEALING) {
-        Ok(x) => x,
-        Err(e) => fail_path(f, "memfd_create", name, e),
-    };
-    data::copy_to(cx, f, x);
-    // Seals after the content: F_SEAL_WRITE/GROW would forbid writing it. A memfd
-    // created without MFD_ALLOW_SEALING had only F_SEAL_SEAL, added here as well.
-    if f.aux[0] != 0 {
-        check(f, "F_ADD_SEALS", sys::fcntl(x, sys::F_ADD_SEALS, f.aux[0] as usize));
-    }
-    finish(cx, i, x);
 }

@@ -200,3 +200,35 @@ pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) 
         image_len,
     }
 }
+
+/// Fixture `name` run, frozen and resumed as user nobody, in a world-writable
+/// directory (its working directory; `args` gets that directory and returns the
+/// fixture's arguments, which must make it wait for `DIR/gate`). The resumed process
+/// must end successfully; returns what it printed. None when the tests do not run as
+/// root (no switch to nobody).
+pub fn roundtrip_as_nobody(name: &str, static_: bool, args: impl Fn(&Path) -> Vec<String>) -> Option<Finished> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
+        return None;
+    }
+    let dir = OpenDir::new(&format!("{name}-{}-nobody", if static_ { "static" } else { "dynamic" }));
+    let base = dir.path.clone();
+    let fx = base.join(name);
+    fs::copy(fixture(name, static_), &fx).unwrap();
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).args(args(&base)).label(name).spawn();
+    orig.wait_ready();
+    let img = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+    assert!(o.status.success(), "freeze of {name} as nobody failed\n{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
+    open_gate(&base.join("gate"));
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    Some(fin)
+}
