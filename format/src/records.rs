@@ -727,6 +727,7 @@ unsafe impl Pod for crate::PosixTimer {}
 unsafe impl Pod for crate::EpollEntry {}
 // SAFETY: as above.
 unsafe impl Pod for crate::FileLock {}
+// SAFETY: as above.
 unsafe impl Pod for FileObject {}
 // SAFETY: as above.
 unsafe impl Pod for Extent {}

@@ -95,6 +95,10 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
     })
 }
 
+/// The VMA whose batches the writer is storing: index, whether zero pages are
+/// skipped, and the written ranges of a whole-stored private file mapping.
+type Current = (usize, bool, Option<Vec<(u64, u64)>>);
+
 /// What the reading thread hands to the writing one, in order.
 enum Msg {
     /// The pages of VMA `vma` follow. `copies`: for a whole-stored private file
@@ -201,8 +205,8 @@ pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &
     let ro: Vec<PlannedVma> = vmas.iter().map(|v| PlannedVma { vma: v.vma, pages: v.pages, map: v.map.clone() }).collect();
     std::thread::scope(|s| {
         let reader = s.spawn(move || read_all(mem, pm, &ro, &tx, &free_rx));
-        let mut cur: Option<(usize, bool, Option<Vec<(u64, u64)>>)> = None;
-        let finish_vma = |cur: &mut Option<(usize, bool, Option<Vec<(u64, u64)>>)>, w: &mut PageWriter<W>, vmas: &mut [PlannedVma]| {
+        let mut cur: Option<Current> = None;
+        let finish_vma = |cur: &mut Option<Current>, w: &mut PageWriter<W>, vmas: &mut [PlannedVma]| {
             if let Some((i, _, _)) = cur.take() {
                 w.close_run();
                 vmas[i].vma.nruns = w.runs.len() as u32 - vmas[i].vma.first_run;

@@ -106,6 +106,7 @@ pub fn render(r: &Report) -> String {
             o.line(format!("  {:>7}  {:<16} {:<5} {}", t.tid, t.name, t.state, thread_summary(t)).trim_end());
         }
     }
+    o.line(IDS_AT_RESUME.to_owned());
     for t in &r.threads {
         thread_block(&mut o, t);
     }
@@ -187,6 +188,11 @@ pub fn render(r: &Report) -> String {
     o.kv("stored", stored_share(tt));
     o.0
 }
+
+/// What the resume does about the ids above (pid.rs and threads.rs in the restorer).
+const IDS_AT_RESUME: &str = "  ids at resume   the same PID and TIDs: the real ones as root when all are free, \
+else inside a new user + PID namespace made for the process; if neither works the resume stops \
+(exit 114); with CKPT_SAME_PID=0 new ids, with a warning";
 
 /// One line for the threads table: what it was doing and where.
 fn thread_summary(t: &ThreadInfo) -> String {
