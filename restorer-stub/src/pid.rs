@@ -159,10 +159,12 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) -> bool {
     const SYS_UNSHARE: usize = 272;
     const CLONE_NEWUSER: usize = 0x1000_0000;
     const CLONE_NEWPID: usize = 0x2000_0000;
+    const CLONE_NEWNS: usize = 0x0002_0000;
     // SAFETY: no arguments.
     let (uid, gid) = unsafe { (call(102, [0; 6]).unwrap_or(0), call(104, [0; 6]).unwrap_or(0)) };
+    // A mount namespace too, so /proc can show the new PID namespace (own_proc).
     // SAFETY: unshare takes flags only.
-    if let Err(e) = unsafe { call(SYS_UNSHARE, [CLONE_NEWUSER | CLONE_NEWPID, 0, 0, 0, 0, 0]) } {
+    if let Err(e) = unsafe { call(SYS_UNSHARE, [CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS, 0, 0, 0, 0, 0]) } {
         no_pid(want, "a new user and pid namespace", e);
     }
     // Only our own uid and gid can be mapped from inside (user_namespaces(7): a
@@ -181,6 +183,7 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) -> bool {
     out::trace("continuing in a new user and pid namespace", want as u64, 0);
     match fork_as(None) {
         Ok(0) => {
+            own_proc();
             // PID 1 of the new namespace. Signals with the default action never reach
             // a namespace init (pid_namespaces(7)): give every one a handler, so the
             // ones relayed to it queue (they stay blocked and are taken by sigwait).
@@ -202,6 +205,33 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) -> bool {
         }
         Ok(child) => proxy(ctx, child),
         Err(e) => no_pid(want, "fork into a new pid namespace", e),
+    }
+}
+
+/// In the new namespaces' init: a /proc of the new PID namespace over the old one, so
+/// /proc/PID of the process's own PID and TIDs is itself (a procfs instance shows
+/// the PID namespace of whoever mounted it, proc(5); a user namespace that owns
+/// the PID namespace may mount it, mount_namespaces(7)). Mounts are made private
+/// first, so nothing leaks back to the namespace the resumer came from. Failing
+/// that, /proc stays the resumer's, and a warning says so.
+fn own_proc() {
+    const SYS_MOUNT: usize = 165;
+    const MS_NOSUID: usize = 2;
+    const MS_NODEV: usize = 4;
+    const MS_NOEXEC: usize = 8;
+    const MS_REC: usize = 0x4000;
+    const MS_PRIVATE: usize = 1 << 18;
+    // SAFETY: NUL-terminated strings; no data argument.
+    let r = unsafe {
+        call(SYS_MOUNT, [0, b"/\0".as_ptr() as usize, 0, MS_REC | MS_PRIVATE, 0, 0]).and_then(|_| {
+            call(SYS_MOUNT, [b"proc\0".as_ptr() as usize, b"/proc\0".as_ptr() as usize, b"proc\0".as_ptr() as usize,
+                             MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, 0])
+        })
+    };
+    match r {
+        Ok(_) => out::trace("/proc shows the new pid namespace", 0, 0),
+        Err(e) => out::Line::new().s("ckpt: warning: /proc still shows the resumer's pid namespace (mounting one for the new namespace failed: ")
+            .errno(e).s("); /proc/PID of the process's own ids names other processes").emit(),
     }
 }
 

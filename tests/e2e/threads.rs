@@ -396,3 +396,45 @@ fn core_all_threads(static_: bool) {
 }
 
 both_variants!(core_all_threads);
+
+// ---------------------------------------------------------------------------
+// The unprivileged route
+
+/// Every mt_* fixture frozen and resumed by an ordinary user (nobody): the resume
+/// gets the PID and every TID back inside a new user + PID namespace, where set_tid
+/// is allowed; each fixture then checks its TIDs, robust mutex, blocked calls,
+/// signals, timer, registers or exited leader itself.
+#[test]
+fn mt_fixtures_as_nobody() {
+    let d = OpenDir::new("mt-nobody");
+    let ck = d.path.join("ckpt");
+    std::fs::copy(ckpt_bin(), &ck).unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("mt_sync", &["8"]),
+        ("mt_robust", &[]),
+        ("mt_blocked", &["7"]),
+        ("mt_sigstate", &["8"]),
+        ("mt_timer", &["4"]),
+        ("mt_regs", &["8"]),
+        ("mt_leader", &["8"]),
+    ];
+    for &(name, args) in cases {
+        let exe = d.path.join(name);
+        std::fs::copy(fixture(name, false), &exe).unwrap();
+        let gate = d.path.join(format!("{name}.gate"));
+        let img = d.path.join(format!("{name}.resume"));
+        let mut orig = d.launch_as_nobody(&exe).args(args).arg(&gate).label(name).spawn();
+        orig.wait_ready();
+        let mut cmd = d.as_nobody(&ck);
+        cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img);
+        let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+        assert!(o.status.success(), "freezing {name} as nobody failed\n{}", describe_output(&o));
+        orig.expect_killed_by_ckpt();
+        let mut res = d.launch_as_nobody(&img).label(name).spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        open_gate(&gate);
+        let fin = res.wait_output(RESUME_TIMEOUT);
+        fin.assert_success();
+        fin.line_starting("ok");
+    }
+}
