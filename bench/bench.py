@@ -595,7 +595,9 @@ def print_table(summaries, limits, n):
           f"write {limits['write']:.2f} GB/s, write+fsync {limits['write+fsync']:.2f} GB/s, "
           f"cached read {limits['cached read']:.2f} GB/s, MAP_POPULATE {limits['populate']:.2f} GB/s, "
           f"static fork+exec {limits['fork+exec']:.2f} ms (8 at once {limits['fork+exec x8']:.2f} ms)")
-    print(f"Medians of N={n} runs [min-max]; ratio = speed / the limit's (1.0 = at the limit).")
+    print(f"Medians of N={n} runs [min-max]. Ratios (1.0 = at the limit): freeze/lim = file bytes/s "
+          f"over min(process_vm_readv, write+fsync); resume/lim = file bytes/s over min(MAP_POPULATE, "
+          f"cached read), or for small files (fork+exec + the file at that speed) / resume time.")
     head = ("workload", "freeze ms", "stopped ms", "fsync ms", "resume ms", "file MiB",
             "RSS MiB", "freeze/lim", "resume/lim", "note")
     cells = [head]
@@ -649,7 +651,8 @@ def plot(summaries, limits):
     subtitle = (f"freeze: file bytes/s over min(process_vm_readv, write+fsync) = "
                 f"{min(limits['pvr'], limits['write+fsync']):.2f} GB/s;  resume: over "
                 f"min(MAP_POPULATE, cached read) = {min(limits['populate'], limits['cached read']):.2f} GB/s, "
-                f"or static fork+exec {limits['fork+exec']:.2f} ms / resume time")
+                f"or for small files (static fork+exec {limits['fork+exec']:.2f} ms + the file at that speed) "
+                f"/ resume time")
     path = OUT / "ratios.png"
     if importlib.util.find_spec("matplotlib"):
         plot_matplotlib(path, title + "\n" + subtitle.replace(";  ", "\n"), rows)
