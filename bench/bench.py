@@ -662,7 +662,7 @@ def plot(summaries, limits):
                 f"/ resume time")
     path = OUT / "ratios.png"
     if importlib.util.find_spec("matplotlib"):
-        plot_matplotlib(path, title + "\n" + subtitle.replace(";  ", "\n"), rows)
+        plot_matplotlib(path, title + "\n" + subtitle.replace(";  ", "\n").replace(", or ", ",\nor "), rows)
     else:
         sys.path.insert(0, str(BENCH))
         import barchart
