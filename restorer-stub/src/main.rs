@@ -101,7 +101,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     threads::start(ctx, &t, same_ids);
     procstate::posix_timers(&t);
     if t.threads[0].flags & ckpt_format::THREAD_EXITED == 0 {
-        thread::restore(&t.threads[0]);
+        thread::restore(&t.threads[0], false);
     }
     procstate::requeue_signals(&t);
     procstate::seccomp(&t);

@@ -13,7 +13,8 @@ use crate::arch;
 use crate::ctx::Ctx;
 use crate::out::{self, Step};
 use ckpt_format::{Tables, Thread, PROT_WRITE, THREAD_EXITED};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 
 #[repr(C)]
 #[derive(Default)]
@@ -103,6 +104,35 @@ fn fill_frame(f: &mut Frame, th: &Thread, fpstate: u64) {
 }
 
 const XFEATURE_TILEDATA: u64 = 1 << 18;
+
+/// The xstate features frames carry (the image's, as far as this CPU has them), and
+/// the user XSAVE size for them without and with AMX tile data: the same for every
+/// thread, worked out once by the leader before any thread is created. CPUID and
+/// XGETBV are cheap on bare metal but leave the guest in a VM, once per thread
+/// and component otherwise.
+static XFEATURES: AtomicU64 = AtomicU64::new(0);
+static XSIZE_NO_TILES: AtomicUsize = AtomicUsize::new(0);
+static XSIZE_ALL: AtomicUsize = AtomicUsize::new(0);
+
+/// Fill the statics above (the leader, before creating threads).
+pub fn init(ctx: &Ctx) {
+    let feats = xfeatures();
+    XFEATURES.store(feats, Relaxed);
+    XSIZE_NO_TILES.store(arch::xstate_size_for(feats & !XFEATURE_TILEDATA), Relaxed);
+    XSIZE_ALL.store(arch::xstate_size_for(feats), Relaxed);
+}
+
+fn xfeatures() -> u64 {
+    XFEATURES.load(Relaxed)
+}
+
+fn xsize_for(feats: u64) -> usize {
+    if feats & XFEATURE_TILEDATA != 0 {
+        XSIZE_ALL.load(Relaxed)
+    } else {
+        XSIZE_NO_TILES.load(Relaxed)
+    }
+}
 const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
 
 /// Copy the saved XSAVE area to `dst` (64-byte aligned, `xstate.len() + 4` bytes) and
@@ -127,7 +157,7 @@ unsafe fn place_xstate(dst: usize, xstate: &[u8], xfeatures: u64) {
     } else {
         feats &= !XFEATURE_TILEDATA;
     }
-    let size = xstate.len().min(arch::xstate_size_for(feats));
+    let size = xstate.len().min(xsize_for(feats));
     // SAFETY: the caller vouches for the destination.
     unsafe {
         core::ptr::copy_nonoverlapping(xstate.as_ptr(), dst as *mut u8, size);
@@ -180,7 +210,7 @@ fn frame_xstate_len(xs_len: usize, xs: &[u8], xfeatures: u64) -> usize {
     }
     let in_use = xs.get(512..520).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let feats = if in_use & XFEATURE_TILEDATA != 0 { xfeatures } else { xfeatures & !XFEATURE_TILEDATA };
-    xs_len.min(arch::xstate_size_for(feats))
+    xs_len.min(xsize_for(feats))
 }
 
 /// Whether every live thread can leave through the target's own instructions with
@@ -190,7 +220,7 @@ pub fn all_leave_through_target(ctx: &Ctx, t: &Tables) -> bool {
         && ctx.hdr.gadget_sigreturn != 0
         && t.threads.iter().filter(|th| th.flags & THREAD_EXITED == 0).all(|th| {
             let xs = xstate_of(t, th);
-            let n = frame_xstate_len(xs.len(), xs, ctx.hdr.xcr0 & arch::xcr0());
+            let n = frame_xstate_len(xs.len(), xs, xfeatures());
             let (frame, fp) = target_frame_addr(th, n);
             writable_in_target(t, frame, fp + n as u64 + 4)
         })
@@ -200,7 +230,7 @@ pub fn all_leave_through_target(ctx: &Ctx, t: &Tables) -> bool {
 /// and return its address, for [`leave_last`] or [`leave_signalling`].
 pub fn place_on_target(ctx: &Ctx, t: &Tables, th: &Thread) -> usize {
     let xs = xstate_of(t, th);
-    let (frame, fp) = target_frame_addr(th, frame_xstate_len(xs.len(), xs, ctx.hdr.xcr0 & arch::xcr0()));
+    let (frame, fp) = target_frame_addr(th, frame_xstate_len(xs.len(), xs, xfeatures()));
     let mut f = Frame::default();
     fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
     f.pretcode = ctx.hdr.gadget_sigreturn;
@@ -208,7 +238,7 @@ pub fn place_on_target(ctx: &Ctx, t: &Tables, th: &Thread) -> usize {
     // red zone (all_leave_through_target), outside the restorer's gap.
     unsafe {
         if !xs.is_empty() {
-            place_xstate(fp as usize, xs, ctx.hdr.xcr0 & arch::xcr0());
+            place_xstate(fp as usize, xs, xfeatures());
         }
         core::ptr::write(frame as *mut Frame, f);
     }
@@ -248,7 +278,7 @@ pub fn leave_from_gap(ctx: &Ctx, t: &Tables, th: &Thread) -> ! {
     fill_frame(&mut f, th, if xs.is_empty() { 0 } else { fp });
     if !xs.is_empty() {
         // SAFETY: the area is 64-byte aligned and larger than any valid xstate + 4.
-        unsafe { place_xstate(fp as usize, xs, ctx.hdr.xcr0 & arch::xcr0()) };
+        unsafe { place_xstate(fp as usize, xs, xfeatures()) };
     }
     let uc = &f.uc as *const UContext as usize;
     // SAFETY: the frame is complete and stays on this stack, which remains mapped.

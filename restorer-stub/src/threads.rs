@@ -114,6 +114,8 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
         (*TIDS.0.get())[0] = sys::getpid() as u32;
     }
     CTX.store(ctx as *const Ctx as usize, SeqCst);
+    sigframe::init(ctx);
+    thread::inherit_scheduling();
     THROUGH_TARGET.store(sigframe::all_leave_through_target(ctx, t) as u32, SeqCst);
     let n = t.threads.len();
     LEFT.store((n - 1) as u32, SeqCst);
@@ -167,7 +169,7 @@ extern "C" fn thread_main(i: usize) -> ! {
     // SAFETY: CTX points at the Ctx copied into the gap, which outlives every thread.
     let ctx = unsafe { &*(CTX.load(SeqCst) as *const Ctx) };
     let th = &t.threads[i];
-    thread::restore(th);
+    thread::restore(th, true);
     procstate::requeue_thread_signals(t, th.tid);
     let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, th) } else { 0 };
     READY.fetch_add(1, SeqCst);
