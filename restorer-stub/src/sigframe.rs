@@ -116,7 +116,7 @@ static XSIZE_ALL: AtomicUsize = AtomicUsize::new(0);
 
 /// Fill the statics above (the leader, before creating threads).
 pub fn init(ctx: &Ctx) {
-    let feats = xfeatures();
+    let feats = ctx.hdr.xcr0 & arch::xcr0();
     XFEATURES.store(feats, Relaxed);
     XSIZE_NO_TILES.store(arch::xstate_size_for(feats & !XFEATURE_TILEDATA), Relaxed);
     XSIZE_ALL.store(arch::xstate_size_for(feats), Relaxed);
