@@ -16,6 +16,20 @@ use ckpt_format::Regs;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
+/// The raw result `r` of an injected call `what`, or an error naming it and `task`
+/// ("pid N", "thread N") for a -errno.
+pub fn checked(r: i64, what: &str, task: &str) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        bail!("{what} in {task} failed: {}", std::io::Error::from_raw_os_error(-r as i32));
+    }
+    Ok(r)
+}
+
+/// Little-endian u64 number `i` of a struct read back from the scratch area.
+pub fn word(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
+}
+
 /// Bytes of scratch memory below the red zone.
 pub const SCRATCH: usize = 1024;
 

@@ -29,15 +29,10 @@ pub struct Captured {
 }
 
 fn ok(r: i64, what: &str, pid: i32) -> Result<i64> {
-    if (-4095..0).contains(&r) {
-        bail!("{what} in pid {pid} failed: {}", std::io::Error::from_raw_os_error(-r as i32));
-    }
-    Ok(r)
+    crate::inject::checked(r, what, &format!("pid {pid}"))
 }
 
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
-}
+use crate::inject::word as u64_at;
 
 /// One timer of /proc/PID/timers (proc(5)): id, signal/value, notify, clock.
 fn parse_timers(text: &str) -> Result<Vec<PosixTimer>> {

@@ -26,15 +26,10 @@ pub struct Captured {
 }
 
 fn ok(r: i64, what: &str, tid: i32) -> Result<i64> {
-    if (-4095..0).contains(&r) {
-        bail!("{what} in thread {tid} failed: {}", std::io::Error::from_raw_os_error(-r as i32));
-    }
-    Ok(r)
+    crate::inject::checked(r, what, &format!("thread {tid}"))
 }
 
-fn word(b: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
-}
+use crate::inject::word;
 
 /// The thread's name from /proc/PID/task/TID/comm.
 fn comm(pid: i32, tid: i32) -> [u8; 16] {

@@ -20,7 +20,7 @@
 
 use crate::ctx::Ctx;
 use crate::out;
-use crate::sys::{self, call};
+use crate::sys::{self, call, CloneArgs};
 use ckpt_format::Tables;
 
 const SYS_CLONE3: usize = 435;
@@ -33,20 +33,6 @@ const PR_SET_PDEATHSIG: usize = 1;
 const WNOHANG: usize = 1;
 const WALL: usize = 0x4000_0000;
 
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// fork(2) by clone3, optionally with a chosen PID in the innermost PID namespace.
 fn fork_as(tid: Option<i32>) -> sys::Res {

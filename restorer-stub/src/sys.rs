@@ -720,3 +720,19 @@ pub unsafe fn mremap_dup(old: usize, len: usize, new: usize) -> Res {
     // SAFETY: as documented; old_size 0 leaves the source mapping in place.
     res(unsafe { syscall6(SYS_MREMAP, old, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
 }
+
+/// struct clone_args of clone3(2) (include/uapi/linux/sched.h, CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}

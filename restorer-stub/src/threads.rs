@@ -19,7 +19,7 @@ use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
 use crate::procstate;
 use crate::sigframe;
-use crate::sys;
+use crate::sys::{self, CloneArgs};
 use crate::thread;
 use ckpt_format::{Tables, MAX_THREADS, THREAD_EXITED};
 use core::cell::UnsafeCell;
@@ -38,20 +38,6 @@ const CLONE_SYSVSEM: u64 = 0x40000;
 const CLONE_SETTLS: u64 = 0x80000;
 const CLONE_CHILD_CLEARTID: u64 = 0x200000;
 
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// Threads that have set their state and wait for the release.
 static READY: AtomicU32 = AtomicU32::new(0);

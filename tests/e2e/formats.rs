@@ -85,12 +85,9 @@ fn stream_to_stdout() {
     }
 }
 
-/// With --embed-files, clean file pages come from the file only while it is the same
-/// file: a binary overwritten (same size, other bytes, new mtime) after the freeze
-/// makes the restorer copy every stored page instead, and the process runs as it was.
-#[test]
-fn changed_executable_falls_back_to_stored_pages() {
-    let dir = TestDir::new("changed_exe");
+/// The counter run from a copy of its executable in `dir`, frozen with `args` once it
+/// counts: (the copy, the image, what the original printed).
+fn freeze_counter_copy(dir: &TestDir, args: &[&str]) -> (std::path::PathBuf, std::path::PathBuf, Vec<String>) {
     let exe = dir.join("counter-copy");
     fs::copy(fixture("counter", false), &exe).unwrap();
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
@@ -98,8 +95,18 @@ fn changed_executable_falls_back_to_stored_pages() {
     orig.wait_ready();
     thread::sleep(SETTLE);
     let img = dir.image("counter");
-    freeze_ok(orig.pid(), &img, &["--embed-files"]);
+    freeze_ok(orig.pid(), &img, args);
     let before = orig.expect_killed_by_ckpt();
+    (exe, img, before)
+}
+
+/// With --embed-files, clean file pages come from the file only while it is the same
+/// file: a binary overwritten (same size, other bytes, new mtime) after the freeze
+/// makes the restorer copy every stored page instead, and the process runs as it was.
+#[test]
+fn changed_executable_falls_back_to_stored_pages() {
+    let dir = TestDir::new("changed_exe");
+    let (exe, img, before) = freeze_counter_copy(&dir, &["--embed-files"]);
     let len = fs::metadata(&exe).unwrap().len() as usize;
     thread::sleep(std::time::Duration::from_millis(20)); // a different mtime
     fs::write(&exe, vec![0xccu8; len]).unwrap();
@@ -116,15 +123,7 @@ fn changed_executable_falls_back_to_stored_pages() {
 #[test]
 fn referenced_executable_checked_at_resume() {
     let dir = TestDir::new("referenced_exe");
-    let exe = dir.join("counter-copy");
-    fs::copy(fixture("counter", false), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut orig = Launch::new(&exe).args([N.to_string()]).spawn();
-    orig.wait_ready();
-    thread::sleep(SETTLE);
-    let img = dir.image("counter");
-    freeze_ok(orig.pid(), &img, &[]);
-    let before = orig.expect_killed_by_ckpt();
+    let (exe, img, before) = freeze_counter_copy(&dir, &[]);
     let original = fs::read(&exe).unwrap();
     assert!(
         fs::metadata(&img).unwrap().len() < 1 << 20,

@@ -15,16 +15,7 @@ fn procstate(static_: bool) {
 /// Start a fixture, freeze it once ready, resume it, open its gate: it must check
 /// its state and print "ok".
 fn freeze_gate_resume_ok(dir: &TestDir, name: &str, static_: bool, args: &[&str], gate: &std::path::Path) {
-    let mut orig = spawn_fixture(name, static_, args);
-    orig.wait_ready();
-    let img = dir.image(name);
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
-    let mut resumed = resume_launch(&img).spawn();
-    open_gate(gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
+    freeze_gate_resume(dir, Launch::fixture(name, static_).args(args), name, gate);
 }
 
 both_variants!(procstate);

@@ -7,16 +7,7 @@ use crate::util::*;
 fn periodic_timer_expired_at_freeze(static_: bool) {
     let dir = TestDir::new("periodic");
     let gate = dir.gate();
-    let mut orig = spawn_fixture("periodic", static_, &[gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("periodic");
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
-    let mut resumed = resume_launch(&img).spawn();
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
+    freeze_gate_resume(&dir, Launch::fixture("periodic", static_).arg(&gate), "periodic", &gate);
 }
 
 both_variants!(periodic_timer_expired_at_freeze);
@@ -28,14 +19,5 @@ fn python_periodic_timer_program() {
     let dir = TestDir::new("periodic_py");
     let gate = dir.gate();
     let script = fixtures_src().join("periodic_timer.py");
-    let mut orig = Launch::new(python3()).arg(&script).arg(&gate).label("periodic python").spawn();
-    orig.wait_ready();
-    let img = dir.image("periodic_py");
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
-    let mut resumed = resume_launch(&img).spawn();
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
+    freeze_gate_resume(&dir, Launch::new(python3()).arg(&script).arg(&gate).label("periodic python"), "periodic_py", &gate);
 }

@@ -232,3 +232,20 @@ pub fn roundtrip_as_nobody(name: &str, static_: bool, args: impl Fn(&Path) -> Ve
     fin.assert_success();
     Some(fin)
 }
+
+/// Start `orig` (a gated program that prints "ready" and then waits for `gate`),
+/// freeze it once ready (the original is killed), resume it, open the gate: it must
+/// check its state itself and end successfully, printing "ok".
+pub fn freeze_gate_resume(dir: &TestDir, orig: Launch, name: &str, gate: &Path) -> Finished {
+    let mut orig = orig.spawn();
+    orig.wait_ready();
+    let img = dir.image(name);
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut resumed = resume_launch(&img).spawn();
+    open_gate(gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    fin
+}
