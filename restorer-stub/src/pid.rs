@@ -209,8 +209,8 @@ fn own_proc() {
     const MS_PRIVATE: usize = 1 << 18;
     // SAFETY: NUL-terminated strings; no data argument.
     let r = unsafe {
-        call(SYS_MOUNT, [0, b"/\0".as_ptr() as usize, 0, MS_REC | MS_PRIVATE, 0, 0]).and_then(|_| {
-            call(SYS_MOUNT, [b"proc\0".as_ptr() as usize, b"/proc\0".as_ptr() as usize, b"proc\0".as_ptr() as usize,
+        call(SYS_MOUNT, [0, c"/".as_ptr() as usize, 0, MS_REC | MS_PRIVATE, 0, 0]).and_then(|_| {
+            call(SYS_MOUNT, [c"proc".as_ptr() as usize, c"/proc".as_ptr() as usize, c"proc".as_ptr() as usize,
                              MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, 0])
         })
     };
