@@ -81,7 +81,7 @@ fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &Group) -> Result<
 /// One pass into a seekable file. Returns the stats and the file size.
 pub fn to_file(src: &mut Source, file: &File, t: &Group) -> Result<(Stats, u64)> {
     let prefix_len = prefix(src, 0)?.len() as u64;
-    let mut bw = BufWriter::with_capacity(1 << 20, file);
+    let mut bw = BufWriter::with_capacity(1 << 20, crate::writeback::Writeback::new(file));
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
     let mut pw = PageWriter::new(bw, DATA_START);
     dump(src, &mut pw, t)?;

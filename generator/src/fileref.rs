@@ -41,12 +41,7 @@ fn crc_of(file: &File, path: &str, from: u64, to: u64, buf: &mut [u8], hw: bool)
     while at < to {
         let n = ((to - at) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], at).with_context(|| format!("reading {path} at {at:#x} to check it at resume"))?;
-        crc = if hw {
-            // SAFETY: hw is true only when the CPU has SSE4.2.
-            unsafe { crc32c::update_hw(crc, &buf[..n]) }
-        } else {
-            crc32c::update_sw(crc, &buf[..n])
-        };
+        crc = if hw { ::crc32c::crc32c_append(crc, &buf[..n]) } else { crc32c::update_sw(crc, &buf[..n]) };
         at += n as u64;
     }
     Ok(crc)

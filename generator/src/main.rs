@@ -28,6 +28,7 @@ mod thread_state;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]
 mod write;
+mod writeback;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

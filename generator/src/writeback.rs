@@ -1,0 +1,89 @@
+//! A file writer that starts the disk writing behind it as it goes.
+//!
+//! Dirty pages of a file are written back when the kernel's dirty thresholds are
+//! reached or at fsync(2); an image of a few GiB stays under those thresholds, so
+//! without help every byte waits for the final fsync and the disk idles while the
+//! memory is read. sync_file_range(2) with SYNC_FILE_RANGE_WRITE starts writeback of
+//! a range without waiting for it to complete, but it may wait for room in the
+//! device's queue: so the requests, one per few MiB written, are made by a thread of
+//! their own, and the writer never waits for the disk. The fsync that makes the file
+//! durable before the original is killed then has little left to do.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{channel, Sender};
+use std::thread::JoinHandle;
+
+/// How much is written between two writeback requests.
+const STEP: u64 = 16 << 20;
+
+pub struct Writeback<'a> {
+    file: &'a File,
+    /// File offset of the next byte written.
+    pos: u64,
+    /// Start of the range written since the last request.
+    from: u64,
+    /// Ranges (offset, length) for the thread that asks for their writeback.
+    requests: Option<Sender<(u64, u64)>>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl<'a> Writeback<'a> {
+    pub fn new(file: &'a File) -> Writeback<'a> {
+        let (tx, rx) = channel::<(u64, u64)>();
+        // Without a second descriptor there is no flusher: the fsync does all the work.
+        let flusher = file.try_clone().ok().map(|f| {
+            std::thread::spawn(move || {
+                for (off, len) in rx {
+                    // SAFETY: plain integer arguments on an open fd; a failure (a file
+                    // system without the call) only leaves the work to the fsync.
+                    unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+                }
+            })
+        });
+        Writeback { file, pos: 0, from: 0, requests: flusher.is_some().then_some(tx), flusher }
+    }
+
+    fn start_writeback(&mut self) {
+        if self.pos > self.from {
+            if let Some(tx) = &self.requests {
+                let _ = tx.send((self.from, self.pos - self.from));
+            }
+        }
+        self.from = self.pos;
+    }
+}
+
+impl Write for Writeback<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = (&*self.file).write(b)?;
+        self.pos += n as u64;
+        if self.pos >= self.from + STEP {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Writeback<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.start_writeback();
+        self.pos = (&*self.file).seek(to)?;
+        self.from = self.pos;
+        Ok(self.pos)
+    }
+}
+
+impl Drop for Writeback<'_> {
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+    }
+}
