@@ -32,12 +32,15 @@ pub enum SectionKind {
     Seccomp = 12,
     /// File locks (flock, POSIX, OFD), in fd order.
     Locks = 13,
+    /// Socket state beyond the Fd record (shutdown, buffer sizes, options), one
+    /// [`crate::SocketState`] per socket the image creates, in fd order.
+    Sockets = 14,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 16;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 14;
+pub const KNOWN_SECTIONS: usize = 15;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -55,6 +58,7 @@ impl SectionKind {
         SectionKind::Epoll,
         SectionKind::Seccomp,
         SectionKind::Locks,
+        SectionKind::Sockets,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -74,6 +78,7 @@ impl SectionKind {
             SectionKind::Epoll => crate::MAX_EPOLL as u64,
             SectionKind::Seccomp => crate::MAX_SECCOMP,
             SectionKind::Locks => crate::MAX_LOCKS as u64,
+            SectionKind::Sockets => crate::MAX_FDS as u64,
         }
     }
 
@@ -91,6 +96,7 @@ impl SectionKind {
             SectionKind::Timers => core::mem::size_of::<crate::PosixTimer>() as u64,
             SectionKind::Epoll => core::mem::size_of::<crate::EpollEntry>() as u64,
             SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
+            SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
         }
     }
 
@@ -110,6 +116,7 @@ impl SectionKind {
             SectionKind::Epoll => "epoll entries",
             SectionKind::Seccomp => "seccomp filters",
             SectionKind::Locks => "file locks",
+            SectionKind::Sockets => "socket states",
         }
     }
 }
@@ -481,7 +488,11 @@ pub enum FdKind {
     /// timerfd: `aux[0]` clockid, `aux[1..3]` remaining (s, ns), `aux[3..5]` interval (s, ns).
     Timerfd = 9,
     /// A socket listening or bound: `aux[0]` family, `aux[1]` type, `aux[2]` 1 if
-    /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes).
+    /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes). One end
+    /// of a unix socket pair: `aux[2]` 2, `aux[3]` the pair's id; the bytes queued
+    /// for it in `data` (for datagram and seqpacket sockets one message after
+    /// another, each a native-endian u32 length and its bytes). Its shutdown state
+    /// and options, when not a new socket's, are in the Sockets section.
     Socket = 10,
     /// inotify instance: watches in the Strings section, `aux[0]` count.
     Inotify = 11,
@@ -583,6 +594,8 @@ unsafe impl Pod for Mm {}
 unsafe impl Pod for Fd {}
 // SAFETY: as above.
 unsafe impl Pod for crate::Process {}
+// SAFETY: as above.
+unsafe impl Pod for crate::SocketState {}
 // SAFETY: as above.
 unsafe impl Pod for crate::SigAction {}
 // SAFETY: as above.

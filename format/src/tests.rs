@@ -249,6 +249,10 @@ pub fn valid_parts() -> Parts {
             desc: 2,
             ..fd(6, FdKind::Pipe)
         },
+        Fd {
+            aux: [1, 1, 2, 7, 0, 0], // one end of a unix stream socket pair
+            ..fd(7, FdKind::Socket)
+        },
     ];
     // The pipe's bytes follow the pages, padded to a page as the generator does.
     let pipe_off = DATA_START + pages.len() as u64 * PAGE_SIZE;
@@ -320,6 +324,15 @@ pub fn valid_parts() -> Parts {
             start: 10,
             len: 5,
             ..FileLock::default()
+        }],
+        sockets: vec![SocketState {
+            fd: 7,
+            shutdown: SHUT_SEND,
+            sndbuf: 4608,
+            flags: SOCK_PASSCRED | SOCK_LINGER,
+            linger: 5,
+            rcvtimeo_us: 1_500_000,
+            ..SocketState::default()
         }],
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
@@ -489,7 +502,8 @@ fn valid_image_parses() {
             assert_eq!(t.threads.len(), 1);
             assert_eq!(t.vmas.len(), 8);
             assert_eq!(t.runs, &p.runs[..]);
-            assert_eq!(t.fds.len(), 7);
+            assert_eq!(t.fds.len(), 8);
+            assert_eq!(t.sockets, &p.sockets[..]);
             assert_eq!(t.process.map(|p| p.cwd_len), Some(CWD.len() as u32));
             assert_eq!((t.signals.len(), t.timers.len(), t.epoll.len()), (1, 1, 1));
             let pipe = &t.fds[F_PIPE_R];
@@ -1233,7 +1247,10 @@ fn fd_numbers_not_ascending_or_out_of_range() {
     expect(&image_with(|p| p.fds[0].fd = -1), BF(0, what));
     expect(&image_with(|p| p.fds[2].fd = 1 << 20), BF(2, what));
     assert_eq!(
-        validate(&image_with(|p| p.fds.last_mut().unwrap().fd = (1 << 20) - 1)),
+        validate(&image_with(|p| {
+            p.fds.last_mut().unwrap().fd = (1 << 20) - 1;
+            p.sockets[0].fd = (1 << 20) - 1;
+        })),
         Ok(())
     );
 }
@@ -1356,6 +1373,58 @@ fn lock_on_an_fd_not_created() {
     expect(&image_with(|p| p.locks[0].fd = 0), BL(0, what));
 }
 
+const BSK: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadSocket { index, what };
+
+#[test]
+fn socket_state_not_in_fd_order() {
+    let img = image_with(|p| {
+        let mut second = p.sockets[0];
+        second.shutdown = 0;
+        p.sockets.push(second);
+    });
+    expect(&img, BSK(1, "socket states not in fd order"));
+}
+
+#[test]
+fn socket_state_for_an_fd_that_is_not_a_socket() {
+    let what = "state for an fd that is not a socket the image creates";
+    expect(&image_with(|p| p.sockets[0].fd = 6), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].fd = 99), BSK(0, what));
+}
+
+#[test]
+fn socket_state_unknown_shutdown_bits() {
+    expect(&image_with(|p| p.sockets[0].shutdown = 4), BSK(0, "unknown shutdown bits"));
+    assert_eq!(validate(&image_with(|p| p.sockets[0].shutdown = SHUT_RCV | SHUT_SEND)), Ok(()));
+}
+
+#[test]
+fn socket_state_unknown_flags() {
+    expect(&image_with(|p| p.sockets[0].flags |= 1 << 7), BSK(0, "unknown socket flags"));
+}
+
+#[test]
+fn socket_state_linger_time_without_linger() {
+    expect(&image_with(|p| p.sockets[0].flags = SOCK_PASSCRED), BSK(0, "linger time without SO_LINGER"));
+    let img = image_with(|p| (p.sockets[0].flags, p.sockets[0].linger) = (SOCK_PASSCRED, 0));
+    assert_eq!(validate(&img), Ok(()));
+}
+
+#[test]
+fn socket_state_timeout_out_of_range() {
+    let what = "socket timeout out of range";
+    expect(&image_with(|p| p.sockets[0].rcvtimeo_us = SOCK_MAX_TIMEO_US + 1), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].sndtimeo_us = u64::MAX), BSK(0, what));
+    assert_eq!(validate(&image_with(|p| p.sockets[0].sndtimeo_us = SOCK_MAX_TIMEO_US)), Ok(()));
+}
+
+#[test]
+fn socket_state_buffer_size_out_of_range() {
+    let what = "socket buffer size out of range";
+    expect(&image_with(|p| p.sockets[0].sndbuf = 1 << 31), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].rcvbuf = u32::MAX), BSK(0, what));
+}
+
 #[test]
 fn epoll_entry_names_missing_fd() {
     let what = "epoll entry names an fd that is not in the image";
@@ -1471,6 +1540,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadMm { .. } => "mm tests",
             FormatError::BadFd { .. } => "fd tests",
             FormatError::BadLock { .. } => "lock_* tests",
+            FormatError::BadSocket { .. } => "socket_state_* tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -1716,6 +1786,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.timers.clear();
     minimal.epoll.clear();
     minimal.locks.clear();
+    minimal.sockets.clear();
     minimal.mm.exe_len = 0;
     minimal.mm.exe_off = 0;
     minimal.mm.cmdline_len = 0;

@@ -30,6 +30,7 @@ pub enum FormatError {
     BadMm { what: &'static str },
     BadFd { index: u32, what: &'static str },
     BadLock { index: u32, what: &'static str },
+    BadSocket { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -50,6 +51,7 @@ impl FormatError {
             | FormatError::BadRun { what, .. }
             | FormatError::BadFd { what, .. }
             | FormatError::BadLock { what, .. }
+            | FormatError::BadSocket { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -65,7 +67,8 @@ impl FormatError {
             | FormatError::BadVma { index, .. }
             | FormatError::BadRun { index, .. }
             | FormatError::BadFd { index, .. }
-            | FormatError::BadLock { index, .. } => Some(index as u64),
+            | FormatError::BadLock { index, .. }
+            | FormatError::BadSocket { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -102,6 +105,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadRun { index, what } => write!(f, "page run {index}: {what}"),
             FormatError::BadFd { index, what } => write!(f, "fd record {index}: {what}"),
             FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
+            FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -211,6 +215,7 @@ pub struct Tables<'a> {
     /// Raw seccomp section (see [`SeccompFilters`]).
     pub seccomp: &'a [u8],
     pub locks: &'a [crate::FileLock],
+    pub sockets: &'a [crate::SocketState],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -277,8 +282,9 @@ impl<'a> Tables<'a> {
         let epoll = records(section_bytes(h, buf, lo, SectionKind::Epoll, hw)?, SectionKind::Epoll)?;
         let seccomp = section_bytes(h, buf, lo, SectionKind::Seccomp, hw)?;
         let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
+        let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
-        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp, locks };
+        let t = Tables { threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp, locks, sockets };
         t.check(h)?;
         Ok(t)
     }
@@ -291,6 +297,7 @@ impl<'a> Tables<'a> {
         self.check_mm()?;
         self.check_fds(h)?;
         self.check_locks()?;
+        self.check_sockets()?;
         self.check_process()
     }
 
@@ -546,6 +553,38 @@ impl<'a> Tables<'a> {
             }
             if !self.fds.iter().any(|f| f.fd == l.fd && f.kind != FdKind::Inherit as u32) {
                 return bad("lock on an fd the image does not create");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each state belongs to a socket the image creates, in fd order, and names
+    /// only shutdown bits, flags and times the stub can set.
+    fn check_sockets(&self) -> Result<(), FormatError> {
+        let mut prev = -1i64;
+        for (i, s) in self.sockets.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadSocket { index: i as u32, what });
+            if (s.fd as i64) <= prev {
+                return bad("socket states not in fd order");
+            }
+            prev = s.fd as i64;
+            if !self.fds.iter().any(|f| f.fd == s.fd && f.kind == FdKind::Socket as u32) {
+                return bad("state for an fd that is not a socket the image creates");
+            }
+            if s.shutdown & !(crate::SHUT_RCV | crate::SHUT_SEND) != 0 {
+                return bad("unknown shutdown bits");
+            }
+            if s.flags & !crate::SOCK_FLAGS_KNOWN != 0 {
+                return bad("unknown socket flags");
+            }
+            if s.linger != 0 && s.flags & crate::SOCK_LINGER == 0 {
+                return bad("linger time without SO_LINGER");
+            }
+            if s.rcvtimeo_us > crate::SOCK_MAX_TIMEO_US || s.sndtimeo_us > crate::SOCK_MAX_TIMEO_US {
+                return bad("socket timeout out of range");
+            }
+            if s.sndbuf > i32::MAX as u32 || s.rcvbuf > i32::MAX as u32 {
+                return bad("socket buffer size out of range");
             }
         }
         Ok(())

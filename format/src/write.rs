@@ -32,6 +32,7 @@ pub struct ImageParts {
     pub epoll: Vec<EpollEntry>,
     pub seccomp: Vec<u8>,
     pub locks: Vec<FileLock>,
+    pub sockets: Vec<SocketState>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -64,6 +65,7 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::Epoll, slice_as_bytes(&p.epoll), p.epoll.len() as u32),
         (SectionKind::Seccomp, &p.seccomp, p.seccomp.len() as u32),
         (SectionKind::Locks, slice_as_bytes(&p.locks), p.locks.len() as u32),
+        (SectionKind::Sockets, slice_as_bytes(&p.sockets), p.sockets.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -35,7 +35,10 @@ mod inotify;
 mod locks;
 mod pipes;
 mod sockets;
+mod sockqueue;
+mod sockstate;
 mod target;
+mod unix_diag;
 
 use std::collections::HashMap;
 
@@ -56,6 +59,8 @@ pub struct FdPlan {
     pub blobs: Vec<(usize, Vec<u8>)>,
     /// File locks to take again, through the fds above ([`locks`]).
     pub locks: Vec<ckpt_format::FileLock>,
+    /// Socket options and shutdown states, in fd order ([`sockstate`]).
+    pub sockets: Vec<ckpt_format::SocketState>,
 }
 
 /// One fd's record before its strings and data are placed.
@@ -70,6 +75,8 @@ pub(crate) struct Planned {
     path: Vec<u8>,
     aux: [u64; 6],
     blob: Option<Vec<u8>>,
+    /// A socket's options and shutdown state, when not a new socket's.
+    sock: Option<ckpt_format::SocketState>,
 }
 
 impl Planned {
@@ -83,6 +90,7 @@ impl Planned {
             path: Vec::new(),
             aux: [0; 6],
             blob: None,
+            sock: None,
         }
     }
 }
@@ -218,9 +226,9 @@ fn classify(
 fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     match first {
         Class::Inherit => Class::Inherit,
-        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() }),
+        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() }),
         Class::Disconnect(p, was, becomes) => Class::Disconnect(
-            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() },
+            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() },
             format!("{was} (the same open file as fd {first_fd})"),
             becomes.clone(),
         ),
@@ -305,6 +313,9 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
         let (path_off, path_len) = if p.path.is_empty() { (0, 0) } else { add_bytes(strings, &p.path) };
         if let Some(b) = p.blob {
             out.blobs.push((out.fds.len(), b));
+        }
+        if let Some(st) = p.sock {
+            out.sockets.push(ckpt_format::SocketState { fd: p.fd, ..st });
         }
         out.fds.push(Fd {
             fd: p.fd,

@@ -273,6 +273,7 @@ pub fn run(o: &Options) -> Result<()> {
     parts.fds = fdp.fds;
     parts.epoll = fdp.epoll;
     parts.locks = fdp.locks;
+    parts.sockets = fdp.sockets;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;

@@ -27,8 +27,10 @@ mod disconnected;
 mod files;
 mod inotify;
 mod locks;
+mod messages;
 mod objects;
 mod sockets;
+mod sockstate;
 
 use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};

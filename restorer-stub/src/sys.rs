@@ -38,6 +38,8 @@ pub const SYS_LISTEN: usize = 50;
 pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_SHUTDOWN: usize = 48;
+pub const SYS_SENDTO: usize = 44;
+pub const SYS_GETSOCKOPT: usize = 55;
 pub const SYS_FLOCK: usize = 73;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
@@ -100,6 +102,16 @@ pub const SO_REUSEADDR: usize = 2;
 pub const SO_BROADCAST: usize = 6;
 pub const SO_KEEPALIVE: usize = 9;
 pub const SO_REUSEPORT: usize = 15;
+pub const SO_SNDBUF: usize = 7;
+pub const SO_RCVBUF: usize = 8;
+pub const SO_LINGER: usize = 13;
+pub const SO_PASSCRED: usize = 16;
+pub const SO_RCVTIMEO: usize = 20;
+pub const SO_SNDTIMEO: usize = 21;
+pub const SO_SNDBUFFORCE: usize = 32;
+pub const SO_RCVBUFFORCE: usize = 33;
+pub const MSG_DONTWAIT: usize = 0x40;
+pub const MSG_NOSIGNAL: usize = 0x4000;
 pub const IPPROTO_IPV6: usize = 41;
 pub const IPV6_V6ONLY: usize = 26;
 pub const AF_UNIX: u64 = 1;
@@ -445,6 +457,26 @@ pub fn listen(fd: usize, backlog: usize) -> Res {
 pub fn setsockopt_int(fd: usize, level: usize, opt: usize, val: i32) -> Res {
     // SAFETY: the option value is an int on our stack.
     res(unsafe { syscall6(SYS_SETSOCKOPT, fd, level, opt, &val as *const i32 as usize, 4, 0) })
+}
+
+/// setsockopt(2) with a value of any plain type (struct linger, struct timeval).
+pub fn setsockopt<T: Copy>(fd: usize, level: usize, opt: usize, val: &T) -> Res {
+    // SAFETY: val is readable for size_of::<T>() bytes.
+    res(unsafe { syscall6(SYS_SETSOCKOPT, fd, level, opt, val as *const T as usize, core::mem::size_of::<T>(), 0) })
+}
+
+pub fn getsockopt_int(fd: usize, level: usize, opt: usize) -> Res {
+    let mut v: i32 = 0;
+    let mut len: u32 = 4;
+    // SAFETY: v and len are writable ints on our stack; len says v's size.
+    res(unsafe { syscall6(SYS_GETSOCKOPT, fd, level, opt, &mut v as *mut i32 as usize, &mut len as *mut u32 as usize, 0) })
+        .map(|_| v as u32 as usize)
+}
+
+/// send(2): one datagram or message (zero bytes too, which write(2) would not send).
+pub fn send(fd: usize, buf: &[u8], flags: usize) -> Res {
+    // SAFETY: buf is readable for its length; no address.
+    res(unsafe { syscall6(SYS_SENDTO, fd, buf.as_ptr() as usize, buf.len(), flags, 0, 0) })
 }
 
 pub fn eventfd2(initval: u32, flags: usize) -> Res {

@@ -29,6 +29,7 @@ mod compat;
 mod corrupt;
 mod errors;
 mod fds;
+mod fds_sockets;
 mod formats;
 mod inspect;
 mod locks;

@@ -14,21 +14,24 @@
 //!
 //! A unix socket connected to another socket of the same process (socketpair(2),
 //! or a connection the process made to itself) is recreated with socketpair(2).
-//! Which socket is its peer is only told by sock_diag (NETLINK_SOCK_DIAG,
-//! UDIAG_SHOW_PEER, sock_diag(7)); the bytes queued in it are not restored (a
-//! warning says how many).
+//! Which socket is its peer is only told by sock_diag ([`unix_diag`]). What each end
+//! had queued to read is read in place ([`sockqueue`]): a stream's bytes, or every
+//! datagram or seqpacket message with its boundaries; the restorer sends it again
+//! through the other end. Options and shutdown state: [`sockstate`].
 //!
 //! Record layout (an extension of the format's `FdKind::Socket` doc): `aux[0]`
 //! family, `aux[1]` type, `aux[2]` 1 if listening ([`PAIR`] for one end of a
 //! socketpair), `aux[3]` backlog (for a socketpair end: the pair's id, the smaller
 //! of the two socket inodes), `aux[4]` the boolean options below
 //! ([`OPT_REUSEADDR`]...; [`OPT_PAIR_SECOND`] marks the end with the larger
-//! inode), `aux[5]` protocol; the address from getsockname in `data`, empty for a
-//! socket never bound (and for socketpair ends).
+//! inode, [`OPT_MESSAGES`] framed messages in `data`), `aux[5]` protocol; the address from getsockname in `data`, empty for a
+//! socket never bound; for socketpair ends, the data queued for it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
+use super::unix_diag::unix_diag;
+use super::{sockqueue, sockstate};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -42,89 +45,13 @@ pub const OPT_REUSEPORT: u64 = 1 << 1;
 pub const OPT_V6ONLY: u64 = 1 << 2;
 pub const OPT_KEEPALIVE: u64 = 1 << 3;
 pub const OPT_BROADCAST: u64 = 1 << 4;
+/// `aux[4]` bit: the data holds messages, each a u32 length and its bytes
+/// ([`sockqueue::Queue::framed`]), not a stream's bytes.
+pub const OPT_MESSAGES: u64 = 1 << 5;
 /// `aux[4]` bit of the socketpair end whose inode is the larger.
 pub const OPT_PAIR_SECOND: u64 = 1 << 31;
 /// `aux[2]` of a socketpair end.
 pub const PAIR: u64 = 2;
-
-/// What sock_diag says of a unix socket: its peer's inode (0: none), the bytes in
-/// its receive queue, and its send queue; for a listener `rqueue` is the number of
-/// connections waiting to be accepted and `wqueue` the listen backlog
-/// (sk_ack_backlog / sk_max_ack_backlog, sk_diag_show_rqlen()).
-struct UnixDiag {
-    peer: u32,
-    rqueue: u32,
-    wqueue: u32,
-}
-
-/// One NETLINK_SOCK_DIAG request for the unix socket with inode `ino`
-/// (struct unix_diag_req, linux/unix_diag.h), UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN.
-fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
-    use std::os::fd::FromRawFd;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const UDIAG_SHOW_PEER: u32 = 0x4;
-    const UDIAG_SHOW_RQLEN: u32 = 0x10;
-    const UNIX_DIAG_PEER: u16 = 2;
-    const UNIX_DIAG_RQLEN: u16 = 4;
-    // SAFETY: socket(2) takes integers only.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = Vec::with_capacity(40);
-    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req.extend_from_slice(&[0; 8]); // seq, pid
-    req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req.extend_from_slice(&(ino as u32).to_ne_bytes());
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
-    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    // SAFETY: req is a readable buffer of its length.
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = [0u8; 8192];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let b = &buf[..n as usize];
-    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
-    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "short or unexpected sock_diag answer");
-    if b.len() < 32 {
-        return Err(bad());
-    }
-    if u16_at(4) == libc::NLMSG_ERROR as u16 {
-        let e = -(u32_at(16) as i32);
-        return Err(std::io::Error::from_raw_os_error(e));
-    }
-    let len = (u32_at(0) as usize).min(b.len());
-    if u16_at(4) != SOCK_DIAG_BY_FAMILY || u32_at(20) != ino as u32 {
-        return Err(bad());
-    }
-    let mut d = UnixDiag { peer: 0, rqueue: 0, wqueue: 0 };
-    // Attributes (struct rtattr: u16 len, u16 type) after the 16-byte unix_diag_msg.
-    let mut off = 32;
-    while off + 4 <= len {
-        let (alen, atype) = (u16_at(off) as usize, u16_at(off + 2));
-        if alen < 4 || off + alen > len {
-            break;
-        }
-        match atype {
-            UNIX_DIAG_PEER if alen >= 8 => d.peer = u32_at(off + 4),
-            UNIX_DIAG_RQLEN if alen >= 12 => (d.rqueue, d.wqueue) = (u32_at(off + 4), u32_at(off + 8)),
-            _ => {}
-        }
-        off += (alen + 3) & !3;
-    }
-    Ok(d)
-}
 
 fn sockaddr_of(
     fd: &OwnedFd,
@@ -214,8 +141,8 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family == libc::AF_UNIX {
-            if let Some(rec) = socketpair_end(&s, f, ty, proto, all, warnings) {
-                return Class::Plan(rec);
+            if let Some(c) = socketpair_end(&s, f, ty, proto, all, warnings) {
+                return c;
             }
         }
         let what = format!("connected {kind} socket (local {}, peer {})", describe(&name), describe(&peer)).replace("  ", " ");
@@ -271,6 +198,10 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         }
     }
     let mut rec = Planned::new(f, FdKind::Socket);
+    match sockstate::capture(&s, f.fd, (family, ty, proto), 0) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
+    }
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
     if !unbound(&name) {
         rec.blob = Some(name);
@@ -287,7 +218,7 @@ pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
 }
 
 /// One end of a unix socket pair whose other end is an fd above 2 of the process.
-fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Planned> {
+fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Class> {
     let FdTarget::Socket(ino) = f.target else { return None };
     let d = unix_diag(ino).ok()?;
     let peer = d.peer as u64;
@@ -296,18 +227,36 @@ fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], 
         return None;
     }
     let mut rec = Planned::new(f, FdKind::Socket);
-    if d.rqueue > 0 {
-        // A stream's queued bytes can be read without consuming them (MSG_PEEK,
-        // recv(2)); the restorer writes them into the new peer so this end reads
-        // them again. Datagram boundaries cannot be peeked past the first.
-        match (ty == libc::SOCK_STREAM).then(|| peek(s, d.rqueue as usize)).flatten() {
-            Some(bytes) => rec.blob = Some(bytes),
-            None => warnings.push(format!("fd {}: {} bytes queued on its unix socket pair are not restored", f.fd, d.rqueue)),
+    let mut opts = 0;
+    if d.rqueue > 0 || ty != libc::SOCK_STREAM {
+        // Read with MSG_PEEK and SO_PEEK_OFF, left in place ([`sockqueue`]); the
+        // restorer writes them into the new peer so this end reads them again.
+        let stream = ty == libc::SOCK_STREAM;
+        let shut_rd = d.shutdown & ckpt_format::SHUT_RCV as u8 != 0;
+        let limit = (ty != libc::SOCK_DGRAM && shut_rd).then_some(d.rqueue as usize);
+        let q = match sockqueue::read(s, stream, limit) {
+            Ok(q) => q,
+            Err(e) => return Some(Class::Refuse(format!("its queued data cannot be read: {e}"))),
+        };
+        if q.passed_fds > 0 {
+            warnings.push(format!("fd {}: {} fds passed (SCM_RIGHTS) in the messages queued on it are not restored", f.fd, q.passed_fds));
+        }
+        if stream && q.bytes() > 0 {
+            rec.blob = q.messages.into_iter().next();
+        } else if !stream && !q.messages.is_empty() {
+            rec.blob = Some(q.framed());
+            opts |= OPT_MESSAGES;
         }
     }
-    let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
-    rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, proto as u64];
-    Some(rec)
+    match sockstate::capture(s, f.fd, (libc::AF_UNIX, ty, proto), d.shutdown) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
+    }
+    if ino > peer {
+        opts |= OPT_PAIR_SECOND;
+    }
+    rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), opts, proto as u64];
+    Some(Class::Plan(rec))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! family, `aux[1]` type, `aux[2]` listening, `aux[3]` backlog, `aux[4]` option
 //! bits, `aux[5]` protocol; the sockaddr in the data, none if never bound). A unix
 //! socket pair (`aux[2]` = [`PAIR`], `aux[3]` the pair's id) is made with
-//! socketpair(2) by its first record, for both ends.
+//! socketpair(2) by its first record, for both ends: their options first, then the
+//! data each had queued to read, sent through the other end (a stream's bytes, or
+//! each message on its own: [`messages`]), then their shutdown state ([`sockstate`]).
 //!
 //! SO_REUSEADDR is set for the bind of an IP socket (then put back as it was), so
 //! the port is free again although the original's connections may linger in
@@ -11,7 +13,7 @@
 //! died: if bind finds it in use, and it is a socket nobody accepts on (connect
 //! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
 
-use super::{check, data, errno, fail, head, set_status, to_temp, to_temps2, Cx};
+use super::{check, data, errno, fail, head, messages, set_status, sockstate, to_temp, to_temps2, Cx};
 use ckpt_format::FdKind;
 use crate::out::{Line, Step};
 use crate::sys;
@@ -22,6 +24,7 @@ const OPT_REUSEPORT: u64 = 1 << 1;
 const OPT_V6ONLY: u64 = 1 << 2;
 const OPT_KEEPALIVE: u64 = 1 << 3;
 const OPT_BROADCAST: u64 = 1 << 4;
+const OPT_MESSAGES: u64 = 1 << 5;
 const OPT_PAIR_SECOND: u64 = 1 << 31;
 const PAIR: u64 = 2;
 const AF_INET6: u64 = 10;
@@ -92,13 +95,25 @@ fn pair(cx: &Cx, i: usize) {
     let Some(other) = end(!mine) else { fail(f, "the other end of its socket pair is not in the image", 0) };
     let mut sv = [0i32; 2];
     check(f, "socketpair", sys::socketpair(family as usize, ty as usize, proto as usize, &mut sv));
-    // Bytes one end had queued to read are written into the other end.
-    if f.data_len != 0 {
-        super::data::copy_to(cx, f, sv[1] as usize);
-    }
     let g = &cx.t.fds[other];
-    if g.data_len != 0 {
-        super::data::copy_to(cx, g, sv[0] as usize);
+    let ends = [(f, sv[0] as usize, sv[1] as usize), (g, sv[1] as usize, sv[0] as usize)];
+    for (r, mine, _) in ends {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::options(r, mine, st);
+        }
+    }
+    // What one end had queued to read is sent again through the other end.
+    for (r, _, theirs) in ends {
+        if r.data_len != 0 && r.aux[4] & OPT_MESSAGES != 0 {
+            messages::send_all(cx, r, theirs);
+        } else if r.data_len != 0 {
+            data::copy_to(cx, r, theirs);
+        }
+    }
+    for (r, mine, _) in ends {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::shutdown(r, mine, st);
+        }
     }
     set_status(f, sv[0] as usize);
     set_status(&cx.t.fds[other], sv[1] as usize);
@@ -149,6 +164,10 @@ pub fn socket(cx: &Cx, i: usize) {
     }
     if listening != 0 {
         check(f, "listen", sys::listen(x, backlog as usize));
+    }
+    if let Some(st) = sockstate::of(cx.t, f.fd) {
+        sockstate::options(f, x, st);
+        sockstate::shutdown(f, x, st);
     }
     set_status(f, x);
     to_temp(cx, i, x);

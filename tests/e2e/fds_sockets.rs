@@ -1,0 +1,93 @@
+//! Sockets whose both ends are in the process, across a freeze: each
+//! tests/fixtures/fd_unix*.c sets them up with data queued both ways, options and
+//! shutdown states, is frozen and resumed, then checks every queue (bytes and
+//! message boundaries), option and peer credential itself and prints "ok". As root
+//! and, where the kernel allows, frozen and resumed by an ordinary user.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::*;
+
+/// Fixture `name` (taking `GATE`) frozen and resumed; it must print "ok".
+fn roundtrip(test: &str, name: &str, static_: bool) {
+    let dir = TestDir::new(test);
+    let gate = dir.gate();
+    let mut orig = spawn_fixture(name, static_, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image(name);
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
+/// The same with the fixture, the freeze and the resume all run as user nobody
+/// (skipped when the tests do not run as root, which they need to switch users).
+fn roundtrip_as_nobody(name: &str, static_: bool) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
+        return;
+    }
+    let dir = OpenDir::new(&format!("{name}-sock-nobody-{static_}"));
+    let fx = dir.path.join(name);
+    fs::copy(fixture(name, static_), &fx).unwrap();
+    let ck = dir.path.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).arg("gate").label(name).spawn();
+    orig.wait_ready();
+    let img = dir.path.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+    assert!(o.status.success(), "ckpt freeze as nobody failed\n{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    fs::set_permissions(&img, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
+    open_gate(&dir.path.join("gate"));
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
+/// Stream, datagram and seqpacket socket pairs: queued data both ways (an empty
+/// datagram too), buffer sizes, SO_LINGER, timeouts, SO_PASSCRED with
+/// SCM_CREDENTIALS naming the resumed pid, SO_PEERCRED, SHUT_WR and SHUT_RD.
+fn unix_pairs(static_: bool) {
+    roundtrip("fd_unixpair", "fd_unixpair", static_);
+}
+
+fn unix_pairs_as_nobody(static_: bool) {
+    roundtrip_as_nobody("fd_unixpair", static_);
+}
+
+both_variants!(unix_pairs, unix_pairs_as_nobody);
+
+/// --leave-running reads the queues without taking anything: the original still
+/// receives every message, and so does the resumed copy.
+#[test]
+fn unix_queues_not_consumed() {
+    let dir = TestDir::new("fd_unixpair_leave");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_unixpair", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("fd_unixpair");
+    freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    resume(&img).assert_success().line_starting("ok");
+}
+
+/// The socket fixtures pass their own checks without any freeze.
+#[test]
+fn socket_fixtures_pass_unfrozen() {
+    for static_ in [false, true] {
+        let dir = TestDir::new("fd_sock_unfrozen");
+        let gate = dir.gate();
+        open_gate(&gate);
+        spawn_fixture("fd_unixpair", static_, &[gate.to_str().unwrap()])
+            .wait_output(RESUME_TIMEOUT)
+            .assert_success()
+            .line_starting("ok");
+    }
+}
