@@ -39,6 +39,7 @@ mod sockqueue;
 mod sockstate;
 mod target;
 mod unix_diag;
+mod unixconn;
 
 use std::collections::HashMap;
 

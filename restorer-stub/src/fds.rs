@@ -12,6 +12,8 @@
 //!    it there at once is harmless, and the one case of two new fds at a time (the
 //!    ends of a pipe or socket pair) is ordered so neither lands on the other
 //!    ([`to_temps2`]).
+//!    Unix connections waiting to be accepted are made after every other one
+//!    ([`unixconn`]).
 //! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
 //!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
 //! 4. The temporaries are closed; epoll registrations are made on the final
@@ -31,6 +33,7 @@ mod messages;
 mod objects;
 mod sockets;
 mod sockstate;
+mod unixconn;
 
 use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
@@ -255,9 +258,16 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     let _ = sys::close_range(img + 1, u32::MAX as usize);
     let cx = Cx { ctx, t, img, base };
 
+    // Connections waiting to be accepted last, once every accepted one exists
+    // ([`unixconn`]); then the fds sharing their descriptions.
+    for i in (0..n).filter(|&i| !unixconn::is_waiting(&t.fds[i])) {
+        build(&cx, i);
+    }
+    unixconn::waiting(&cx);
     for i in 0..n {
         build(&cx, i);
     }
+    unixconn::unlink_deleted(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);
     }

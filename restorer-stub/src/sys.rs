@@ -39,6 +39,8 @@ pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_SHUTDOWN: usize = 48;
 pub const SYS_SENDTO: usize = 44;
+pub const SYS_GETSOCKNAME: usize = 51;
+pub const SYS_ACCEPT4: usize = 288;
 pub const SYS_GETSOCKOPT: usize = 55;
 pub const SYS_FLOCK: usize = 73;
 pub const SYS_UNLINK: usize = 87;
@@ -471,6 +473,20 @@ pub fn getsockopt_int(fd: usize, level: usize, opt: usize) -> Res {
     // SAFETY: v and len are writable ints on our stack; len says v's size.
     res(unsafe { syscall6(SYS_GETSOCKOPT, fd, level, opt, &mut v as *mut i32 as usize, &mut len as *mut u32 as usize, 0) })
         .map(|_| v as u32 as usize)
+}
+
+/// getsockname(2) into `buf`; returns the address length.
+pub fn getsockname(fd: usize, buf: &mut [u8; 128]) -> Res {
+    let mut len: u32 = 128;
+    // SAFETY: buf and len are writable; len says buf's size.
+    res(unsafe { syscall3(SYS_GETSOCKNAME, fd, buf.as_mut_ptr() as usize, &mut len as *mut u32 as usize) })
+        .map(|_| (len as usize).min(128))
+}
+
+/// accept4(2) without the peer's address.
+pub fn accept4(fd: usize, flags: usize) -> Res {
+    // SAFETY: no memory arguments (null address and length).
+    res(unsafe { syscall6(SYS_ACCEPT4, fd, 0, 0, flags, 0, 0) })
 }
 
 /// send(2): one datagram or message (zero bytes too, which write(2) would not send).

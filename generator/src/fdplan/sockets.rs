@@ -31,7 +31,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::unix_diag::unix_diag;
-use super::{sockqueue, sockstate};
+use super::{sockqueue, sockstate, unixconn};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -48,12 +48,15 @@ pub const OPT_BROADCAST: u64 = 1 << 4;
 /// `aux[4]` bit: the data holds messages, each a u32 length and its bytes
 /// ([`sockqueue::Queue::framed`]), not a stream's bytes.
 pub const OPT_MESSAGES: u64 = 1 << 5;
+/// `aux[4]` bit: the socket's path was deleted after it was bound; the restorer
+/// removes it again once every socket is made.
+pub const OPT_UNLINK: u64 = 1 << 6;
 /// `aux[4]` bit of the socketpair end whose inode is the larger.
 pub const OPT_PAIR_SECOND: u64 = 1 << 31;
 /// `aux[2]` of a socketpair end.
 pub const PAIR: u64 = 2;
 
-fn sockaddr_of(
+pub(super) fn sockaddr_of(
     fd: &OwnedFd,
     f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
 ) -> std::io::Result<Vec<u8>> {
@@ -141,7 +144,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family == libc::AF_UNIX {
-            if let Some(c) = socketpair_end(&s, f, ty, proto, all, warnings) {
+            if let Some(c) = unix_connected(tg, &s, f, ty, all, warnings) {
                 return c;
             }
         }
@@ -172,11 +175,13 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         if let FdTarget::Socket(ino) = f.target {
             if let Some(d) = unix_diag(ino).ok().filter(|d| d.wqueue > 0) {
                 backlog = d.wqueue as u64;
-                if d.rqueue > 0 {
+                // Waiting clients in the process are connected again ([`unixconn`]).
+                let inside = |i: &u32| all.iter().any(|o| o.fd > 2 && o.target == FdTarget::Socket(*i as u64));
+                let lost = d.icons.iter().filter(|i| !inside(i)).count();
+                if lost > 0 {
                     warnings.push(format!(
-                        "fd {}: {} connection(s) waiting to be accepted on {} are lost",
+                        "fd {}: {lost} connection(s) waiting to be accepted on {} are lost",
                         f.fd,
-                        d.rqueue,
                         describe(&name)
                     ));
                 }
@@ -197,6 +202,13 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
             opts |= bit;
         }
     }
+    if family == libc::AF_UNIX {
+        if let Some(d) = unix_diag_of(f) {
+            if unixconn::path_deleted(&name, &d) {
+                opts |= OPT_UNLINK;
+            }
+        }
+    }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(&s, f.fd, (family, ty, proto), 0) {
         Ok(st) => rec.sock = st,
@@ -209,6 +221,13 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     Class::Plan(rec)
 }
 
+fn unix_diag_of(f: &FdInfo) -> Option<super::unix_diag::UnixDiag> {
+    match f.target {
+        FdTarget::Socket(ino) => unix_diag(ino).ok(),
+        _ => None,
+    }
+}
+
 /// The `n` bytes queued for reading on a stream socket, left in place.
 pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; n];
@@ -217,18 +236,34 @@ pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
     (r == n as isize).then_some(buf)
 }
 
-/// One end of a unix socket pair whose other end is an fd above 2 of the process.
-fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Class> {
+/// A connected unix socket whose other end is an fd above 2 of the process: one end
+/// of a connection through a listener of the process ([`unixconn`]), else one end
+/// of a socket pair. With the data queued for it and its state.
+fn unix_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, ty: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Class> {
     let FdTarget::Socket(ino) = f.target else { return None };
     let d = unix_diag(ino).ok()?;
-    let peer = d.peer as u64;
-    let peer_fds: Vec<i32> = all.iter().filter(|o| o.target == FdTarget::Socket(peer)).map(|o| o.fd).collect();
-    if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
-        return None;
-    }
-    let mut rec = Planned::new(f, FdKind::Socket);
-    let mut opts = 0;
-    if d.rqueue > 0 || ty != libc::SOCK_STREAM {
+    let mut rec = match unixconn::plan(tg, s, f, ty, all, warnings) {
+        Some(Class::Plan(rec)) => rec,
+        Some(other) => return Some(other),
+        None => {
+            let peer = d.peer as u64;
+            let peer_fds: Vec<i32> = all.iter().filter(|o| o.target == FdTarget::Socket(peer)).map(|o| o.fd).collect();
+            if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
+                return None;
+            }
+            // A pair's ends are each other's peers (not so a datagram socket
+            // connected to another that is not connected back).
+            if unix_diag(peer).ok().is_none_or(|p| p.peer as u64 != ino) {
+                return None;
+            }
+            let mut rec = Planned::new(f, FdKind::Socket);
+            let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
+            rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, 0];
+            rec
+        }
+    };
+    rec.aux[5] = 0; // AF_UNIX has protocol 0 only (unix(7))
+    if !matches!(rec.aux[2], unixconn::WAITING | unixconn::DGRAM_TO) && (d.rqueue > 0 || ty != libc::SOCK_STREAM) {
         // Read with MSG_PEEK and SO_PEEK_OFF, left in place ([`sockqueue`]); the
         // restorer writes them into the new peer so this end reads them again.
         let stream = ty == libc::SOCK_STREAM;
@@ -245,17 +280,13 @@ fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], 
             rec.blob = q.messages.into_iter().next();
         } else if !stream && !q.messages.is_empty() {
             rec.blob = Some(q.framed());
-            opts |= OPT_MESSAGES;
+            rec.aux[4] |= OPT_MESSAGES;
         }
     }
-    match sockstate::capture(s, f.fd, (libc::AF_UNIX, ty, proto), d.shutdown) {
+    match sockstate::capture(s, f.fd, (libc::AF_UNIX, ty, 0), d.shutdown) {
         Ok(st) => rec.sock = st,
         Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
     }
-    if ino > peer {
-        opts |= OPT_PAIR_SECOND;
-    }
-    rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), opts, proto as u64];
     Some(Class::Plan(rec))
 }
 

@@ -16,6 +16,8 @@ pub struct UnixDiag {
     pub wqueue: u32,
     /// sk_shutdown: SHUT_RCV | SHUT_SEND (UNIX_DIAG_SHUTDOWN).
     pub shutdown: u8,
+    /// Inode of the file a path-bound socket was bound to (UNIX_DIAG_VFS); 0: none.
+    pub vfs_ino: u32,
     /// For a listener, the inodes of the sockets whose connections wait to be
     /// accepted, oldest first (UNIX_DIAG_ICONS: the peer of each embryo in the
     /// accept queue, sk_diag_dump_icons()).
@@ -28,9 +30,11 @@ pub fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
     use std::os::fd::FromRawFd;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_PEER: u32 = 0x4;
+    const UDIAG_SHOW_VFS: u32 = 0x2;
     const UDIAG_SHOW_ICONS: u32 = 0x8;
     const UDIAG_SHOW_RQLEN: u32 = 0x10;
     const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
     const UNIX_DIAG_ICONS: u16 = 3;
     const UNIX_DIAG_RQLEN: u16 = 4;
     const UNIX_DIAG_SHUTDOWN: u16 = 6;
@@ -49,7 +53,7 @@ pub fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
     req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&(ino as u32).to_ne_bytes());
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
     // SAFETY: req is a readable buffer of its length.
     if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
@@ -76,7 +80,7 @@ pub fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
     if u16_at(4) != SOCK_DIAG_BY_FAMILY || u32_at(20) != ino as u32 {
         return Err(bad());
     }
-    let mut d = UnixDiag { peer: 0, rqueue: 0, wqueue: 0, shutdown: 0, icons: Vec::new() };
+    let mut d = UnixDiag { peer: 0, rqueue: 0, wqueue: 0, shutdown: 0, vfs_ino: 0, icons: Vec::new() };
     // Attributes (struct rtattr: u16 len, u16 type) after the 16-byte unix_diag_msg.
     let mut off = 32;
     while off + 4 <= len {
@@ -87,6 +91,7 @@ pub fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
         match atype {
             UNIX_DIAG_PEER if alen >= 8 => d.peer = u32_at(off + 4),
             UNIX_DIAG_RQLEN if alen >= 12 => (d.rqueue, d.wqueue) = (u32_at(off + 4), u32_at(off + 8)),
+            UNIX_DIAG_VFS if alen >= 12 => d.vfs_ino = u32_at(off + 4),
             UNIX_DIAG_SHUTDOWN if alen >= 5 => d.shutdown = b[off + 4],
             UNIX_DIAG_ICONS => d.icons = (off + 4..off + alen).step_by(4).filter(|&o| o + 4 <= off + alen).map(u32_at).collect(),
             _ => {}

@@ -13,7 +13,7 @@
 //! died: if bind finds it in use, and it is a socket nobody accepts on (connect
 //! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
 
-use super::{check, data, errno, fail, head, messages, set_status, sockstate, to_temp, to_temps2, Cx};
+use super::{check, data, errno, fail, head, messages, set_status, sockstate, to_temp, to_temps2, unixconn, Cx};
 use ckpt_format::FdKind;
 use crate::out::{Line, Step};
 use crate::sys;
@@ -51,7 +51,7 @@ pub fn describe<'l>(l: &'l mut Line, a: &[u8]) -> &'l mut Line {
 }
 
 /// The NUL-terminated path of a unix sockaddr naming a file, if it names one.
-fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
+pub fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
     let p = a.get(2..)?;
     if p.first().is_none_or(|&c| c == 0) {
         return None; // unnamed or abstract
@@ -123,8 +123,12 @@ fn pair(cx: &Cx, i: usize) {
 pub fn socket(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
     let [family, ty, listening, backlog, opts, proto] = f.aux;
-    if listening == PAIR {
-        return pair(cx, i);
+    match listening {
+        PAIR => return pair(cx, i),
+        unixconn::CONNECTING | unixconn::ACCEPTED => return unixconn::connection(cx, i),
+        unixconn::DGRAM_TO => return unixconn::dgram_to(cx, i),
+        unixconn::WAITING => fail(f, "a waiting connection built out of its turn", 0),
+        _ => {}
     }
     let x = check(f, "socket", sys::socket(family as usize, ty as usize, proto as usize));
     let set = |level, opt, on: bool| check(f, "setsockopt", sys::setsockopt_int(x, level, opt, on as i32));
