@@ -164,6 +164,7 @@ pub const EEXIST: isize = 17;
 pub const ESRCH: isize = 3;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
+pub const ENXIO: isize = 6;
 pub const ENOMEM: isize = 12;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;

@@ -30,6 +30,7 @@ mod corrupt;
 mod errors;
 mod fds;
 mod fds_sockets;
+mod fds_tty;
 mod formats;
 mod inspect;
 mod locks;
