@@ -5,7 +5,9 @@
 //! and, where the kernel allows, frozen and resumed by an ordinary user.
 
 use std::fs;
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -82,6 +84,42 @@ fn unix_connections_as_nobody(static_: bool) {
 }
 
 both_variants!(unix_pairs, unix_pairs_as_nobody, unix_connections, unix_connections_as_nobody);
+
+/// UDP sockets connected to the test's socket (one bound first, one given a port
+/// by connect) and two connected to each other: bound and connected again to the
+/// same addresses, options kept; they send to and receive from the test.
+fn udp_connected(static_: bool) {
+    let dir = TestDir::new("fd_udp");
+    let gate = dir.gate();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let peer = u.local_addr().unwrap().port().to_string();
+    let mut orig = spawn_fixture("fd_udp", static_, &[gate.to_str().unwrap(), &peer]);
+    let port = |what: &str| -> u16 {
+        let l = orig.wait_line_starting(what, READY_TIMEOUT);
+        l[what.len()..].trim().parse().unwrap()
+    };
+    let (p3, p4) = (port("udp3 "), port("udp4 "));
+    orig.wait_ready();
+    let img = dir.image("fd_udp");
+    let o = freeze_ok(orig.pid(), &img, &[]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("fd 3 ("), "fd 3 warned about");
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let mut got = Vec::new();
+    let mut b = [0u8; 16];
+    for _ in 0..2 {
+        let (n, from) = u.recv_from(&mut b).expect("a datagram from the resumed process");
+        got.push((String::from_utf8_lossy(&b[..n]).into_owned(), from.port()));
+    }
+    got.sort();
+    assert_eq!(got, [("from3".to_owned(), p3), ("from4".to_owned(), p4)]);
+    u.send_to(b"to3", ("127.0.0.1", p3)).unwrap();
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
+both_variants!(udp_connected);
 
 /// --leave-running reads the queues without taking anything: the original still
 /// receives every message, and so does the resumed copy.

@@ -3,7 +3,9 @@
 //! listen(2) on the same address, so a resumed server accepts new connections on
 //! the same port. A connected socket's peer is elsewhere and its TCP state cannot be
 //! rebuilt by a user-space restorer: such a socket resumes disconnected
-//! ([`disconnected`]).
+//! ([`disconnected`]). A UDP socket connected to a peer is bound and connected
+//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). Netlink,
+//! packet and raw sockets are refused by name.
 //!
 //! Everything is asked of the socket itself through a duplicate (pidfd_getfd):
 //! SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_ACCEPTCONN, getsockname, getpeername
@@ -55,6 +57,8 @@ pub const OPT_UNLINK: u64 = 1 << 6;
 pub const OPT_PAIR_SECOND: u64 = 1 << 31;
 /// `aux[2]` of a socketpair end.
 pub const PAIR: u64 = 2;
+/// `aux[2]` of a UDP socket connected to a peer (its address in `path`).
+pub const CONNECTED_DGRAM: u64 = 7;
 
 pub(super) fn sockaddr_of(
     fd: &OwnedFd,
@@ -138,11 +142,23 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         }
     };
     if !matches!(family, libc::AF_UNIX | libc::AF_INET | libc::AF_INET6) {
-        return Class::Refuse(format!("it is a socket of address family {family}; only unix, IPv4 and IPv6 sockets are restored"));
+        let what = match family {
+            libc::AF_NETLINK => "a netlink socket (AF_NETLINK), whose kernel-side subscriptions and sequence state cannot be read back".to_owned(),
+            libc::AF_PACKET => "a packet socket (AF_PACKET), bound to a device and its traffic".to_owned(),
+            _ => format!("a socket of address family {family}"),
+        };
+        return Class::Refuse(format!("it is {what}; only unix, IPv4 and IPv6 sockets are restored"));
+    }
+    // SOCK_PACKET (10): the obsolete packet socket of AF_INET (packet(7)).
+    if ty == libc::SOCK_RAW || ty == 10 {
+        return Class::Refuse(format!("it is a raw IP socket (SOCK_RAW, protocol {proto}); raw sockets are not restored"));
     }
     let name = sockaddr_of(&s, libc::getsockname).unwrap_or_default();
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
+        if family != libc::AF_UNIX && ty == libc::SOCK_DGRAM {
+            return udp_connected(&s, f, (family, ty, proto), name, peer, warnings);
+        }
         if family == libc::AF_UNIX {
             if let Some(c) = unix_connected(tg, &s, f, ty, all, warnings) {
                 return c;
@@ -215,6 +231,40 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
     }
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
+    if !unbound(&name) {
+        rec.blob = Some(name);
+    }
+    Class::Plan(rec)
+}
+
+/// A UDP socket connect(2)ed to a peer: connectionless, so it is bound and
+/// connected again wherever the peer is (udp(7): connect only sets the default
+/// destination and filters what is received).
+fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), name: Vec<u8>, peer: Vec<u8>, warnings: &mut Vec<String>) -> Class {
+    let n = bytes_readable(s).unwrap_or(0);
+    if n > 0 {
+        warnings.push(format!(
+            "fd {}: the datagrams queued on UDP socket {} are not restored (sent again they would come from another address)",
+            f.fd,
+            describe(&name)
+        ));
+    }
+    let mut rec = Planned::new(f, FdKind::Socket);
+    match sockstate::capture(s, f.fd, (family, ty, proto), 0) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
+    }
+    let mut opts = 0;
+    for (opt, bit) in [(libc::SO_REUSEADDR, OPT_REUSEADDR), (libc::SO_REUSEPORT, OPT_REUSEPORT), (libc::SO_BROADCAST, OPT_BROADCAST)] {
+        if getsockopt_int(s, libc::SOL_SOCKET, opt).unwrap_or(0) != 0 {
+            opts |= bit;
+        }
+    }
+    if family == libc::AF_INET6 && getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0 {
+        opts |= OPT_V6ONLY;
+    }
+    rec.aux = [family as u64, ty as u64, CONNECTED_DGRAM, 0, opts, proto as u64];
+    rec.path = peer;
     if !unbound(&name) {
         rec.blob = Some(name);
     }

@@ -27,6 +27,8 @@ const OPT_BROADCAST: u64 = 1 << 4;
 const OPT_MESSAGES: u64 = 1 << 5;
 const OPT_PAIR_SECOND: u64 = 1 << 31;
 const PAIR: u64 = 2;
+/// A UDP socket connected to a peer, whose address is in `path`.
+const CONNECTED_DGRAM: u64 = 7;
 const AF_INET6: u64 = 10;
 const AT_SYMLINK_NOFOLLOW: usize = 0x100;
 
@@ -166,7 +168,16 @@ pub fn socket(cx: &Cx, i: usize) {
     } else if opts & OPT_REUSEADDR != 0 {
         set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
     }
-    if listening != 0 {
+    if listening == CONNECTED_DGRAM {
+        let peer = cx.t.string(f.path_off, f.path_len);
+        if let Err(e) = sys::connect(x, peer) {
+            let mut l = head(f);
+            l.s("cannot connect to ");
+            describe(&mut l, peer).s(" again: ");
+            errno(&mut l, e).emit();
+            sys::exit_group(Step::Fds as i32);
+        }
+    } else if listening != 0 {
         check(f, "listen", sys::listen(x, backlog as usize));
     }
     if let Some(st) = sockstate::of(cx.t, f.fd) {
