@@ -491,7 +491,9 @@ pub enum FdKind {
     /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes). One end
     /// of a unix socket pair: `aux[2]` 2, `aux[3]` the pair's id; the bytes queued
     /// for it in `data` (for datagram and seqpacket sockets one message after
-    /// another, each a native-endian u32 length and its bytes). Its shutdown state
+    /// another, each a native-endian u32 length, a u32 count of the fds passed with it,
+    /// their numbers as i32 — records with [`FD_INFLIGHT`] —, then its bytes; so too
+    /// a stream's data when fds were passed in it). Its shutdown state
     /// and options, when not a new socket's, are in the Sockets section.
     Socket = 10,
     /// inotify instance: watches in the Strings section, `aux[0]` count.
@@ -506,6 +508,12 @@ pub enum FdKind {
     /// ("pipe:[N]", "socket:[N]"), for messages.
     Disconnected = 12,
 }
+
+/// `Fd::cloexec` bit: a file in flight, passed (SCM_RIGHTS) in a message queued on
+/// one of the process's sockets. The process has no fd for it: the stub builds it,
+/// sends it with that message, and closes it; `fd` is a number above every fd of
+/// the process, named by the message.
+pub const FD_INFLIGHT: u32 = 2;
 
 /// `Fd::aux[0]` of an `FdKind::Disconnected` record: one end of a pipe.
 pub const DISC_PIPE: u64 = 1;
@@ -559,7 +567,7 @@ pub struct Fd {
     pub kind: u32,
     /// open(2) flags as in /proc/PID/fdinfo (O_CREAT/O_TRUNC/O_EXCL never set).
     pub flags: u32,
-    /// 1 if FD_CLOEXEC.
+    /// 1 if FD_CLOEXEC; | [`FD_INFLIGHT`] for a file in flight.
     pub cloexec: u32,
     pub offset: u64,
     pub path_off: u32,

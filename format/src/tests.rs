@@ -1256,6 +1256,12 @@ fn fd_numbers_not_ascending_or_out_of_range() {
 }
 
 #[test]
+fn fd_unknown_flags() {
+    expect(&image_with(|p| p.fds[2].cloexec = 4), BF(2, "unknown fd flags"));
+    assert_eq!(validate(&image_with(|p| p.fds[6].cloexec = 1 | FD_INFLIGHT)), Ok(()));
+}
+
+#[test]
 fn fd_unknown_kind() {
     let first_unknown = (1..).find(|&k| FdKind::from_u32(k).is_none()).unwrap();
     for kind in [0, first_unknown, u32::MAX] {

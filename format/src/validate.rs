@@ -502,6 +502,9 @@ impl<'a> Tables<'a> {
                 return bad("fd numbers not ascending or out of range");
             }
             prev = f.fd as i64;
+            if f.cloexec & !(1 | crate::FD_INFLIGHT) != 0 {
+                return bad("unknown fd flags");
+            }
             match FdKind::from_u32(f.kind) {
                 None => return bad("unknown fd kind"),
                 Some(FdKind::Path) if f.path_len == 0 => return bad("file without a path"),

@@ -31,6 +31,7 @@
 mod anon;
 mod disconnected;
 mod files;
+mod inflight;
 mod inotify;
 mod locks;
 mod pipes;
@@ -237,6 +238,14 @@ fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     }
 }
 
+fn inflight_flag(tg: &Target, fd: i32) -> u32 {
+    if tg.is_inflight(fd) {
+        ckpt_format::FD_INFLIGHT
+    } else {
+        0
+    }
+}
+
 fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
     let off = strings.buf.len() as u32;
     strings.buf.extend_from_slice(b);
@@ -247,8 +256,14 @@ fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 /// and kcmp need that access). `strict`: refuse fds whose other end is outside
 /// the process instead of resuming them disconnected.
 pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, warnings: &mut Vec<String>) -> Result<FdPlan> {
-    let tg = Target::new(t);
+    let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
+    let real = fds;
+    let mut all = fds.to_vec();
+    if let Err(e) = inflight::discover(&tg, &mut all) {
+        bail!("pid {pid}: {e}");
+    }
+    let fds = &all[..];
     let desc = descriptions(&tg, fds, warnings);
     let mut pipes = PipeState::default();
     let mut epoll = Vec::new();
@@ -273,19 +288,26 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
 
     let mut problems = Vec::new();
     let mut strict_refusals = false;
+    let name = |f: &FdInfo| {
+        if tg.is_inflight(f.fd) {
+            format!("fd {} ({}, a file in flight: passed in a queued message)", f.fd, f.link)
+        } else {
+            format!("fd {} ({})", f.fd, f.link)
+        }
+    };
     for (f, c) in fds.iter().zip(classes.iter_mut()) {
         match c {
             Class::Refuse(why) if f.fd <= 2 => {
                 warnings.push(format!("fd {} ({}): {why}; the resumer's fd {} is used instead", f.fd, f.link, f.fd));
                 *c = Class::Inherit;
             }
-            Class::Refuse(why) => problems.push(format!("fd {} ({}): {why}", f.fd, f.link)),
+            Class::Refuse(why) => problems.push(format!("{}: {why}", name(f))),
             Class::Disconnect(_, was, _) if strict => {
-                problems.push(format!("fd {} ({}): its other end is not in the process: it is {was}", f.fd, f.link));
+                problems.push(format!("{}: its other end is not in the process: it is {was}", name(f)));
                 strict_refusals = true;
             }
             Class::Disconnect(_, was, becomes) => {
-                warnings.push(format!("fd {} ({}): {was}; it resumes disconnected: {becomes}", f.fd, f.link));
+                warnings.push(format!("{}: {was}; it resumes disconnected: {becomes}", name(f)));
             }
             _ => {}
         }
@@ -305,7 +327,7 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
             Class::Inherit => {
                 // cloexec matters above 2 (a duplicate of the resumer's stdio); fds
                 // 0-2 stay as the resumer has them.
-                let cloexec = (f.fd > 2 && f.cloexec()) as u32;
+                let cloexec = (f.fd > 2 && f.cloexec()) as u32 | inflight_flag(&tg, f.fd);
                 out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, cloexec, ..Default::default() });
                 continue;
             }
@@ -322,7 +344,7 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
             fd: p.fd,
             kind: p.kind as u32,
             flags: p.flags,
-            cloexec: p.cloexec as u32,
+            cloexec: p.cloexec as u32 | inflight_flag(&tg, p.fd),
             offset: p.offset,
             path_off,
             path_len,
@@ -332,6 +354,6 @@ pub fn plan(t: &Seized, fds: &[FdInfo], strict: bool, strings: &mut Strings, war
         });
     }
     out.epoll = epoll;
-    out.locks = locks::plan(pid, fds, &out)?;
+    out.locks = locks::plan(pid, real, &out)?;
     Ok(out)
 }

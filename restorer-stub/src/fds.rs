@@ -147,7 +147,7 @@ pub fn set_status(f: &Fd, fd: usize) {
     }
 }
 
-fn exists(fd: usize) -> bool {
+pub fn exists(fd: usize) -> bool {
     sys::fcntl(fd, sys::F_GETFD, 0).is_ok()
 }
 
@@ -186,6 +186,10 @@ fn build(cx: &Cx, i: usize) {
     if f.desc != 0 {
         if let Some(k) = (0..i).find(|&k| t.fds[k].desc == f.desc) {
             let first = &t.fds[k];
+            if first.kind != FdKind::Inherit as u32 && !exists(cx.temp(k)) {
+                // Built out of fd order (a file in flight sharing this description).
+                build(cx, k);
+            }
             if first.kind == FdKind::Inherit as u32 && !exists(cx.temp(k)) {
                 // The shared description is one of the resumer's stdio fds.
                 if let Err(e) = sys::dup3(first.fd as usize, cx.temp(k), sys::O_CLOEXEC) {
@@ -222,10 +226,10 @@ fn build(cx: &Cx, i: usize) {
 /// Give record `i` its final number.
 fn place(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
-    if f.kind == FdKind::Inherit as u32 && f.fd <= 2 {
-        return;
+    if f.kind == FdKind::Inherit as u32 && f.fd <= 2 || f.cloexec & ckpt_format::FD_INFLIGHT != 0 {
+        return; // the resumer's own, or a file in flight (sent, never numbered)
     }
-    let flags = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
+    let flags = if f.cloexec & 1 != 0 { sys::O_CLOEXEC } else { 0 };
     check(f, "dup3 to its number", sys::dup3(cx.temp(i), f.fd as usize, flags));
 }
 

@@ -490,6 +490,29 @@ pub fn accept4(fd: usize, flags: usize) -> Res {
     res(unsafe { syscall6(SYS_ACCEPT4, fd, 0, 0, flags, 0, 0) })
 }
 
+pub const SYS_SENDMSG: usize = 46;
+/// Most fds one SCM_RIGHTS message carries (SCM_MAX_FD, include/net/scm.h).
+pub const SCM_MAX_FD: usize = 253;
+
+/// sendmsg(2) of `buf` with `fds` passed as SCM_RIGHTS (none: a plain send).
+pub fn send_fds(fd: usize, buf: &[u8], fds: &[i32], flags: usize) -> Res {
+    // struct cmsghdr (u64 len, i32 level, i32 type) then the ints, 8-aligned.
+    let mut ctl = [0u64; 2 + SCM_MAX_FD.div_ceil(2)];
+    let n = fds.len().min(SCM_MAX_FD);
+    ctl[0] = (16 + 4 * n) as u64;
+    ctl[1] = 1 | (1 << 32); // SOL_SOCKET, SCM_RIGHTS
+    for (k, f) in fds[..n].iter().enumerate() {
+        let w = &mut ctl[2 + k / 2];
+        *w |= (*f as u32 as u64) << (32 * (k % 2));
+    }
+    let iov = [buf.as_ptr() as usize, buf.len()];
+    // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+    let (control, controllen) = if n == 0 { (0, 0) } else { (ctl.as_ptr() as usize, 16 + (4 * n).next_multiple_of(8)) };
+    let msg: [usize; 7] = [0, 0, iov.as_ptr() as usize, 1, control, controllen, 0];
+    // SAFETY: msg, iov, buf and ctl are readable for the sizes they give.
+    res(unsafe { syscall3(SYS_SENDMSG, fd, msg.as_ptr() as usize, flags) })
+}
+
 /// send(2): one datagram or message (zero bytes too, which write(2) would not send).
 pub fn send(fd: usize, buf: &[u8], flags: usize) -> Res {
     // SAFETY: buf is readable for its length; no address.

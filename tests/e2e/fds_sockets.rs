@@ -83,7 +83,46 @@ fn unix_connections_as_nobody(static_: bool) {
     roundtrip_as_nobody("fd_unixconn", static_);
 }
 
-both_variants!(unix_pairs, unix_pairs_as_nobody, unix_connections, unix_connections_as_nobody);
+/// Files passed with SCM_RIGHTS in messages still queued (a regular file, a pipe's
+/// read end with bytes in it, a socket whose own queue passes a file, a file passed
+/// twice, a copy of one of the process's fds, a file passed in a stream): each
+/// comes back with its message and reads as it did.
+fn passed_fds(static_: bool) {
+    roundtrip("fd_scmrights", "fd_scmrights", static_);
+}
+
+fn passed_fds_as_nobody(static_: bool) {
+    roundtrip_as_nobody("fd_scmrights", static_);
+}
+
+both_variants!(
+    unix_pairs,
+    unix_pairs_as_nobody,
+    unix_connections,
+    unix_connections_as_nobody,
+    passed_fds,
+    passed_fds_as_nobody
+);
+
+/// --leave-running peeks the messages that pass files without taking them (the
+/// original still receives each file), and `ckpt info` lists the files in flight.
+#[test]
+fn passed_fds_not_consumed() {
+    let dir = TestDir::new("fd_scmrights_leave");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_scmrights", false, &[gate.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("fd_scmrights");
+    freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let text = lossy(&run_with_timeout(info, FREEZE_TIMEOUT).unwrap().stdout);
+    let in_flight = text.lines().filter(|l| l.contains("in flight")).count();
+    assert_eq!(in_flight, 5, "ckpt info does not list the 5 files in flight:\n{text}");
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    resume(&img).assert_success().line_starting("ok");
+}
 
 /// UDP sockets connected to the test's socket (one bound first, one given a port
 /// by connect) and two connected to each other: bound and connected again to the
@@ -140,7 +179,7 @@ fn unix_queues_not_consumed() {
 #[test]
 fn socket_fixtures_pass_unfrozen() {
     for static_ in [false, true] {
-        for name in ["fd_unixpair", "fd_unixconn"] {
+        for name in ["fd_unixpair", "fd_unixconn", "fd_scmrights"] {
             let dir = TestDir::new("fd_sock_unfrozen");
             let gate = dir.gate();
             open_gate(&gate);

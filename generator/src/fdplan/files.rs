@@ -34,7 +34,7 @@ pub fn resume_path(pid: i32, p: &Path) -> Vec<u8> {
 /// whose other side cannot be known.
 pub fn path(tg: &Target, f: &FdInfo, p: &Path, warnings: &mut Vec<String>) -> Class {
     // stat of the magic link is the stat of the open file itself.
-    let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
+    let md = match std::fs::metadata(tg.proc_fd_path(f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),
     };
@@ -118,7 +118,7 @@ pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, same_as: Option<&FdInfo>) -> C
         rec.aux[1] = first.fd as u64 + 1;
         return Class::Plan(rec);
     }
-    let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
+    let md = match std::fs::metadata(tg.proc_fd_path(f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),
     };

@@ -33,6 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::unix_diag::unix_diag;
+use super::target::Peeked;
 use super::{sockqueue, sockstate, unixconn};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
@@ -271,6 +272,19 @@ fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), 
     Class::Plan(rec)
 }
 
+/// What unix socket `s` (inode `ino`, type `ty`) has queued to read, in place;
+/// None when it cannot have anything (no queue to peek).
+pub(super) fn read_unix_queue(s: &OwnedFd, ino: u64, ty: i32) -> std::io::Result<Option<sockqueue::Queue>> {
+    let d = unix_diag(ino)?;
+    if ty == libc::SOCK_STREAM && d.rqueue == 0 {
+        return Ok(None);
+    }
+    let shut_rd = d.shutdown & ckpt_format::SHUT_RCV as u8 != 0;
+    // A shut down stream or seqpacket socket reads EOF past its queue.
+    let limit = (ty != libc::SOCK_DGRAM && shut_rd).then_some(d.rqueue as usize);
+    sockqueue::read(s, ty == libc::SOCK_STREAM, limit).map(Some)
+}
+
 fn unix_diag_of(f: &FdInfo) -> Option<super::unix_diag::UnixDiag> {
     match f.target {
         FdTarget::Socket(ino) => unix_diag(ino).ok(),
@@ -313,23 +327,25 @@ fn unix_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, ty: i32, all: &[FdInfo],
         }
     };
     rec.aux[5] = 0; // AF_UNIX has protocol 0 only (unix(7))
-    if !matches!(rec.aux[2], unixconn::WAITING | unixconn::DGRAM_TO) && (d.rqueue > 0 || ty != libc::SOCK_STREAM) {
+    if !matches!(rec.aux[2], unixconn::WAITING | unixconn::DGRAM_TO) {
         // Read with MSG_PEEK and SO_PEEK_OFF, left in place ([`sockqueue`]); the
         // restorer writes them into the new peer so this end reads them again.
-        let stream = ty == libc::SOCK_STREAM;
-        let shut_rd = d.shutdown & ckpt_format::SHUT_RCV as u8 != 0;
-        let limit = (ty != libc::SOCK_DGRAM && shut_rd).then_some(d.rqueue as usize);
-        let q = match sockqueue::read(s, stream, limit) {
-            Ok(q) => q,
-            Err(e) => return Some(Class::Refuse(format!("its queued data cannot be read: {e}"))),
+        // Peeked once, when the files in flight were looked for ([`inflight`]).
+        let q = match tg.peeked(ino) {
+            Some(q) => q,
+            None => match read_unix_queue(s, ino, ty) {
+                Ok(Some(q)) if q.passes_fds() => {
+                    return Some(Class::Refuse("it passes files in its queued messages that were not looked at".into()))
+                }
+                Ok(q) => Peeked { messages: q.map(|q| q.messages).unwrap_or_default(), fds: Vec::new() },
+                Err(e) => return Some(Class::Refuse(format!("its queued data cannot be read: {e}"))),
+            },
         };
-        if q.passed_fds > 0 {
-            warnings.push(format!("fd {}: {} fds passed (SCM_RIGHTS) in the messages queued on it are not restored", f.fd, q.passed_fds));
-        }
-        if stream && q.bytes() > 0 {
-            rec.blob = q.messages.into_iter().next();
-        } else if !stream && !q.messages.is_empty() {
-            rec.blob = Some(q.framed());
+        let passes = q.fds.iter().any(|m| !m.is_empty());
+        if ty == libc::SOCK_STREAM && !passes {
+            rec.blob = q.messages.into_iter().next().filter(|b| !b.is_empty());
+        } else if !q.messages.is_empty() {
+            rec.blob = Some(sockqueue::framed(&q.messages, &q.fds));
             rec.aux[4] |= OPT_MESSAGES;
         }
     }

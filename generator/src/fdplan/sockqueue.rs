@@ -11,11 +11,11 @@
 //! which the process shares with us: its old value is put back at once.
 //!
 //! fds passed with SCM_RIGHTS in a peeked message are installed in *our* process by
-//! the peek (scm_fp_dup(), "questionable" says af_unix.c); they are counted and
-//! closed here, and not restored.
+//! the peek (scm_fp_dup(), "questionable" says af_unix.c): each message comes with
+//! them, so the files in flight can be planned as any fd ([`super::inflight`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::target::getsockopt_int;
 
@@ -26,26 +26,34 @@ const MAX_MESSAGE: usize = 4 << 20;
 /// What a socket had queued to be read.
 #[derive(Default)]
 pub struct Queue {
-    /// The messages, oldest first; a stream socket's bytes as one.
+    /// The messages, oldest first; a stream socket's bytes as one, or as several
+    /// when files were passed with them (each part ends with the bytes they came with).
     pub messages: Vec<Vec<u8>>,
-    /// fds passed with SCM_RIGHTS in them (not restored).
-    pub passed_fds: usize,
+    /// The files passed with each message (SCM_RIGHTS), as our own fds.
+    pub fds: Vec<Vec<OwnedFd>>,
+}
+
+/// Messages framed for the image: each a native-endian u32 length, a u32 count of
+/// fds passed with it, those fds' numbers in the image (i32 each, `nums[i]` for
+/// message i), then its bytes (the format's `FdKind::Socket` doc).
+pub fn framed(messages: &[Vec<u8>], nums: &[Vec<i32>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let fds = nums.get(i).map_or(&[][..], Vec::as_slice);
+        out.extend_from_slice(&(m.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&(fds.len() as u32).to_ne_bytes());
+        for n in fds {
+            out.extend_from_slice(&n.to_ne_bytes());
+        }
+        out.extend_from_slice(m);
+    }
+    out
 }
 
 impl Queue {
-    /// The messages framed for the image: each a native-endian u32 length, then its
-    /// bytes (the format's `FdKind::Socket` doc).
-    pub fn framed(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.messages.iter().map(|m| m.len() + 4).sum());
-        for m in &self.messages {
-            out.extend_from_slice(&(m.len() as u32).to_ne_bytes());
-            out.extend_from_slice(m);
-        }
-        out
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.messages.iter().map(Vec::len).sum()
+    /// Whether any message carries files.
+    pub fn passes_fds(&self) -> bool {
+        self.fds.iter().any(|f| !f.is_empty())
     }
 }
 
@@ -61,7 +69,7 @@ fn set_peek_off(s: &OwnedFd, v: i32) -> io::Result<()> {
 }
 
 /// One peek: (bytes, fds passed with it), or None at the end of the queue.
-fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, usize)>> {
+fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut ctl = [0u64; 512];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; all-zero is valid.
@@ -80,8 +88,9 @@ fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, usize)>> {
     if msg.msg_flags & libc::MSG_TRUNC != 0 {
         return Err(io::Error::other(format!("a queued message is larger than {MAX_MESSAGE} bytes")));
     }
-    let mut fds = 0;
-    // SAFETY: the CMSG_* walk stays inside the control area the kernel filled.
+    let mut fds = Vec::new();
+    // SAFETY: the CMSG_* walk stays inside the control area the kernel filled; the
+    // fds in an SCM_RIGHTS message are new fds of ours, owned by nobody else.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
@@ -89,12 +98,14 @@ fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, usize)>> {
                 let data = libc::CMSG_DATA(c).cast::<i32>();
                 let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
                 for i in 0..k {
-                    libc::close(data.add(i).read_unaligned());
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
-                fds += k;
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("a queued message passes more fds than one peek can take"));
     }
     Ok(Some((n as usize, fds)))
 }
@@ -118,15 +129,35 @@ fn walk(s: &OwnedFd, stream: bool, total: Option<usize>) -> io::Result<Queue> {
     let mut got = 0;
     while total.is_none_or(|t| got < t) {
         let Some((n, fds)) = peek_one(s, &mut buf)? else { break };
-        q.passed_fds += fds;
         if stream {
-            if n == 0 {
+            if n == 0 && fds.is_empty() {
                 break; // EOF of a shut down stream
             }
-            q.messages.resize_with(1, Vec::new);
-            q.messages[0].extend_from_slice(&buf[..n]);
+            // A stream peek stops after the bytes files came with
+            // (unix_stream_read_generic()), but may start with bytes written before
+            // them. Where that write began cannot be told: here (6.18, probed) a
+            // one-byte peek anywhere in the chunk reports the files. They are sent
+            // again with the chunk's last byte alone, so a reader taking the bytes
+            // before in any pieces never loses them (a read without room for
+            // them would), and one taking the whole chunk gets them as before.
+            let split = if fds.is_empty() { n } else { n.saturating_sub(1) };
+            for (part, with) in [(&buf[..split], Vec::new()), (&buf[split..n], fds)] {
+                if part.is_empty() && with.is_empty() {
+                    continue;
+                }
+                // A new part after one that passed files, and for bytes that pass some.
+                let last_passed = !q.fds.last().is_none_or(Vec::is_empty);
+                let last_empty = q.messages.last().is_none_or(Vec::is_empty);
+                if q.messages.is_empty() || last_passed || (!with.is_empty() && !last_empty) {
+                    q.messages.push(Vec::new());
+                    q.fds.push(Vec::new());
+                }
+                q.messages.last_mut().expect("one part").extend_from_slice(part);
+                *q.fds.last_mut().expect("one part") = with;
+            }
         } else {
             q.messages.push(buf[..n].to_vec());
+            q.fds.push(fds);
         }
         got += n;
         if q.messages.len() > 1 << 20 {
