@@ -39,6 +39,7 @@ mod sockets;
 mod sockqueue;
 mod sockstate;
 mod target;
+mod tcppair;
 mod unix_diag;
 mod unixconn;
 

@@ -33,6 +33,7 @@ mod messages;
 mod objects;
 mod sockets;
 mod sockstate;
+mod tcppair;
 mod unixconn;
 
 use crate::ctx::Ctx;

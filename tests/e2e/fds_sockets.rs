@@ -95,7 +95,20 @@ fn passed_fds_as_nobody(static_: bool) {
     roundtrip_as_nobody("fd_scmrights", static_);
 }
 
+/// TCP connections over loopback with both ends in the process (one through a
+/// listener it still has, one whose listener it closed): made anew between the
+/// same addresses, with the bytes each end had not read yet.
+fn tcp_pairs(static_: bool) {
+    roundtrip("fd_tcppair", "fd_tcppair", static_);
+}
+
+fn tcp_pairs_as_nobody(static_: bool) {
+    roundtrip_as_nobody("fd_tcppair", static_);
+}
+
 both_variants!(
+    tcp_pairs,
+    tcp_pairs_as_nobody,
     unix_pairs,
     unix_pairs_as_nobody,
     unix_connections,
@@ -179,7 +192,7 @@ fn unix_queues_not_consumed() {
 #[test]
 fn socket_fixtures_pass_unfrozen() {
     for static_ in [false, true] {
-        for name in ["fd_unixpair", "fd_unixconn", "fd_scmrights"] {
+        for name in ["fd_unixpair", "fd_unixconn", "fd_scmrights", "fd_tcppair"] {
             let dir = TestDir::new("fd_sock_unfrozen");
             let gate = dir.gate();
             open_gate(&gate);

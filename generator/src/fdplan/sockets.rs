@@ -4,7 +4,8 @@
 //! the same port. A connected socket's peer is elsewhere and its TCP state cannot be
 //! rebuilt by a user-space restorer: such a socket resumes disconnected
 //! ([`disconnected`]). A UDP socket connected to a peer is bound and connected
-//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). Netlink,
+//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). A TCP
+//! connection with both ends in the process is made anew ([`tcppair`]). Netlink,
 //! packet and raw sockets are refused by name.
 //!
 //! Everything is asked of the socket itself through a duplicate (pidfd_getfd):
@@ -34,7 +35,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::unix_diag::unix_diag;
 use super::target::Peeked;
-use super::{sockqueue, sockstate, unixconn};
+use super::{sockqueue, sockstate, tcppair, unixconn};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -54,6 +55,8 @@ pub const OPT_MESSAGES: u64 = 1 << 5;
 /// `aux[4]` bit: the socket's path was deleted after it was bound; the restorer
 /// removes it again once every socket is made.
 pub const OPT_UNLINK: u64 = 1 << 6;
+/// `aux[4]` bit: TCP_NODELAY (a TCP connection's end, [`tcppair`]).
+pub const OPT_NODELAY: u64 = 1 << 7;
 /// `aux[4]` bit of the socketpair end whose inode is the larger.
 pub const OPT_PAIR_SECOND: u64 = 1 << 31;
 /// `aux[2]` of a socketpair end.
@@ -159,6 +162,11 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family != libc::AF_UNIX && ty == libc::SOCK_DGRAM {
             return udp_connected(&s, f, (family, ty, proto), name, peer, warnings);
+        }
+        if family != libc::AF_UNIX && ty == libc::SOCK_STREAM {
+            if let Some(c) = tcppair::plan(tg, &s, f, family, (&name, &peer), all, warnings) {
+                return c;
+            }
         }
         if family == libc::AF_UNIX {
             if let Some(c) = unix_connected(tg, &s, f, ty, all, warnings) {

@@ -13,7 +13,7 @@
 //! died: if bind finds it in use, and it is a socket nobody accepts on (connect
 //! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
 
-use super::{check, data, errno, fail, head, messages, set_status, sockstate, to_temp, to_temps2, unixconn, Cx};
+use super::{check, data, errno, fail, head, messages, set_status, sockstate, tcppair, to_temp, to_temps2, unixconn, Cx};
 use ckpt_format::FdKind;
 use crate::out::{Line, Step};
 use crate::sys;
@@ -129,6 +129,7 @@ pub fn socket(cx: &Cx, i: usize) {
         PAIR => return pair(cx, i),
         unixconn::CONNECTING | unixconn::ACCEPTED => return unixconn::connection(cx, i),
         unixconn::DGRAM_TO => return unixconn::dgram_to(cx, i),
+        tcppair::TCP_CLIENT | tcppair::TCP_SERVER => return tcppair::connection(cx, i),
         unixconn::WAITING => fail(f, "a waiting connection built out of its turn", 0),
         _ => {}
     }
