@@ -507,7 +507,17 @@ pub enum FdKind {
     /// local address (sockaddr), in `data`. `path` holds the original link
     /// ("pipe:[N]", "socket:[N]"), for messages.
     Disconnected = 12,
+    /// One end of a pseudo-terminal whose master is in the process: `aux[0]`
+    /// [`PTY_MASTER`] or [`PTY_SLAVE`], `aux[1]` the pair's index (/dev/pts/N),
+    /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
+    /// struct termios2 (44 bytes) and struct winsize (8 bytes).
+    Pty = 13,
 }
+
+/// `Fd::aux[0]` of an `FdKind::Pty` record: the master (/dev/ptmx).
+pub const PTY_MASTER: u64 = 0;
+/// `Fd::aux[0]` of an `FdKind::Pty` record: the slave (/dev/pts/N).
+pub const PTY_SLAVE: u64 = 1;
 
 /// `Fd::cloexec` bit: a file in flight, passed (SCM_RIGHTS) in a message queued on
 /// one of the process's sockets. The process has no fd for it: the stub builds it,
@@ -537,6 +547,7 @@ impl FdKind {
             10 => FdKind::Socket,
             11 => FdKind::Inotify,
             12 => FdKind::Disconnected,
+            13 => FdKind::Pty,
             _ => return None,
         })
     }
@@ -555,6 +566,7 @@ impl FdKind {
             FdKind::Socket => "socket",
             FdKind::Inotify => "inotify",
             FdKind::Disconnected => "disconnected",
+            FdKind::Pty => "pty",
         }
     }
 }

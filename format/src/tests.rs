@@ -1262,6 +1262,29 @@ fn fd_unknown_flags() {
 }
 
 #[test]
+fn fd_pty_end_neither_master_nor_slave() {
+    let img = image_with(|p| {
+        p.fds[6].kind = FdKind::Pty as u32;
+        p.fds[6].aux = [2, 3, 0, 0, 0, 0];
+    });
+    expect(&img, BF(6, "pty end neither master nor slave"));
+}
+
+#[test]
+fn fd_pty_slave_without_master() {
+    let slave_of = |p: &mut ImageParts, index| {
+        p.fds[6].kind = FdKind::Pty as u32;
+        p.fds[6].aux = [PTY_SLAVE, index, 0, 0, 0, 0];
+        p.fds[5].kind = FdKind::Pty as u32;
+        p.fds[5].aux = [PTY_MASTER, 3, 0, 0, 0, 0];
+        p.fds[5].desc = 0;
+        p.fds[6].desc = 0;
+    };
+    expect(&image_with(|p| slave_of(p, 4)), BF(6, "pty slave without its master"));
+    assert_eq!(validate(&image_with(|p| slave_of(p, 3))), Ok(()));
+}
+
+#[test]
 fn fd_unknown_kind() {
     let first_unknown = (1..).find(|&k| FdKind::from_u32(k).is_none()).unwrap();
     for kind in [0, first_unknown, u32::MAX] {

@@ -517,6 +517,13 @@ impl<'a> Tables<'a> {
                     DISC_SOCKET => {}
                     _ => return bad("unknown kind of disconnected fd"),
                 },
+                Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
+                    let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
+                    if !self.fds.iter().any(master) {
+                        return bad("pty slave without its master");
+                    }
+                }
                 _ => {}
             }
             if !str_in(self.strings, f.path_off, f.path_len) {

@@ -35,6 +35,7 @@ mod inflight;
 mod inotify;
 mod locks;
 mod pipes;
+mod pty;
 mod sockets;
 mod sockqueue;
 mod sockstate;
@@ -200,7 +201,7 @@ fn classify(
     warnings: &mut Vec<String>,
 ) -> Class {
     match &f.target {
-        FdTarget::File(p) => files::path(tg, f, p, warnings),
+        FdTarget::File(p) => pty::classify(tg, f, all, warnings).unwrap_or_else(|| files::path(tg, f, p, warnings)),
         FdTarget::DeletedFile(p) => files::deleted(tg, f, p, None),
         FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, pipes),
         FdTarget::Socket(_) => sockets::socket(tg, f, all, warnings),

@@ -31,6 +31,7 @@ mod inotify;
 mod locks;
 mod messages;
 mod objects;
+mod pty;
 mod sockets;
 mod sockstate;
 mod tcppair;
@@ -219,6 +220,7 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Inotify) => inotify::inotify(cx, i),
         Some(FdKind::Socket) => sockets::socket(cx, i),
         Some(FdKind::Disconnected) => disconnected::disconnected(cx, i),
+        Some(FdKind::Pty) => pty::pty(cx, i),
         None => fail(f, "unknown kind", 0),
     }
     trace_fd("built", f);

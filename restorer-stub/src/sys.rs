@@ -476,6 +476,26 @@ pub fn getsockopt_int(fd: usize, level: usize, opt: usize) -> Res {
         .map(|_| v as u32 as usize)
 }
 
+/// ioctl(2) whose argument points at `arg`, which the kernel only reads (TCSETS2,
+/// TIOCSWINSZ, TIOCSPTLCK...).
+pub fn ioctl_set<T: ?Sized>(fd: usize, req: usize, arg: &T) -> Res {
+    // SAFETY: arg is readable for its size; the requests used only read it.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, arg as *const T as *const u8 as usize) })
+}
+
+/// ioctl(2) that writes one int through its argument (TIOCGPTN...); returns it.
+pub fn ioctl_get_int(fd: usize, req: usize) -> Res {
+    let mut v: i32 = 0;
+    // SAFETY: v is a writable int; the requests used write one int.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, &mut v as *mut i32 as usize) }).map(|_| v as u32 as usize)
+}
+
+/// ioctl(2) whose argument is a plain value (TIOCGPTPEER's open flags).
+pub fn ioctl_val(fd: usize, req: usize, val: usize) -> Res {
+    // SAFETY: the requests used take an integer, no pointer.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, val) })
+}
+
 /// getsockname(2) into `buf`; returns the address length.
 pub fn getsockname(fd: usize, buf: &mut [u8; 128]) -> Res {
     let mut len: u32 = 128;

@@ -36,6 +36,12 @@ fn roundtrip(test: &str, name: &str, static_: bool) {
 /// The same with the fixture, the freeze and the resume all run as user nobody
 /// (skipped when the tests do not run as root, which they need to switch users).
 fn roundtrip_as_nobody(name: &str, static_: bool) {
+    roundtrip_as_nobody_with(name, static_, &["gate", "."]);
+}
+
+/// As [`roundtrip_as_nobody`], with the fixture's arguments (`gate` first, a path
+/// in the shared directory, which is the fixture's working directory).
+pub fn roundtrip_as_nobody_with(name: &str, static_: bool, args: &[&str]) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
@@ -46,7 +52,7 @@ fn roundtrip_as_nobody(name: &str, static_: bool) {
     fs::copy(fixture(name, static_), &fx).unwrap();
     let ck = dir.path.join("ckpt");
     fs::copy(ckpt_bin(), &ck).unwrap();
-    let mut orig = dir.launch_as_nobody(&fx).args(["gate", "."]).label(name).spawn();
+    let mut orig = dir.launch_as_nobody(&fx).args(args).label(name).spawn();
     orig.wait_ready();
     let img = dir.path.join("x.resume");
     let mut cmd = dir.as_nobody(&ck);
