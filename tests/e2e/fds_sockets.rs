@@ -179,6 +179,37 @@ fn udp_connected(static_: bool) {
 
 both_variants!(udp_connected);
 
+/// A python asyncio server and its own client over a unix socket and over TCP on
+/// loopback, frozen with requests and answers queued both ways: resumed, every
+/// exchange finishes. Also unfrozen, as the reference.
+#[test]
+fn asyncio_unix_and_tcp_exchange() {
+    let script = fixtures_src().join("asyncio_sockets.py");
+    for frozen in [false, true] {
+        let dir = TestDir::new("asyncio_sockets");
+        let gate = dir.gate();
+        let mut orig = Launch::new(python3())
+            .arg(&script)
+            .args([gate.to_str().unwrap(), dir.path().to_str().unwrap()])
+            .label("asyncio_sockets")
+            .spawn();
+        orig.wait_ready();
+        if !frozen {
+            open_gate(&gate);
+            orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+            continue;
+        }
+        let img = dir.image("asyncio_sockets");
+        let o = freeze_ok(orig.pid(), &img, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("not restored"), "the freeze lost something:\n{err}");
+        orig.expect_killed_by_ckpt();
+        let mut res = resume_launch(&img).spawn();
+        open_gate(&gate);
+        res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    }
+}
+
 /// --leave-running reads the queues without taking anything: the original still
 /// receives every message, and so does the resumed copy.
 #[test]
