@@ -172,8 +172,14 @@ pub const SHUT_SEND: u32 = 2;
 pub const SOCK_PASSCRED: u32 = 1 << 0;
 /// `SocketState::flags`: SO_LINGER is on, for `linger` seconds.
 pub const SOCK_LINGER: u32 = 1 << 1;
+/// `SocketState::flags`: SO_KEEPALIVE is on.
+pub const SOCK_KEEPALIVE: u32 = 1 << 2;
+/// `SocketState::flags`: SO_REUSEADDR is on.
+pub const SOCK_REUSEADDR: u32 = 1 << 3;
+/// `SocketState::flags`: SO_REUSEPORT is on.
+pub const SOCK_REUSEPORT: u32 = 1 << 4;
 /// Every `SocketState::flags` bit this version knows.
-pub const SOCK_FLAGS_KNOWN: u32 = SOCK_PASSCRED | SOCK_LINGER;
+pub const SOCK_FLAGS_KNOWN: u32 = SOCK_PASSCRED | SOCK_LINGER | SOCK_KEEPALIVE | SOCK_REUSEADDR | SOCK_REUSEPORT;
 /// Longest SO_RCVTIMEO/SO_SNDTIMEO kept, in microseconds (a timeval's seconds fit an
 /// int; socket(7) turns larger ones into "never").
 pub const SOCK_MAX_TIMEO_US: u64 = i32::MAX as u64 * 1_000_000;
@@ -190,7 +196,7 @@ pub struct SocketState {
     /// 0: a new socket's default, left alone.
     pub sndbuf: u32,
     pub rcvbuf: u32,
-    /// SOCK_PASSCRED, SOCK_LINGER.
+    /// SOCK_PASSCRED, SOCK_LINGER, SOCK_KEEPALIVE, SOCK_REUSEADDR, SOCK_REUSEPORT.
     pub flags: u32,
     /// SO_LINGER seconds (0 unless SOCK_LINGER).
     pub linger: u32,

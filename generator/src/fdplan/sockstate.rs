@@ -1,5 +1,6 @@
 //! The options a program sets on a socket and reads back (socket(7)): buffer sizes,
-//! SO_PASSCRED, SO_LINGER, receive and send timeouts, and its shutdown state. Read
+//! SO_PASSCRED, SO_LINGER, SO_KEEPALIVE, SO_REUSEADDR/PORT, receive and send
+//! timeouts, and its shutdown state. Read
 //! through the duplicate of the fd; buffer sizes are kept only when they differ from
 //! what a new socket of the same kind gets here (setting one, even to the default,
 //! turns off the kernel's automatic sizing: SOCK_SNDBUF_LOCK, sock_setsockopt()).
@@ -8,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::target::getsockopt_int;
-use ckpt_format::{SocketState, SOCK_LINGER, SOCK_MAX_TIMEO_US, SOCK_PASSCRED};
+use ckpt_format::{SocketState, SOCK_KEEPALIVE, SOCK_LINGER, SOCK_MAX_TIMEO_US, SOCK_PASSCRED, SOCK_REUSEADDR, SOCK_REUSEPORT};
 
 fn getsockopt_raw<T>(s: &OwnedFd, opt: i32, v: &mut T) -> io::Result<()> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
@@ -54,6 +55,11 @@ pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutd
     }
     if family == libc::AF_UNIX && q(libc::SO_PASSCRED)? != 0 {
         st.flags |= SOCK_PASSCRED;
+    }
+    for (opt, bit) in [(libc::SO_KEEPALIVE, SOCK_KEEPALIVE), (libc::SO_REUSEADDR, SOCK_REUSEADDR), (libc::SO_REUSEPORT, SOCK_REUSEPORT)] {
+        if q(opt)? != 0 {
+            st.flags |= bit;
+        }
     }
     let mut l = libc::linger { l_onoff: 0, l_linger: 0 };
     getsockopt_raw(s, libc::SO_LINGER, &mut l)?;

@@ -5,7 +5,7 @@
 use super::{check, errno, head};
 use crate::out::Step;
 use crate::sys;
-use ckpt_format::{Fd, SocketState, Tables, SHUT_RCV, SHUT_SEND, SOCK_LINGER, SOCK_PASSCRED};
+use ckpt_format::{Fd, SocketState, Tables, SHUT_RCV, SHUT_SEND, SOCK_KEEPALIVE, SOCK_LINGER, SOCK_PASSCRED, SOCK_REUSEADDR, SOCK_REUSEPORT};
 
 /// The saved state of fd `fd`, if it had one (the section is in fd order).
 pub fn of<'a>(t: &Tables<'a>, fd: i32) -> Option<&'a SocketState> {
@@ -45,8 +45,15 @@ pub fn options(f: &Fd, x: usize, st: &SocketState) {
     if st.rcvbuf != 0 {
         buffer(f, x, sys::SO_RCVBUF, sys::SO_RCVBUFFORCE, st.rcvbuf);
     }
-    if st.flags & SOCK_PASSCRED != 0 {
-        check(f, "setsockopt SO_PASSCRED", sys::setsockopt_int(x, sys::SOL_SOCKET, sys::SO_PASSCRED, 1));
+    for (bit, opt, what) in [
+        (SOCK_PASSCRED, sys::SO_PASSCRED, "setsockopt SO_PASSCRED"),
+        (SOCK_KEEPALIVE, sys::SO_KEEPALIVE, "setsockopt SO_KEEPALIVE"),
+        (SOCK_REUSEADDR, sys::SO_REUSEADDR, "setsockopt SO_REUSEADDR"),
+        (SOCK_REUSEPORT, sys::SO_REUSEPORT, "setsockopt SO_REUSEPORT"),
+    ] {
+        if st.flags & bit != 0 {
+            check(f, what, sys::setsockopt_int(x, sys::SOL_SOCKET, opt, 1));
+        }
     }
     if st.flags & SOCK_LINGER != 0 {
         let l: [i32; 2] = [1, st.linger as i32];
