@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::sockets::read_unix_queue;
 use super::target::{getsockopt_int, Peeked, Target};
+use super::unix_diag::unix_diag;
 use crate::proc::fds::{read_one, FdInfo, FdTarget};
 
 /// Append to `all` every file in flight on the unix sockets among `all` (the ones
@@ -30,6 +31,13 @@ pub fn discover(tg: &Target, all: &mut Vec<FdInfo>) -> Result<(), String> {
         let fd = f.fd;
         if tg.peeked(ino).is_some() {
             continue; // another fd of the same socket
+        }
+        // Only queues sent again at resume: a socket whose peer is in the process
+        // too. One whose peer is outside resumes disconnected, its files dropped
+        // ([`super::disconnected`]), so they are not looked at (nor refused).
+        let peer = unix_diag(ino).map(|d| d.peer as u64).unwrap_or(0);
+        if peer == 0 || !all.iter().any(|o| o.fd > 2 && o.target == FdTarget::Socket(peer)) {
+            continue;
         }
         let queue = match read_unix_queue(&s, ino, q(libc::SO_TYPE)) {
             Ok(Some(queue)) => queue,
