@@ -187,11 +187,12 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut ti as *mut libc::tcp_info).cast(), &mut len) };
         if r == 0 && ti.tcpi_sacked > 0 {
             backlog = ti.tcpi_sacked as u64;
-            if ti.tcpi_unacked > 0 {
+            // Clients in the process are connected again ([`tcppair`]).
+            let lost = (ti.tcpi_unacked as usize).saturating_sub(tcppair::waiting_on(tg, all, family, &name));
+            if lost > 0 {
                 warnings.push(format!(
-                    "fd {}: {} connection(s) waiting to be accepted on {} are lost",
+                    "fd {}: {lost} connection(s) waiting to be accepted on {} are lost",
                     f.fd,
-                    ti.tcpi_unacked,
                     describe(&name)
                 ));
             }

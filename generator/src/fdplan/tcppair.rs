@@ -15,10 +15,18 @@
 //! other end shares its address with; without one, by which port is in the
 //! ephemeral range (a connection works the same either way round).
 //!
+//! A client of the process's own listener whose connection was not accepted yet
+//! (its other end is in the listener's queue, with no fd) is connected again and
+//! left waiting, after every accepted connection exists (as unix ones are,
+//! [`super::unixconn`]), in fd order: the queue's own order is not told. Bytes it
+//! sent are in the queued socket, which cannot be read without accepting it.
+//!
 //! Record layout (the format's `FdKind::Socket`): `aux[2]` [`TCP_CLIENT`] or
 //! [`TCP_SERVER`], `aux[3]` the connection's id (the smaller inode), `offset` the
 //! listener's fd ([`NO_LISTENER`]: none), the end's own address in `path`, the bytes
-//! it had received in `data`.
+//! it had received in `data`. A waiting client: `aux[2]` [`super::unixconn::WAITING`],
+//! `aux[3]` its fd, `offset` the listener's fd, its address in `path`, the address
+//! it connected to in `data`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -73,19 +81,61 @@ fn ephemeral(p: u16) -> bool {
     (lo..=hi).contains(&p)
 }
 
+/// Whether `s` is an established connection (TCP_INFO's tcpi_state, tcp(7)).
+fn established(s: &OwnedFd) -> bool {
+    // SAFETY: tcp_info is plain data; all-zero is valid.
+    let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: ti/len describe a writable tcp_info.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut ti as *mut libc::tcp_info).cast(), &mut len) };
+    r == 0 && ti.tcpi_state == 1 // TCP_ESTABLISHED
+}
+
+/// A client of listener `l` (an fd of the process) that nobody in the process
+/// accepted: still established, so its other end waits in the listener's queue.
+fn waiting(s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[u8], &[u8]), l: i32) -> Option<Class> {
+    if !established(s) {
+        return None;
+    }
+    let mut rec = Planned::new(f, FdKind::Socket);
+    match sockstate::capture(s, f.fd, (family, libc::SOCK_STREAM, libc::IPPROTO_TCP), 0) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
+    }
+    rec.offset = l as u64;
+    rec.path = name.to_vec();
+    rec.blob = Some(peer.to_vec());
+    rec.aux = [family as u64, libc::SOCK_STREAM as u64, super::unixconn::WAITING, f.fd as u64, 0, libc::IPPROTO_TCP as u64];
+    Some(Class::Plan(rec))
+}
+
+/// How many fds of the process are clients of listener `l` waiting in its queue.
+pub fn waiting_on(tg: &Target, all: &[FdInfo], family: i32, l: &[u8]) -> usize {
+    let socks = tcp_sockets(tg, all, family);
+    let name_of = |o: &OwnedFd| sockaddr_of(o, libc::getsockname).ok();
+    let peer_of = |o: &OwnedFd| sockaddr_of(o, libc::getpeername).ok();
+    socks
+        .iter()
+        .filter(|(_, _, o)| peer_of(o).is_some_and(|p| serves(l, &p)) && established(o))
+        .filter(|(_, _, o)| !socks.iter().any(|(_, _, x)| name_of(x) == peer_of(o) && peer_of(x) == name_of(o)))
+        .count()
+}
+
 /// A connected TCP socket (`s`, fd `f`, local `name`, remote `peer`) whose other end
 /// is a socket of the process too; None when it is not.
 pub fn plan(tg: &Target, s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[u8], &[u8]), all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Class> {
     let FdTarget::Socket(ino) = f.target else { return None };
     let socks = tcp_sockets(tg, all, family);
-    let (_, peer_ino, _) = socks.iter().find(|(_, i, o)| {
-        *i != ino
-            && sockaddr_of(o, libc::getsockname).ok().as_deref() == Some(peer)
-            && sockaddr_of(o, libc::getpeername).ok().as_deref() == Some(name)
-    })?;
     let listening = |o: &OwnedFd| getsockopt_int(o, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
     let listener_of = |a: &[u8]| {
         socks.iter().find(|(_, _, o)| listening(o) && sockaddr_of(o, libc::getsockname).is_ok_and(|l| serves(&l, a))).map(|(fd, _, _)| *fd)
+    };
+    let Some((_, peer_ino, _)) = socks.iter().find(|(_, i, o)| {
+        *i != ino
+            && sockaddr_of(o, libc::getsockname).ok().as_deref() == Some(peer)
+            && sockaddr_of(o, libc::getpeername).ok().as_deref() == Some(name)
+    }) else {
+        return waiting(s, f, family, (name, peer), listener_of(peer)?);
     };
     let (role, listener) = match (listener_of(name), listener_of(peer)) {
         (Some(l), _) => (TCP_SERVER, Some(l)),

@@ -51,6 +51,31 @@ fn accept(f: &Fd, l: usize) -> usize {
     a
 }
 
+/// A client whose connection waits in the queue of the process's listener (record
+/// `f`, built after every accepted connection): bound to its address, connected to
+/// the one it had (in `data`), not accepted.
+pub fn waiting_client(cx: &Cx, f: &Fd) -> usize {
+    let Some(li) = cx.t.fds.iter().position(|g| g.fd as u64 == f.offset && g.kind == FdKind::Socket as u32) else {
+        fail(f, "its listening socket is not in the image", 0)
+    };
+    build(cx, li);
+    let mut b = [0u8; 128];
+    let to = data::read_small(cx, f, &mut b);
+    let c = bound(f, cx.t.string(f.path_off, f.path_len));
+    loop {
+        match sys::connect(c, to) {
+            Ok(_) => break,
+            Err(sys::EINTR) => {}
+            Err(e) => addr_fail(f, "cannot connect again to", to, e),
+        }
+    }
+    let _ = sys::setsockopt_int(c, sys::SOL_SOCKET, sys::SO_REUSEADDR, 0);
+    if let Some(st) = sockstate::of(cx.t, f.fd) {
+        sockstate::options(f, c, st);
+    }
+    c
+}
+
 /// Both ends, made by the first record of either.
 pub fn connection(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];

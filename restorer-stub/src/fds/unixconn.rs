@@ -114,8 +114,9 @@ pub fn dgram_to(cx: &Cx, i: usize) {
     super::to_temp(cx, i, c);
 }
 
-/// Connections waiting to be accepted, connected again in their listener's queue
-/// order (by listener fd, then place), after every other fd exists.
+/// Connections waiting to be accepted (unix, and TCP: [`super::tcppair`]),
+/// connected again in their listener's queue order (by listener fd, then place),
+/// after every other fd exists.
 pub fn waiting(cx: &Cx) {
     let first = |k: usize| {
         let d = cx.t.fds[k].desc;
@@ -131,10 +132,15 @@ pub fn waiting(cx: &Cx) {
         let Some((l, p, k)) = next else { return };
         last = Some((l, p));
         let f = &cx.t.fds[k];
-        let mut buf = [0u8; 128];
-        let to = target_name(cx, f, &mut buf);
-        let c = client(cx, f);
-        connect(f, c, to);
+        let c = if f.aux[0] == sys::AF_UNIX {
+            let mut buf = [0u8; 128];
+            let to = target_name(cx, f, &mut buf);
+            let c = client(cx, f);
+            connect(f, c, to);
+            c
+        } else {
+            super::tcppair::waiting_client(cx, f)
+        };
         set_status(f, c);
         super::to_temp(cx, k, c);
     }
