@@ -29,6 +29,7 @@
 //! The file locks held through the fds are planned last ([`locks`]).
 
 mod anon;
+mod dgramqueue;
 mod disconnected;
 mod files;
 mod inflight;

@@ -25,6 +25,7 @@
 //! the soft limit is raised up to the hard one for the duration, then put back.
 
 mod data;
+mod dgramqueue;
 mod disconnected;
 mod files;
 mod inotify;
@@ -274,6 +275,9 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     for i in 0..n {
         build(&cx, i);
     }
+    // Every socket exists: datagrams queued on bound sockets are sent from their
+    // senders, to names not yet removed again.
+    dgramqueue::replay(&cx);
     unixconn::unlink_deleted(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);

@@ -533,6 +533,12 @@ pub fn send_fds(fd: usize, buf: &[u8], fds: &[i32], flags: usize) -> Res {
     res(unsafe { syscall3(SYS_SENDMSG, fd, msg.as_ptr() as usize, flags) })
 }
 
+/// sendto(2) naming the receiver's address.
+pub fn sendto(fd: usize, buf: &[u8], flags: usize, to: &[u8]) -> Res {
+    // SAFETY: buf and to are readable for their lengths.
+    res(unsafe { syscall6(SYS_SENDTO, fd, buf.as_ptr() as usize, buf.len(), flags, to.as_ptr() as usize, to.len()) })
+}
+
 /// send(2): one datagram or message (zero bytes too, which write(2) would not send).
 pub fn send(fd: usize, buf: &[u8], flags: usize) -> Res {
     // SAFETY: buf is readable for its length; no address.

@@ -5,7 +5,9 @@
 //! rebuilt by a user-space restorer: such a socket resumes disconnected
 //! ([`disconnected`]). A UDP socket connected to a peer is bound and connected
 //! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). A TCP
-//! connection with both ends in the process is made anew ([`tcppair`]). Netlink,
+//! connection with both ends in the process is made anew ([`tcppair`]). A bound
+//! unix datagram socket keeps its queued datagrams and their senders
+//! ([`dgramqueue`]; its address then in `path`). Netlink,
 //! packet and raw sockets are refused by name.
 //!
 //! Everything is asked of the socket itself through a duplicate (pidfd_getfd):
@@ -35,7 +37,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::unix_diag::unix_diag;
 use super::target::Peeked;
-use super::{sockqueue, sockstate, tcppair, unixconn};
+use super::{dgramqueue, sockqueue, sockstate, tcppair, unixconn};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -213,8 +215,15 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
                 }
             }
         }
-    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 {
+    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && !(family == libc::AF_UNIX && ty == libc::SOCK_DGRAM) {
         warnings.push(format!("fd {}: the data queued on socket {} is not restored", f.fd, describe(&name)));
+    }
+    let mut queued = None;
+    if family == libc::AF_UNIX && ty == libc::SOCK_DGRAM && !unbound(&name) {
+        match dgramqueue::capture(tg, &s, f, &name, all, warnings) {
+            Ok(q) => queued = q,
+            Err(e) => return Class::Refuse(e),
+        }
     }
     let mut opts = 0;
     for (level, opt, bit) in [
@@ -243,6 +252,11 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
     if !unbound(&name) {
         rec.blob = Some(name);
+    }
+    if let Some(q) = queued {
+        // The address moves to `path`; the data holds the datagrams.
+        rec.path = rec.blob.replace(q).unwrap_or_default();
+        rec.aux[4] |= dgramqueue::OPT_SENDERS;
     }
     Class::Plan(rec)
 }

@@ -31,6 +31,9 @@ pub struct Queue {
     pub messages: Vec<Vec<u8>>,
     /// The files passed with each message (SCM_RIGHTS), as our own fds.
     pub fds: Vec<Vec<OwnedFd>>,
+    /// Each datagram's sender address (sockaddr bytes; `sun_family` alone when the
+    /// sender had no name).
+    pub senders: Vec<Vec<u8>>,
 }
 
 /// Messages framed for the image: each a native-endian u32 length, a u32 count of
@@ -68,14 +71,21 @@ fn set_peek_off(s: &OwnedFd, v: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// One peek: (bytes, fds passed with it), or None at the end of the queue.
-fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+/// What one peek gave: bytes, fds passed with them, the sender's address.
+type Peek = (usize, Vec<OwnedFd>, Vec<u8>);
+
+/// One peek, or None at the end of the queue.
+fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Peek>> {
     let mut ctl = [0u64; 512];
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of_val(&from) as libc::socklen_t;
     msg.msg_control = ctl.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&ctl);
     let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
@@ -107,7 +117,9 @@ fn peek_one(s: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedF
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::other("a queued message passes more fds than one peek can take"));
     }
-    Ok(Some((n as usize, fds)))
+    // SAFETY: the kernel wrote msg_namelen bytes (at most the buffer) into `from`.
+    let sender = unsafe { std::slice::from_raw_parts((&from as *const libc::sockaddr_storage).cast::<u8>(), (msg.msg_namelen as usize).min(128)) };
+    Ok(Some((n as usize, fds, sender.to_vec())))
 }
 
 /// Every message queued on `s` (a duplicate of the process's fd), left in place.
@@ -128,7 +140,7 @@ fn walk(s: &OwnedFd, stream: bool, total: Option<usize>) -> io::Result<Queue> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut got = 0;
     while total.is_none_or(|t| got < t) {
-        let Some((n, fds)) = peek_one(s, &mut buf)? else { break };
+        let Some((n, fds, sender)) = peek_one(s, &mut buf)? else { break };
         if stream {
             if n == 0 && fds.is_empty() {
                 break; // EOF of a shut down stream
@@ -158,6 +170,7 @@ fn walk(s: &OwnedFd, stream: bool, total: Option<usize>) -> io::Result<Queue> {
         } else {
             q.messages.push(buf[..n].to_vec());
             q.fds.push(fds);
+            q.senders.push(sender);
         }
         got += n;
         if q.messages.len() > 1 << 20 {

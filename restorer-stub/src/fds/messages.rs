@@ -14,14 +14,14 @@ use crate::sys;
 use ckpt_format::{crc32c, Fd, PAGE_SIZE};
 
 /// The image bytes `[off, off + len)` mapped read-only; unmapped on drop.
-struct Mapped {
+pub struct Mapped {
     base: usize,
     len: usize,
     skip: usize,
 }
 
 impl Mapped {
-    fn bytes(&self, len: usize) -> &[u8] {
+    pub fn bytes(&self, len: usize) -> &[u8] {
         // SAFETY: the mapping covers skip + len readable bytes until drop.
         unsafe { core::slice::from_raw_parts((self.base + self.skip) as *const u8, len) }
     }
@@ -73,8 +73,8 @@ fn passed<'b>(cx: &Cx, f: &Fd, nums: &[u8], out: &'b mut [i32; sys::SCM_MAX_FD])
     &out[..n]
 }
 
-/// Send record `f`'s messages through `out`, the other end of its new pair.
-pub fn send_all(cx: &Cx, f: &Fd, out: usize) {
+/// Record `f`'s data mapped from the image, its CRC-32C checked.
+pub fn map_checked(cx: &Cx, f: &Fd) -> Mapped {
     let m = map(cx, f);
     let data = m.bytes(f.data_len as usize);
     let crc = if cx.ctx.hw_crc {
@@ -86,7 +86,13 @@ pub fn send_all(cx: &Cx, f: &Fd, out: usize) {
     if crc != f.data_crc {
         fail(f, "stored data checksum mismatch (corrupted image)", 0);
     }
-    let mut rest = data;
+    m
+}
+
+/// Send record `f`'s messages through `out`, the other end of its new pair.
+pub fn send_all(cx: &Cx, f: &Fd, out: usize) {
+    let m = map_checked(cx, f);
+    let mut rest = m.bytes(f.data_len as usize);
     while !rest.is_empty() {
         let Some((head, tail)) = rest.split_first_chunk::<8>() else { fail(f, "its queued messages are cut short", 0) };
         let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;

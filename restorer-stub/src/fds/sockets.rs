@@ -25,6 +25,8 @@ const OPT_V6ONLY: u64 = 1 << 2;
 const OPT_KEEPALIVE: u64 = 1 << 3;
 const OPT_BROADCAST: u64 = 1 << 4;
 const OPT_MESSAGES: u64 = 1 << 5;
+/// Datagrams queued on a bound unix socket, with their senders ([`super::dgramqueue`]).
+pub const OPT_SENDERS: u64 = 1 << 8;
 const OPT_PAIR_SECOND: u64 = 1 << 31;
 const PAIR: u64 = 2;
 /// A UDP socket connected to a peer, whose address is in `path`.
@@ -148,9 +150,11 @@ pub fn socket(cx: &Cx, i: usize) {
     if family == AF_INET6 {
         set(sys::IPPROTO_IPV6, sys::IPV6_V6ONLY, opts & OPT_V6ONLY != 0);
     }
-    if f.data_len != 0 {
+    let senders = opts & OPT_SENDERS != 0;
+    if f.data_len != 0 || senders {
         let mut abuf = [0u8; 128];
-        let addr = data::read_small(cx, f, &mut abuf);
+        // With queued datagrams (their senders) the address is in `path`.
+        let addr = if senders { cx.t.string(f.path_off, f.path_len) } else { data::read_small(cx, f, &mut abuf) };
         if ip {
             set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
         }
