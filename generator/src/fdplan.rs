@@ -44,6 +44,7 @@ mod target;
 mod tcppair;
 mod unix_diag;
 mod unixconn;
+mod unixpair;
 
 use std::collections::HashMap;
 

@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::sockets::read_unix_queue;
+use super::unixpair::read_unix_queue;
 use super::target::{getsockopt_int, Peeked, Target};
 use super::unix_diag::unix_diag;
 use crate::proc::fds::{read_one, FdInfo, FdTarget};

@@ -18,11 +18,8 @@
 //! in sock_diag's UNIX_DIAG_RQLEN; elsewhere [`DEFAULT_BACKLOG`] is used.
 //!
 //! A unix socket connected to another socket of the same process (socketpair(2),
-//! or a connection the process made to itself) is recreated with socketpair(2).
-//! Which socket is its peer is only told by sock_diag ([`unix_diag`]). What each end
-//! had queued to read is read in place ([`sockqueue`]): a stream's bytes, or every
-//! datagram or seqpacket message with its boundaries; the restorer sends it again
-//! through the other end. Options and shutdown state: [`sockstate`].
+//! or a connection the process made to itself) is planned by [`unixpair`]: which
+//! socket is its peer is only told by sock_diag ([`super::unix_diag`]).
 //!
 //! Record layout (an extension of the format's `FdKind::Socket` doc): `aux[0]`
 //! family, `aux[1]` type, `aux[2]` 1 if listening ([`PAIR`] for one end of a
@@ -36,8 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
 use super::unix_diag::unix_diag;
-use super::target::Peeked;
-use super::{dgramqueue, sockqueue, sockstate, tcppair, unixconn};
+use super::{dgramqueue, sockstate, tcppair, unixconn, unixpair};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -171,7 +167,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
             }
         }
         if family == libc::AF_UNIX {
-            if let Some(c) = unix_connected(tg, &s, f, ty, all, warnings) {
+            if let Some(c) = unixpair::unix_connected(tg, &s, f, ty, all, warnings) {
                 return c;
             }
         }
@@ -295,19 +291,6 @@ fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), 
     Class::Plan(rec)
 }
 
-/// What unix socket `s` (inode `ino`, type `ty`) has queued to read, in place;
-/// None when it cannot have anything (no queue to peek).
-pub(super) fn read_unix_queue(s: &OwnedFd, ino: u64, ty: i32) -> std::io::Result<Option<sockqueue::Queue>> {
-    let d = unix_diag(ino)?;
-    if ty == libc::SOCK_STREAM && d.rqueue == 0 {
-        return Ok(None);
-    }
-    let shut_rd = d.shutdown & ckpt_format::SHUT_RCV as u8 != 0;
-    // A shut down stream or seqpacket socket reads EOF past its queue.
-    let limit = (ty != libc::SOCK_DGRAM && shut_rd).then_some(d.rqueue as usize);
-    sockqueue::read(s, ty == libc::SOCK_STREAM, limit).map(Some)
-}
-
 fn unix_diag_of(f: &FdInfo) -> Option<super::unix_diag::UnixDiag> {
     match f.target {
         FdTarget::Socket(ino) => unix_diag(ino).ok(),
@@ -321,62 +304,6 @@ pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
     // SAFETY: buf is writable for n bytes; MSG_PEEK leaves the data queued.
     let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     (r == n as isize).then_some(buf)
-}
-
-/// A connected unix socket whose other end is an fd above 2 of the process: one end
-/// of a connection through a listener of the process ([`unixconn`]), else one end
-/// of a socket pair. With the data queued for it and its state.
-fn unix_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, ty: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Class> {
-    let FdTarget::Socket(ino) = f.target else { return None };
-    let d = unix_diag(ino).ok()?;
-    let mut rec = match unixconn::plan(tg, s, f, ty, all, warnings) {
-        Some(Class::Plan(rec)) => rec,
-        Some(other) => return Some(other),
-        None => {
-            let peer = d.peer as u64;
-            let peer_fds: Vec<i32> = all.iter().filter(|o| o.target == FdTarget::Socket(peer)).map(|o| o.fd).collect();
-            if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
-                return None;
-            }
-            // A pair's ends are each other's peers (not so a datagram socket
-            // connected to another that is not connected back).
-            if unix_diag(peer).ok().is_none_or(|p| p.peer as u64 != ino) {
-                return None;
-            }
-            let mut rec = Planned::new(f, FdKind::Socket);
-            let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
-            rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, 0];
-            rec
-        }
-    };
-    rec.aux[5] = 0; // AF_UNIX has protocol 0 only (unix(7))
-    if !matches!(rec.aux[2], unixconn::WAITING | unixconn::DGRAM_TO) {
-        // Read with MSG_PEEK and SO_PEEK_OFF, left in place ([`sockqueue`]); the
-        // restorer writes them into the new peer so this end reads them again.
-        // Peeked once, when the files in flight were looked for ([`inflight`]).
-        let q = match tg.peeked(ino) {
-            Some(q) => q,
-            None => match read_unix_queue(s, ino, ty) {
-                Ok(Some(q)) if q.passes_fds() => {
-                    return Some(Class::Refuse("it passes files in its queued messages that were not looked at".into()))
-                }
-                Ok(q) => Peeked { messages: q.map(|q| q.messages).unwrap_or_default(), fds: Vec::new() },
-                Err(e) => return Some(Class::Refuse(format!("its queued data cannot be read: {e}"))),
-            },
-        };
-        let passes = q.fds.iter().any(|m| !m.is_empty());
-        if ty == libc::SOCK_STREAM && !passes {
-            rec.blob = q.messages.into_iter().next().filter(|b| !b.is_empty());
-        } else if !q.messages.is_empty() {
-            rec.blob = Some(sockqueue::framed(&q.messages, &q.fds));
-            rec.aux[4] |= OPT_MESSAGES;
-        }
-    }
-    match sockstate::capture(s, f.fd, (libc::AF_UNIX, ty, 0), d.shutdown) {
-        Ok(st) => rec.sock = st,
-        Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
-    }
-    Some(Class::Plan(rec))
 }
 
 #[cfg(test)]
