@@ -487,14 +487,21 @@ pub enum FdKind {
     Signalfd = 8,
     /// timerfd: `aux[0]` clockid, `aux[1..3]` remaining (s, ns), `aux[3..5]` interval (s, ns).
     Timerfd = 9,
-    /// A socket listening or bound: `aux[0]` family, `aux[1]` type, `aux[2]` 1 if
-    /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes). One end
-    /// of a unix socket pair: `aux[2]` 2, `aux[3]` the pair's id; the bytes queued
-    /// for it in `data` (for datagram and seqpacket sockets one message after
-    /// another, each a native-endian u32 length, a u32 count of the fds passed with it,
-    /// their numbers as i32 — records with [`FD_INFLIGHT`] —, then its bytes; so too
-    /// a stream's data when fds were passed in it). Its shutdown state
-    /// and options, when not a new socket's, are in the Sockets section.
+    /// A socket (unix, IPv4 or IPv6): `aux[0]` family, `aux[1]` type, `aux[2]` its
+    /// role (a `SOCK_*` value below), `aux[3]` the listen backlog, or the id
+    /// both ends of a pair or connection share, or a waiting connection's place;
+    /// `aux[4]` option bits, `aux[5]` protocol. `offset`, for roles 3-6 and 8-9:
+    /// the fd of the socket it connects through (listener, bound datagram
+    /// socket; `u64::MAX`: none, a TCP connection whose listener is gone).
+    /// `path`: a sockaddr — its own name for a connecting end, its peer for a
+    /// connected UDP socket, its name when `data` holds queued datagrams. `data`:
+    /// its address (bound/listening), or the data queued for it: a stream's bytes,
+    /// or messages one after another, each a native-endian u32 length, a u32
+    /// count of the fds passed with it, their numbers as i32 — records with
+    /// [`FD_INFLIGHT`] —, then its bytes (also a stream's when fds were passed in
+    /// it). Its shutdown state and options, when not a new socket's, are in the
+    /// Sockets section. Details: generator/src/fdplan/sockets.rs and the modules
+    /// it names.
     Socket = 10,
     /// inotify instance: watches in the Strings section, `aux[0]` count.
     Inotify = 11,
@@ -518,6 +525,13 @@ pub enum FdKind {
 pub const PTY_MASTER: u64 = 0;
 /// `Fd::aux[0]` of an `FdKind::Pty` record: the slave (/dev/pts/N).
 pub const PTY_SLAVE: u64 = 1;
+
+/// `Fd::aux[2]` of an `FdKind::Socket` record: bound or new (0), listening (1),
+/// one end of a unix socket pair (2), a unix connection's connecting end (3), its
+/// accepted end (4), a connection waiting to be accepted (5), a unix datagram
+/// socket connected to one of the process (6), a connected UDP socket (7), a TCP
+/// connection's connecting end (8), its accepted end (9).
+pub const SOCK_ROLES: u64 = 10;
 
 /// `Fd::cloexec` bit: a file in flight, passed (SCM_RIGHTS) in a message queued on
 /// one of the process's sockets. The process has no fd for it: the stub builds it,

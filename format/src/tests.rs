@@ -1285,6 +1285,20 @@ fn fd_pty_slave_without_master() {
 }
 
 #[test]
+fn fd_socket_of_an_unknown_family() {
+    expect(&image_with(|p| p.fds[7].aux[0] = 16), BF(7, "socket of an unknown address family"));
+    for family in [2, 10] {
+        assert_eq!(validate(&image_with(|p| p.fds[7].aux[0] = family)), Ok(()));
+    }
+}
+
+#[test]
+fn fd_unknown_socket_role() {
+    expect(&image_with(|p| p.fds[7].aux[2] = SOCK_ROLES), BF(7, "unknown socket role"));
+    assert_eq!(validate(&image_with(|p| p.fds[7].aux[2] = SOCK_ROLES - 1)), Ok(()));
+}
+
+#[test]
 fn fd_unknown_kind() {
     let first_unknown = (1..).find(|&k| FdKind::from_u32(k).is_none()).unwrap();
     for kind in [0, first_unknown, u32::MAX] {

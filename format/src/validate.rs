@@ -517,6 +517,10 @@ impl<'a> Tables<'a> {
                     DISC_SOCKET => {}
                     _ => return bad("unknown kind of disconnected fd"),
                 },
+                Some(FdKind::Socket) if !DISC_FAMILIES.contains(&f.aux[0]) => {
+                    return bad("socket of an unknown address family")
+                }
+                Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
                 Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
                 Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
                     let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
