@@ -12,7 +12,8 @@
 //! 4096         page data: one run after another, each 4 KiB aligned,
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
-//!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents (SectionKind order):
+//!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets
+//!              (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`

@@ -169,6 +169,47 @@ pub struct FileLock {
     pub len: u64,
 }
 
+/// `SocketState::shutdown`: the receive side is shut (SHUT_RD, or the peer's SHUT_WR).
+pub const SHUT_RCV: u32 = 1;
+/// `SocketState::shutdown`: the send side is shut (SHUT_WR, or the peer's SHUT_RD).
+pub const SHUT_SEND: u32 = 2;
+/// `SocketState::flags`: SO_PASSCRED is on.
+pub const SOCK_PASSCRED: u32 = 1 << 0;
+/// `SocketState::flags`: SO_LINGER is on, for `linger` seconds.
+pub const SOCK_LINGER: u32 = 1 << 1;
+/// `SocketState::flags`: SO_KEEPALIVE is on.
+pub const SOCK_KEEPALIVE: u32 = 1 << 2;
+/// `SocketState::flags`: SO_REUSEADDR is on.
+pub const SOCK_REUSEADDR: u32 = 1 << 3;
+/// `SocketState::flags`: SO_REUSEPORT is on.
+pub const SOCK_REUSEPORT: u32 = 1 << 4;
+/// Every `SocketState::flags` bit this version knows.
+pub const SOCK_FLAGS_KNOWN: u32 = SOCK_PASSCRED | SOCK_LINGER | SOCK_KEEPALIVE | SOCK_REUSEADDR | SOCK_REUSEPORT;
+/// Longest SO_RCVTIMEO/SO_SNDTIMEO kept, in microseconds (a timeval's seconds fit an
+/// int; socket(7) turns larger ones into "never").
+pub const SOCK_MAX_TIMEO_US: u64 = i32::MAX as u64 * 1_000_000;
+
+/// What a socket the image creates had besides its Fd record, set again after the
+/// socket exists and its queued data is back (socket(7)).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketState {
+    pub fd: i32,
+    /// SHUT_RCV | SHUT_SEND, as sk_shutdown (sock_diag's UNIX_DIAG_SHUTDOWN).
+    pub shutdown: u32,
+    /// SO_SNDBUF / SO_RCVBUF as getsockopt reports them (twice what was set);
+    /// 0: a new socket's default, left alone.
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    /// SOCK_PASSCRED, SOCK_LINGER, SOCK_KEEPALIVE, SOCK_REUSEADDR, SOCK_REUSEPORT.
+    pub flags: u32,
+    /// SO_LINGER seconds (0 unless SOCK_LINGER).
+    pub linger: u32,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in microseconds; 0: none.
+    pub rcvtimeo_us: u64,
+    pub sndtimeo_us: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use core::mem::size_of;
@@ -181,5 +222,6 @@ mod tests {
         assert_eq!(size_of::<super::PosixTimer>(), 32 + 32);
         assert_eq!(size_of::<super::EpollEntry>(), 24);
         assert_eq!(size_of::<super::FileLock>(), 32);
+        assert_eq!(size_of::<super::SocketState>(), 40);
     }
 }

@@ -37,12 +37,15 @@ pub enum SectionKind {
     Files = 14,
     /// The data ranges of those files ([`Extent`]), file by file.
     Extents = 15,
+    /// Socket state beyond the Fd record (shutdown, buffer sizes, options), one
+    /// [`crate::SocketState`] per socket the image creates, in fd order.
+    Sockets = 16,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 16;
+pub const KNOWN_SECTIONS: usize = 17;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -62,6 +65,7 @@ impl SectionKind {
         SectionKind::Locks,
         SectionKind::Files,
         SectionKind::Extents,
+        SectionKind::Sockets,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -83,6 +87,7 @@ impl SectionKind {
             SectionKind::Locks => crate::MAX_LOCKS as u64,
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
+            SectionKind::Sockets => crate::MAX_FDS as u64,
         }
     }
 
@@ -102,6 +107,7 @@ impl SectionKind {
             SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
             SectionKind::Files => core::mem::size_of::<FileObject>() as u64,
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
+            SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
         }
     }
 
@@ -123,6 +129,7 @@ impl SectionKind {
             SectionKind::Locks => "file locks",
             SectionKind::Files => "files",
             SectionKind::Extents => "file extents",
+            SectionKind::Sockets => "socket states",
         }
     }
 }
@@ -514,8 +521,21 @@ pub enum FdKind {
     Signalfd = 8,
     /// timerfd: `aux[0]` clockid, `aux[1..3]` remaining (s, ns), `aux[3..5]` interval (s, ns).
     Timerfd = 9,
-    /// A socket listening or bound: `aux[0]` family, `aux[1]` type, `aux[2]` 1 if
-    /// listening, `aux[3]` backlog; the address in `data` (sockaddr bytes).
+    /// A socket (unix, IPv4 or IPv6): `aux[0]` family, `aux[1]` type, `aux[2]` its
+    /// role (a `SOCK_*` value below), `aux[3]` the listen backlog, or the id
+    /// both ends of a pair or connection share, or a waiting connection's place;
+    /// `aux[4]` option bits, `aux[5]` protocol. `offset`, for roles 3-6 and 8-9:
+    /// the fd of the socket it connects through (listener, bound datagram
+    /// socket; `u64::MAX`: none, a TCP connection whose listener is gone).
+    /// `path`: a sockaddr — its own name for a connecting end, its peer for a
+    /// connected UDP socket, its name when `data` holds queued datagrams. `data`:
+    /// its address (bound/listening), or the data queued for it: a stream's bytes,
+    /// or messages one after another, each a native-endian u32 length, a u32
+    /// count of the fds passed with it, their numbers as i32 — records with
+    /// [`FD_INFLIGHT`] —, then its bytes (also a stream's when fds were passed in
+    /// it). Its shutdown state and options, when not a new socket's, are in the
+    /// Sockets section. Details: generator/src/fdplan/sockets.rs and the modules
+    /// it names.
     Socket = 10,
     /// inotify instance: watches in the Strings section, `aux[0]` count.
     Inotify = 11,
@@ -534,7 +554,30 @@ pub enum FdKind {
     /// (opened again through it), or 0; `aux[2]` is 1 when it is also the
     /// process's working directory.
     DeletedDir = 13,
+    /// One end of a pseudo-terminal whose master is in the process: `aux[0]`
+    /// [`PTY_MASTER`] or [`PTY_SLAVE`], `aux[1]` the pair's index (/dev/pts/N),
+    /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
+    /// struct termios2 (44 bytes) and struct winsize (8 bytes).
+    Pty = 14,
 }
+
+/// `Fd::aux[0]` of an `FdKind::Pty` record: the master (/dev/ptmx).
+pub const PTY_MASTER: u64 = 0;
+/// `Fd::aux[0]` of an `FdKind::Pty` record: the slave (/dev/pts/N).
+pub const PTY_SLAVE: u64 = 1;
+
+/// `Fd::aux[2]` of an `FdKind::Socket` record: bound or new (0), listening (1),
+/// one end of a unix socket pair (2), a unix connection's connecting end (3), its
+/// accepted end (4), a connection waiting to be accepted (5), a unix datagram
+/// socket connected to one of the process (6), a connected UDP socket (7), a TCP
+/// connection's connecting end (8), its accepted end (9).
+pub const SOCK_ROLES: u64 = 10;
+
+/// `Fd::cloexec` bit: a file in flight, passed (SCM_RIGHTS) in a message queued on
+/// one of the process's sockets. The process has no fd for it: the stub builds it,
+/// sends it with that message, and closes it; `fd` is a number above every fd of
+/// the process, named by the message.
+pub const FD_INFLIGHT: u32 = 2;
 
 /// `Fd::aux[0]` of an `FdKind::Disconnected` record: one end of a pipe.
 pub const DISC_PIPE: u64 = 1;
@@ -559,6 +602,7 @@ impl FdKind {
             11 => FdKind::Inotify,
             12 => FdKind::Disconnected,
             13 => FdKind::DeletedDir,
+            14 => FdKind::Pty,
             _ => return None,
         })
     }
@@ -578,6 +622,7 @@ impl FdKind {
             FdKind::Inotify => "inotify",
             FdKind::Disconnected => "disconnected",
             FdKind::DeletedDir => "deleted directory",
+            FdKind::Pty => "pty",
         }
     }
 }
@@ -590,7 +635,7 @@ pub struct Fd {
     pub kind: u32,
     /// open(2) flags as in /proc/PID/fdinfo (O_CREAT/O_TRUNC/O_EXCL never set).
     pub flags: u32,
-    /// 1 if FD_CLOEXEC.
+    /// 1 if FD_CLOEXEC; | [`FD_INFLIGHT`] for a file in flight.
     pub cloexec: u32,
     pub offset: u64,
     pub path_off: u32,
@@ -717,6 +762,8 @@ unsafe impl Pod for Mm {}
 unsafe impl Pod for Fd {}
 // SAFETY: as above.
 unsafe impl Pod for crate::Process {}
+// SAFETY: as above.
+unsafe impl Pod for crate::SocketState {}
 // SAFETY: as above.
 unsafe impl Pod for crate::SigAction {}
 // SAFETY: as above.

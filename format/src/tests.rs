@@ -103,8 +103,8 @@ pub const TABLES_AT: u64 = DATA_START + 7 * PAGE_SIZE;
 pub const F_LOG: usize = 1;
 pub const F_EPOLL: usize = 3;
 pub const F_PIPE_R: usize = 5;
-pub const F_MEMFD: usize = 7;
-pub const F_DELDIR: usize = 8;
+pub const F_MEMFD: usize = 8;
+pub const F_DELDIR: usize = 9;
 
 // Index of the files in the valid image.
 pub const O_MEMFD: usize = 0;
@@ -269,6 +269,10 @@ pub fn valid_parts() -> Parts {
             desc: 2,
             ..fd(6, FdKind::Pipe)
         },
+        Fd {
+            aux: [1, 1, 2, 7, 0, 0], // one end of a unix stream socket pair
+            ..fd(7, FdKind::Socket)
+        },
     ];
     // The pipe's bytes follow the pages, padded to a page as the generator does.
     let pipe_off = DATA_START + pages.len() as u64 * PAGE_SIZE;
@@ -278,13 +282,13 @@ pub fn valid_parts() -> Parts {
     let mut padded = PIPE_DATA.to_vec();
     padded.resize(PAGE_SIZE as usize, 0);
     data.push((pipe_off, padded));
-    fds.push(Fd { flags: 2, offset: 5, aux: [O_MEMFD as u64, 0, 0, 0, 0, 0], ..fd(7, FdKind::Memfd) });
+    fds.push(Fd { flags: 2, offset: 5, aux: [O_MEMFD as u64, 0, 0, 0, 0, 0], ..fd(8, FdKind::Memfd) });
     fds.push(Fd {
         flags: 0o200000, // O_DIRECTORY
         path_off: gone_dir.0,
         path_len: gone_dir.1,
         aux: [0o750, 0, 1, 0, 0, 0],
-        ..fd(8, FdKind::DeletedDir)
+        ..fd(9, FdKind::DeletedDir)
     });
 
     // The files: a sparse memfd (one extent in a larger file) and 3 pages of shared
@@ -393,6 +397,15 @@ pub fn valid_parts() -> Parts {
         }],
         files,
         extents,
+        sockets: vec![SocketState {
+            fd: 7,
+            shutdown: SHUT_SEND,
+            sndbuf: 4608,
+            flags: SOCK_PASSCRED | SOCK_LINGER,
+            linger: 5,
+            rcvtimeo_us: 1_500_000,
+            ..SocketState::default()
+        }],
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -563,11 +576,12 @@ fn valid_image_parses() {
             assert_eq!(t.threads.len(), 1);
             assert_eq!(t.vmas.len(), 9);
             assert_eq!(t.runs, &p.runs[..]);
-            assert_eq!(t.fds.len(), 9);
+            assert_eq!(t.fds.len(), 10);
             assert_eq!((t.files.len(), t.extents.len()), (2, 2));
             let e = &t.extents[0];
             let d = &img[e.data_off as usize..(e.data_off + e.len) as usize];
             assert_eq!((d, crc32c(d, hw)), (MEMFD_DATA, e.crc));
+            assert_eq!(t.sockets, &p.sockets[..]);
             assert_eq!(t.process.map(|p| p.cwd_len), Some(CWD.len() as u32));
             assert_eq!((t.signals.len(), t.timers.len(), t.epoll.len()), (1, 1, 1));
             let pipe = &t.fds[F_PIPE_R];
@@ -1318,6 +1332,49 @@ fn fd_numbers_not_ascending_or_out_of_range() {
 }
 
 #[test]
+fn fd_unknown_flags() {
+    expect(&image_with(|p| p.fds[2].cloexec = 4), BF(2, "unknown fd flags"));
+    assert_eq!(validate(&image_with(|p| p.fds[6].cloexec = 1 | FD_INFLIGHT)), Ok(()));
+}
+
+#[test]
+fn fd_pty_end_neither_master_nor_slave() {
+    let img = image_with(|p| {
+        p.fds[6].kind = FdKind::Pty as u32;
+        p.fds[6].aux = [2, 3, 0, 0, 0, 0];
+    });
+    expect(&img, BF(6, "pty end neither master nor slave"));
+}
+
+#[test]
+fn fd_pty_slave_without_master() {
+    let slave_of = |p: &mut ImageParts, index| {
+        p.fds[6].kind = FdKind::Pty as u32;
+        p.fds[6].aux = [PTY_SLAVE, index, 0, 0, 0, 0];
+        p.fds[5].kind = FdKind::Pty as u32;
+        p.fds[5].aux = [PTY_MASTER, 3, 0, 0, 0, 0];
+        p.fds[5].desc = 0;
+        p.fds[6].desc = 0;
+    };
+    expect(&image_with(|p| slave_of(p, 4)), BF(6, "pty slave without its master"));
+    assert_eq!(validate(&image_with(|p| slave_of(p, 3))), Ok(()));
+}
+
+#[test]
+fn fd_socket_of_an_unknown_family() {
+    expect(&image_with(|p| p.fds[7].aux[0] = 16), BF(7, "socket of an unknown address family"));
+    for family in [2, 10] {
+        assert_eq!(validate(&image_with(|p| p.fds[7].aux[0] = family)), Ok(()));
+    }
+}
+
+#[test]
+fn fd_unknown_socket_role() {
+    expect(&image_with(|p| p.fds[7].aux[2] = SOCK_ROLES), BF(7, "unknown socket role"));
+    assert_eq!(validate(&image_with(|p| p.fds[7].aux[2] = SOCK_ROLES - 1)), Ok(()));
+}
+
+#[test]
 fn fd_unknown_kind() {
     let first_unknown = (1..).find(|&k| FdKind::from_u32(k).is_none()).unwrap();
     for kind in [0, first_unknown, u32::MAX] {
@@ -1435,11 +1492,63 @@ fn lock_on_an_fd_not_created() {
     expect(&image_with(|p| p.locks[0].fd = 0), BL(0, what));
 }
 
+const BSK: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadSocket { index, what };
+
+#[test]
+fn socket_state_not_in_fd_order() {
+    let img = image_with(|p| {
+        let mut second = p.sockets[0];
+        second.shutdown = 0;
+        p.sockets.push(second);
+    });
+    expect(&img, BSK(1, "socket states not in fd order"));
+}
+
+#[test]
+fn socket_state_for_an_fd_that_is_not_a_socket() {
+    let what = "state for an fd that is not a socket the image creates";
+    expect(&image_with(|p| p.sockets[0].fd = 6), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].fd = 99), BSK(0, what));
+}
+
+#[test]
+fn socket_state_unknown_shutdown_bits() {
+    expect(&image_with(|p| p.sockets[0].shutdown = 4), BSK(0, "unknown shutdown bits"));
+    assert_eq!(validate(&image_with(|p| p.sockets[0].shutdown = SHUT_RCV | SHUT_SEND)), Ok(()));
+}
+
+#[test]
+fn socket_state_unknown_flags() {
+    expect(&image_with(|p| p.sockets[0].flags |= 1 << 7), BSK(0, "unknown socket flags"));
+}
+
+#[test]
+fn socket_state_linger_time_without_linger() {
+    expect(&image_with(|p| p.sockets[0].flags = SOCK_PASSCRED), BSK(0, "linger time without SO_LINGER"));
+    let img = image_with(|p| (p.sockets[0].flags, p.sockets[0].linger) = (SOCK_PASSCRED, 0));
+    assert_eq!(validate(&img), Ok(()));
+}
+
+#[test]
+fn socket_state_timeout_out_of_range() {
+    let what = "socket timeout out of range";
+    expect(&image_with(|p| p.sockets[0].rcvtimeo_us = SOCK_MAX_TIMEO_US + 1), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].sndtimeo_us = u64::MAX), BSK(0, what));
+    assert_eq!(validate(&image_with(|p| p.sockets[0].sndtimeo_us = SOCK_MAX_TIMEO_US)), Ok(()));
+}
+
+#[test]
+fn socket_state_buffer_size_out_of_range() {
+    let what = "socket buffer size out of range";
+    expect(&image_with(|p| p.sockets[0].sndbuf = 1 << 31), BSK(0, what));
+    expect(&image_with(|p| p.sockets[0].rcvbuf = u32::MAX), BSK(0, what));
+}
+
 #[test]
 fn epoll_entry_names_missing_fd() {
     let what = "epoll entry names an fd that is not in the image";
     // The watched fd does not exist; the instance is not an epoll fd; nor exists.
-    expect(&image_with(|p| p.epoll[0].fd = 9), BF(0, what));
+    expect(&image_with(|p| p.epoll[0].fd = 10), BF(0, what));
     expect(&image_with(|p| p.epoll[0].epfd = 4), BF(0, what));
     expect(&image_with(|p| p.epoll[0].epfd = -1), BF(0, what));
     expect(
@@ -1547,14 +1656,14 @@ fn fd_deleted_directory_fields() {
 fn fd_deleted_directory_names_a_missing_first() {
     let what = "deleted directory names an earlier one that is not in the image";
     let i = F_DELDIR as u32;
-    // No fd 4 of that kind; itself (fd 8); a later fd.
-    for first in [5, 9, 10] {
+    // No fd 4 of that kind; itself (fd 9); a later fd.
+    for first in [5, 10, 11] {
         expect(&image_with(|p| p.fds[F_DELDIR].aux[1] = first), BF(i, what));
     }
     let again = image_with(|p| {
         let mut f = p.fds[F_DELDIR];
-        f.fd = 9;
-        f.aux[1] = 8 + 1;
+        f.fd = 10;
+        f.aux[1] = 9 + 1;
         p.fds.push(f);
     });
     assert_eq!(validate(&again), Ok(()));
@@ -1840,6 +1949,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadLock { .. } => "lock_* tests",
             FormatError::BadFile { .. } => "file_* tests",
             FormatError::BadExtent { .. } => "extent_* tests",
+            FormatError::BadSocket { .. } => "socket_state_* tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2121,6 +2231,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.timers.clear();
     minimal.epoll.clear();
     minimal.locks.clear();
+    minimal.sockets.clear();
     minimal.mm.exe_len = 0;
     minimal.mm.exe_off = 0;
     minimal.mm.cmdline_len = 0;

@@ -32,6 +32,7 @@ pub enum FormatError {
     BadLock { index: u32, what: &'static str },
     BadFile { index: u32, what: &'static str },
     BadExtent { index: u32, what: &'static str },
+    BadSocket { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -54,6 +55,7 @@ impl FormatError {
             | FormatError::BadLock { what, .. }
             | FormatError::BadFile { what, .. }
             | FormatError::BadExtent { what, .. }
+            | FormatError::BadSocket { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -69,9 +71,10 @@ impl FormatError {
             | FormatError::BadVma { index, .. }
             | FormatError::BadRun { index, .. }
             | FormatError::BadFd { index, .. }
-            | FormatError::BadLock { index, .. } => Some(index as u64),
+            | FormatError::BadLock { index, .. }
             | FormatError::BadFile { index, .. }
-            | FormatError::BadExtent { index, .. } => Some(index as u64),
+            | FormatError::BadExtent { index, .. }
+            | FormatError::BadSocket { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -110,6 +113,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
             FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
             FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
+            FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -221,6 +225,7 @@ pub struct Tables<'a> {
     pub locks: &'a [crate::FileLock],
     pub files: &'a [FileObject],
     pub extents: &'a [Extent],
+    pub sockets: &'a [crate::SocketState],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -289,10 +294,11 @@ impl<'a> Tables<'a> {
         let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
         let files = records(section_bytes(h, buf, lo, SectionKind::Files, hw)?, SectionKind::Files)?;
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
+        let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents,
+            locks, files, extents, sockets,
         };
         t.check(h)?;
         Ok(t)
@@ -307,6 +313,7 @@ impl<'a> Tables<'a> {
         self.check_mm()?;
         self.check_fds(h)?;
         self.check_locks()?;
+        self.check_sockets()?;
         self.check_process()
     }
 
@@ -530,6 +537,9 @@ impl<'a> Tables<'a> {
                 return bad("fd numbers not ascending or out of range");
             }
             prev = f.fd as i64;
+            if f.cloexec & !(1 | crate::FD_INFLIGHT) != 0 {
+                return bad("unknown fd flags");
+            }
             match FdKind::from_u32(f.kind) {
                 None => return bad("unknown fd kind"),
                 Some(FdKind::Path) if f.path_len == 0 => return bad("file without a path"),
@@ -560,6 +570,17 @@ impl<'a> Tables<'a> {
                     let first = f.aux[1];
                     if first != 0 && !self.fds[..i].iter().any(|g| g.fd as u64 + 1 == first && g.kind == f.kind && g.aux[1] == 0) {
                         return bad("deleted directory names an earlier one that is not in the image");
+                    }
+                }
+                Some(FdKind::Socket) if !DISC_FAMILIES.contains(&f.aux[0]) => {
+                    return bad("socket of an unknown address family")
+                }
+                Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
+                Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
+                    let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
+                    if !self.fds.iter().any(master) {
+                        return bad("pty slave without its master");
                     }
                 }
                 _ => {}
@@ -601,6 +622,38 @@ impl<'a> Tables<'a> {
             }
             if !self.fds.iter().any(|f| f.fd == l.fd && f.kind != FdKind::Inherit as u32) {
                 return bad("lock on an fd the image does not create");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each state belongs to a socket the image creates, in fd order, and names
+    /// only shutdown bits, flags and times the stub can set.
+    fn check_sockets(&self) -> Result<(), FormatError> {
+        let mut prev = -1i64;
+        for (i, s) in self.sockets.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadSocket { index: i as u32, what });
+            if (s.fd as i64) <= prev {
+                return bad("socket states not in fd order");
+            }
+            prev = s.fd as i64;
+            if !self.fds.iter().any(|f| f.fd == s.fd && f.kind == FdKind::Socket as u32) {
+                return bad("state for an fd that is not a socket the image creates");
+            }
+            if s.shutdown & !(crate::SHUT_RCV | crate::SHUT_SEND) != 0 {
+                return bad("unknown shutdown bits");
+            }
+            if s.flags & !crate::SOCK_FLAGS_KNOWN != 0 {
+                return bad("unknown socket flags");
+            }
+            if s.linger != 0 && s.flags & crate::SOCK_LINGER == 0 {
+                return bad("linger time without SO_LINGER");
+            }
+            if s.rcvtimeo_us > crate::SOCK_MAX_TIMEO_US || s.sndtimeo_us > crate::SOCK_MAX_TIMEO_US {
+                return bad("socket timeout out of range");
+            }
+            if s.sndbuf > i32::MAX as u32 || s.rcvbuf > i32::MAX as u32 {
+                return bad("socket buffer size out of range");
             }
         }
         Ok(())

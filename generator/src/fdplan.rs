@@ -31,14 +31,23 @@
 //! The file locks held through the fds are planned last ([`locks`]).
 
 mod anon;
+mod dgramqueue;
 mod disconnected;
 mod files;
+mod inflight;
 mod inotify;
 mod locks;
 mod objects;
 mod pipes;
+mod pty;
 mod sockets;
+mod sockqueue;
+mod sockstate;
 mod target;
+mod tcppair;
+mod unix_diag;
+mod unixconn;
+mod unixpair;
 
 use std::collections::HashMap;
 
@@ -65,6 +74,8 @@ pub struct FdPlan {
     pub files: Vec<FileObject>,
     pub extents: Vec<Extent>,
     pub extent_data: Vec<Vec<u8>>,
+    /// Socket options and shutdown states, in fd order ([`sockstate`]).
+    pub sockets: Vec<ckpt_format::SocketState>,
 }
 
 /// One fd's record before its strings and data are placed.
@@ -79,6 +90,8 @@ pub(crate) struct Planned {
     path: Vec<u8>,
     aux: [u64; 6],
     blob: Option<Vec<u8>>,
+    /// A socket's options and shutdown state, when not a new socket's.
+    sock: Option<ckpt_format::SocketState>,
 }
 
 impl Planned {
@@ -92,6 +105,7 @@ impl Planned {
             path: Vec::new(),
             aux: [0; 6],
             blob: None,
+            sock: None,
         }
     }
 }
@@ -200,7 +214,7 @@ struct State<'a> {
 
 fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], st: &mut State, warnings: &mut Vec<String>) -> Class {
     match &f.target {
-        FdTarget::File(p) => files::path(tg, f, p, warnings),
+        FdTarget::File(p) => pty::classify(tg, f, all, warnings).unwrap_or_else(|| files::path(tg, f, p, warnings)),
         FdTarget::DeletedFile(p) => files::deleted(tg, f, p, &mut st.objects, &mut st.dirs, st.strings),
         FdTarget::Pipe(ino) => classify_pipe(tg, f, *ino, all, &mut st.pipes),
         FdTarget::Socket(_) => sockets::socket(tg, f, all, warnings),
@@ -229,13 +243,21 @@ fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], st: &mut State, warnings: &
 fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     match first {
         Class::Inherit => Class::Inherit,
-        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() }),
+        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() }),
         Class::Disconnect(p, was, becomes) => Class::Disconnect(
-            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, ..p.clone() },
+            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() },
             format!("{was} (the same open file as fd {first_fd})"),
             becomes.clone(),
         ),
         Class::Refuse(r) => Class::Refuse(format!("it shares fd {first_fd}'s open file, which cannot be restored: {r}")),
+    }
+}
+
+fn inflight_flag(tg: &Target, fd: i32) -> u32 {
+    if tg.is_inflight(fd) {
+        ckpt_format::FD_INFLIGHT
+    } else {
+        0
     }
 }
 
@@ -258,8 +280,14 @@ pub fn plan(
     strings: &mut Strings,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan> {
-    let tg = Target::new(t);
+    let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
+    let real = fds;
+    let mut all = fds.to_vec();
+    if let Err(e) = inflight::discover(&tg, &mut all) {
+        bail!("pid {pid}: {e}");
+    }
+    let fds = &all[..];
     let desc = descriptions(&tg, fds, warnings);
     let mut st = State {
         pipes: PipeState::default(),
@@ -282,19 +310,26 @@ pub fn plan(
 
     let mut problems = Vec::new();
     let mut strict_refusals = false;
+    let name = |f: &FdInfo| {
+        if tg.is_inflight(f.fd) {
+            format!("fd {} ({}, a file in flight: passed in a queued message)", f.fd, f.link)
+        } else {
+            format!("fd {} ({})", f.fd, f.link)
+        }
+    };
     for (f, c) in fds.iter().zip(classes.iter_mut()) {
         match c {
             Class::Refuse(why) if f.fd <= 2 => {
                 warnings.push(format!("fd {} ({}): {why}; the resumer's fd {} is used instead", f.fd, f.link, f.fd));
                 *c = Class::Inherit;
             }
-            Class::Refuse(why) => problems.push(format!("fd {} ({}): {why}", f.fd, f.link)),
+            Class::Refuse(why) => problems.push(format!("{}: {why}", name(f))),
             Class::Disconnect(_, was, _) if strict => {
-                problems.push(format!("fd {} ({}): its other end is not in the process: it is {was}", f.fd, f.link));
+                problems.push(format!("{}: its other end is not in the process: it is {was}", name(f)));
                 strict_refusals = true;
             }
             Class::Disconnect(_, was, becomes) => {
-                warnings.push(format!("fd {} ({}): {was}; it resumes disconnected: {becomes}", f.fd, f.link));
+                warnings.push(format!("{}: {was}; it resumes disconnected: {becomes}", name(f)));
             }
             _ => {}
         }
@@ -314,7 +349,7 @@ pub fn plan(
             Class::Inherit => {
                 // cloexec matters above 2 (a duplicate of the resumer's stdio); fds
                 // 0-2 stay as the resumer has them.
-                let cloexec = (f.fd > 2 && f.cloexec()) as u32;
+                let cloexec = (f.fd > 2 && f.cloexec()) as u32 | inflight_flag(&tg, f.fd);
                 out.fds.push(Fd { fd: f.fd, kind: FdKind::Inherit as u32, desc: d, cloexec, ..Default::default() });
                 continue;
             }
@@ -324,11 +359,14 @@ pub fn plan(
         if let Some(b) = p.blob {
             out.blobs.push((out.fds.len(), b));
         }
+        if let Some(st) = p.sock {
+            out.sockets.push(ckpt_format::SocketState { fd: p.fd, ..st });
+        }
         out.fds.push(Fd {
             fd: p.fd,
             kind: p.kind as u32,
             flags: p.flags,
-            cloexec: p.cloexec as u32,
+            cloexec: p.cloexec as u32 | inflight_flag(&tg, p.fd),
             offset: p.offset,
             path_off,
             path_len,
@@ -338,7 +376,7 @@ pub fn plan(
         });
     }
     out.epoll = epoll;
-    out.locks = locks::plan(pid, fds, &out)?;
+    out.locks = locks::plan(pid, real, &out)?;
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;

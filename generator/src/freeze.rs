@@ -275,6 +275,7 @@ pub fn run(o: &Options) -> Result<()> {
     parts.locks = fdp.locks;
     parts.files = fdp.files;
     parts.extents = fdp.extents;
+    parts.sockets = fdp.sockets;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;

@@ -12,6 +12,8 @@
 //!    it there at once is harmless, and the one case of two new fds at a time (the
 //!    ends of a pipe or socket pair) is ordered so neither lands on the other
 //!    ([`to_temps2`]).
+//!    Unix connections waiting to be accepted are made after every other one
+//!    ([`unixconn`]).
 //! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
 //!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
 //! 4. The temporaries are closed; epoll registrations are made on the final
@@ -23,12 +25,18 @@
 //! the soft limit is raised up to the hard one for the duration, then put back.
 
 mod data;
+mod dgramqueue;
 mod disconnected;
 pub mod files;
 mod inotify;
 mod locks;
+mod messages;
 mod objects;
+mod pty;
 mod sockets;
+mod sockstate;
+mod tcppair;
+mod unixconn;
 
 use crate::ctx::Ctx;
 use crate::out::{self, Line, Step};
@@ -142,7 +150,7 @@ pub fn set_status(f: &Fd, fd: usize) {
     }
 }
 
-fn exists(fd: usize) -> bool {
+pub fn exists(fd: usize) -> bool {
     sys::fcntl(fd, sys::F_GETFD, 0).is_ok()
 }
 
@@ -181,6 +189,10 @@ fn build(cx: &Cx, i: usize) {
     if f.desc != 0 {
         if let Some(k) = (0..i).find(|&k| t.fds[k].desc == f.desc) {
             let first = &t.fds[k];
+            if first.kind != FdKind::Inherit as u32 && !exists(cx.temp(k)) {
+                // Built out of fd order (a file in flight sharing this description).
+                build(cx, k);
+            }
             if first.kind == FdKind::Inherit as u32 && !exists(cx.temp(k)) {
                 // The shared description is one of the resumer's stdio fds.
                 if let Err(e) = sys::dup3(first.fd as usize, cx.temp(k), sys::O_CLOEXEC) {
@@ -209,6 +221,7 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Inotify) => inotify::inotify(cx, i),
         Some(FdKind::Socket) => sockets::socket(cx, i),
         Some(FdKind::Disconnected) => disconnected::disconnected(cx, i),
+        Some(FdKind::Pty) => pty::pty(cx, i),
         None => fail(f, "unknown kind", 0),
     }
     trace_fd("built", f);
@@ -217,10 +230,10 @@ fn build(cx: &Cx, i: usize) {
 /// Give record `i` its final number.
 fn place(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
-    if f.kind == FdKind::Inherit as u32 && f.fd <= 2 {
-        return;
+    if f.kind == FdKind::Inherit as u32 && f.fd <= 2 || f.cloexec & ckpt_format::FD_INFLIGHT != 0 {
+        return; // the resumer's own, or a file in flight (sent, never numbered)
     }
-    let flags = if f.cloexec != 0 { sys::O_CLOEXEC } else { 0 };
+    let flags = if f.cloexec & 1 != 0 { sys::O_CLOEXEC } else { 0 };
     check(f, "dup3 to its number", sys::dup3(cx.temp(i), f.fd as usize, flags));
 }
 
@@ -269,10 +282,20 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     let _ = sys::close_range(objects + t.files.len(), u32::MAX as usize);
     let cx = Cx { ctx, t, img, base };
 
+    // Connections waiting to be accepted last, once every accepted one exists
+    // ([`unixconn`]); then the fds sharing their descriptions.
+    for i in (0..n).filter(|&i| !unixconn::is_waiting(&t.fds[i])) {
+        build(&cx, i);
+    }
+    unixconn::waiting(&cx);
     for i in 0..n {
         build(&cx, i);
     }
     files::removed_dirs_done(&cx);
+    // Every socket exists: datagrams queued on bound sockets are sent from their
+    // senders, to names not yet removed again.
+    dgramqueue::replay(&cx);
+    unixconn::unlink_deleted(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);
     }

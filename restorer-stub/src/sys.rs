@@ -38,6 +38,10 @@ pub const SYS_LISTEN: usize = 50;
 pub const SYS_SOCKETPAIR: usize = 53;
 pub const SYS_SETSOCKOPT: usize = 54;
 pub const SYS_SHUTDOWN: usize = 48;
+pub const SYS_SENDTO: usize = 44;
+pub const SYS_GETSOCKNAME: usize = 51;
+pub const SYS_ACCEPT4: usize = 288;
+pub const SYS_GETSOCKOPT: usize = 55;
 pub const SYS_FLOCK: usize = 73;
 pub const SYS_UNLINK: usize = 87;
 pub const SYS_FCHMOD: usize = 91;
@@ -100,6 +104,16 @@ pub const SO_REUSEADDR: usize = 2;
 pub const SO_BROADCAST: usize = 6;
 pub const SO_KEEPALIVE: usize = 9;
 pub const SO_REUSEPORT: usize = 15;
+pub const SO_SNDBUF: usize = 7;
+pub const SO_RCVBUF: usize = 8;
+pub const SO_LINGER: usize = 13;
+pub const SO_PASSCRED: usize = 16;
+pub const SO_RCVTIMEO: usize = 20;
+pub const SO_SNDTIMEO: usize = 21;
+pub const SO_SNDBUFFORCE: usize = 32;
+pub const SO_RCVBUFFORCE: usize = 33;
+pub const MSG_DONTWAIT: usize = 0x40;
+pub const MSG_NOSIGNAL: usize = 0x4000;
 pub const IPPROTO_IPV6: usize = 41;
 pub const IPV6_V6ONLY: usize = 26;
 pub const AF_UNIX: u64 = 1;
@@ -150,6 +164,7 @@ pub const EEXIST: isize = 17;
 pub const ESRCH: isize = 3;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
+pub const ENXIO: isize = 6;
 pub const ENOMEM: isize = 12;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;
@@ -445,6 +460,89 @@ pub fn listen(fd: usize, backlog: usize) -> Res {
 pub fn setsockopt_int(fd: usize, level: usize, opt: usize, val: i32) -> Res {
     // SAFETY: the option value is an int on our stack.
     res(unsafe { syscall6(SYS_SETSOCKOPT, fd, level, opt, &val as *const i32 as usize, 4, 0) })
+}
+
+/// setsockopt(2) with a value of any plain type (struct linger, struct timeval).
+pub fn setsockopt<T: Copy>(fd: usize, level: usize, opt: usize, val: &T) -> Res {
+    // SAFETY: val is readable for size_of::<T>() bytes.
+    res(unsafe { syscall6(SYS_SETSOCKOPT, fd, level, opt, val as *const T as usize, core::mem::size_of::<T>(), 0) })
+}
+
+pub fn getsockopt_int(fd: usize, level: usize, opt: usize) -> Res {
+    let mut v: i32 = 0;
+    let mut len: u32 = 4;
+    // SAFETY: v and len are writable ints on our stack; len says v's size.
+    res(unsafe { syscall6(SYS_GETSOCKOPT, fd, level, opt, &mut v as *mut i32 as usize, &mut len as *mut u32 as usize, 0) })
+        .map(|_| v as u32 as usize)
+}
+
+/// ioctl(2) whose argument points at `arg`, which the kernel only reads (TCSETS2,
+/// TIOCSWINSZ, TIOCSPTLCK...).
+pub fn ioctl_set<T: ?Sized>(fd: usize, req: usize, arg: &T) -> Res {
+    // SAFETY: arg is readable for its size; the requests used only read it.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, arg as *const T as *const u8 as usize) })
+}
+
+/// ioctl(2) that writes one int through its argument (TIOCGPTN...); returns it.
+pub fn ioctl_get_int(fd: usize, req: usize) -> Res {
+    let mut v: i32 = 0;
+    // SAFETY: v is a writable int; the requests used write one int.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, &mut v as *mut i32 as usize) }).map(|_| v as u32 as usize)
+}
+
+/// ioctl(2) whose argument is a plain value (TIOCGPTPEER's open flags).
+pub fn ioctl_val(fd: usize, req: usize, val: usize) -> Res {
+    // SAFETY: the requests used take an integer, no pointer.
+    res(unsafe { syscall3(SYS_IOCTL, fd, req, val) })
+}
+
+/// getsockname(2) into `buf`; returns the address length.
+pub fn getsockname(fd: usize, buf: &mut [u8; 128]) -> Res {
+    let mut len: u32 = 128;
+    // SAFETY: buf and len are writable; len says buf's size.
+    res(unsafe { syscall3(SYS_GETSOCKNAME, fd, buf.as_mut_ptr() as usize, &mut len as *mut u32 as usize) })
+        .map(|_| (len as usize).min(128))
+}
+
+/// accept4(2) without the peer's address.
+pub fn accept4(fd: usize, flags: usize) -> Res {
+    // SAFETY: no memory arguments (null address and length).
+    res(unsafe { syscall6(SYS_ACCEPT4, fd, 0, 0, flags, 0, 0) })
+}
+
+pub const SYS_SENDMSG: usize = 46;
+/// Most fds one SCM_RIGHTS message carries (SCM_MAX_FD, include/net/scm.h).
+pub const SCM_MAX_FD: usize = 253;
+
+/// sendmsg(2) of `buf` with `fds` passed as SCM_RIGHTS (none: a plain send).
+pub fn send_fds(fd: usize, buf: &[u8], fds: &[i32], flags: usize) -> Res {
+    // struct cmsghdr (u64 len, i32 level, i32 type) then the ints, 8-aligned.
+    let mut ctl = [0u64; 2 + SCM_MAX_FD.div_ceil(2)];
+    let n = fds.len().min(SCM_MAX_FD);
+    ctl[0] = (16 + 4 * n) as u64;
+    ctl[1] = 1 | (1 << 32); // SOL_SOCKET, SCM_RIGHTS
+    for (k, f) in fds[..n].iter().enumerate() {
+        let w = &mut ctl[2 + k / 2];
+        *w |= (*f as u32 as u64) << (32 * (k % 2));
+    }
+    let iov = [buf.as_ptr() as usize, buf.len()];
+    // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+    let (control, controllen) = if n == 0 { (0, 0) } else { (ctl.as_ptr() as usize, 16 + (4 * n).next_multiple_of(8)) };
+    let msg: [usize; 7] = [0, 0, iov.as_ptr() as usize, 1, control, controllen, 0];
+    // SAFETY: msg, iov, buf and ctl are readable for the sizes they give.
+    res(unsafe { syscall3(SYS_SENDMSG, fd, msg.as_ptr() as usize, flags) })
+}
+
+/// sendto(2) naming the receiver's address.
+pub fn sendto(fd: usize, buf: &[u8], flags: usize, to: &[u8]) -> Res {
+    // SAFETY: buf and to are readable for their lengths.
+    res(unsafe { syscall6(SYS_SENDTO, fd, buf.as_ptr() as usize, buf.len(), flags, to.as_ptr() as usize, to.len()) })
+}
+
+/// send(2): one datagram or message (zero bytes too, which write(2) would not send).
+pub fn send(fd: usize, buf: &[u8], flags: usize) -> Res {
+    // SAFETY: buf is readable for its length; no address.
+    res(unsafe { syscall6(SYS_SENDTO, fd, buf.as_ptr() as usize, buf.len(), flags, 0, 0) })
 }
 
 pub fn eventfd2(initval: u32, flags: usize) -> Res {

@@ -29,6 +29,8 @@ mod compat;
 mod corrupt;
 mod errors;
 mod fds;
+mod fds_sockets;
+mod fds_tty;
 mod formats;
 mod inspect;
 mod locks;

@@ -13,7 +13,8 @@
 //!   left in place). Its local address is not kept.
 //! - A datagram socket keeps its local address when it had one (bound again at
 //!   resume where possible) but no peer: a unix one fails its next send with
-//!   ECONNREFUSED, as when a peer closes (unix(7)); an IP one has no destination.
+//!   ECONNREFUSED, as when a peer closes (unix(7)). (A connected UDP socket never
+//!   comes here: it is connected again, [`sockets`].)
 //!
 //! Record layout: the format's `FdKind::Disconnected`.
 

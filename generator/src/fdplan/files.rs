@@ -31,7 +31,7 @@ pub fn resume_path(pid: i32, p: &Path) -> Vec<u8> {
 /// whose other side cannot be known.
 pub fn path(tg: &Target, f: &FdInfo, p: &Path, warnings: &mut Vec<String>) -> Class {
     // stat of the magic link is the stat of the open file itself.
-    let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
+    let md = match std::fs::metadata(tg.proc_fd_path(f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),
     };
@@ -92,7 +92,7 @@ impl RemovedDirs {
 /// directory: `DeletedDir`, made again empty at resume.
 pub fn deleted(tg: &Target, f: &FdInfo, p: &Path, objects: &mut Objects, dirs: &mut RemovedDirs, strings: &mut Strings) -> Class {
     let bytes = p.as_os_str().as_bytes();
-    let md = match std::fs::metadata(format!("/proc/{}/fd/{}", tg.pid, f.fd)) {
+    let md = match std::fs::metadata(tg.proc_fd_path(f.fd)) {
         Ok(m) => m,
         Err(e) => return Class::Refuse(format!("cannot stat it: {e}")),
     };

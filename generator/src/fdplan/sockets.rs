@@ -3,7 +3,12 @@
 //! listen(2) on the same address, so a resumed server accepts new connections on
 //! the same port. A connected socket's peer is elsewhere and its TCP state cannot be
 //! rebuilt by a user-space restorer: such a socket resumes disconnected
-//! ([`disconnected`]).
+//! ([`disconnected`]). A UDP socket connected to a peer is bound and connected
+//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). A TCP
+//! connection with both ends in the process is made anew ([`tcppair`]). A bound
+//! unix datagram socket keeps its queued datagrams and their senders
+//! ([`dgramqueue`]; its address then in `path`). Netlink,
+//! packet and raw sockets are refused by name.
 //!
 //! Everything is asked of the socket itself through a duplicate (pidfd_getfd):
 //! SO_DOMAIN, SO_TYPE, SO_PROTOCOL, SO_ACCEPTCONN, getsockname, getpeername
@@ -13,22 +18,22 @@
 //! in sock_diag's UNIX_DIAG_RQLEN; elsewhere [`DEFAULT_BACKLOG`] is used.
 //!
 //! A unix socket connected to another socket of the same process (socketpair(2),
-//! or a connection the process made to itself) is recreated with socketpair(2).
-//! Which socket is its peer is only told by sock_diag (NETLINK_SOCK_DIAG,
-//! UDIAG_SHOW_PEER, sock_diag(7)); the bytes queued in it are not restored (a
-//! warning says how many).
+//! or a connection the process made to itself) is planned by [`unixpair`]: which
+//! socket is its peer is only told by sock_diag ([`super::unix_diag`]).
 //!
 //! Record layout (an extension of the format's `FdKind::Socket` doc): `aux[0]`
 //! family, `aux[1]` type, `aux[2]` 1 if listening ([`PAIR`] for one end of a
 //! socketpair), `aux[3]` backlog (for a socketpair end: the pair's id, the smaller
 //! of the two socket inodes), `aux[4]` the boolean options below
 //! ([`OPT_REUSEADDR`]...; [`OPT_PAIR_SECOND`] marks the end with the larger
-//! inode), `aux[5]` protocol; the address from getsockname in `data`, empty for a
-//! socket never bound (and for socketpair ends).
+//! inode, [`OPT_MESSAGES`] framed messages in `data`), `aux[5]` protocol; the address from getsockname in `data`, empty for a
+//! socket never bound; for socketpair ends, the data queued for it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::{bytes_readable, getsockopt_int, Target};
+use super::unix_diag::unix_diag;
+use super::{dgramqueue, sockstate, tcppair, unixconn, unixpair};
 use super::{disconnected, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
@@ -42,91 +47,22 @@ pub const OPT_REUSEPORT: u64 = 1 << 1;
 pub const OPT_V6ONLY: u64 = 1 << 2;
 pub const OPT_KEEPALIVE: u64 = 1 << 3;
 pub const OPT_BROADCAST: u64 = 1 << 4;
+/// `aux[4]` bit: the data holds messages, each a u32 length and its bytes
+/// ([`sockqueue::Queue::framed`]), not a stream's bytes.
+pub const OPT_MESSAGES: u64 = 1 << 5;
+/// `aux[4]` bit: the socket's path was deleted after it was bound; the restorer
+/// removes it again once every socket is made.
+pub const OPT_UNLINK: u64 = 1 << 6;
+/// `aux[4]` bit: TCP_NODELAY (a TCP connection's end, [`tcppair`]).
+pub const OPT_NODELAY: u64 = 1 << 7;
 /// `aux[4]` bit of the socketpair end whose inode is the larger.
 pub const OPT_PAIR_SECOND: u64 = 1 << 31;
 /// `aux[2]` of a socketpair end.
 pub const PAIR: u64 = 2;
+/// `aux[2]` of a UDP socket connected to a peer (its address in `path`).
+pub const CONNECTED_DGRAM: u64 = 7;
 
-/// What sock_diag says of a unix socket: its peer's inode (0: none), the bytes in
-/// its receive queue, and its send queue; for a listener `rqueue` is the number of
-/// connections waiting to be accepted and `wqueue` the listen backlog
-/// (sk_ack_backlog / sk_max_ack_backlog, sk_diag_show_rqlen()).
-struct UnixDiag {
-    peer: u32,
-    rqueue: u32,
-    wqueue: u32,
-}
-
-/// One NETLINK_SOCK_DIAG request for the unix socket with inode `ino`
-/// (struct unix_diag_req, linux/unix_diag.h), UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN.
-fn unix_diag(ino: u64) -> std::io::Result<UnixDiag> {
-    use std::os::fd::FromRawFd;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const UDIAG_SHOW_PEER: u32 = 0x4;
-    const UDIAG_SHOW_RQLEN: u32 = 0x10;
-    const UNIX_DIAG_PEER: u16 = 2;
-    const UNIX_DIAG_RQLEN: u16 = 4;
-    // SAFETY: socket(2) takes integers only.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = Vec::with_capacity(40);
-    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req.extend_from_slice(&[0; 8]); // seq, pid
-    req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]); // family, protocol, pad
-    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    req.extend_from_slice(&(ino as u32).to_ne_bytes());
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
-    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    // SAFETY: req is a readable buffer of its length.
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = [0u8; 8192];
-    // SAFETY: buf is writable for its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let b = &buf[..n as usize];
-    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
-    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "short or unexpected sock_diag answer");
-    if b.len() < 32 {
-        return Err(bad());
-    }
-    if u16_at(4) == libc::NLMSG_ERROR as u16 {
-        let e = -(u32_at(16) as i32);
-        return Err(std::io::Error::from_raw_os_error(e));
-    }
-    let len = (u32_at(0) as usize).min(b.len());
-    if u16_at(4) != SOCK_DIAG_BY_FAMILY || u32_at(20) != ino as u32 {
-        return Err(bad());
-    }
-    let mut d = UnixDiag { peer: 0, rqueue: 0, wqueue: 0 };
-    // Attributes (struct rtattr: u16 len, u16 type) after the 16-byte unix_diag_msg.
-    let mut off = 32;
-    while off + 4 <= len {
-        let (alen, atype) = (u16_at(off) as usize, u16_at(off + 2));
-        if alen < 4 || off + alen > len {
-            break;
-        }
-        match atype {
-            UNIX_DIAG_PEER if alen >= 8 => d.peer = u32_at(off + 4),
-            UNIX_DIAG_RQLEN if alen >= 12 => (d.rqueue, d.wqueue) = (u32_at(off + 4), u32_at(off + 8)),
-            _ => {}
-        }
-        off += (alen + 3) & !3;
-    }
-    Ok(d)
-}
-
-fn sockaddr_of(
+pub(super) fn sockaddr_of(
     fd: &OwnedFd,
     f: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
 ) -> std::io::Result<Vec<u8>> {
@@ -208,14 +144,31 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         }
     };
     if !matches!(family, libc::AF_UNIX | libc::AF_INET | libc::AF_INET6) {
-        return Class::Refuse(format!("it is a socket of address family {family}; only unix, IPv4 and IPv6 sockets are restored"));
+        let what = match family {
+            libc::AF_NETLINK => "a netlink socket (AF_NETLINK), whose kernel-side subscriptions and sequence state cannot be read back".to_owned(),
+            libc::AF_PACKET => "a packet socket (AF_PACKET), bound to a device and its traffic".to_owned(),
+            _ => format!("a socket of address family {family}"),
+        };
+        return Class::Refuse(format!("it is {what}; only unix, IPv4 and IPv6 sockets are restored"));
+    }
+    // SOCK_PACKET (10): the obsolete packet socket of AF_INET (packet(7)).
+    if ty == libc::SOCK_RAW || ty == 10 {
+        return Class::Refuse(format!("it is a raw IP socket (SOCK_RAW, protocol {proto}); raw sockets are not restored"));
     }
     let name = sockaddr_of(&s, libc::getsockname).unwrap_or_default();
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
+        if family != libc::AF_UNIX && ty == libc::SOCK_DGRAM {
+            return udp_connected(&s, f, (family, ty, proto), name, peer, warnings);
+        }
+        if family != libc::AF_UNIX && ty == libc::SOCK_STREAM {
+            if let Some(c) = tcppair::plan(tg, &s, f, family, (&name, &peer), all, warnings) {
+                return c;
+            }
+        }
         if family == libc::AF_UNIX {
-            if let Some(rec) = socketpair_end(&s, f, ty, proto, all, warnings) {
-                return Class::Plan(rec);
+            if let Some(c) = unixpair::unix_connected(tg, &s, f, ty, all, warnings) {
+                return c;
             }
         }
         let what = format!("connected {kind} socket (local {}, peer {})", describe(&name), describe(&peer)).replace("  ", " ");
@@ -232,11 +185,12 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut ti as *mut libc::tcp_info).cast(), &mut len) };
         if r == 0 && ti.tcpi_sacked > 0 {
             backlog = ti.tcpi_sacked as u64;
-            if ti.tcpi_unacked > 0 {
+            // Clients in the process are connected again ([`tcppair`]).
+            let lost = (ti.tcpi_unacked as usize).saturating_sub(tcppair::waiting_on(tg, all, family, &name));
+            if lost > 0 {
                 warnings.push(format!(
-                    "fd {}: {} connection(s) waiting to be accepted on {} are lost",
+                    "fd {}: {lost} connection(s) waiting to be accepted on {} are lost",
                     f.fd,
-                    ti.tcpi_unacked,
                     describe(&name)
                 ));
             }
@@ -245,18 +199,27 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         if let FdTarget::Socket(ino) = f.target {
             if let Some(d) = unix_diag(ino).ok().filter(|d| d.wqueue > 0) {
                 backlog = d.wqueue as u64;
-                if d.rqueue > 0 {
+                // Waiting clients in the process are connected again ([`unixconn`]).
+                let inside = |i: &u32| all.iter().any(|o| o.fd > 2 && o.target == FdTarget::Socket(*i as u64));
+                let lost = d.icons.iter().filter(|i| !inside(i)).count();
+                if lost > 0 {
                     warnings.push(format!(
-                        "fd {}: {} connection(s) waiting to be accepted on {} are lost",
+                        "fd {}: {lost} connection(s) waiting to be accepted on {} are lost",
                         f.fd,
-                        d.rqueue,
                         describe(&name)
                     ));
                 }
             }
         }
-    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 {
+    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && !(family == libc::AF_UNIX && ty == libc::SOCK_DGRAM) {
         warnings.push(format!("fd {}: the data queued on socket {} is not restored", f.fd, describe(&name)));
+    }
+    let mut queued = None;
+    if family == libc::AF_UNIX && ty == libc::SOCK_DGRAM && !unbound(&name) {
+        match dgramqueue::capture(tg, &s, f, &name, all, warnings) {
+            Ok(q) => queued = q,
+            Err(e) => return Class::Refuse(e),
+        }
     }
     let mut opts = 0;
     for (level, opt, bit) in [
@@ -270,12 +233,69 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
             opts |= bit;
         }
     }
+    if family == libc::AF_UNIX {
+        if let Some(d) = unix_diag_of(f) {
+            if unixconn::path_deleted(&name, &d) {
+                opts |= OPT_UNLINK;
+            }
+        }
+    }
     let mut rec = Planned::new(f, FdKind::Socket);
+    match sockstate::capture(&s, f.fd, (family, ty, proto), 0) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
+    }
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
     if !unbound(&name) {
         rec.blob = Some(name);
     }
+    if let Some(q) = queued {
+        // The address moves to `path`; the data holds the datagrams.
+        rec.path = rec.blob.replace(q).unwrap_or_default();
+        rec.aux[4] |= dgramqueue::OPT_SENDERS;
+    }
     Class::Plan(rec)
+}
+
+/// A UDP socket connect(2)ed to a peer: connectionless, so it is bound and
+/// connected again wherever the peer is (udp(7): connect only sets the default
+/// destination and filters what is received).
+fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), name: Vec<u8>, peer: Vec<u8>, warnings: &mut Vec<String>) -> Class {
+    let n = bytes_readable(s).unwrap_or(0);
+    if n > 0 {
+        warnings.push(format!(
+            "fd {}: the datagrams queued on UDP socket {} are not restored (sent again they would come from another address)",
+            f.fd,
+            describe(&name)
+        ));
+    }
+    let mut rec = Planned::new(f, FdKind::Socket);
+    match sockstate::capture(s, f.fd, (family, ty, proto), 0) {
+        Ok(st) => rec.sock = st,
+        Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
+    }
+    let mut opts = 0;
+    for (opt, bit) in [(libc::SO_REUSEADDR, OPT_REUSEADDR), (libc::SO_REUSEPORT, OPT_REUSEPORT), (libc::SO_BROADCAST, OPT_BROADCAST)] {
+        if getsockopt_int(s, libc::SOL_SOCKET, opt).unwrap_or(0) != 0 {
+            opts |= bit;
+        }
+    }
+    if family == libc::AF_INET6 && getsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0 {
+        opts |= OPT_V6ONLY;
+    }
+    rec.aux = [family as u64, ty as u64, CONNECTED_DGRAM, 0, opts, proto as u64];
+    rec.path = peer;
+    if !unbound(&name) {
+        rec.blob = Some(name);
+    }
+    Class::Plan(rec)
+}
+
+fn unix_diag_of(f: &FdInfo) -> Option<super::unix_diag::UnixDiag> {
+    match f.target {
+        FdTarget::Socket(ino) => unix_diag(ino).ok(),
+        _ => None,
+    }
 }
 
 /// The `n` bytes queued for reading on a stream socket, left in place.
@@ -284,30 +304,6 @@ pub(super) fn peek(s: &OwnedFd, n: usize) -> Option<Vec<u8>> {
     // SAFETY: buf is writable for n bytes; MSG_PEEK leaves the data queued.
     let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), n, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     (r == n as isize).then_some(buf)
-}
-
-/// One end of a unix socket pair whose other end is an fd above 2 of the process.
-fn socketpair_end(s: &OwnedFd, f: &FdInfo, ty: i32, proto: i32, all: &[FdInfo], warnings: &mut Vec<String>) -> Option<Planned> {
-    let FdTarget::Socket(ino) = f.target else { return None };
-    let d = unix_diag(ino).ok()?;
-    let peer = d.peer as u64;
-    let peer_fds: Vec<i32> = all.iter().filter(|o| o.target == FdTarget::Socket(peer)).map(|o| o.fd).collect();
-    if d.peer == 0 || peer == ino || peer_fds.is_empty() || peer_fds.iter().any(|&fd| fd <= 2) {
-        return None;
-    }
-    let mut rec = Planned::new(f, FdKind::Socket);
-    if d.rqueue > 0 {
-        // A stream's queued bytes can be read without consuming them (MSG_PEEK,
-        // recv(2)); the restorer writes them into the new peer so this end reads
-        // them again. Datagram boundaries cannot be peeked past the first.
-        match (ty == libc::SOCK_STREAM).then(|| peek(s, d.rqueue as usize)).flatten() {
-            Some(bytes) => rec.blob = Some(bytes),
-            None => warnings.push(format!("fd {}: {} bytes queued on its unix socket pair are not restored", f.fd, d.rqueue)),
-        }
-    }
-    let second = if ino > peer { OPT_PAIR_SECOND } else { 0 };
-    rec.aux = [libc::AF_UNIX as u64, ty as u64, PAIR, ino.min(peer), second, proto as u64];
-    Some(rec)
 }
 
 #[cfg(test)]

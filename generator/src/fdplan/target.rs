@@ -14,7 +14,14 @@
 //! - Opening `/proc/PID/fd/N` gives a *new* description of the same file (proc(5)):
 //!   reading it never moves the target's offset, and it works for deleted files and
 //!   memfds.
+//!
+//! Files in flight (passed with SCM_RIGHTS in a message still queued on one of the
+//! target's sockets) have no fd in the target; peeking the message gave us one. They
+//! are [`Target::adopt`]ed under made-up fd numbers above the target's, and every
+//! method here answers for them through our own fd, so the planners treat them as
+//! any other fd.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -37,6 +44,22 @@ pub struct Target {
     /// Device number of the target's controlling terminal (0: none).
     pub tty_nr: u64,
     pidfd: io::Result<OwnedFd>,
+    /// Files in flight: (made-up fd number, our fd), numbers ascending.
+    inflight: RefCell<Vec<(i32, OwnedFd)>>,
+    /// The first made-up number (above every fd of the target).
+    first_inflight: i32,
+    /// Socket queues already peeked, by socket inode: a zero-length datagram once
+    /// peeked is skipped by every later peek at an offset (skb->peeked,
+    /// __skb_try_recv_from_queue()), so each queue is peeked once.
+    queues: RefCell<std::collections::HashMap<u64, Peeked>>,
+}
+
+/// A socket's queued messages, as peeked: bytes, and the (made-up) fd numbers of
+/// the files passed with each.
+#[derive(Clone, Default)]
+pub struct Peeked {
+    pub messages: Vec<Vec<u8>>,
+    pub fds: Vec<Vec<i32>>,
 }
 
 fn last_err() -> io::Error {
@@ -45,7 +68,7 @@ fn last_err() -> io::Error {
 
 impl Target {
     /// The target stopped under `t`: we are its tracer for as long as we use this.
-    pub fn new(t: &Seized) -> Target {
+    pub fn new(t: &Seized, highest_fd: i32) -> Target {
         let pid = t.pid;
         // SAFETY: pidfd_open takes a pid and flags, no pointers.
         let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -56,11 +79,70 @@ impl Target {
             Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
         };
         let tty_nr = crate::proc::stat::read_stat(pid).map_or(0, |s| s.tty_nr);
-        Target { pid, tty_nr, pidfd }
+        Target { pid, tty_nr, pidfd, inflight: RefCell::new(Vec::new()), first_inflight: highest_fd.max(2) + 1, queues: Default::default() }
+    }
+
+    /// The queue of socket `ino` if it was peeked before.
+    pub fn peeked(&self, ino: u64) -> Option<Peeked> {
+        self.queues.borrow().get(&ino).cloned()
+    }
+
+    pub fn remember(&self, ino: u64, p: Peeked) {
+        self.queues.borrow_mut().insert(ino, p);
+    }
+
+    /// Whether `fd` is a made-up number of a file in flight.
+    pub fn is_inflight(&self, fd: i32) -> bool {
+        fd >= self.first_inflight
+    }
+
+    /// Our own fd holding in-flight file `fd`.
+    fn ours(&self, fd: i32) -> Option<i32> {
+        self.inflight.borrow().iter().find(|(n, _)| *n == fd).map(|(_, o)| o.as_raw_fd())
+    }
+
+    /// A file in flight that a peek gave us: its made-up fd number, and whether it
+    /// is new (the same open file description met before keeps its number).
+    pub fn adopt(&self, fd: OwnedFd) -> io::Result<(i32, bool)> {
+        let me = std::process::id() as i32;
+        for (n, o) in self.inflight.borrow().iter() {
+            if kcmp_file(me, o.as_raw_fd(), me, fd.as_raw_fd())? {
+                return Ok((*n, false));
+            }
+        }
+        let mut v = self.inflight.borrow_mut();
+        let n = self.first_inflight + v.len() as i32;
+        v.push((n, fd));
+        Ok((n, true))
+    }
+
+    /// `/proc/.../fd/N` of `fd` (ours for a file in flight).
+    pub fn proc_fd_path(&self, fd: i32) -> String {
+        match self.ours(fd) {
+            Some(o) => format!("/proc/self/fd/{o}"),
+            None => format!("/proc/{}/fd/{fd}", self.pid),
+        }
+    }
+
+    /// (pid, fd) that names `fd` for kcmp(2).
+    fn kcmp_ref(&self, fd: i32) -> (i32, i32) {
+        match self.ours(fd) {
+            Some(o) => (std::process::id() as i32, o),
+            None => (self.pid, fd),
+        }
     }
 
     /// A duplicate of the target's `fd` in this process (close-on-exec).
     pub fn getfd(&self, fd: i32) -> io::Result<OwnedFd> {
+        if let Some(o) = self.ours(fd) {
+            // SAFETY: F_DUPFD_CLOEXEC on our own open fd; the result is owned here.
+            let r = unsafe { libc::fcntl(o, libc::F_DUPFD_CLOEXEC, 0) };
+            if r < 0 {
+                return Err(last_err());
+            }
+            // SAFETY: a new fd owned by nobody else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r) });
+        }
         let pidfd = match &self.pidfd {
             Ok(p) => p,
             Err(e) => return Err(io::Error::new(e.kind(), format!("pidfd_open: {e}"))),
@@ -77,18 +159,13 @@ impl Target {
 
     /// `/proc/PID/fd/N` opened anew with `flags` (O_RDONLY for reading content).
     pub fn open_proc(&self, fd: i32) -> io::Result<File> {
-        File::open(format!("/proc/{}/fd/{fd}", self.pid))
+        File::open(self.proc_fd_path(fd))
     }
 
     /// Whether fds `a` and `b` of the target share one open file description.
     pub fn same_description(&self, a: i32, b: i32) -> io::Result<bool> {
-        let p = self.pid;
-        // SAFETY: KCMP_FILE takes two fd numbers, no pointers.
-        let r = unsafe { libc::syscall(libc::SYS_kcmp, p, p, KCMP_FILE, a as libc::c_ulong, b as libc::c_ulong) };
-        if r < 0 {
-            return Err(last_err());
-        }
-        Ok(r == 0)
+        let ((pa, a), (pb, b)) = (self.kcmp_ref(a), self.kcmp_ref(b));
+        kcmp_file(pa, a, pb, b)
     }
 
     /// Whether the `toff`-th registration for fd number `tfd` in epoll `epfd` is the
@@ -105,6 +182,17 @@ impl Target {
         }
         Ok(r == 0)
     }
+}
+
+/// kcmp(2) KCMP_FILE: whether fd `a` of `pa` and fd `b` of `pb` are one open file
+/// description.
+fn kcmp_file(pa: i32, a: i32, pb: i32, b: i32) -> io::Result<bool> {
+    // SAFETY: KCMP_FILE takes two fd numbers, no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pa, pb, KCMP_FILE, a as libc::c_ulong, b as libc::c_ulong) };
+    if r < 0 {
+        return Err(last_err());
+    }
+    Ok(r == 0)
 }
 
 /// An integer socket/fcntl query on one of our fds.

@@ -127,6 +127,9 @@ pub struct FdInfo {
     pub flags: Option<String>,
     pub offset: Option<u64>,
     pub cloexec: bool,
+    /// A file in flight: passed in a message queued on a socket, with no number in
+    /// the process (its `fd` is the image's own).
+    pub in_flight: bool,
     /// The lowest fd sharing this one's open file description (dup), if another.
     pub same_as: Option<i32>,
     /// Bytes stored for it (file contents, pipe buffer, address).
@@ -260,10 +263,12 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             FdInfo {
                 fd: f.fd,
                 kind: kind.map_or("?", FdKind::name),
-                path: (f.path_len != 0).then(|| lossy(t.string(f.path_off, f.path_len))),
+                // A socket's path holds a sockaddr (a peer or its own name).
+                path: (f.path_len != 0 && kind != Some(FdKind::Socket)).then(|| lossy(t.string(f.path_off, f.path_len))),
                 flags: (kind != Some(FdKind::Inherit)).then(|| decode::open_flags(f.flags)),
                 offset: seekable.then_some(f.offset),
-                cloexec: f.cloexec != 0,
+                cloexec: f.cloexec & 1 != 0,
+                in_flight: f.cloexec & ckpt_format::FD_INFLIGHT != 0,
                 same_as: (f.desc != 0)
                     .then(|| t.fds.iter().find(|g| g.desc == f.desc).map(|g| g.fd))
                     .flatten()

@@ -141,7 +141,9 @@ pub fn render(r: &Report) -> String {
     o.line(format!("  {:>4}  {:<12} {:<24} {:>10} {:>9}  {}", "fd", "kind", "flags", "offset", "stored", "path"));
     for d in &r.fds {
         let mut flags = d.flags.clone().unwrap_or_else(|| "-".into());
-        if d.cloexec {
+        if d.in_flight {
+            flags.push_str(" in flight");
+        } else if d.cloexec {
             flags.push_str(" cloexec");
         }
         let mut path = match (d.kind, &d.path) {

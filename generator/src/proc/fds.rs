@@ -317,7 +317,7 @@ pub fn parse_fdinfo(text: &str) -> Result<(u64, u32, u64, u64), String> {
 }
 
 /// One fd, or None if it was closed while we looked.
-fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
+pub fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
     let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOENT);
     let link_path = proc_path(pid, &format!("fd/{fd}"));
     let raw = match std::fs::read_link(&link_path) {

@@ -53,6 +53,13 @@ pub fn path(cx: &Cx, i: usize) {
     let x = match sys::open(path, (f.flags & !OPEN_ONLY) as usize, 0) {
         Ok(x) => x,
         Err(e) if cx.ctx.missing_ignore && e == 2 => dev_null_instead(f, path, "is missing"),
+        // The process's controlling terminal is the resumer's (generator/src/fdplan/
+        // files.rs); a resumer without one (setsid, a service, cron) gets ENXIO
+        // (tty(4)): the fd reads EOF and discards writes, as a terminal-less
+        // program's /dev/null would, and a warning says so.
+        Err(sys::ENXIO) if path == b"/dev/tty\0" => {
+            dev_null_instead(f, path, "cannot be opened: the resumer has no controlling terminal")
+        }
         Err(e) => fail_path(f, "cannot reopen", path, e),
     };
     if f.flags & sys::O_PATH == 0 && !seek(f, x) {

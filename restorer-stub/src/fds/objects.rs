@@ -24,17 +24,26 @@ pub fn pipe(cx: &Cx, i: usize) {
     let (ino, end) = (f.aux[0], f.aux[1]);
     let first = pipe_end(cx, ino, 0).zip(pipe_end(cx, ino, 1));
     let Some((r_idx, w_idx)) = first else { fail(f, "the pipe's other end is not in the image", 0) };
-    if r_idx.min(w_idx) < i {
-        // Already created: a separate open of one of its ends.
-        let mut b = [0u8; 32];
-        let src = cx.temp(if end == 0 { r_idx } else { w_idx });
-        let p = super::files::proc_fd(src, &mut b);
-        let mode = if end == 0 { sys::O_RDONLY } else { sys::O_WRONLY as usize };
-        let x = check(f, "reopening the pipe through /proc/self/fd", sys::open(p, mode | sys::O_NONBLOCK as usize, 0));
-        set_status(f, x);
-        to_temp(cx, i, x);
+    let built = |k| super::exists(cx.temp(k));
+    if !built(r_idx) && !built(w_idx) {
+        create_pipe(cx, f, ino, r_idx, w_idx);
+    }
+    if i == r_idx || i == w_idx {
         return;
     }
+    // A separate open of one of its ends (built in any order: a file in flight may
+    // be built before the pipe's other fds): through /proc/self/fd of an end made.
+    let mut b = [0u8; 32];
+    let src = cx.temp(if built(r_idx) { r_idx } else { w_idx });
+    let p = super::files::proc_fd(src, &mut b);
+    let mode = if end == 0 { sys::O_RDONLY } else { sys::O_WRONLY as usize };
+    let x = check(f, "reopening the pipe through /proc/self/fd", sys::open(p, mode | sys::O_NONBLOCK as usize, 0));
+    set_status(f, x);
+    to_temp(cx, i, x);
+}
+
+/// The pipe itself, for its first read and write records, with its bytes.
+fn create_pipe(cx: &Cx, f: &ckpt_format::Fd, ino: u64, r_idx: usize, w_idx: usize) {
     let mut p = [0i32; 2];
     let direct = if f.flags & sys::O_DIRECT != 0 { sys::O_DIRECT as usize } else { 0 };
     check(f, "pipe2", sys::pipe2(&mut p, sys::O_NONBLOCK as usize | direct));

@@ -3,7 +3,9 @@
 //! family, `aux[1]` type, `aux[2]` listening, `aux[3]` backlog, `aux[4]` option
 //! bits, `aux[5]` protocol; the sockaddr in the data, none if never bound). A unix
 //! socket pair (`aux[2]` = [`PAIR`], `aux[3]` the pair's id) is made with
-//! socketpair(2) by its first record, for both ends.
+//! socketpair(2) by its first record, for both ends: their options first, then the
+//! data each had queued to read, sent through the other end (a stream's bytes, or
+//! each message on its own: [`messages`]), then their shutdown state ([`sockstate`]).
 //!
 //! SO_REUSEADDR is set for the bind of an IP socket (then put back as it was), so
 //! the port is free again although the original's connections may linger in
@@ -11,7 +13,7 @@
 //! died: if bind finds it in use, and it is a socket nobody accepts on (connect
 //! fails with ECONNREFUSED, unix(7)), it is the original's leftover and is removed.
 
-use super::{check, data, errno, fail, head, set_status, to_temp, to_temps2, Cx};
+use super::{check, data, errno, fail, head, messages, set_status, sockstate, tcppair, to_temp, to_temps2, unixconn, Cx};
 use ckpt_format::FdKind;
 use crate::out::{Line, Step};
 use crate::sys;
@@ -22,8 +24,13 @@ const OPT_REUSEPORT: u64 = 1 << 1;
 const OPT_V6ONLY: u64 = 1 << 2;
 const OPT_KEEPALIVE: u64 = 1 << 3;
 const OPT_BROADCAST: u64 = 1 << 4;
+const OPT_MESSAGES: u64 = 1 << 5;
+/// Datagrams queued on a bound unix socket, with their senders ([`super::dgramqueue`]).
+pub const OPT_SENDERS: u64 = 1 << 8;
 const OPT_PAIR_SECOND: u64 = 1 << 31;
 const PAIR: u64 = 2;
+/// A UDP socket connected to a peer, whose address is in `path`.
+const CONNECTED_DGRAM: u64 = 7;
 const AF_INET6: u64 = 10;
 const AT_SYMLINK_NOFOLLOW: usize = 0x100;
 
@@ -48,7 +55,7 @@ pub fn describe<'l>(l: &'l mut Line, a: &[u8]) -> &'l mut Line {
 }
 
 /// The NUL-terminated path of a unix sockaddr naming a file, if it names one.
-fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
+pub fn unix_path<'b>(a: &[u8], buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
     let p = a.get(2..)?;
     if p.first().is_none_or(|&c| c == 0) {
         return None; // unnamed or abstract
@@ -92,13 +99,25 @@ fn pair(cx: &Cx, i: usize) {
     let Some(other) = end(!mine) else { fail(f, "the other end of its socket pair is not in the image", 0) };
     let mut sv = [0i32; 2];
     check(f, "socketpair", sys::socketpair(family as usize, ty as usize, proto as usize, &mut sv));
-    // Bytes one end had queued to read are written into the other end.
-    if f.data_len != 0 {
-        super::data::copy_to(cx, f, sv[1] as usize);
-    }
     let g = &cx.t.fds[other];
-    if g.data_len != 0 {
-        super::data::copy_to(cx, g, sv[0] as usize);
+    let ends = [(f, sv[0] as usize, sv[1] as usize), (g, sv[1] as usize, sv[0] as usize)];
+    for (r, mine, _) in ends {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::options(r, mine, st);
+        }
+    }
+    // What one end had queued to read is sent again through the other end.
+    for (r, _, theirs) in ends {
+        if r.data_len != 0 && r.aux[4] & OPT_MESSAGES != 0 {
+            messages::send_all(cx, r, theirs);
+        } else if r.data_len != 0 {
+            data::copy_to(cx, r, theirs);
+        }
+    }
+    for (r, mine, _) in ends {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::shutdown(r, mine, st);
+        }
     }
     set_status(f, sv[0] as usize);
     set_status(&cx.t.fds[other], sv[1] as usize);
@@ -108,8 +127,13 @@ fn pair(cx: &Cx, i: usize) {
 pub fn socket(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
     let [family, ty, listening, backlog, opts, proto] = f.aux;
-    if listening == PAIR {
-        return pair(cx, i);
+    match listening {
+        PAIR => return pair(cx, i),
+        unixconn::CONNECTING | unixconn::ACCEPTED => return unixconn::connection(cx, i),
+        unixconn::DGRAM_TO => return unixconn::dgram_to(cx, i),
+        tcppair::TCP_CLIENT | tcppair::TCP_SERVER => return tcppair::connection(cx, i),
+        unixconn::WAITING => fail(f, "a waiting connection built out of its turn", 0),
+        _ => {}
     }
     let x = check(f, "socket", sys::socket(family as usize, ty as usize, proto as usize));
     let set = |level, opt, on: bool| check(f, "setsockopt", sys::setsockopt_int(x, level, opt, on as i32));
@@ -126,9 +150,11 @@ pub fn socket(cx: &Cx, i: usize) {
     if family == AF_INET6 {
         set(sys::IPPROTO_IPV6, sys::IPV6_V6ONLY, opts & OPT_V6ONLY != 0);
     }
-    if f.data_len != 0 {
+    let senders = opts & OPT_SENDERS != 0;
+    if f.data_len != 0 || senders {
         let mut abuf = [0u8; 128];
-        let addr = data::read_small(cx, f, &mut abuf);
+        // With queued datagrams (their senders) the address is in `path`.
+        let addr = if senders { cx.t.string(f.path_off, f.path_len) } else { data::read_small(cx, f, &mut abuf) };
         if ip {
             set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
         }
@@ -147,8 +173,21 @@ pub fn socket(cx: &Cx, i: usize) {
     } else if opts & OPT_REUSEADDR != 0 {
         set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
     }
-    if listening != 0 {
+    if listening == CONNECTED_DGRAM {
+        let peer = cx.t.string(f.path_off, f.path_len);
+        if let Err(e) = sys::connect(x, peer) {
+            let mut l = head(f);
+            l.s("cannot connect to ");
+            describe(&mut l, peer).s(" again: ");
+            errno(&mut l, e).emit();
+            sys::exit_group(Step::Fds as i32);
+        }
+    } else if listening != 0 {
         check(f, "listen", sys::listen(x, backlog as usize));
+    }
+    if let Some(st) = sockstate::of(cx.t, f.fd) {
+        sockstate::options(f, x, st);
+        sockstate::shutdown(f, x, st);
     }
     set_status(f, x);
     to_temp(cx, i, x);

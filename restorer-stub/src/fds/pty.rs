@@ -1,0 +1,83 @@
+//! Pseudo-terminals whose master the process held: a new pair from /dev/ptmx, the
+//! same index where it is free (devpts hands out the lowest free index, so the
+//! masters below it are opened and closed again), else another with a warning; the
+//! saved termios, window size and packet mode set through the master (they act on
+//! the slave's terminal); each slave opened from the master with TIOCGPTPEER
+//! (Linux 4.13), never by path. Record layout: the format's `FdKind::Pty`.
+
+use super::{check, data, fail, set_status, to_temp, Cx};
+use crate::out::Line;
+use crate::sys;
+use ckpt_format::{FdKind, PTY_MASTER, PTY_SLAVE};
+
+const TIOCGPTN: usize = 0x8004_5430;
+const TIOCSPTLCK: usize = 0x4004_5431;
+const TIOCGPTPEER: usize = 0x5441;
+const TIOCSWINSZ: usize = 0x5414;
+const TCSETS2: usize = 0x402c_542b;
+const TIOCPKT: usize = 0x5420;
+/// Most masters opened to reach a saved index.
+const MAX_SKIP: usize = 256;
+
+fn new_master(f: &ckpt_format::Fd) -> (usize, u32) {
+    let m = check(f, "open /dev/ptmx", sys::open(b"/dev/ptmx\0", sys::O_RDWR as usize | sys::O_NOCTTY as usize | sys::O_CLOEXEC, 0));
+    check(f, "TIOCSPTLCK", sys::ioctl_set(m, TIOCSPTLCK, &0i32));
+    let n = check(f, "TIOCGPTN", sys::ioctl_get_int(m, TIOCGPTN)) as u32;
+    (m, n)
+}
+
+/// A master of index `want` where it can be had, else the lowest free one.
+fn master_at(f: &ckpt_format::Fd, want: u32) -> (usize, u32) {
+    let mut skipped = [0usize; MAX_SKIP];
+    let mut k = 0;
+    let (mut m, mut n) = new_master(f);
+    while n < want && k < MAX_SKIP {
+        skipped[k] = m;
+        k += 1;
+        (m, n) = new_master(f);
+    }
+    if n != want {
+        // Taken (or too far): the first one opened.
+        if k > 0 {
+            let _ = sys::close(m);
+            m = skipped[0];
+            skipped[0] = usize::MAX;
+            n = sys::ioctl_get_int(m, TIOCGPTN).unwrap_or(0) as u32;
+        }
+        Line::new().s("warning: fd ").dec(f.fd as u64).s(": /dev/pts/").dec(want as u64)
+            .s(" is taken; the terminal is /dev/pts/").dec(n as u64).s(" instead").emit();
+    }
+    for &x in skipped[..k].iter().filter(|&&x| x != usize::MAX) {
+        let _ = sys::close(x);
+    }
+    (m, n)
+}
+
+pub fn pty(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    if f.aux[0] == PTY_SLAVE {
+        // Made by its master, which may come later.
+        let Some(mi) = cx.t.fds.iter().position(|g| g.kind == FdKind::Pty as u32 && g.aux[0] == PTY_MASTER && g.aux[1] == f.aux[1]) else {
+            fail(f, "its pty master is not in the image", 0)
+        };
+        super::build(cx, mi);
+        let flags = (f.flags & sys::O_ACCMODE) as usize | sys::O_NOCTTY as usize | sys::O_CLOEXEC;
+        let s = check(f, "TIOCGPTPEER", sys::ioctl_val(cx.temp(mi), TIOCGPTPEER, flags));
+        set_status(f, s);
+        to_temp(cx, i, s);
+        return;
+    }
+    let (m, _) = master_at(f, f.aux[1] as u32);
+    let mut b = [0u8; 52];
+    let saved = data::read_small(cx, f, &mut b);
+    if saved.len() != 52 {
+        fail(f, "its terminal settings are not 52 bytes", 0);
+    }
+    check(f, "TCSETS2", sys::ioctl_set(m, TCSETS2, &b[..44]));
+    check(f, "TIOCSWINSZ", sys::ioctl_set(m, TIOCSWINSZ, &b[44..52]));
+    if f.aux[2] != 0 {
+        check(f, "TIOCPKT", sys::ioctl_set(m, TIOCPKT, &1i32));
+    }
+    set_status(f, m);
+    to_temp(cx, i, m);
+}

@@ -1,0 +1,110 @@
+//! Terminals across a freeze: a process whose controlling terminal was a pty,
+//! resumed where there is none (`setsid ./app.resume < /dev/null`, a service, cron).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// fd_ctty runs under script(1) (a pty is its controlling terminal) with /dev/tty
+/// open at fd 3; resumed by setsid with no terminal, fd 3 becomes /dev/null with a
+/// warning naming it, and the process runs on instead of the resume failing.
+fn ctty_without_terminal(static_: bool) {
+    let dir = TestDir::new("fd_ctty");
+    let gate = dir.gate();
+    let cmd = format!("{} {} {}", fixture("fd_ctty", static_).display(), gate.display(), dir.path().display());
+    let _script = Launch::new("script").args(["-qfec", &cmd, "/dev/null"]).label("script").spawn();
+    let pidfile = dir.join("pid");
+    let t0 = Instant::now();
+    let pid: i32 = loop {
+        if let Some(p) = fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            break p;
+        }
+        assert!(t0.elapsed() < READY_TIMEOUT, "fd_ctty never wrote {}", pidfile.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let img = dir.image("fd_ctty");
+    freeze_ok(pid, &img, &[]);
+    let mut res = Launch::new("setsid").arg(&img).label("resumed").spawn();
+    open_gate(&gate);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success().line_starting("ok");
+    assert!(
+        fin.stderr.contains("fd 3: /dev/tty cannot be opened: the resumer has no controlling terminal; /dev/null opened in its place"),
+        "no warning naming fd 3\n{fin}"
+    );
+}
+
+/// The pty tests of this module one at a time: each counts on which indices are
+/// free.
+static PTYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A pty pair held by the process (master in packet mode, slave with its own
+/// settings and window size) comes back as /dev/pts/N again, and carries bytes.
+/// Any other process may take N between the freeze and the resume (devpts hands
+/// out the lowest free index): then another index, and the warning saying so.
+fn pty_pair(static_: bool) {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("fd_pty");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_pty", static_, &[gate.to_str().unwrap(), "any"]);
+    let l = orig.wait_line_starting("pts ", READY_TIMEOUT);
+    let n: u32 = l[4..].trim().parse().unwrap();
+    orig.wait_ready();
+    let img = dir.image("fd_pty");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success().line_starting("ok");
+    let now: u32 = fin.line_starting("now ")[4..].trim().parse().unwrap();
+    assert!(
+        now == n || fin.stderr.contains(&format!("/dev/pts/{n} is taken")),
+        "the pair is /dev/pts/{now}, was {n}, and no warning says so\n{fin}"
+    );
+}
+
+fn pty_pair_as_nobody(static_: bool) {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    crate::fds_sockets::roundtrip_as_nobody_with("fd_pty", static_, &["gate", "any"]);
+}
+
+both_variants!(ctty_without_terminal, pty_pair, pty_pair_as_nobody);
+
+/// The pty index taken by someone else at resume: another index, with a warning.
+#[test]
+fn pty_index_taken() {
+    use std::os::fd::AsRawFd;
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("fd_pty_taken");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_pty", false, &[gate.to_str().unwrap(), "any"]);
+    let l = orig.wait_line_starting("pts ", READY_TIMEOUT);
+    let n: u32 = l[4..].trim().parse().unwrap();
+    orig.wait_ready();
+    let img = dir.image("fd_pty");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    // Take /dev/pts/N: open masters until one gets that index (devpts hands out the
+    // lowest free one).
+    let mut held = Vec::new();
+    let taken = loop {
+        let m = fs::OpenOptions::new().read(true).write(true).open("/dev/ptmx").unwrap();
+        let mut got: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int.
+        assert_eq!(unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCGPTN, &mut got) }, 0);
+        if got == n {
+            break m;
+        }
+        assert!(held.len() < 300, "never got /dev/pts/{n}");
+        held.push(m);
+    };
+    drop(held);
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success().line_starting("ok");
+    assert!(fin.stderr.contains(&format!("/dev/pts/{n} is taken")), "no warning naming /dev/pts/{n}\n{fin}");
+    drop(taken);
+}
