@@ -37,12 +37,15 @@ pub enum SectionKind {
     Files = 14,
     /// The data ranges of those files ([`Extent`]), file by file.
     Extents = 15,
+    /// What the freezing kernel showed the process ([`crate::KernelState`]): its
+    /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
+    Kernel = 16,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 16;
+pub const KNOWN_SECTIONS: usize = 17;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -62,6 +65,7 @@ impl SectionKind {
         SectionKind::Locks,
         SectionKind::Files,
         SectionKind::Extents,
+        SectionKind::Kernel,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -71,7 +75,7 @@ impl SectionKind {
             SectionKind::Threads => crate::MAX_THREADS as u64,
             SectionKind::Vmas => crate::MAX_VMAS as u64,
             SectionKind::Runs => crate::MAX_RUNS as u64,
-            SectionKind::Mm | SectionKind::Process => 1,
+            SectionKind::Mm | SectionKind::Process | SectionKind::Kernel => 1,
             SectionKind::Fds => crate::MAX_FDS as u64,
             SectionKind::Strings => crate::MAX_STRINGS,
             SectionKind::Xstate => crate::MAX_XSTATE as u64 * crate::MAX_THREADS as u64,
@@ -102,6 +106,7 @@ impl SectionKind {
             SectionKind::Locks => core::mem::size_of::<crate::FileLock>() as u64,
             SectionKind::Files => core::mem::size_of::<FileObject>() as u64,
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
+            SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
         }
     }
 
@@ -123,6 +128,7 @@ impl SectionKind {
             SectionKind::Locks => "file locks",
             SectionKind::Files => "files",
             SectionKind::Extents => "file extents",
+            SectionKind::Kernel => "kernel state",
         }
     }
 }
@@ -731,6 +737,8 @@ unsafe impl Pod for crate::FileLock {}
 unsafe impl Pod for FileObject {}
 // SAFETY: as above.
 unsafe impl Pod for Extent {}
+// SAFETY: as above.
+unsafe impl Pod for crate::KernelState {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

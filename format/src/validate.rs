@@ -32,6 +32,7 @@ pub enum FormatError {
     BadLock { index: u32, what: &'static str },
     BadFile { index: u32, what: &'static str },
     BadExtent { index: u32, what: &'static str },
+    BadKernel { what: &'static str },
 }
 
 impl FormatError {
@@ -54,6 +55,7 @@ impl FormatError {
             | FormatError::BadLock { what, .. }
             | FormatError::BadFile { what, .. }
             | FormatError::BadExtent { what, .. }
+            | FormatError::BadKernel { what }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -110,6 +112,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadLock { index, what } => write!(f, "file lock {index}: {what}"),
             FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
             FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
+            FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -221,6 +224,8 @@ pub struct Tables<'a> {
     pub locks: &'a [crate::FileLock],
     pub files: &'a [FileObject],
     pub extents: &'a [Extent],
+    /// The freezing kernel's clocks and limits; None in images written without them.
+    pub kernel: Option<&'a crate::KernelState>,
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -289,10 +294,11 @@ impl<'a> Tables<'a> {
         let locks = records(section_bytes(h, buf, lo, SectionKind::Locks, hw)?, SectionKind::Locks)?;
         let files = records(section_bytes(h, buf, lo, SectionKind::Files, hw)?, SectionKind::Files)?;
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
+        let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents,
+            locks, files, extents, kernel: kernel.first(),
         };
         t.check(h)?;
         Ok(t)
@@ -307,7 +313,30 @@ impl<'a> Tables<'a> {
         self.check_mm()?;
         self.check_fds(h)?;
         self.check_locks()?;
-        self.check_process()
+        self.check_process()?;
+        self.check_kernel()
+    }
+
+    fn check_kernel(&self) -> Result<(), FormatError> {
+        let Some(k) = self.kernel else { return Ok(()) };
+        let bad = |what| Err(FormatError::BadKernel { what });
+        if k.flags & !crate::KERNEL_KNOWN_FLAGS != 0 {
+            return bad("unknown flags");
+        }
+        if k.flags & crate::KERNEL_HAVE_CLOCKS == 0 {
+            if k.clocks != [0; crate::NCLOCKS] {
+                return bad("clock values without the flag that says they were read");
+            }
+            return Ok(());
+        }
+        if k.clocks.iter().any(|&c| c >= crate::MAX_CLOCK_NS) {
+            return bad("clock value out of range");
+        }
+        // CLOCK_BOOTTIME is CLOCK_MONOTONIC plus the time suspended (clock_gettime(2)).
+        if k.clocks[crate::CLK_MONOTONIC] > k.clocks[crate::CLK_BOOTTIME] {
+            return bad("monotonic clock ahead of the boot time clock");
+        }
+        Ok(())
     }
 
     /// The exit gadgets must lie inside executable VMAs that will be restored.

@@ -34,6 +34,7 @@ pub struct ImageParts {
     pub locks: Vec<FileLock>,
     pub files: Vec<FileObject>,
     pub extents: Vec<Extent>,
+    pub kernel: Option<KernelState>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -68,6 +69,7 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::Locks, slice_as_bytes(&p.locks), p.locks.len() as u32),
         (SectionKind::Files, slice_as_bytes(&p.files), p.files.len() as u32),
         (SectionKind::Extents, slice_as_bytes(&p.extents), p.extents.len() as u32),
+        (SectionKind::Kernel, p.kernel.as_ref().map_or(&[][..], as_bytes), p.kernel.is_some() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -26,6 +26,7 @@ mod mm;
 mod objects;
 mod out;
 mod pid;
+mod probe;
 mod procstate;
 mod reloc;
 mod selfmaps;
@@ -72,9 +73,8 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
-    vdso::check_cpu(&ctx.hdr);
     ctx.cur = selfmaps::read_specials();
-    vdso::check(&t, &ctx.cur);
+    ctx.timens = probe::check(&ctx, &t).timens.unwrap_or([0, 0]);
     gap::enter(&mut ctx, &t, tables)
 }
 
