@@ -361,9 +361,9 @@ fn check_vdso(t: &Tables, m: &Machine, refuse: &mut dyn FnMut(Refusal)) {
             _ => {}
         }
     }
-    for i in 0..3 {
-        if sizes[i] != 0 && sizes[i] != m.specials[i] {
-            refuse(Refusal::VdsoSize { which: i, want: sizes[i], have: m.specials[i] });
+    for (i, (&want, &have)) in sizes.iter().zip(&m.specials).enumerate() {
+        if want != 0 && want != have {
+            refuse(Refusal::VdsoSize { which: i, want, have });
             return;
         }
     }
@@ -378,12 +378,19 @@ fn check_vdso(t: &Tables, m: &Machine, refuse: &mut dyn FnMut(Refusal)) {
 
 /// Offsets for a time namespace that keeps the process's clocks from going back:
 /// each clock continues from its value at the freeze plus the time that passed
-/// since (by CLOCK_REALTIME, never less than zero), when this machine's clock is
-/// behind that. One offset serves CLOCK_MONOTONIC, _RAW and _COARSE (the kernel
+/// since (by CLOCK_REALTIME, never less than zero), when one of this machine's
+/// clocks is behind its value at the freeze. One offset serves CLOCK_MONOTONIC, _RAW and _COARSE (the kernel
 /// applies the monotonic offset to all three, timens_setup_vdso_data), so it is the
 /// largest any of them needs.
 pub fn clock_offsets(k: Option<&KernelState>, now: &[u64; NCLOCKS]) -> Option<[u64; 2]> {
     let k = k.filter(|k| k.flags & KERNEL_HAVE_CLOCKS != 0)?;
+    // Only a clock that is behind needs one: the rates of the clocks differ by a
+    // few parts per million (NTP slews all but _RAW), so on the machine of the
+    // freeze "saved + elapsed" may pass "now" by microseconds.
+    let clocks = [CLK_MONOTONIC, CLK_MONOTONIC_RAW, CLK_MONOTONIC_COARSE, CLK_BOOTTIME];
+    if clocks.iter().all(|&i| now[i] >= k.clocks[i]) {
+        return None;
+    }
     let elapsed = now[CLK_REALTIME].saturating_sub(k.clocks[CLK_REALTIME]);
     let need = |i: usize| (k.clocks[i].saturating_add(elapsed)).saturating_sub(now[i]);
     let mono = need(CLK_MONOTONIC).max(need(CLK_MONOTONIC_RAW)).max(need(CLK_MONOTONIC_COARSE));

@@ -178,6 +178,10 @@ fn clocks_behind_need_a_time_namespace() {
         &["time namespaces", "Linux 5.6"]);
     let (got, _) = run(&parts(), |m| { rebooted(m); m.features &= !(FEAT_TIME_NS_HERE | FEAT_USER_NS) }, &mut Fake::default());
     assert!(got.iter().any(|g| matches!(g.0, Refusal::Feature { feature: FEAT_USER_NS, .. })), "{got:?}");
+    // Clocks ahead of the saved ones plan none, even when less than the wall
+    // clock's time has passed on them.
+    let (_, plan) = run(&parts(), |m| m.clocks = [1_800_000_000_000_000_000, 5_000_100_000, 5_000_100_000, 5_000_000_000, 6_000_000_000], &mut Fake::default());
+    assert_eq!(plan.timens, None);
     // An image without clocks plans none.
     let mut p = parts();
     p.kernel = None;

@@ -35,6 +35,7 @@ mod startup;
 mod sys;
 mod thread;
 mod threads;
+mod timens;
 mod unlinked;
 mod vdso;
 
@@ -89,6 +90,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
+    // In the process that becomes the target, before its timers and threads exist.
+    timens::enter(ctx);
     // Deleted files and memfds before the VMAs that map them; their owner, mode
     // and seals once every fd and mapping of them exists.
     let fd_limit = objects::create(ctx, &t);

@@ -128,7 +128,7 @@ fn no_pid(want: u32, what: &str, e: isize) -> ! {
 }
 
 /// Write `text` to a /proc/self file (uid_map, gid_map, setgroups).
-fn write_proc(path: &[u8], text: &[u8]) -> bool {
+pub(crate) fn write_proc(path: &[u8], text: &[u8]) -> bool {
     let Ok(fd) = sys::open(path, 1 /* O_WRONLY */ | sys::O_CLOEXEC, 0) else { return false };
     let ok = sys::write(fd, text) == Ok(text.len());
     let _ = sys::close(fd);
