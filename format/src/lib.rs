@@ -12,8 +12,8 @@
 //! 4096         page data: one run after another, each 4 KiB aligned,
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
-//!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets
-//!              (SectionKind order):
+//!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
+//!              Kernel (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -30,7 +30,10 @@
 #[cfg(test)]
 extern crate self as ckpt_format;
 
+pub mod compat;
+#[cfg(test)] mod compat_tests;
 pub mod crc32c;
+mod kernel;
 mod process;
 mod records;
 mod validate;
@@ -41,6 +44,7 @@ mod validate;
 #[cfg(test)]
 pub mod write;
 
+pub use kernel::*;
 pub use process::*;
 pub use records::*;
 pub use validate::*;

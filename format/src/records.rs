@@ -40,12 +40,15 @@ pub enum SectionKind {
     /// Socket state beyond the Fd record (shutdown, buffer sizes, options), one
     /// [`crate::SocketState`] per socket the image creates, in fd order.
     Sockets = 16,
+    /// What the freezing kernel showed the process ([`crate::KernelState`]): its
+    /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
+    Kernel = 17,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 17;
+pub const KNOWN_SECTIONS: usize = 18;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -66,6 +69,7 @@ impl SectionKind {
         SectionKind::Files,
         SectionKind::Extents,
         SectionKind::Sockets,
+        SectionKind::Kernel,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -75,7 +79,7 @@ impl SectionKind {
             SectionKind::Threads => crate::MAX_THREADS as u64,
             SectionKind::Vmas => crate::MAX_VMAS as u64,
             SectionKind::Runs => crate::MAX_RUNS as u64,
-            SectionKind::Mm | SectionKind::Process => 1,
+            SectionKind::Mm | SectionKind::Process | SectionKind::Kernel => 1,
             SectionKind::Fds => crate::MAX_FDS as u64,
             SectionKind::Strings => crate::MAX_STRINGS,
             SectionKind::Xstate => crate::MAX_XSTATE as u64 * crate::MAX_THREADS as u64,
@@ -108,6 +112,7 @@ impl SectionKind {
             SectionKind::Files => core::mem::size_of::<FileObject>() as u64,
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
+            SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
         }
     }
 
@@ -130,6 +135,7 @@ impl SectionKind {
             SectionKind::Files => "files",
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
+            SectionKind::Kernel => "kernel state",
         }
     }
 }
@@ -778,6 +784,8 @@ unsafe impl Pod for crate::FileLock {}
 unsafe impl Pod for FileObject {}
 // SAFETY: as above.
 unsafe impl Pod for Extent {}
+// SAFETY: as above.
+unsafe impl Pod for crate::KernelState {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

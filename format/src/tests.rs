@@ -406,6 +406,12 @@ pub fn valid_parts() -> Parts {
             rcvtimeo_us: 1_500_000,
             ..SocketState::default()
         }],
+        kernel: Some(KernelState {
+            flags: KERNEL_HAVE_CLOCKS,
+            pid_max: 32768,
+            mmap_min_addr: 4096,
+            clocks: [1_700_000_000_000_000_000, 5_000_000_000, 5_000_100_000, 4_999_000_000, 6_000_000_000],
+        }),
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -1950,6 +1956,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadFile { .. } => "file_* tests",
             FormatError::BadExtent { .. } => "extent_* tests",
             FormatError::BadSocket { .. } => "socket_state_* tests",
+            FormatError::BadKernel { .. } => "kernel_state_* tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2642,4 +2649,54 @@ fn file_reference_only_on_private_file_mappings() {
             BV(v as u32, "file reference on a mapping that is not a private file mapping"),
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Tables::parse: the kernel state
+
+fn with_kernel(f: impl FnOnce(&mut KernelState)) -> Vec<u8> {
+    image_with(|p| f(p.kernel.as_mut().unwrap()))
+}
+
+#[test]
+fn kernel_state_is_optional() {
+    let img = image_with(|p| p.kernel = None);
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&img[lo as usize..hi as usize]);
+    assert!(Tables::parse(&h, buf.bytes(), lo, false).unwrap().kernel.is_none());
+    // Without clocks, every clock must be zero.
+    let img = with_kernel(|k| (k.flags, k.clocks) = (0, [0; NCLOCKS]));
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&img[lo as usize..hi as usize]);
+    assert!(Tables::parse(&h, buf.bytes(), lo, false).is_ok());
+}
+
+#[test]
+fn kernel_state_unknown_flags() {
+    expect(&with_kernel(|k| k.flags |= 1 << 5), FormatError::BadKernel { what: "unknown flags" });
+}
+
+#[test]
+fn kernel_state_clocks_without_flag() {
+    expect(
+        &with_kernel(|k| k.flags = 0),
+        FormatError::BadKernel { what: "clock values without the flag that says they were read" },
+    );
+}
+
+#[test]
+fn kernel_state_clock_out_of_range() {
+    for i in 0..NCLOCKS {
+        expect(&with_kernel(|k| k.clocks[i] = MAX_CLOCK_NS), FormatError::BadKernel { what: "clock value out of range" });
+    }
+}
+
+#[test]
+fn kernel_state_monotonic_ahead_of_boottime() {
+    expect(
+        &with_kernel(|k| k.clocks[CLK_MONOTONIC] = k.clocks[CLK_BOOTTIME] + 1),
+        FormatError::BadKernel { what: "monotonic clock ahead of the boot time clock" },
+    );
 }

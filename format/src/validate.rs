@@ -33,6 +33,7 @@ pub enum FormatError {
     BadFile { index: u32, what: &'static str },
     BadExtent { index: u32, what: &'static str },
     BadSocket { index: u32, what: &'static str },
+    BadKernel { what: &'static str },
 }
 
 impl FormatError {
@@ -56,6 +57,7 @@ impl FormatError {
             | FormatError::BadFile { what, .. }
             | FormatError::BadExtent { what, .. }
             | FormatError::BadSocket { what, .. }
+            | FormatError::BadKernel { what }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -114,6 +116,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
             FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
             FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
+            FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -226,6 +229,8 @@ pub struct Tables<'a> {
     pub files: &'a [FileObject],
     pub extents: &'a [Extent],
     pub sockets: &'a [crate::SocketState],
+    /// The freezing kernel's clocks and limits; None in images written without them.
+    pub kernel: Option<&'a crate::KernelState>,
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -295,10 +300,11 @@ impl<'a> Tables<'a> {
         let files = records(section_bytes(h, buf, lo, SectionKind::Files, hw)?, SectionKind::Files)?;
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
+        let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets,
+            locks, files, extents, sockets, kernel: kernel.first(),
         };
         t.check(h)?;
         Ok(t)
@@ -314,7 +320,30 @@ impl<'a> Tables<'a> {
         self.check_fds(h)?;
         self.check_locks()?;
         self.check_sockets()?;
-        self.check_process()
+        self.check_process()?;
+        self.check_kernel()
+    }
+
+    fn check_kernel(&self) -> Result<(), FormatError> {
+        let Some(k) = self.kernel else { return Ok(()) };
+        let bad = |what| Err(FormatError::BadKernel { what });
+        if k.flags & !crate::KERNEL_KNOWN_FLAGS != 0 {
+            return bad("unknown flags");
+        }
+        if k.flags & crate::KERNEL_HAVE_CLOCKS == 0 {
+            if k.clocks != [0; crate::NCLOCKS] {
+                return bad("clock values without the flag that says they were read");
+            }
+            return Ok(());
+        }
+        if k.clocks.iter().any(|&c| c >= crate::MAX_CLOCK_NS) {
+            return bad("clock value out of range");
+        }
+        // CLOCK_BOOTTIME is CLOCK_MONOTONIC plus the time suspended (clock_gettime(2)).
+        if k.clocks[crate::CLK_MONOTONIC] > k.clocks[crate::CLK_BOOTTIME] {
+            return bad("monotonic clock ahead of the boot time clock");
+        }
+        Ok(())
     }
 
     /// The exit gadgets must lie inside executable VMAs that will be restored.

@@ -226,6 +226,7 @@ pub fn run(o: &Options) -> Result<()> {
     let nthreads = threads.records.len();
     parts.xstate = threads.xstate;
     parts.process = Some(state.process);
+    parts.kernel = Some(crate::kernel_state::capture(o.pid));
     parts.seccomp = seccomp_filters;
     parts.timers = state.timers;
     parts.signals = threads.signals;

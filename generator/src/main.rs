@@ -1,6 +1,7 @@
 //! `ckpt`: turn a running Linux process into a file that *is* the process.
 
 mod binfmt;
+mod check;
 mod convert;
 mod core_file;
 mod emit;
@@ -13,6 +14,7 @@ mod identity;
 mod info;
 mod inject;
 mod inventory;
+mod kernel_state;
 mod memory;
 mod output;
 mod pagemap;
@@ -115,6 +117,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Say whether this machine can resume a file (without running it) and, if not,
+    /// every reason; exit status 0 when it can.
+    Check { file: PathBuf },
     /// Convert between a raw image and a .resume executable (the kind of the output
     /// is the opposite of the input's).
     Convert {
@@ -165,6 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Resume { file, args } => resume::run(&file, &args),
         Cmd::Restorer { output } => resume::write_restorer(&output),
         Cmd::Info { file, json } => info::run(&file, json),
+        Cmd::Check { file } => match check::run(&file)? {
+            true => Ok(()),
+            false => std::process::exit(1),
+        },
         Cmd::Convert { file, output } => convert::run(&file, &output),
         Cmd::Core { file, output } => core_file::run(&file, &output),
         Cmd::Binfmt { cmd } => binfmt::run(cmd),

@@ -48,6 +48,9 @@ pub struct Ctx {
     pub same_pid: bool,
     /// Replace missing or shrunk files with /dev/null instead of failing.
     pub missing_ignore: bool,
+    /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
+    /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
+    pub timens: [u64; 2],
 }
 
 impl Ctx {

@@ -26,6 +26,7 @@ mod mm;
 mod objects;
 mod out;
 mod pid;
+mod probe;
 mod procstate;
 mod reloc;
 mod selfmaps;
@@ -34,6 +35,7 @@ mod startup;
 mod sys;
 mod thread;
 mod threads;
+mod timens;
 mod unlinked;
 mod vdso;
 
@@ -72,9 +74,8 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
-    vdso::check_cpu(&ctx.hdr);
     ctx.cur = selfmaps::read_specials();
-    vdso::check(&t, &ctx.cur);
+    ctx.timens = probe::check(&ctx, &t).timens.unwrap_or([0, 0]);
     gap::enter(&mut ctx, &t, tables)
 }
 
@@ -89,6 +90,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
+    // In the process that becomes the target, before its timers and threads exist.
+    timens::enter(ctx);
     // Deleted files and memfds before the VMAs that map them; their owner, mode
     // and seals once every fd and mapping of them exists.
     let fd_limit = objects::create(ctx, &t);

@@ -36,6 +36,13 @@ pub enum Step {
     LockMemory = 115,
 }
 
+// The refusals of format::compat (probe.rs) exit with these steps' codes.
+const _: () = {
+    use ckpt_format::compat as c;
+    assert!(Step::Cpu as u8 == c::EXIT_CPU && Step::Vdso as u8 == c::EXIT_VDSO);
+    assert!(Step::MapVma as u8 == c::EXIT_MAP_VMA && Step::Process as u8 == c::EXIT_PROCESS);
+};
+
 impl Step {
     fn name(self) -> &'static str {
         match self {

@@ -70,7 +70,7 @@ fn child_setup(keep_pdeathsig: bool, parent: usize, want: u32) {
 
 /// Whether some process or thread other than a zombie of ours holds id `tid`
 /// (kill(2) with signal 0 answers ESRCH only for an id nobody has).
-fn taken(tid: u32) -> bool {
+pub(crate) fn taken(tid: u32) -> bool {
     // SAFETY: signal 0 only checks that the id exists.
     let r = unsafe { call(sys::SYS_KILL, [tid as usize, 0, 0, 0, 0, 0]) };
     r != Err(sys::ESRCH)
@@ -128,7 +128,7 @@ fn no_pid(want: u32, what: &str, e: isize) -> ! {
 }
 
 /// Write `text` to a /proc/self file (uid_map, gid_map, setgroups).
-fn write_proc(path: &[u8], text: &[u8]) -> bool {
+pub(crate) fn write_proc(path: &[u8], text: &[u8]) -> bool {
     let Ok(fd) = sys::open(path, 1 /* O_WRONLY */ | sys::O_CLOEXEC, 0) else { return false };
     let ok = sys::write(fd, text) == Ok(text.len());
     let _ = sys::close(fd);
@@ -228,7 +228,7 @@ const SA_RESTORER: u64 = 0x0400_0000;
 extern "C" fn init_handler(_: i32) {}
 
 /// Whether process `pid` exists only as a zombie (state Z or X in /proc/PID/stat).
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     let mut buf = [0u8; 32];
     let path = crate::out::cstr(&mut buf, &[b"/proc/"], &[pid as u64], b"/stat");
     let Ok(fd) = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0) else { return false };

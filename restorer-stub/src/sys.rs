@@ -161,6 +161,7 @@ pub const ARCH_SET_FS: usize = 0x1002;
 
 pub const EPERM: isize = 1;
 pub const EEXIST: isize = 17;
+pub const ENOSYS: isize = 38;
 pub const ESRCH: isize = 3;
 pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;

@@ -1,59 +1,16 @@
-//! Compatibility with the running CPU and kernel, and moving this process's
-//! vdso/vvar onto the addresses the frozen process knew.
+//! Moving this process's vdso/vvar onto the addresses the frozen process knew
+//! (whether they may move there, the same vdso build, is decided in probe.rs).
 //!
 //! The vdso is never copied from the image: its data pages (vvar) belong to the
 //! running kernel. The three mappings [vvar], [vvar_vclock], [vdso] must move together
 //! with the same relative offsets (moving only one breaks clock_gettime), and libc has
 //! cached pointers into the vdso, so it must land exactly where it was; its code must
-//! be the same build, which we check byte for byte against the saved copy.
+//! be the same build, checked byte for byte against the saved copy (probe.rs).
 
-use crate::arch;
 use crate::ctx::{Ctx, Range, VDSO, VVAR, VVAR_VCLOCK};
-use crate::out::{self, Line, Step};
+use crate::out::{self, Step};
 use crate::sys;
-use ckpt_format::{Header, Tables, VmaKind};
-
-const KIND_NAMES: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
-
-fn xfeature_name(bit: u32) -> &'static str {
-    match bit {
-        0 => "x87",
-        1 => "SSE",
-        2 => "AVX",
-        3 | 4 => "MPX",
-        5..=7 => "AVX-512",
-        9 => "PKRU",
-        11 | 12 => "CET",
-        17 | 18 => "AMX",
-        19 => "APX",
-        _ => "xstate component",
-    }
-}
-
-/// The saved xstate must use only features this CPU has enabled, or the restored
-/// program would fault on its first use of the missing registers.
-pub fn check_cpu(h: &Header) {
-    let have = arch::xcr0();
-    let missing = h.xcr0 & !have;
-    if missing == 0 {
-        return;
-    }
-    let mut l = Line::new();
-    l.s("check cpu failed: the process was frozen on a CPU with");
-    let mut last = "";
-    for bit in 0..64 {
-        if missing & (1 << bit) != 0 {
-            let n = xfeature_name(bit);
-            if n != last {
-                l.s(" ").s(n);
-                last = n;
-            }
-        }
-    }
-    l.s("; this CPU lacks it (saved XCR0 ").hex(h.xcr0).s(", this CPU ").hex(have).s(")");
-    l.emit();
-    sys::exit_group(Step::Cpu as i32)
-}
+use ckpt_format::{Tables, VmaKind};
 
 /// The target's [vvar], [vvar_vclock], [vdso] ranges (empty where it had none).
 pub fn target_specials(t: &Tables) -> [Range; 3] {
@@ -68,38 +25,6 @@ pub fn target_specials(t: &Tables) -> [Range; 3] {
         r[slot] = Range { start: v.start, end: v.end };
     }
     r
-}
-
-fn vdso_mismatch(what: &str, i: usize, want: u64, have: u64) -> ! {
-    Line::new()
-        .s("check vdso failed: ").s(what).s(" ").s(KIND_NAMES[i])
-        .s(": the image needs ").dec(want).s(" bytes, this kernel has ").dec(have)
-        .s(" (different kernel)")
-        .emit();
-    sys::exit_group(Step::Vdso as i32)
-}
-
-pub fn check(t: &Tables, cur: &[Range; 3]) {
-    let tgt = target_specials(t);
-    for i in 0..3 {
-        if !tgt[i].is_empty() && tgt[i].len() != cur[i].len() {
-            vdso_mismatch("size of", i, tgt[i].len(), cur[i].len());
-        }
-    }
-    if !tgt[VDSO].is_empty() && !t.vdso.is_empty() {
-        if t.vdso.len() as u64 != cur[VDSO].len() {
-            vdso_mismatch("saved copy of", VDSO, t.vdso.len() as u64, cur[VDSO].len());
-        }
-        // SAFETY: cur[VDSO] is our own mapped, readable vdso of that length.
-        let running = unsafe { core::slice::from_raw_parts(cur[VDSO].start as *const u8, t.vdso.len()) };
-        if running != t.vdso {
-            out::fail_msg(
-                Step::Vdso,
-                "the running kernel's vdso differs from the frozen process's (another kernel build); resuming across kernel builds is not supported yet",
-                b"",
-            );
-        }
-    }
 }
 
 /// A base where `span` bytes are free of the gap, and of both the current and the

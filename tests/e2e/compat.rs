@@ -19,6 +19,7 @@ use crate::util::*;
 const EXIT_INVALID: i32 = 101;
 const EXIT_CPU: i32 = 102;
 const EXIT_VDSO: i32 = 103;
+const EXIT_PROCESS: i32 = 114;
 
 /// A counter frozen into a raw image (the image starts at offset 0).
 fn raw_image(dir: &TestDir) -> Vec<u8> {
@@ -47,8 +48,16 @@ fn edited(dir: &TestDir, name: &str, image: &[u8], edit: impl FnOnce(&mut Header
 }
 
 /// `ckpt resume PATH` must fail with `code` and one stderr line holding each of
-/// `expect`.
+/// `expect`; `ckpt check PATH` must say the same, with the same exit code, and
+/// fail too.
 fn refused(path: &Path, code: i32, expect: &[&str]) {
+    let o = Command::new(ckpt_bin()).arg("check").arg(path).output().expect("ckpt check");
+    let said = lossy(&o.stdout);
+    assert!(!o.status.success() && said.contains("cannot be resumed here"), "check accepted it\n{}", describe_output(&o));
+    assert!(said.contains(&format!("exit {code}: ")), "check names another exit code\n{said}");
+    for want in expect {
+        assert!(said.contains(want), "check does not say {want:?}: {said}");
+    }
     let mut cmd = Command::new(ckpt_bin());
     cmd.arg("resume").arg(path);
     let o = run_with_timeout(cmd, Duration::from_secs(30)).expect("ckpt resume");
@@ -59,7 +68,27 @@ fn refused(path: &Path, code: i32, expect: &[&str]) {
     for want in expect {
         assert!(lines[0].contains(want), "the error does not say {want:?}: {}", lines[0]);
     }
+    // The very words: both come from format::compat.
+    let msg = lines[0].trim_start_matches("ckpt-restore: ");
+    assert!(said.contains(msg), "check and resume disagree:\n  check: {said}\n  resume: {msg}");
     eprintln!("compat: {} -> exit {code}: {}", path.display(), lines[0]);
+}
+
+/// An image this build cannot read: the resume exits EXIT_INVALID and `ckpt
+/// check` fails naming the same fault.
+fn invalid(path: &Path, expect: &[&str]) {
+    let o = Command::new(ckpt_bin()).arg("check").arg(path).output().expect("ckpt check");
+    assert!(!o.status.success(), "check accepted an invalid image\n{}", describe_output(&o));
+    for want in expect {
+        assert!(lossy(&o.stderr).contains(want), "check does not say {want:?}\n{}", describe_output(&o));
+    }
+    let mut cmd = Command::new(ckpt_bin());
+    cmd.arg("resume").arg(path);
+    let o = run_with_timeout(cmd, Duration::from_secs(30)).expect("ckpt resume");
+    assert_eq!(o.status.code(), Some(EXIT_INVALID), "{}", describe_output(&o));
+    for want in expect {
+        assert!(lossy(&o.stderr).contains(want), "the error does not say {want:?}\n{}", describe_output(&o));
+    }
 }
 
 #[test]
@@ -90,13 +119,29 @@ fn incompatible_images_are_refused_naming_the_difference() {
     });
     refused(&p, EXIT_VDSO, &["vdso"]);
 
+    // A pid above this kernel's pid_max (a kernel with a lower one): the leader's
+    // id edited (its section checksum repaired).
+    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    if pid_max < 1 << 22 {
+        let s = *h.section(SectionKind::Threads);
+        let p = edited(&dir, "pidmax", &image, |h, bytes| {
+            let (lo, hi) = (s.offset as usize, (s.offset + s.size) as usize);
+            bytes[lo..lo + 4].copy_from_slice(&(pid_max + 1).to_le_bytes());
+            h.sections[SectionKind::Threads as usize].crc = crc32c(&bytes[lo..hi], false);
+        });
+        refused(&p, EXIT_PROCESS, &["above this kernel's pid_max", &pid_max.to_string(), "CKPT_SAME_PID=0"]);
+    }
+
     // Another page size and another format version.
     let p = edited(&dir, "pagesize", &image, |h, _| h.page_size = 16384);
-    refused(&p, EXIT_INVALID, &["page size", "16384", "4096"]);
+    invalid(&p, &["page size", "16384", "4096"]);
     let p = edited(&dir, "version", &image, |h, _| h.version += 1);
-    refused(&p, EXIT_INVALID, &["format version", "reads version"]);
+    invalid(&p, &["format version", "reads version"]);
 
-    // The unedited image still resumes: the edits alone made the difference.
+    // The unedited image still resumes, and check says so: the edits alone made
+    // the difference.
+    let o = Command::new(ckpt_bin()).arg("check").arg(dir.join("counter.ckpt")).output().expect("ckpt check");
+    assert!(o.status.success() && lossy(&o.stdout).contains("can be resumed here"), "{}", describe_output(&o));
     let mut cmd = Command::new(ckpt_bin());
     cmd.arg("resume").arg(dir.join("counter.ckpt"));
     let o = run_with_timeout(cmd, RESUME_TIMEOUT).expect("ckpt resume");

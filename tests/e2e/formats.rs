@@ -115,6 +115,15 @@ fn changed_executable_falls_back_to_stored_pages() {
     assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed after the binary changed");
 }
 
+/// `ckpt check IMG` fails saying each of `words`.
+fn check_refuses(img: &std::path::Path, words: &[&str]) {
+    let o = Command::new(ckpt_bin()).arg("check").arg(img).output().unwrap();
+    assert!(!o.status.success(), "check accepts it\n{}", describe_output(&o));
+    for w in words {
+        assert!(lossy(&o.stdout).contains(w), "check does not say {w:?}\n{}", describe_output(&o));
+    }
+}
+
 /// By default the unchanged pages of mapped files are not stored (a small program's
 /// file is a few hundred KiB, not its libraries' megabytes). At resume the same
 /// bytes must be found: a copy of the executable (another inode, same bytes) is
@@ -136,6 +145,7 @@ fn referenced_executable_checked_at_resume() {
     let mid = changed.len() / 2;
     changed[mid] ^= 0xff;
     fs::write(&exe, &changed).unwrap();
+    check_refuses(&img, &[exe.to_str().unwrap(), "other contents", "exit 107"]);
     let res = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
     assert_eq!(res.status.code(), Some(107), "{res}");
     assert!(res.stderr.contains(exe.to_str().unwrap()) && res.stderr.contains("--embed-files"), "{res}");
@@ -143,12 +153,15 @@ fn referenced_executable_checked_at_resume() {
 
     // Missing: refused the same way.
     fs::remove_file(&exe).unwrap();
+    check_refuses(&img, &[exe.to_str().unwrap(), "missing", "exit 107"]);
     let res = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
     assert_eq!(res.status.code(), Some(107), "{res}");
     assert!(res.stderr.contains("missing"), "{res}");
 
     // The same bytes in a new inode (another machine, a reinstalled package): runs.
     fs::write(&exe, &original).unwrap();
+    let o = Command::new(ckpt_bin()).arg("check").arg(&img).output().unwrap();
+    assert!(o.status.success(), "check refuses a copy of the binary\n{}", describe_output(&o));
     let res = resume(&img);
     res.assert_success();
     assert_counts(&[before, res.stdout.clone()].concat(), N, "original + resumed from a copy of the binary");

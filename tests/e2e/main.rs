@@ -25,6 +25,7 @@ macro_rules! both_variants {
 mod basic;
 mod big;
 mod binfmt;
+mod clocks;
 mod compat;
 mod corrupt;
 mod errors;
