@@ -7,6 +7,7 @@ mod emit;
 mod fdplan;
 mod fileref;
 mod freeze;
+mod freeze_cmd;
 mod group;
 mod gadgets;
 mod identity;
@@ -14,12 +15,14 @@ mod info;
 mod inject;
 mod inventory;
 mod memory;
+mod outcome;
 mod output;
 mod pagemap;
 mod pages;
 mod plan;
 mod proc;
 mod procstate;
+mod progress;
 mod ptrace;
 mod reader;
 mod regs;
@@ -34,7 +37,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None)]
+#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None, after_help = outcome::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,50 +61,13 @@ enum Cmd {
     /// CKPT_SAME_PID=0 in the resumer's environment it runs under new ids instead,
     /// with a warning: raise(), abort(), pthread_kill and error-checking or robust
     /// mutexes held across the freeze may then fail.
-    Freeze {
-        /// The process to freeze (all its threads).
-        pid: i32,
-        /// Output file (created owner-only, mode 0700).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Let the original continue after the dump instead of killing it.
-        #[arg(long, conflicts_with = "leave_stopped")]
-        leave_running: bool,
-        /// Leave the original stopped (SIGSTOP) after the dump instead of killing it.
-        #[arg(long)]
-        leave_stopped: bool,
-        /// Write a raw image (no restorer inside) instead of an executable.
-        #[arg(long)]
-        image: bool,
-        /// Refuse the freeze when an fd's other end is outside the process (half of
-        /// a pipe, a connected socket) instead of resuming that fd disconnected.
-        #[arg(long)]
-        strict_fds: bool,
-        /// Accepted for compatibility; the default: an fd whose other end is outside
-        /// the process resumes disconnected at its number (it is never closed).
-        #[arg(long, hide = true, conflicts_with = "strict_fds")]
-        ignore_fds: bool,
-        /// Print what was written and how long it took.
-        #[arg(short, long)]
-        verbose: bool,
-        /// Root only: freeze a process running with setuid/setgid/file-capability
-        /// privileges (they are not carried into the file; its memory may hold secrets).
-        #[arg(long)]
-        force: bool,
-        /// What the resume does when a file an fd had open is missing or shorter than
-        /// its saved offset: `fail` (default) or `ignore` (open /dev/null in its
-        /// place, with a warning; also CKPT_MISSING_FILES=ignore at resume).
-        #[arg(long, value_name = "fail|ignore", default_value = "fail", value_parser = ["fail", "ignore"])]
-        missing_files: String,
-        /// Store the pages of mapped files (executable, libraries) in the file too.
-        /// By default only the pages the process changed are stored, and the resume
-        /// maps the rest from the same files (checked by identity or checksum; a
-        /// missing or changed file stops the resume, naming it).
-        #[arg(long)]
-        embed_files: bool,
-    },
+    #[command(after_help = outcome::EXIT_CODES_HELP)]
+    Freeze(freeze_cmd::FreezeArgs),
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
     Resume {
+        /// No progress counter (as CKPT_QUIET=1 in the environment of a resume file).
+        #[arg(short, long)]
+        quiet: bool,
         file: PathBuf,
         /// Ignored by the resumed process; kept for binfmt_misc-style invocations.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -139,29 +105,10 @@ enum Cmd {
     },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, strict_fds, ignore_fds: _, verbose, force, missing_files, embed_files } => {
-            let after = if leave_running {
-                freeze::After::Continue
-            } else if leave_stopped {
-                freeze::After::Stop
-            } else {
-                freeze::After::Kill
-            };
-            freeze::run(&freeze::Options {
-                pid,
-                output,
-                after,
-                raw_image: image,
-                strict_fds,
-                verbose,
-                force,
-                missing_files_ignore: missing_files == "ignore",
-                embed_files,
-            })
-        }
-        Cmd::Resume { file, args } => resume::run(&file, &args),
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Freeze(_) => unreachable!("main runs freeze itself"),
+        Cmd::Resume { quiet, file, args } => resume::run(&file, &args, quiet),
         Cmd::Restorer { output } => resume::write_restorer(&output),
         Cmd::Info { file, json } => info::run(&file, json),
         Cmd::Convert { file, output } => convert::run(&file, &output),
@@ -170,12 +117,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A command line clap refused: its usual message and exit code 2, and for
+/// `freeze --json` also the JSON object a script waits for.
+fn refused(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().any(|a| a == "freeze") && args.iter().any(|a| a == "--json")
+    };
+    if json && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let text = e.to_string();
+        let msg = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        println!("{}", outcome::error_json(msg, outcome::USAGE_CODE, "usage"));
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ckpt: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    match cli.cmd {
+        Cmd::Freeze(a) => ExitCode::from(freeze_cmd::run(a)),
+        cmd => match run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ckpt: error: {e:#}");
+                ExitCode::from(outcome::OTHER_CODE)
+            }
+        },
     }
 }

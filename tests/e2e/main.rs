@@ -25,6 +25,7 @@ macro_rules! both_variants {
 mod basic;
 mod big;
 mod binfmt;
+mod cli;
 mod compat;
 mod corrupt;
 mod errors;
@@ -35,6 +36,7 @@ mod locks;
 mod memory;
 mod pids;
 mod procstate;
+mod progress;
 mod python;
 mod registers;
 mod runtimes;
