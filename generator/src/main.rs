@@ -2,6 +2,7 @@
 
 mod binfmt;
 mod convert;
+mod docs;
 mod core_file;
 mod emit;
 mod fdplan;
@@ -32,7 +33,7 @@ mod thread_state;
 #[path = "../../format/src/write.rs"]
 mod write;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -103,6 +104,12 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Print the completions of a shell (bash, zsh, fish, ...) on stdout (`make install`).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages, ckpt(1) and one per subcommand, into DIR (`make install`).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -114,6 +121,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Convert { file, output } => convert::run(&file, &output),
         Cmd::Core { file, output } => core_file::run(&file, &output),
         Cmd::Binfmt { cmd } => binfmt::run(cmd),
+        Cmd::Completions { shell } => docs::completions(Cli::command(), shell),
+        Cmd::Man { dir } => docs::man_pages(Cli::command(), &dir),
     }
 }
 

@@ -32,6 +32,7 @@ mod errors;
 mod fds;
 mod formats;
 mod inspect;
+mod install;
 mod locks;
 mod memory;
 mod pids;
