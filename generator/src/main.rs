@@ -136,7 +136,10 @@ fn refused(e: clap::Error) -> ExitCode {
     };
     if json && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let text = e.to_string();
-        let msg = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        // The first paragraph, on one line.
+        let para: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+        let joined = para.join(" ");
+        let msg = joined.trim_start_matches("error: ");
         println!("{}", outcome::error_json(msg, outcome::USAGE_CODE, "usage"));
     }
     e.exit()

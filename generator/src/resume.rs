@@ -54,6 +54,10 @@ pub fn run(file: &Path, args: &[OsString], quiet: bool) -> Result<()> {
 /// `ckpt restorer -o PATH`: write the plain restorer (for binfmt_misc and make install).
 pub fn write_restorer(out: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Where `ckpt binfmt register` looks for it (lib/ckpt/) may not exist yet.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     std::fs::write(out, ckpt_linker::STUB).with_context(|| format!("writing {}", out.display()))?;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("chmod {}", out.display()))
 }
