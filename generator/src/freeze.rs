@@ -328,8 +328,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         g.kill();
     }
     drop(bar);
-    for w in &warnings {
-        eprintln!("ckpt: warning: {w}");
-    }
-    Ok(Report::new(o.pid, o.output.clone(), file_size, nthreads, vmas.len(), stats, [frozen, stopped, fsync], inv.exe.clone()))
+    let mut report = Report::new(o.pid, o.output.clone(), file_size, nthreads, vmas.len(), stats, [frozen, stopped, fsync], inv.exe.clone());
+    report.warnings = warnings;
+    Ok(report)
 }

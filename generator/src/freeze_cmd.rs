@@ -5,10 +5,12 @@
 
 use crate::freeze::{self, After};
 use crate::outcome::{self, Stage};
+use crate::periodic;
 use crate::progress;
 use clap::Args;
 use std::cell::Cell;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct FreezeArgs {
@@ -60,7 +62,24 @@ pub struct FreezeArgs {
     /// missing or changed file stops the resume, naming it).
     #[arg(long)]
     pub embed_files: bool,
+    #[command(flatten)]
+    pub every: EveryArgs,
 }
+
+/// Periodic checkpoints, shared by `freeze` and `run`.
+#[derive(Args)]
+pub struct EveryArgs {
+    /// Keep the process running and write the file again at this interval (500ms,
+    /// 30s, 10m, 1h), each time replacing it atomically, until the process ends
+    /// (or SIGINT/SIGTERM, after the checkpoint in progress). A failed checkpoint
+    /// leaves the previous file.
+    #[arg(long, value_name = "INTERVAL", value_parser = periodic::parse_interval)]
+    pub every: Option<Duration>,
+    /// With --every: also keep the last K files as FILE.1 (newest) .. FILE.K.
+    #[arg(long, value_name = "K", requires = "every", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub keep: Option<u32>,
+}
+
 
 impl FreezeArgs {
     pub fn options(&self) -> freeze::Options {
@@ -86,12 +105,23 @@ impl FreezeArgs {
 
 /// Run `ckpt freeze`; returns the exit code.
 pub fn run(a: FreezeArgs) -> u8 {
+    if let Some(interval) = a.every.every {
+        if a.output.as_os_str() == "-" || a.leave_stopped || a.json {
+            return usage(a.json, "--every writes a file again and again: it takes neither `-o -`, --leave-stopped nor --json");
+        }
+        let mut opts = a.options();
+        opts.after = After::Continue;
+        opts.progress = false;
+        let plan = periodic::Plan { interval, keep: a.every.keep.unwrap_or(0), verbose: a.verbose };
+        return periodic::freeze_every(opts, &plan);
+    }
     if a.json && a.output.as_os_str() == "-" {
         return usage(true, "--json prints on stdout, where `-o -` streams the file");
     }
     let stage = Cell::new(Stage::Check);
     match freeze::run(&a.options(), &stage) {
         Ok(report) => {
+            report.print_warnings();
             if a.verbose {
                 report.print_verbose();
             }

@@ -20,6 +20,7 @@ mod outcome;
 mod output;
 mod pagemap;
 mod pages;
+mod periodic;
 mod plan;
 mod proc;
 mod procstate;
@@ -64,6 +65,30 @@ enum Cmd {
     /// mutexes held across the freeze may then fail.
     #[command(after_help = outcome::EXIT_CODES_HELP)]
     Freeze(freeze_cmd::FreezeArgs),
+    /// Run a command and checkpoint it at an interval while it runs.
+    ///
+    /// CMD starts as a child of ckpt (inheriting stdin, stdout and stderr); every
+    /// INTERVAL its resume file is written again and replaces FILE atomically, while
+    /// it keeps running. ckpt exits as CMD does (its exit code, or 128 + the signal
+    /// that ended it); on SIGTERM it finishes the checkpoint in progress and passes
+    /// the signal on. If the job dies, `./FILE` continues it from the last checkpoint.
+    Run {
+        /// The interval (500ms, 30s, 10m, 1h).
+        #[arg(long, value_name = "INTERVAL", value_parser = periodic::parse_interval)]
+        every: std::time::Duration,
+        /// The resume file, replaced at each checkpoint.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also keep the last K files as FILE.1 (newest) .. FILE.K.
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        keep: Option<u32>,
+        /// Say when each checkpoint is written and how long the job was stopped.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
     Resume {
         /// No progress counter (as CKPT_QUIET=1 in the environment of a resume file).
@@ -114,7 +139,7 @@ enum Cmd {
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Freeze(_) => unreachable!("main runs freeze itself"),
+        Cmd::Freeze(_) | Cmd::Run { .. } => unreachable!("main runs freeze and run itself"),
         Cmd::Resume { quiet, file, args } => resume::run(&file, &args, quiet),
         Cmd::Restorer { output } => resume::write_restorer(&output),
         Cmd::Info { file, json } => info::run(&file, json),
@@ -152,6 +177,16 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Freeze(a) => ExitCode::from(freeze_cmd::run(a)),
+        Cmd::Run { every, output, keep, verbose, command } => {
+            let plan = periodic::Plan { interval: every, keep: keep.unwrap_or(0), verbose };
+            match periodic::run_command(&command, output, &plan) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("ckpt: error: {e:#}");
+                    ExitCode::from(outcome::OTHER_CODE)
+                }
+            }
+        }
         cmd => match run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

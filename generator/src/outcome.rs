@@ -76,6 +76,8 @@ pub struct Report {
     pub total_ms: f64,
     pub stopped_ms: f64,
     pub fsync_ms: f64,
+    /// What the resume will do differently (each also printed on stderr).
+    pub warnings: Vec<String>,
     #[serde(skip)]
     pub exe: Option<String>,
 }
@@ -99,7 +101,15 @@ impl Report {
             total_ms: ms(times[0]),
             stopped_ms: ms(times[1]),
             fsync_ms: ms(times[2]),
+            warnings: Vec::new(),
             exe,
+        }
+    }
+
+    /// The warnings, on stderr.
+    pub fn print_warnings(&self) {
+        for w in &self.warnings {
+            eprintln!("ckpt: warning: {w}");
         }
     }
 

@@ -35,6 +35,7 @@ mod inspect;
 mod install;
 mod locks;
 mod memory;
+mod periodic;
 mod pids;
 mod procstate;
 mod progress;
