@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None, after_help = outcome::EXIT_CODES_HELP)]
+#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None, after_help = all_exit_codes_help())]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -90,6 +90,7 @@ enum Cmd {
         command: Vec<std::ffi::OsString>,
     },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
+    #[command(after_help = outcome::RESTORE_CODES_HELP)]
     Resume {
         /// No progress counter (as CKPT_QUIET=1 in the environment of a resume file).
         #[arg(short, long)]
@@ -135,6 +136,11 @@ enum Cmd {
     /// Write the man pages, ckpt(1) and one per subcommand, into DIR (`make install`).
     #[command(hide = true)]
     Man { dir: PathBuf },
+}
+
+/// Both tables of exit codes, for `ckpt --help`.
+fn all_exit_codes_help() -> String {
+    format!("{}\n\n{}", outcome::EXIT_CODES_HELP, outcome::RESTORE_CODES_HELP)
 }
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {

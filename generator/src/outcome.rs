@@ -58,8 +58,15 @@ impl Stage {
 /// The exit codes, as `--help` and the README list them.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 done; 1 other error; 2 usage; 3 the process cannot be frozen \
 (no such process, not permitted, zombie, privileged, traced); 4 the output cannot be created; 5 reading the \
-process failed; 6 writing or syncing the output failed. A resume file that cannot resume exits 100-115 (the \
-restore step that failed, see the README).";
+process failed; 6 writing or syncing the output failed. A resume file (or `ckpt resume`) that cannot resume \
+exits 100-115, see `ckpt resume --help`.";
+
+/// The restorer's exit codes (restorer-stub/src/out.rs `Step`), for `--help`.
+pub const RESTORE_CODES_HELP: &str = "Exit codes of a resume that fails (the restore step, named on stderr with \
+the address range and errno): 100 open image, 101 invalid image, 102 CPU lacks xstate features, 103 different \
+vdso/kernel, 104 no gap, 105 unmap, 106 move vdso, 107 map VMA, 108 fill pages/checksum, 109 protect, 110 \
+PR_SET_MM_MAP, 111 fds, 112 thread state, 113 rt_sigreturn, 114 process state, 115 lock memory. Once resumed, \
+the process exits as it would have.";
 
 /// A freeze that completed.
 #[derive(Debug, Serialize)]
@@ -157,6 +164,13 @@ mod tests {
         for s in [Stage::Check, Stage::Output, Stage::Seize, Stage::Capture, Stage::Write, Stage::Commit] {
             assert!(s.code() > USAGE_CODE && s.code() < 100, "{s:?}");
             assert!(EXIT_CODES_HELP.contains(&format!(" {} ", s.code())), "{s:?} is documented");
+        }
+    }
+
+    #[test]
+    fn every_restore_code_is_documented() {
+        for code in 100..=115 {
+            assert!(RESTORE_CODES_HELP.contains(&format!(" {code} ")), "{code}");
         }
     }
 
