@@ -34,17 +34,29 @@ deps:
 # place: a restorer registered with binfmt_misc's F flag is held open by the kernel
 # and writing it fails with ETXTBSY (install(1) unlinks the old file first).
 # A registration keeps the old file open: re-run `ckpt binfmt register` afterwards.
+#
+# Also the shell completions (bash, zsh, fish) and the man pages (ckpt(1), one per
+# subcommand), generated from the command line's definitions.
+SHARE = $(DESTDIR)$(PREFIX)/share
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ckpt
 	install -d $(DESTDIR)$(PREFIX)/lib/ckpt
 	tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
-	  ./$(BIN) restorer -o "$$tmp" && \
+	  $(BIN) restorer -o "$$tmp" && \
 	  install -m 0755 "$$tmp" $(DESTDIR)$(PREFIX)/lib/ckpt/ckpt-restorer
+	install -d $(SHARE)/bash-completion/completions $(SHARE)/zsh/site-functions \
+	  $(SHARE)/fish/vendor_completions.d $(SHARE)/man/man1
+	$(BIN) completions bash > $(SHARE)/bash-completion/completions/ckpt
+	$(BIN) completions zsh > $(SHARE)/zsh/site-functions/_ckpt
+	$(BIN) completions fish > $(SHARE)/fish/vendor_completions.d/ckpt.fish
+	$(BIN) man $(SHARE)/man/man1
 
 # Removes what `install` put there (not a binfmt_misc registration: `ckpt binfmt
 # unregister` first).
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/ckpt $(DESTDIR)$(PREFIX)/lib/ckpt/ckpt-restorer
+	rm -f $(SHARE)/bash-completion/completions/ckpt $(SHARE)/zsh/site-functions/_ckpt \
+	  $(SHARE)/fish/vendor_completions.d/ckpt.fish $(SHARE)/man/man1/ckpt.1 $(SHARE)/man/man1/ckpt-*.1
 	rmdir $(DESTDIR)$(PREFIX)/lib/ckpt 2>/dev/null || true
 
 # Fuzz the image reader for FUZZ_TIME seconds (default 10 minutes): libFuzzer via

@@ -9,9 +9,11 @@ use crate::plan::{self, Strings};
 use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
-use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, thread_state};
+use crate::outcome::{Report, Stage};
+use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -29,7 +31,8 @@ pub struct Options {
     pub raw_image: bool,
     /// Refuse fds whose other end is outside the process (else they resume disconnected).
     pub strict_fds: bool,
-    pub verbose: bool,
+    /// Draw the progress bar (progress.rs) when stderr is a terminal.
+    pub progress: bool,
     /// Root only: freeze a process that holds setuid/setgid/file-capability privileges.
     pub force: bool,
     /// Record that missing/shrunk files become /dev/null at resume.
@@ -163,12 +166,18 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
     Ok(out)
 }
 
-pub fn run(o: &Options) -> Result<()> {
+/// Freeze as `o` says; `stage` follows the work, so a failure can say where it
+/// happened (outcome.rs).
+pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let t0 = Instant::now();
+    stage.set(Stage::Check);
     precheck(o.pid, o.force)?;
     // The output location is checked before the target is touched; "-" streams
     // the file to standard output.
+    stage.set(Stage::Output);
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
+    let bar = progress::Bar::start(o.progress);
+    stage.set(Stage::Seize);
     let t_seize = Instant::now();
     let g = Group::seize(
         o.pid,
@@ -177,6 +186,7 @@ pub fn run(o: &Options) -> Result<()> {
             _ => Release::Continue,
         },
     )?;
+    stage.set(Stage::Capture);
     let reader = g.reader();
     let rpid = reader.pid;
     let inv = inventory::take(rpid).with_context(|| format!("reading the state of pid {}", o.pid))?;
@@ -290,6 +300,7 @@ pub fn run(o: &Options) -> Result<()> {
         resume_exe: !o.raw_image,
         file_crcs,
     };
+    stage.set(Stage::Write);
     let (stats, file_size) = match &out {
         Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
         None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,
@@ -305,6 +316,8 @@ pub fn run(o: &Options) -> Result<()> {
             None
         }
     };
+    stage.set(Stage::Commit);
+    progress::syncing();
     let t_sync = Instant::now();
     if let Some(out) = out {
         out.commit()?;
@@ -316,31 +329,8 @@ pub fn run(o: &Options) -> Result<()> {
     if let Some(g) = g {
         g.kill();
     }
-    for w in &warnings {
-        eprintln!("ckpt: warning: {w}");
-    }
-    if o.verbose {
-        if let Some(exe) = &inv.exe {
-            eprintln!(
-                "ckpt: /proc/PID/exe of the resumed process names {exe} only when it is resumed with CAP_SYS_ADMIN \
-                 (or CAP_CHECKPOINT_RESTORE) and that file is unchanged; otherwise it names the file that was run"
-            );
-        }
-        eprintln!(
-            "ckpt: froze pid {} ({} thread{}) into {} ({} bytes): {} vmas, {} pages stored, {} zero pages skipped, {} unreadable; total {:.3} ms, target stopped {:.3} ms, fsync {:.3} ms",
-            o.pid,
-            nthreads,
-            if nthreads == 1 { "" } else { "s" },
-            o.output.display(),
-            file_size,
-            vmas.len(),
-            stats.stored_pages,
-            stats.zero_pages,
-            stats.unreadable_pages,
-            frozen.as_secs_f64() * 1e3,
-            stopped.as_secs_f64() * 1e3,
-            fsync.as_secs_f64() * 1e3,
-        );
-    }
-    Ok(())
+    drop(bar);
+    let mut report = Report::new(o.pid, o.output.clone(), file_size, nthreads, vmas.len(), stats, [frozen, stopped, fsync], inv.exe.clone());
+    report.warnings = warnings;
+    Ok(report)
 }

@@ -3,11 +3,13 @@
 mod binfmt;
 mod check;
 mod convert;
+mod docs;
 mod core_file;
 mod emit;
 mod fdplan;
 mod fileref;
 mod freeze;
+mod freeze_cmd;
 mod group;
 mod gadgets;
 mod identity;
@@ -16,12 +18,15 @@ mod inject;
 mod inventory;
 mod kernel_state;
 mod memory;
+mod outcome;
 mod output;
 mod pagemap;
 mod pages;
+mod periodic;
 mod plan;
 mod proc;
 mod procstate;
+mod progress;
 mod ptrace;
 mod reader;
 mod regs;
@@ -32,12 +37,12 @@ mod thread_state;
 mod write;
 mod writeback;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None)]
+#[command(name = "ckpt", version, about = "Freeze a running process into a file that resumes it", long_about = None, after_help = all_exit_codes_help())]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,50 +66,38 @@ enum Cmd {
     /// CKPT_SAME_PID=0 in the resumer's environment it runs under new ids instead,
     /// with a warning: raise(), abort(), pthread_kill and error-checking or robust
     /// mutexes held across the freeze may then fail.
-    Freeze {
-        /// The process to freeze (all its threads).
-        pid: i32,
-        /// Output file (created owner-only, mode 0700).
+    #[command(after_help = outcome::EXIT_CODES_HELP)]
+    Freeze(freeze_cmd::FreezeArgs),
+    /// Run a command and checkpoint it at an interval while it runs.
+    ///
+    /// CMD starts as a child of ckpt (inheriting stdin, stdout and stderr); every
+    /// INTERVAL its resume file is written again and replaces FILE atomically, while
+    /// it keeps running. ckpt exits as CMD does (its exit code, or 128 + the signal
+    /// that ended it); on SIGTERM it finishes the checkpoint in progress and passes
+    /// the signal on. If the job dies, `./FILE` continues it from the last checkpoint.
+    Run {
+        /// The interval (500ms, 30s, 10m, 1h).
+        #[arg(long, value_name = "INTERVAL", value_parser = periodic::parse_interval)]
+        every: std::time::Duration,
+        /// The resume file, replaced at each checkpoint.
         #[arg(short, long)]
         output: PathBuf,
-        /// Let the original continue after the dump instead of killing it.
-        #[arg(long, conflicts_with = "leave_stopped")]
-        leave_running: bool,
-        /// Leave the original stopped (SIGSTOP) after the dump instead of killing it.
-        #[arg(long)]
-        leave_stopped: bool,
-        /// Write a raw image (no restorer inside) instead of an executable.
-        #[arg(long)]
-        image: bool,
-        /// Refuse the freeze when an fd's other end is outside the process (half of
-        /// a pipe, a connected socket) instead of resuming that fd disconnected.
-        #[arg(long)]
-        strict_fds: bool,
-        /// Accepted for compatibility; the default: an fd whose other end is outside
-        /// the process resumes disconnected at its number (it is never closed).
-        #[arg(long, hide = true, conflicts_with = "strict_fds")]
-        ignore_fds: bool,
-        /// Print what was written and how long it took.
+        /// Also keep the last K files as FILE.1 (newest) .. FILE.K.
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        keep: Option<u32>,
+        /// Say when each checkpoint is written and how long the job was stopped.
         #[arg(short, long)]
         verbose: bool,
-        /// Root only: freeze a process running with setuid/setgid/file-capability
-        /// privileges (they are not carried into the file; its memory may hold secrets).
-        #[arg(long)]
-        force: bool,
-        /// What the resume does when a file an fd had open is missing or shorter than
-        /// its saved offset: `fail` (default) or `ignore` (open /dev/null in its
-        /// place, with a warning; also CKPT_MISSING_FILES=ignore at resume).
-        #[arg(long, value_name = "fail|ignore", default_value = "fail", value_parser = ["fail", "ignore"])]
-        missing_files: String,
-        /// Store the pages of mapped files (executable, libraries) in the file too.
-        /// By default only the pages the process changed are stored, and the resume
-        /// maps the rest from the same files (checked by identity or checksum; a
-        /// missing or changed file stops the resume, naming it).
-        #[arg(long)]
-        embed_files: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
     },
     /// Resume a raw image (or a .resume file) without a binfmt_misc registration.
+    #[command(after_help = outcome::RESTORE_CODES_HELP)]
     Resume {
+        /// No progress counter (as CKPT_QUIET=1 in the environment of a resume file).
+        #[arg(short, long)]
+        quiet: bool,
         file: PathBuf,
         /// Ignored by the resumed process; kept for binfmt_misc-style invocations.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -143,31 +136,23 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Print the completions of a shell (bash, zsh, fish, ...) on stdout (`make install`).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages, ckpt(1) and one per subcommand, into DIR (`make install`).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.cmd {
-        Cmd::Freeze { pid, output, leave_running, leave_stopped, image, strict_fds, ignore_fds: _, verbose, force, missing_files, embed_files } => {
-            let after = if leave_running {
-                freeze::After::Continue
-            } else if leave_stopped {
-                freeze::After::Stop
-            } else {
-                freeze::After::Kill
-            };
-            freeze::run(&freeze::Options {
-                pid,
-                output,
-                after,
-                raw_image: image,
-                strict_fds,
-                verbose,
-                force,
-                missing_files_ignore: missing_files == "ignore",
-                embed_files,
-            })
-        }
-        Cmd::Resume { file, args } => resume::run(&file, &args),
+/// Both tables of exit codes, for `ckpt --help`.
+fn all_exit_codes_help() -> String {
+    format!("{}\n\n{}", outcome::EXIT_CODES_HELP, outcome::RESTORE_CODES_HELP)
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Freeze(_) | Cmd::Run { .. } => unreachable!("main runs freeze and run itself"),
+        Cmd::Resume { quiet, file, args } => resume::run(&file, &args, quiet),
         Cmd::Restorer { output } => resume::write_restorer(&output),
         Cmd::Info { file, json } => info::run(&file, json),
         Cmd::Check { file } => match check::run(&file)? {
@@ -177,15 +162,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Convert { file, output } => convert::run(&file, &output),
         Cmd::Core { file, output } => core_file::run(&file, &output),
         Cmd::Binfmt { cmd } => binfmt::run(cmd),
+        Cmd::Completions { shell } => docs::completions(Cli::command(), shell),
+        Cmd::Man { dir } => docs::man_pages(Cli::command(), &dir),
     }
 }
 
+/// A command line clap refused: its usual message and exit code 2, and for
+/// `freeze --json` also the JSON object a script waits for.
+fn refused(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().any(|a| a == "freeze") && args.iter().any(|a| a == "--json")
+    };
+    if json && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let text = e.to_string();
+        // The first paragraph, on one line.
+        let para: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+        let joined = para.join(" ");
+        let msg = joined.trim_start_matches("error: ");
+        println!("{}", outcome::error_json(msg, outcome::USAGE_CODE, "usage"));
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ckpt: error: {e:#}");
-            ExitCode::FAILURE
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    match cli.cmd {
+        Cmd::Freeze(a) => ExitCode::from(freeze_cmd::run(a)),
+        Cmd::Run { every, output, keep, verbose, command } => {
+            let plan = periodic::Plan { interval: every, keep: keep.unwrap_or(0), verbose };
+            match periodic::run_command(&command, output, &plan) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("ckpt: error: {e:#}");
+                    ExitCode::from(outcome::OTHER_CODE)
+                }
+            }
         }
+        cmd => match run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ckpt: error: {e:#}");
+                ExitCode::from(outcome::OTHER_CODE)
+            }
+        },
     }
 }

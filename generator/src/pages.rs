@@ -117,7 +117,10 @@ enum Msg {
 /// The reading side: page map walks and process_vm_readv batches, each batch in one
 /// of a few buffers that come back from the writer once written.
 fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Msg>, free: &Receiver<Vec<u8>>) -> Result<()> {
-    for (i, v) in vmas.iter().enumerate() {
+    // Every range first, so the progress knows how much is to come.
+    let all = vmas.iter().map(|v| ranges(pm, v)).collect::<Result<Vec<_>>>()?;
+    crate::progress::add_total(all.iter().flatten().map(|(lo, hi)| hi - lo).sum());
+    for ((i, v), rs) in vmas.iter().enumerate().zip(all) {
         let pages = v.pages;
         let copies = if pages == Pages::All {
             Some(pm.private_copies(v.vma.start, v.vma.end).with_context(|| {
@@ -137,11 +140,12 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Ms
             }
             let Ok(mut buf) = free.recv() else { return false };
             let unreadable = mem.read_segments(segs, &mut buf[..*total]);
+            crate::progress::add_done(*total as u64);
             let ok = tx.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable }).is_ok();
             *total = 0;
             ok
         };
-        for (lo, hi) in ranges(pm, v)? {
+        for (lo, hi) in rs {
             let mut a = lo;
             while a < hi {
                 let n = ((hi - a) as usize).min(BATCH - total);

@@ -14,7 +14,7 @@ fn cstring(b: &[u8]) -> Result<CString> {
     CString::new(b).context("argument contains a NUL byte")
 }
 
-pub fn run(file: &Path, args: &[OsString]) -> Result<()> {
+pub fn run(file: &Path, args: &[OsString], quiet: bool) -> Result<()> {
     let mut magic = [0u8; 8];
     std::fs::File::open(file)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -23,9 +23,14 @@ pub fn run(file: &Path, args: &[OsString]) -> Result<()> {
     for a in args {
         argv.push(cstring(a.as_bytes())?);
     }
-    let env: Vec<CString> = std::env::vars_os()
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !(quiet && k == "CKPT_QUIET"))
         .map(|(k, v)| cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<_>>()?;
+    if quiet {
+        // The restorer's progress counter (restorer-stub/src/progress.rs).
+        env.push(c"CKPT_QUIET=1".to_owned());
+    }
     if magic[..4] == *b"\x7fELF" {
         let e = nix::unistd::execve(&argv[0], &argv, &env);
         bail!("cannot execute {}: {}", file.display(), e.unwrap_err());
@@ -49,6 +54,10 @@ pub fn run(file: &Path, args: &[OsString]) -> Result<()> {
 /// `ckpt restorer -o PATH`: write the plain restorer (for binfmt_misc and make install).
 pub fn write_restorer(out: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Where `ckpt binfmt register` looks for it (lib/ckpt/) may not exist yet.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     std::fs::write(out, ckpt_linker::STUB).with_context(|| format!("writing {}", out.display()))?;
     std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("chmod {}", out.display()))
 }

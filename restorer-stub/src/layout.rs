@@ -7,9 +7,13 @@
 use crate::ctx::{Ctx, Range};
 use crate::image;
 use crate::out::{self, Line, Step};
+use crate::progress;
 use crate::sys;
 use ckpt_format::crc32c::crc32c;
 use ckpt_format::*;
+
+/// The most one read brings in between two progress updates.
+const FILL_PIECE: u64 = 32 << 20;
 
 /// Unmap everything but the gap and the current vdso/vvar.
 pub fn unmap_old(ctx: &Ctx) {
@@ -209,10 +213,18 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
     let mut wrote = false;
     for r in runs(t, v) {
         if same && r.flags & RUN_FILE_CLEAN != 0 {
+            progress::add(r.len);
             continue;
         }
         wrote = true;
-        image::read_at(ctx, r.addr as usize, r.len as usize, r.data_off, Step::FillPages);
+        // In pieces, so the progress moves during a run of gigabytes.
+        let mut done = 0;
+        while done < r.len {
+            let n = (r.len - done).min(FILL_PIECE);
+            image::read_at(ctx, (r.addr + done) as usize, n as usize, r.data_off + done, Step::FillPages);
+            progress::add(n);
+            done += n;
+        }
         // SAFETY: the run was just written in a mapped, readable range.
         let data = unsafe { core::slice::from_raw_parts(r.addr as *const u8, r.len as usize) };
         if crc32c(data, ctx.hw_crc) != r.crc {
@@ -289,6 +301,7 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
 
 /// Create, fill and protect every VMA except the kernel-provided ones.
 pub fn create_all(ctx: &Ctx, t: &Tables) {
+    progress::begin(t.runs.iter().map(|r| r.len).sum());
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,
@@ -308,4 +321,5 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
         }
         lock(v);
     }
+    progress::clear();
 }

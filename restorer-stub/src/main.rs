@@ -28,6 +28,7 @@ mod out;
 mod pid;
 mod probe;
 mod procstate;
+mod progress;
 mod reloc;
 mod selfmaps;
 mod sigframe;
@@ -65,6 +66,7 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     // SAFETY: sp is the stack pointer the kernel handed to _start.
     let st = unsafe { startup::Startup::parse(sp) };
     out::set_trace(st.env_flag(b"CKPT_TRACE"));
+    progress::init(st.env_flag(b"CKPT_QUIET"), st.env_num(b"CKPT_PROGRESS_DELAY_MS"));
     out::trace("restorer started at", reloc::stub_start() as u64, reloc::stub_end() as u64);
 
     let mut ctx = ctx::Ctx::zeroed();

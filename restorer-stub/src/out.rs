@@ -124,6 +124,7 @@ impl Line {
     }
 
     pub fn emit(&mut self) {
+        crate::progress::clear();
         self.b(b"\n");
         let _ = sys::write(2, &self.buf[..self.len]);
     }

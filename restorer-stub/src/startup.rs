@@ -98,4 +98,24 @@ impl Startup {
         }
         false
     }
+
+    /// The value of `NAME` as a decimal number, if it is set to one.
+    pub fn env_num(&self, name: &[u8]) -> Option<u64> {
+        let mut e = self.envp;
+        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+        unsafe {
+            while !(*e).is_null() {
+                let s = core::slice::from_raw_parts(*e, cstr_len(*e));
+                if s.len() > name.len() && s.starts_with(name) && s[name.len()] == b'=' {
+                    let v = &s[name.len() + 1..];
+                    if v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+                        return None;
+                    }
+                    return Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64));
+                }
+                e = e.add(1);
+            }
+        }
+        None
+    }
 }

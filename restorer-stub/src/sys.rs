@@ -567,6 +567,17 @@ pub fn timerfd_settime(fd: usize, flags: usize, its: &[u64; 4]) -> Res {
     res(unsafe { syscall6(SYS_TIMERFD_SETTIME, fd, flags, its.as_ptr() as usize, 0, 0, 0) })
 }
 
+pub const CLOCK_MONOTONIC: usize = 1;
+
+/// Whether `fd` is a terminal: the TCGETS ioctl succeeds only on one (isatty(3)).
+pub fn is_terminal(fd: usize) -> bool {
+    const TCGETS: usize = 0x5401;
+    // struct termios is 60 bytes on x86_64; the buffer is larger.
+    let mut termios = [0u64; 8];
+    // SAFETY: TCGETS writes one struct termios into the local buffer.
+    unsafe { ioctl(fd, TCGETS, termios.as_mut_ptr() as usize) }.is_ok()
+}
+
 pub fn clock_gettime(clockid: usize, ts: &mut [u64; 2]) -> Res {
     // SAFETY: ts is a writable struct timespec.
     res(unsafe { syscall3(SYS_CLOCK_GETTIME, clockid, ts.as_mut_ptr() as usize, 0) })

@@ -418,3 +418,42 @@ fn binfmt_needs_root() {
     }
     assert!(!Path::new(MOUNT).join(&name).exists());
 }
+
+/// A ckpt in a build tree (target/release/ckpt) with no restorer installed next to
+/// it says the one command line that writes the restorer where it looks and
+/// registers it; that line, run as it is, works.
+#[test]
+fn binfmt_register_from_a_build_tree() {
+    if !is_root() {
+        eprintln!("skipping binfmt_register_from_a_build_tree: binfmt_misc registration needs root");
+        return;
+    }
+    let _l = lock();
+    let dir = TestDir::new("binfmt_build_tree");
+    let bin = dir.join("target/release");
+    fs::create_dir_all(&bin).unwrap();
+    let ck = bin.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let name = test_name("buildtree");
+    let _guard = Registered { name: name.clone() };
+    let mut cmd = Command::new(&ck);
+    cmd.args(["binfmt", "register", "--name", &name]);
+    let o = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+    let err = lossy(&o.stderr);
+    if err.contains("binfmt_misc is not available") {
+        eprintln!("skipping binfmt_register_from_a_build_tree: {}", err.trim());
+        return;
+    }
+    assert!(!o.status.success(), "registered without a restorer\n{}", describe_output(&o));
+    let restorer = dir.join("target/lib/ckpt/ckpt-restorer");
+    assert!(err.contains(s(&restorer)), "the error names where the restorer goes: {err}");
+    let line = err.split("run `").nth(1).and_then(|r| r.split('`').next()).unwrap_or_else(|| panic!("no command in: {err}"));
+    assert!(line.contains(&name), "the command registers the same name: {line}");
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(line);
+    let o = run_with_timeout(sh, Duration::from_secs(60)).unwrap();
+    assert!(o.status.success(), "the suggested `{line}` failed\n{}", describe_output(&o));
+    assert_eq!(fs::read(&restorer).unwrap(), fs::read(write_restorer(&dir.join("plain"))).unwrap());
+    let entry = fs::read_to_string(Path::new(MOUNT).join(&name)).expect("the entry exists");
+    assert!(entry.lines().any(|l| l == format!("interpreter {}", restorer.display())), "{entry}");
+}

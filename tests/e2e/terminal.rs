@@ -9,42 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// A private tmux server (its own socket), killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> String {
-        let o = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux");
-        assert!(o.status.success(), "tmux {args:?}: {}", lossy(&o.stderr));
-        lossy(&o.stdout)
-    }
-
-    fn screen(&self, target: &str) -> String {
-        self.cmd(&["capture-pane", "-p", "-t", target])
-    }
-
-    /// Wait until the pane's first line is `want`.
-    fn wait_top(&self, target: &str, want: &str) -> String {
-        let t0 = Instant::now();
-        loop {
-            let s = self.screen(target);
-            if s.lines().next().map(str::trim) == Some(want) {
-                return s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "pane {target} never showed {want:?} first:\n{s}");
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
-    }
-}
-
 #[test]
 fn less_in_tmux() {
     if Command::new("tmux").arg("-V").output().is_err() || !Path::new("/usr/bin/less").exists() {
@@ -55,7 +19,7 @@ fn less_in_tmux() {
     let file = dir.join("lines.txt");
     std::fs::write(&file, text).unwrap();
     let img = dir.image("less");
-    let t = Tmux { socket: format!("ckpt-test-{}", std::process::id()) };
+    let t = Tmux::new("terminal");
     // A session whose first window just waits, so it outlives the frozen one.
     t.cmd(&["new-session", "-d", "-s", "s", "-x", "80", "-y", "24", "sleep 600"]);
     t.cmd(&["new-window", "-d", "-t", "s:1", &format!("exec less {}", file.display())]);

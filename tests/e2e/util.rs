@@ -9,12 +9,14 @@ mod output;
 mod process;
 mod procfs;
 mod tasks;
+mod tmux;
 
 pub use ckpt::*;
 pub use output::*;
 pub use process::*;
 pub use procfs::*;
 pub use tasks::*;
+pub use tmux::*;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

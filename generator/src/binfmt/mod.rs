@@ -99,13 +99,25 @@ fn installed_restorer() -> Result<PathBuf> {
     Ok(prefix.join(RESTORER_FROM_PREFIX))
 }
 
-fn default_interpreter() -> Result<PathBuf> {
+/// The installed restorer; when there is none (a build tree, `cargo install`), the
+/// error gives the one command line that writes it there and registers it.
+fn default_interpreter(name: &str, persist: bool) -> Result<PathBuf> {
     let p = installed_restorer()?;
     if !p.exists() {
+        let exe = std::env::current_exe().context("cannot find the running ckpt executable")?;
+        let exe = text::shell_quote(&exe.to_string_lossy());
+        let mut again = format!("{exe} binfmt register");
+        if name != DEFAULT_NAME {
+            again += &format!(" --name {}", text::shell_quote(name));
+        }
+        if persist {
+            again += " --persist";
+        }
         bail!(
-            "no installed restorer at {} (next to this ckpt): run `make install`, or pass \
-             --interpreter PATH (write one with `ckpt restorer -o PATH`)",
-            p.display()
+            "no restorer installed at {} (where this ckpt looks for it); run `{exe} restorer -o {} && {again}` \
+             (or `make install`, or pass --interpreter PATH)",
+            p.display(),
+            text::shell_quote(&p.to_string_lossy()),
         );
     }
     Ok(p)
@@ -157,7 +169,7 @@ fn register(name: &str, interpreter: Option<&Path>, persist: bool) -> Result<()>
         // directory: make it absolute here.
         Some(p) => std::path::absolute(p)
             .with_context(|| format!("cannot make {} absolute", p.display()))?,
-        None => default_interpreter()?,
+        None => default_interpreter(name, persist)?,
     };
     let interp_s = path_str(&interp)?;
     let line = text::register_line(name, &ckpt_format::MAGIC, interp_s)?;
@@ -337,8 +349,9 @@ fn status(name: &str) -> Result<()> {
     match &installed {
         Some(p) if p.exists() => println!("installed restorer: {}", p.display()),
         Some(p) => println!(
-            "installed restorer: none ({} does not exist; `make install`)",
-            p.display()
+            "installed restorer: none ({} does not exist; `ckpt restorer -o {}` or `make install`)",
+            p.display(),
+            text::shell_quote(&p.to_string_lossy())
         ),
         None => println!("installed restorer: unknown (cannot locate the running ckpt)"),
     }

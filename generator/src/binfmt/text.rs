@@ -233,8 +233,26 @@ pub fn flag_problems(e: &Entry) -> Vec<String> {
     v
 }
 
+/// `s` as one word for sh(1): as it is when it holds only safe characters, else in
+/// single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shell_quote_keeps_plain_words_and_quotes_the_rest() {
+        assert_eq!(super::shell_quote("/usr/local/bin/ckpt"), "/usr/local/bin/ckpt");
+        assert_eq!(super::shell_quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+    }
+
     use super::*;
 
     const MAGIC: [u8; 8] = ckpt_format::MAGIC;
@@ -341,3 +359,4 @@ mod tests {
         assert!(describe_flags("Z")[0].contains("does not know"));
     }
 }
+
