@@ -82,3 +82,24 @@ fn install_completions_and_man_pages() {
     let left = files_under(&dest);
     assert!(left.is_empty(), "make uninstall left {left:?}");
 }
+
+/// The `ckpt` binary is all that `cargo install --path generator` installs: the
+/// restorer is inside it. A copy of it alone in an empty directory (no build tree, no
+/// lib/ckpt beside it) freezes a counter, and the file it writes resumes it.
+#[test]
+fn ckpt_binary_alone_freezes_and_resumes() {
+    let dir = TestDir::new("ckpt_alone");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let ckpt = bin.join("ckpt");
+    std::fs::copy(ckpt_bin(), &ckpt).unwrap();
+    let mut orig = Launch::fixture("counter", false).args(["400", "10"]).spawn();
+    orig.wait_ready();
+    let img = dir.image("counter");
+    let o = Command::new(&ckpt).arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(&img).output().expect("the copied ckpt");
+    assert!(o.status.success(), "the copied ckpt failed to freeze\n{}", describe_output(&o));
+    let before = orig.expect_killed_by_ckpt();
+    let res = resume(&img);
+    res.assert_success();
+    assert_counts(&[before, res.stdout.clone()].concat(), 400, "output of a counter frozen by a lone copy of ckpt");
+}

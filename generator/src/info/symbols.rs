@@ -349,7 +349,9 @@ mod tests {
         let exe = std::fs::read("/proc/self/exe").unwrap();
         let e = ElfImage::parse(&exe).unwrap();
         assert!(!e.loads.is_empty());
-        let me = e.symbols().iter().find(|s| s.name.contains("reads_our_own_executable"));
-        assert!(me.is_some(), "test binaries keep their .symtab");
+        // Test binaries keep their .symtab: the C entry point is always there, while
+        // any one Rust function may be inlined away.
+        assert!(e.symbols().iter().any(|s| s.name == "main"), "no `main` in our own .symtab");
+        assert!(e.symbols().len() > 1000, "only {} symbols in our own .symtab", e.symbols().len());
     }
 }
