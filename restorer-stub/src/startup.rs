@@ -66,56 +66,39 @@ impl Startup {
         None
     }
 
-    /// Whether `NAME` is set in the environment to exactly `value`.
-    pub fn env_is(&self, name: &[u8], value: &[u8]) -> bool {
+    /// The value of `NAME` in the environment, if it is set.
+    fn env(&self, name: &[u8]) -> Option<&'static [u8]> {
         let mut e = self.envp;
-        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
-        unsafe {
-            while !(*e).is_null() {
-                let s = core::slice::from_raw_parts(*e, cstr_len(*e));
-                if s.len() == name.len() + 1 + value.len() && s.starts_with(name) && s[name.len()] == b'=' && s.ends_with(value) {
-                    return true;
-                }
-                e = e.add(1);
-            }
-        }
-        false
-    }
-
-    /// Whether `NAME` is set in the environment to something other than "" or "0".
-    pub fn env_flag(&self, name: &[u8]) -> bool {
-        let mut e = self.envp;
-        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
+        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings, which
+        // live as long as the process.
         unsafe {
             while !(*e).is_null() {
                 let s = core::slice::from_raw_parts(*e, cstr_len(*e));
                 if s.len() > name.len() && s.starts_with(name) && s[name.len()] == b'=' {
-                    let v = &s[name.len() + 1..];
-                    return !v.is_empty() && v != b"0";
-                }
-                e = e.add(1);
-            }
-        }
-        false
-    }
-
-    /// The value of `NAME` as a decimal number, if it is set to one.
-    pub fn env_num(&self, name: &[u8]) -> Option<u64> {
-        let mut e = self.envp;
-        // SAFETY: envp is a NULL-terminated array of NUL-terminated strings.
-        unsafe {
-            while !(*e).is_null() {
-                let s = core::slice::from_raw_parts(*e, cstr_len(*e));
-                if s.len() > name.len() && s.starts_with(name) && s[name.len()] == b'=' {
-                    let v = &s[name.len() + 1..];
-                    if v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-                        return None;
-                    }
-                    return Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64));
+                    return Some(&s[name.len() + 1..]);
                 }
                 e = e.add(1);
             }
         }
         None
+    }
+
+    /// Whether `NAME` is set in the environment to exactly `value`.
+    pub fn env_is(&self, name: &[u8], value: &[u8]) -> bool {
+        self.env(name) == Some(value)
+    }
+
+    /// Whether `NAME` is set in the environment to something other than "" or "0".
+    pub fn env_flag(&self, name: &[u8]) -> bool {
+        self.env(name).is_some_and(|v| !v.is_empty() && v != b"0")
+    }
+
+    /// The value of `NAME` as a decimal number, if it is set to one.
+    pub fn env_num(&self, name: &[u8]) -> Option<u64> {
+        let v = self.env(name)?;
+        if v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64))
     }
 }

@@ -39,13 +39,9 @@ fn ctty_without_terminal(static_: bool) {
 /// free.
 static PTYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A pty pair held by the process (master in packet mode, slave with its own
-/// settings and window size) comes back as /dev/pts/N again, and carries bytes.
-/// Any other process may take N between the freeze and the resume (devpts hands
-/// out the lowest free index): then another index, and the warning saying so.
-fn pty_pair(static_: bool) {
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TestDir::new("fd_pty");
+/// The fd_pty fixture started and frozen (the original is killed): its gate, the
+/// image, and the /dev/pts index its pair had.
+fn freeze_pty_fixture(dir: &TestDir, static_: bool) -> (std::path::PathBuf, std::path::PathBuf, u32) {
     let gate = dir.gate();
     let mut orig = spawn_fixture("fd_pty", static_, &[gate.to_str().unwrap(), "any"]);
     let l = orig.wait_line_starting("pts ", READY_TIMEOUT);
@@ -54,6 +50,17 @@ fn pty_pair(static_: bool) {
     let img = dir.image("fd_pty");
     freeze_ok(orig.pid(), &img, &[]);
     orig.expect_killed_by_ckpt();
+    (gate, img, n)
+}
+
+/// A pty pair held by the process (master in packet mode, slave with its own
+/// settings and window size) comes back as /dev/pts/N again, and carries bytes.
+/// Any other process may take N between the freeze and the resume (devpts hands
+/// out the lowest free index): then another index, and the warning saying so.
+fn pty_pair(static_: bool) {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("fd_pty");
+    let (gate, img, n) = freeze_pty_fixture(&dir, static_);
     let mut res = resume_launch(&img).spawn();
     open_gate(&gate);
     let fin = res.wait_output(RESUME_TIMEOUT);
@@ -78,14 +85,7 @@ fn pty_index_taken() {
     use std::os::fd::AsRawFd;
     let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("fd_pty_taken");
-    let gate = dir.gate();
-    let mut orig = spawn_fixture("fd_pty", false, &[gate.to_str().unwrap(), "any"]);
-    let l = orig.wait_line_starting("pts ", READY_TIMEOUT);
-    let n: u32 = l[4..].trim().parse().unwrap();
-    orig.wait_ready();
-    let img = dir.image("fd_pty");
-    freeze_ok(orig.pid(), &img, &[]);
-    orig.expect_killed_by_ckpt();
+    let (gate, img, n) = freeze_pty_fixture(&dir, false);
     // Take /dev/pts/N: open masters until one gets that index (devpts hands out the
     // lowest free one).
     let mut held = Vec::new();
