@@ -75,7 +75,13 @@ pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
     const OVERLAP: u64 = 16;
     let mut g = Gadgets::default();
     let mut buf = vec![0u8; (CHUNK + OVERLAP) as usize];
-    'vmas: for v in vmas.iter().filter(|v| v.map.exec && v.pages != Pages::None) {
+    // glibc's text has both (its signal restorer is `mov eax, 15; syscall`), near
+    // its start: look there first, before libraries of tens of MiB loaded later at
+    // lower addresses (numpy's BLAS), then everywhere else.
+    let exec: Vec<&PlannedVma> = vmas.iter().filter(|v| v.map.exec && v.pages != Pages::None).collect();
+    let is_libc = |v: &&PlannedVma| v.map.path().is_some_and(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with("libc.so")));
+    let order = exec.iter().filter(|v| is_libc(v)).chain(exec.iter().filter(|v| !is_libc(v)));
+    'vmas: for v in order {
         let mut at = v.vma.start;
         while at < v.vma.end {
             let n = (v.vma.end - at).min(CHUNK + OVERLAP) as usize;
