@@ -4,8 +4,13 @@
 //! (arch/x86/kernel/signal.c, handle_signal/arch_do_signal_or_restart): for
 //! -ERESTARTSYS, -ERESTARTNOINTR and -ERESTARTNOHAND the `syscall` instruction is
 //! executed again (rax = orig_rax, rip -= 2); for -ERESTART_RESTARTBLOCK the kernel's
-//! restart state is lost with the task, so the call returns -EINTR, except for the
-//! sleeps, which are executed again (a relative sleep restarts with its full time).
+//! restart state (restart_block: the time left) is lost with the task. The calls that
+//! use it and are safe to run again from their registers are executed again: the
+//! sleeps, poll(2) and futex(2) waits (an absolute deadline is the same deadline; a
+//! relative timeout starts again in full, which callers must already accept, as a
+//! timeout is a minimum); any other returns -EINTR. A task stopped and continued
+//! (SIGSTOP, a debugger) never sees EINTR from these, so a program that blocks every
+//! signal may rightly treat EINTR as fatal.
 //! A task stopped inside an rseq critical section continues at its abort handler, as
 //! the kernel would do on preemption (rseq(2)).
 
@@ -47,7 +52,9 @@ pub fn fix_syscall_restart(regs: &mut Regs, before_rip: [u8; 2]) -> Result<Resta
     let ret = regs.rax as i64;
     let reexecute = match -ret {
         ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => true,
-        ERESTART_RESTARTBLOCK => matches!(nr as i64, libc::SYS_nanosleep | libc::SYS_clock_nanosleep),
+        ERESTART_RESTARTBLOCK => {
+            matches!(nr as i64, libc::SYS_nanosleep | libc::SYS_clock_nanosleep | libc::SYS_poll | libc::SYS_futex)
+        }
         _ => return Ok(Restart::None),
     };
     if !reexecute {
@@ -105,7 +112,11 @@ mod tests {
     fn restartblock_sleep_reexecutes_other_returns_eintr() {
         let mut r = regs(libc::SYS_clock_nanosleep, -516);
         assert!(matches!(fix_syscall_restart(&mut r, [0x0f, 0x05]).unwrap(), Restart::Reexecute { .. }));
-        let mut r = regs(libc::SYS_poll, -516);
+        for nr in [libc::SYS_poll, libc::SYS_futex] {
+            let mut r = regs(nr, -516);
+            assert!(matches!(fix_syscall_restart(&mut r, [0x0f, 0x05]).unwrap(), Restart::Reexecute { .. }), "{nr}");
+        }
+        let mut r = regs(libc::SYS_io_getevents, -516);
         assert!(matches!(fix_syscall_restart(&mut r, [0x0f, 0x05]).unwrap(), Restart::Interrupted { .. }));
         assert_eq!(r.rax as i64, -4);
         assert_eq!(r.rip, 0x1002);
