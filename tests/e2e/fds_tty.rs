@@ -108,3 +108,41 @@ fn pty_index_taken() {
     assert!(fin.stderr.contains(&format!("/dev/pts/{n} is taken")), "no warning naming /dev/pts/{n}\n{fin}");
     drop(taken);
 }
+
+/// A real program's pty, as expect uses one: python's pty.openpty() in a program
+/// that counts through the pair (writes lines into the slave and reads them at the
+/// master, types lines into the master that the slave reads in canonical mode, echo
+/// off), frozen with bytes waiting in both directions. The pair comes back with the
+/// same settings and the counting goes on through it; the waiting bytes are lost,
+/// and the freeze says how many, on which fd, in which direction.
+///
+/// script(1) itself, the most common holder of a pty master, is not the program
+/// frozen here: it runs the command in a child on the slave, and a freeze takes one
+/// process. [`script_with_its_child`] shows what freezing script does today.
+#[test]
+fn python_openpty_counter() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_counter");
+    let gate = dir.gate();
+    let script = fixtures_src().join("pty_counter.py");
+    let mut orig = Launch::new(python3()).arg(&script).arg(&gate).label("pty_counter").spawn();
+    orig.wait_ready();
+    let img = dir.image("pty_counter");
+    let fz = freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    let counts = |lines: &[String]| lines.iter().filter(|l| l.starts_with("count ")).cloned().collect::<Vec<_>>();
+    let want = |r: std::ops::Range<u32>| r.map(|i| format!("count {i}")).collect::<Vec<_>>();
+    assert_eq!(counts(&before), want(0..5), "before the freeze");
+    let err = lossy(&fz.stderr);
+    assert!(
+        err.contains(": 10 bytes the terminal /dev/pts/") && err.contains(": 8 bytes typed into /dev/pts/"),
+        "no warnings counting the bytes waiting at the master (10) and the slave (8)\n{}",
+        describe_output(&fz)
+    );
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success().line_starting("ok");
+    assert_eq!(fin.line_starting("pending "), "pending 0 0", "{fin}");
+    assert_eq!(counts(&fin.stdout), want(5..10), "{fin}");
+}
