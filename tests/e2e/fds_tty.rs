@@ -146,3 +146,43 @@ fn python_openpty_counter() {
     assert_eq!(fin.line_starting("pending "), "pending 0 0", "{fin}");
     assert_eq!(counts(&fin.stdout), want(5..10), "{fin}");
 }
+
+/// script(1) running a counting shell loop on its pty's slave, the script process
+/// (the one holding the master) frozen. A freeze takes one process: the shell is
+/// script's child and cannot come along until process trees are frozen, so the
+/// freeze warns, naming it. The original script is killed after the freeze, its
+/// master closes and the kernel hangs up the slave: the shell goes too, nothing is
+/// left counting unseen. The resumed script has a pty again but no child on it: it
+/// prints no more counts and ends (its poll, which had a timeout, returns EINTR and
+/// script gives up) rather than waiting forever for a child it does not have.
+#[test]
+fn script_with_its_child() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_script");
+    let count = "i=0; while [ $i -lt 300 ]; do echo $i; i=$((i+1)); sleep 0.2; done";
+    let mut orig = Launch::new("script").args(["-qfec", count, "/dev/null"]).label("script").spawn();
+    orig.wait_line_starting("2", READY_TIMEOUT);
+    let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", orig.pid())).unwrap();
+    let shell: i32 = kids.trim().parse().unwrap_or_else(|_| panic!("script's children: {kids:?}"));
+    orig.track_pid(shell);
+    wait_in_syscall(&orig, &[libc::SYS_poll, libc::SYS_ppoll], READY_TIMEOUT);
+    let img = dir.image("script");
+    let fz = freeze_ok(orig.pid(), &img, &[]);
+    let err = lossy(&fz.stderr);
+    assert!(
+        err.contains(&format!("pid {} has child processes ({shell}); they are not frozen", orig.pid())),
+        "no warning naming script's child {shell}\n{}",
+        describe_output(&fz)
+    );
+    orig.expect_killed_by_ckpt();
+    let t0 = Instant::now();
+    while proc_state(shell).is_some_and(|s| s != 'Z') {
+        assert!(t0.elapsed() < READY_TIMEOUT, "script's shell {shell} still runs after script was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fin = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
+    assert!(
+        !fin.stdout.iter().any(|l| l.trim().parse::<u32>().is_ok()),
+        "the resumed script printed counts without its child\n{fin}"
+    );
+}
