@@ -186,3 +186,51 @@ fn script_with_its_child() {
         "the resumed script printed counts without its child\n{fin}"
     );
 }
+
+/// A tmux server (`tmux -L NAME new-session -d CMD`) frozen: it holds the pane's
+/// pty master and listens on its socket, the pane's shell is its child. As with
+/// script(1), the child cannot come along until process trees are frozen: the
+/// freeze warns, naming it, and the shell is hung up when the original server is
+/// killed. The resumed server answers on its socket again with its session and
+/// window, and the pane is there with its screen as it was and a new pty, on
+/// which nothing runs any more: the count stops, and tmux still takes the pane's
+/// process for alive (no SIGCHLD ever comes for it), as the warning foretells.
+#[test]
+fn tmux_server_with_its_shell() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_tmux");
+    let t = Tmux::new("freeze-server");
+    t.cmd(&["new-session", "-d", "-s", "w", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.2; done"]);
+    t.wait_top("w", "0");
+    let server: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pid}"]).trim().parse().unwrap();
+    let shell: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
+    let img = dir.image("tmux");
+    let fz = freeze_ok(server, &img, &[]);
+    assert!(
+        lossy(&fz.stderr).contains(&format!("pid {server} has child processes ({shell}); they are not frozen")),
+        "no warning naming the pane's shell {shell}\n{}",
+        describe_output(&fz)
+    );
+    let t0 = Instant::now();
+    while [server, shell].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < READY_TIMEOUT, "the server {server} or its shell {shell} still runs after the freeze");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut res = resume_launch(&img).label("resumed tmux server").spawn();
+    let t0 = Instant::now();
+    let sessions = loop {
+        let o = std::process::Command::new("tmux").args(["-L", t.socket(), "list-sessions"]).output().unwrap();
+        if o.status.success() {
+            break lossy(&o.stdout);
+        }
+        assert!(t0.elapsed() < READY_TIMEOUT, "the resumed server never answers: {}\n{}", lossy(&o.stderr), res.describe());
+        assert!(res.try_status().is_none(), "the resumed server ended\n{}", res.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(sessions.starts_with("w: 1 windows"), "the resumed server has no session w: {sessions}");
+    assert_eq!(t.cmd(&["display", "-p", "-t", "w", "#{pane_pid} #{pane_dead}"]).trim(), format!("{shell} 0"));
+    let screen = t.screen("w");
+    assert!(screen.starts_with("0\n"), "the pane lost its screen:\n{screen}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(t.screen("w"), screen, "the pane counts on without its shell");
+}
