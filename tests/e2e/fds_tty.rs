@@ -233,4 +233,9 @@ fn tmux_server_with_its_shell() {
     assert!(screen.starts_with("0\n"), "the pane lost its screen:\n{screen}");
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(t.screen("w"), screen, "the pane counts on without its shell");
+    t.cmd(&["kill-server"]);
+    res.wait_exit(RESUME_TIMEOUT);
+    // The socket file stays behind (the original server was killed): removed here.
+    // SAFETY: getuid cannot fail.
+    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
 }
