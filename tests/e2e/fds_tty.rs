@@ -108,3 +108,134 @@ fn pty_index_taken() {
     assert!(fin.stderr.contains(&format!("/dev/pts/{n} is taken")), "no warning naming /dev/pts/{n}\n{fin}");
     drop(taken);
 }
+
+/// A real program's pty, as expect uses one: python's pty.openpty() in a program
+/// that counts through the pair (writes lines into the slave and reads them at the
+/// master, types lines into the master that the slave reads in canonical mode, echo
+/// off), frozen with bytes waiting in both directions. The pair comes back with the
+/// same settings and the counting goes on through it; the waiting bytes are lost,
+/// and the freeze says how many, on which fd, in which direction.
+///
+/// script(1) itself, the most common holder of a pty master, is not the program
+/// frozen here: it runs the command in a child on the slave, and a freeze takes one
+/// process. [`script_with_its_child`] shows what freezing script does today.
+#[test]
+fn python_openpty_counter() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_counter");
+    let gate = dir.gate();
+    let script = fixtures_src().join("pty_counter.py");
+    let mut orig = Launch::new(python3()).arg(&script).arg(&gate).label("pty_counter").spawn();
+    orig.wait_ready();
+    let img = dir.image("pty_counter");
+    let fz = freeze_ok(orig.pid(), &img, &[]);
+    let before = orig.expect_killed_by_ckpt();
+    let counts = |lines: &[String]| lines.iter().filter(|l| l.starts_with("count ")).cloned().collect::<Vec<_>>();
+    let want = |r: std::ops::Range<u32>| r.map(|i| format!("count {i}")).collect::<Vec<_>>();
+    assert_eq!(counts(&before), want(0..5), "before the freeze");
+    let err = lossy(&fz.stderr);
+    assert!(
+        err.contains(": 10 bytes the terminal /dev/pts/") && err.contains(": 8 bytes typed into /dev/pts/"),
+        "no warnings counting the bytes waiting at the master (10) and the slave (8)\n{}",
+        describe_output(&fz)
+    );
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success().line_starting("ok");
+    assert_eq!(fin.line_starting("pending "), "pending 0 0", "{fin}");
+    assert_eq!(counts(&fin.stdout), want(5..10), "{fin}");
+}
+
+/// script(1) running a counting shell loop on its pty's slave, the script process
+/// (the one holding the master) frozen. A freeze takes one process: the shell is
+/// script's child and cannot come along until process trees are frozen, so the
+/// freeze warns, naming it. The original script is killed after the freeze, its
+/// master closes and the kernel hangs up the slave: the shell goes too, nothing is
+/// left counting unseen. The resumed script has a pty again but no child on it: it
+/// prints no more counts and ends (its poll, which had a timeout, returns EINTR and
+/// script gives up) rather than waiting forever for a child it does not have.
+#[test]
+fn script_with_its_child() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_script");
+    let count = "i=0; while [ $i -lt 300 ]; do echo $i; i=$((i+1)); sleep 0.2; done";
+    let mut orig = Launch::new("script").args(["-qfec", count, "/dev/null"]).label("script").spawn();
+    orig.wait_line_starting("2", READY_TIMEOUT);
+    let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", orig.pid())).unwrap();
+    let shell: i32 = kids.trim().parse().unwrap_or_else(|_| panic!("script's children: {kids:?}"));
+    orig.track_pid(shell);
+    wait_in_syscall(&orig, &[libc::SYS_poll, libc::SYS_ppoll], READY_TIMEOUT);
+    let img = dir.image("script");
+    let fz = freeze_ok(orig.pid(), &img, &[]);
+    let err = lossy(&fz.stderr);
+    assert!(
+        err.contains(&format!("pid {} has child processes ({shell}); they are not frozen", orig.pid())),
+        "no warning naming script's child {shell}\n{}",
+        describe_output(&fz)
+    );
+    orig.expect_killed_by_ckpt();
+    let t0 = Instant::now();
+    while proc_state(shell).is_some_and(|s| s != 'Z') {
+        assert!(t0.elapsed() < READY_TIMEOUT, "script's shell {shell} still runs after script was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fin = resume_launch(&img).spawn().wait_output(RESUME_TIMEOUT);
+    assert!(
+        !fin.stdout.iter().any(|l| l.trim().parse::<u32>().is_ok()),
+        "the resumed script printed counts without its child\n{fin}"
+    );
+}
+
+/// A tmux server (`tmux -L NAME new-session -d CMD`) frozen: it holds the pane's
+/// pty master and listens on its socket, the pane's shell is its child. As with
+/// script(1), the child cannot come along until process trees are frozen: the
+/// freeze warns, naming it, and the shell is hung up when the original server is
+/// killed. The resumed server answers on its socket again with its session and
+/// window, and the pane is there with its screen as it was and a new pty, on
+/// which nothing runs any more: the count stops, and tmux still takes the pane's
+/// process for alive (no SIGCHLD ever comes for it), as the warning foretells.
+#[test]
+fn tmux_server_with_its_shell() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_tmux");
+    let t = Tmux::new("freeze-server");
+    t.cmd(&["new-session", "-d", "-s", "w", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.2; done"]);
+    t.wait_top("w", "0");
+    let server: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pid}"]).trim().parse().unwrap();
+    let shell: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
+    let img = dir.image("tmux");
+    let fz = freeze_ok(server, &img, &[]);
+    assert!(
+        lossy(&fz.stderr).contains(&format!("pid {server} has child processes ({shell}); they are not frozen")),
+        "no warning naming the pane's shell {shell}\n{}",
+        describe_output(&fz)
+    );
+    let t0 = Instant::now();
+    while [server, shell].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < READY_TIMEOUT, "the server {server} or its shell {shell} still runs after the freeze");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut res = resume_launch(&img).label("resumed tmux server").spawn();
+    let t0 = Instant::now();
+    let sessions = loop {
+        let o = std::process::Command::new("tmux").args(["-L", t.socket(), "list-sessions"]).output().unwrap();
+        if o.status.success() {
+            break lossy(&o.stdout);
+        }
+        assert!(t0.elapsed() < READY_TIMEOUT, "the resumed server never answers: {}\n{}", lossy(&o.stderr), res.describe());
+        assert!(res.try_status().is_none(), "the resumed server ended\n{}", res.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(sessions.starts_with("w: 1 windows"), "the resumed server has no session w: {sessions}");
+    assert_eq!(t.cmd(&["display", "-p", "-t", "w", "#{pane_pid} #{pane_dead}"]).trim(), format!("{shell} 0"));
+    let screen = t.screen("w");
+    assert!(screen.starts_with("0\n"), "the pane lost its screen:\n{screen}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(t.screen("w"), screen, "the pane counts on without its shell");
+    t.cmd(&["kill-server"]);
+    res.wait_exit(RESUME_TIMEOUT);
+    // The socket file stays behind (the original server was killed): removed here.
+    // SAFETY: getuid cannot fail.
+    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+}

@@ -18,6 +18,11 @@ impl Tmux {
         Tmux { socket: format!("ckpt-test-{name}-{}", std::process::id()) }
     }
 
+    /// The server's socket name (`tmux -L`).
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
     pub fn cmd(&self, args: &[&str]) -> String {
         let o = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("run tmux");
         assert!(o.status.success(), "tmux {args:?}: {}", lossy(&o.stderr));
