@@ -34,11 +34,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Runs `ckpt ARGS...` (bounded).
 fn ckpt(args: &[&str]) -> Output {
     let mut cmd = Command::new(ckpt_bin());

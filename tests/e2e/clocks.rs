@@ -97,8 +97,7 @@ fn clocks_continue_after_a_reboot(static_: bool) {
 
     // As an ordinary user, in the new user + PID namespace, and with new ids
     // (the time namespace then comes with a user namespace of its own).
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("clocks: the resumes as nobody skipped (the test must run as root to switch to nobody)");
         return;
     }

@@ -144,8 +144,7 @@ fn unwritable_output_dir() {
     let mut p = spawn_fixture("counter", false, &["100000"]);
     p.wait_ready();
     let img = ro.join("img");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     let o = if root {
         let mut probe = Command::new("unshare");
         probe.args(["--mount", "--propagation", "private", "true"]);

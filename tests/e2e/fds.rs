@@ -71,8 +71,7 @@ fn epoll(static_: bool) {
 /// inotify watches keep their wds (including a gap) and report events after the
 /// resume. Mapping watches back to paths needs CAP_DAC_READ_SEARCH: root only.
 fn inotify(static_: bool) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("fds::inotify: skipped (needs root for open_by_handle_at)");
         return;
     }
@@ -462,8 +461,7 @@ fn netlink_refused() {
 /// A raw IP socket is refused by name (root only: it needs CAP_NET_RAW).
 #[test]
 fn raw_socket_refused() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("raw_socket_refused: skipped (a raw socket needs CAP_NET_RAW)");
         return;
     }

@@ -42,8 +42,7 @@ fn roundtrip_as_nobody(name: &str, static_: bool) {
 /// As [`roundtrip_as_nobody`], with the fixture's arguments (`gate` first, a path
 /// in the shared directory, which is the fixture's working directory).
 pub fn roundtrip_as_nobody_with(name: &str, static_: bool, args: &[&str]) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
         return;
     }

@@ -118,8 +118,7 @@ fn held_elsewhere(kind: &str, range: &str) {
     let res = resume(&img);
     assert_eq!(res.status.code(), Some(111), "{res}");
     let me = format!("held by pid {}", std::process::id());
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     for want in ["fd 3", path.to_str().unwrap(), range, if root { me.as_str() } else { "held by" }] {
         assert!(res.stderr.contains(want), "the message does not say {want:?}\n{res}");
     }

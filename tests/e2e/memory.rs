@@ -62,8 +62,7 @@ both_variants!(heap, collide_light, collide_full, sparse, memflags);
 /// and the limit, rather than running unlocked.
 #[test]
 fn mlock_beyond_the_limit_stops_the_resume() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("mlock_beyond_the_limit_stops_the_resume: skipped (the fixture locks memory as root)");
         return;
     }

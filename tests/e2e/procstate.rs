@@ -50,8 +50,7 @@ both_variants!(identity);
 #[test]
 fn other_groups_stop_the_resume() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("other_groups_stop_the_resume: skipped (the fixture sets its groups as root)");
         return;
     }
@@ -88,8 +87,7 @@ fn sigactions_left_running() {
 
 /// A seccomp filter comes back (freezing it needs root: CI runs as root).
 fn seccomp(static_: bool) {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("seccomp: skipped (reading seccomp filters needs root)");
         return;
     }

@@ -77,8 +77,7 @@ fn socketpair_queued_bytes_survive() {
 /// namespace: the asyncio loop (which checks its PID) finishes its work.
 #[test]
 fn asyncio_as_nobody() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("asyncio_as_nobody: skipped (needs root to switch to nobody)");
         return;
     }

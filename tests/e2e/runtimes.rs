@@ -270,8 +270,7 @@ fn python_numpy_openblas_threads() {
 /// A world-writable directory for a test as nobody, or None (printed) when the
 /// tests do not run as root.
 fn nobody_dir(test: &str) -> Option<OpenDir> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("{test}: skipped (needs root to switch to nobody)");
         return None;
     }

@@ -37,11 +37,6 @@ const AS_NOBODY: [&str; 4] = ["--reuid=65534", "--regid=65534", "--clear-groups"
 // ---------------------------------------------------------------------------
 // Helpers
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Sends `sig` to `pid`, a process this test started (or a ckpt it runs).
 fn send_signal(pid: i32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; pid is a live child

@@ -53,6 +53,13 @@ pub fn ckpt_bin() -> &'static Path {
 }
 
 /// tests/fixtures in the source tree.
+/// Whether the tests run as root (some need it: binfmt_misc, switching to nobody,
+/// privileged restores).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 pub fn fixtures_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }

@@ -100,8 +100,7 @@ pub fn assert_freeze_error(o: &Output) -> String {
 /// (`args` must pass `gate`) and checks that the target ends successfully. Returns
 /// the error line, or None when the tests do not run as root (no switch to nobody).
 pub fn freeze_refused_as_nobody(name: &str, dirs: &[&str], args: &[&str]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("{name} refused as nobody: skipped (needs root to switch to nobody)");
         return None;
     }
@@ -207,8 +206,7 @@ pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) 
 /// must end successfully; returns what it printed. None when the tests do not run as
 /// root (no switch to nobody).
 pub fn roundtrip_as_nobody(name: &str, static_: bool, args: impl Fn(&Path) -> Vec<String>) -> Option<Finished> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
         return None;
     }
