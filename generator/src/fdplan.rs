@@ -35,6 +35,7 @@ mod dgramqueue;
 mod disconnected;
 mod files;
 mod inflight;
+mod inet_diag;
 mod inotify;
 mod locks;
 mod objects;
@@ -44,6 +45,7 @@ mod sockets;
 mod sockqueue;
 mod sockstate;
 mod target;
+mod tcp_sendq;
 mod tcppair;
 mod unix_diag;
 mod unixconn;
@@ -76,7 +78,12 @@ pub struct FdPlan {
     pub extent_data: Vec<Vec<u8>>,
     /// Socket options and shutdown states, in fd order ([`sockstate`]).
     pub sockets: Vec<ckpt_format::SocketState>,
+    /// The TCP ends made anew at resume, held until the original is killed
+    /// ([`tcppair::end_with_reset`]).
+    pub tcp_ends: Vec<std::os::fd::OwnedFd>,
 }
+
+pub use tcppair::end_with_reset;
 
 /// One fd's record before its strings and data are placed.
 #[derive(Clone)]
@@ -380,5 +387,6 @@ pub fn plan(
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;
+    out.tcp_ends = tg.take_tcp_ends();
     Ok(out)
 }

@@ -287,6 +287,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     parts.files = fdp.files;
     parts.extents = fdp.extents;
     parts.sockets = fdp.sockets;
+    let tcp_ends = fdp.tcp_ends;
 
     parts.strings = strings.buf;
     let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
@@ -327,8 +328,10 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     // A process that is killed is stopped from the seize to its end.
     let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
     if let Some(g) = g {
+        fdplan::end_with_reset(&tcp_ends);
         g.kill();
     }
+    drop(tcp_ends);
     drop(bar);
     let mut report = Report::new(o.pid, o.output.clone(), file_size, nthreads, vmas.len(), stats, [frozen, stopped, fsync], inv.exe.clone());
     report.warnings = warnings;

@@ -15,11 +15,18 @@ use crate::util::*;
 /// freeze must not warn about anything the fixture made (only about fds the test
 /// harness leaks, whose peer is outside).
 fn roundtrip(test: &str, name: &str, static_: bool) {
+    roundtrip_with(test, name, static_, &[]);
+}
+
+/// [`roundtrip`] with more arguments after `GATE DIR`.
+fn roundtrip_with(test: &str, name: &str, static_: bool, more: &[&str]) {
     let dir = TestDir::new(test);
     let gate = dir.gate();
     let work = dir.join("work");
     fs::create_dir(&work).unwrap();
-    let mut orig = spawn_fixture(name, static_, &[gate.to_str().unwrap(), work.to_str().unwrap()]);
+    let mut args = vec![gate.to_str().unwrap(), work.to_str().unwrap()];
+    args.extend_from_slice(more);
+    let mut orig = spawn_fixture(name, static_, &args);
     orig.wait_ready();
     let img = dir.image(name);
     let o = freeze_ok(orig.pid(), &img, &[]);
@@ -111,7 +118,52 @@ fn tcp_pairs_as_nobody(static_: bool) {
     roundtrip_as_nobody("fd_tcppair", static_);
 }
 
+/// TCP connections in the states shutdown(2) leaves (FIN_WAIT2/CLOSE_WAIT, both
+/// sides shut, SHUT_RD) and, where the freeze may use TCP_REPAIR (root), one whose
+/// writer's bytes wait in its send queue behind a full window: every byte arrives
+/// in order, each end reads EOF where it did, the states read back the same.
+fn tcp_states(static_: bool) {
+    if is_root() {
+        roundtrip("fd_tcpstates", "fd_tcpstates", static_);
+    } else {
+        roundtrip_with("fd_tcpstates", "fd_tcpstates", static_, &["nosendq"]);
+    }
+}
+
+fn tcp_states_as_nobody(static_: bool) {
+    roundtrip_as_nobody_with("fd_tcpstates", static_, &["gate", ".", "nosendq"]);
+}
+
+/// Without CAP_NET_ADMIN a send queue cannot be read: the freeze says how many
+/// bytes are not restored, naming both fds.
+#[test]
+fn tcp_send_queue_without_repair_warns() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to nobody");
+        return;
+    }
+    let dir = OpenDir::new("fd_tcpstates-sendq-nobody");
+    let fx = dir.path.join("fd_tcpstates");
+    fs::copy(fixture("fd_tcpstates", false), &fx).unwrap();
+    let ck = dir.path.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).args(["gate", "."]).label("fd_tcpstates").spawn();
+    orig.wait_ready();
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg(orig.pid().to_string()).arg("-o").arg(dir.path.join("x.resume"));
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
+    assert!(o.status.success(), "ckpt freeze as nobody failed\n{}", describe_output(&o));
+    let err = lossy(&o.stderr);
+    assert!(
+        err.lines().any(|l| l.contains("fd 9:") && l.contains("wrote to fd 10") && l.contains("not restored")),
+        "no warning about fd 9's send queue:\n{err}"
+    );
+    orig.expect_killed_by_ckpt();
+}
+
 both_variants!(
+    tcp_states,
+    tcp_states_as_nobody,
     tcp_pairs,
     tcp_pairs_as_nobody,
     unix_pairs,
@@ -228,7 +280,7 @@ fn unix_queues_not_consumed() {
 #[test]
 fn socket_fixtures_pass_unfrozen() {
     for static_ in [false, true] {
-        for name in ["fd_unixpair", "fd_unixconn", "fd_scmrights", "fd_tcppair"] {
+        for name in ["fd_unixpair", "fd_unixconn", "fd_scmrights", "fd_tcppair", "fd_tcpstates"] {
             let dir = TestDir::new("fd_sock_unfrozen");
             let gate = dir.gate();
             open_gate(&gate);

@@ -118,3 +118,23 @@ pub fn socket(s: &OwnedFd, f: &FdInfo, c: &Connected, warnings: &mut Vec<String>
     };
     disconnect(rec, f, format!("a {} whose peer is outside the process", c.what), &becomes)
 }
+
+/// A TCP socket whose connection has ended while the process kept its fd: both
+/// directions shut and the state back to CLOSE (FINs both ways, or a reset:
+/// tcp_done() sets sk_shutdown to SHUTDOWN_MASK). It reads EOF and fails writes
+/// with EPIPE, which is what a disconnected socket does, so it resumes as one
+/// without a warning; its old port is not taken again (the kernel freed it when
+/// the connection ended, inet_put_port() in tcp_set_state(), and a TIME_WAIT may
+/// hold it). Bytes still unread go the way of [`socket`] (a warning counts them).
+pub fn ended_tcp(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), name: &[u8], warnings: &mut Vec<String>) -> Class {
+    if bytes_readable(s).unwrap_or(0) > 0 {
+        let what = format!("TCP socket (local {}) whose connection has ended", sockets::describe(name));
+        return socket(s, f, &Connected { family, ty, proto, name, what }, warnings);
+    }
+    let mut rec = Planned::new(f, FdKind::Disconnected);
+    rec.offset = 0;
+    rec.aux[..4].copy_from_slice(&[DISC_SOCKET, family as u64, ty as u64, proto as u64]);
+    rec.path = f.link.as_bytes().to_vec();
+    Class::Plan(rec)
+}
+

@@ -127,6 +127,21 @@ fn family_name(family: i32, ty: i32) -> &'static str {
     }
 }
 
+/// Whether TCP socket `s` had a connection that has ended: state CLOSE (TCP_INFO,
+/// tcp(7)) with options a handshake negotiated (tcpi_options: timestamps, SACK,
+/// window scaling; a socket never connected, or whose connect was refused, has
+/// none). A socket in CLOSE is in no lookup table, so sock_diag cannot tell its
+/// shutdown state; after a connection it is both directions (tcp_done()).
+fn connection_ended(s: &OwnedFd) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    // SAFETY: tcp_info is plain data; all-zero is valid.
+    let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: ti/len describe a writable tcp_info.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut ti as *mut libc::tcp_info).cast(), &mut len) };
+    r == 0 && ti.tcpi_state == TCP_CLOSE && ti.tcpi_options != 0
+}
+
 pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String>) -> Class {
     if f.fd <= 2 {
         return Class::Inherit;
@@ -176,6 +191,9 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
         return disconnected::socket(&s, f, &c, warnings);
     }
     let listening = q(libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    if !listening && family != libc::AF_UNIX && ty == libc::SOCK_STREAM && connection_ended(&s) {
+        return disconnected::ended_tcp(&s, f, (family, ty, proto), &name, warnings);
+    }
     let mut backlog = DEFAULT_BACKLOG;
     if listening && ty == libc::SOCK_STREAM && family != libc::AF_UNIX {
         // SAFETY: tcp_info is plain data; all-zero is valid.

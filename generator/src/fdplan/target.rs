@@ -52,6 +52,8 @@ pub struct Target {
     /// peeked is skipped by every later peek at an offset (skb->peeked,
     /// __skb_try_recv_from_queue()), so each queue is peeked once.
     queues: RefCell<std::collections::HashMap<u64, Peeked>>,
+    /// Duplicates of the TCP ends planned to be made anew ([`super::tcppair`]).
+    tcp_ends: RefCell<Vec<OwnedFd>>,
 }
 
 /// A socket's queued messages, as peeked: bytes, and the (made-up) fd numbers of
@@ -79,12 +81,21 @@ impl Target {
             Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
         };
         let tty_nr = crate::proc::stat::read_stat(pid).map_or(0, |s| s.tty_nr);
-        Target { pid, tty_nr, pidfd, inflight: RefCell::new(Vec::new()), first_inflight: highest_fd.max(2) + 1, queues: Default::default() }
+        Target { pid, tty_nr, pidfd, inflight: RefCell::new(Vec::new()), first_inflight: highest_fd.max(2) + 1, queues: Default::default(), tcp_ends: Default::default() }
     }
 
     /// The queue of socket `ino` if it was peeked before.
     pub fn peeked(&self, ino: u64) -> Option<Peeked> {
         self.queues.borrow().get(&ino).cloned()
+    }
+
+    /// Keep a duplicate of a TCP end that the resume makes anew.
+    pub fn keep_tcp_end(&self, s: OwnedFd) {
+        self.tcp_ends.borrow_mut().push(s);
+    }
+
+    pub fn take_tcp_ends(&self) -> Vec<OwnedFd> {
+        self.tcp_ends.take()
     }
 
     pub fn remember(&self, ino: u64, p: Peeked) {

@@ -9,11 +9,16 @@
 //! (through the process's own listener when it still has one, else a temporary one
 //! bound there for the moment) and accepts it.
 //!
-//! What cannot be carried: bytes still in an end's send queue (SIOCOUTQ; on
-//! loopback only while the peer's receive window is full) and shutdown states; a
-//! warning names them. Which end called connect(2) is told by the listener the
-//! other end shares its address with; without one, by which port is in the
-//! ephemeral range (a connection works the same either way round).
+//! Bytes an end wrote that the other had not received (its send queue, behind a
+//! full receive window) are read with TCP_REPAIR where the freeze has
+//! CAP_NET_ADMIN ([`super::tcp_sendq`]) and stored after the other end's received
+//! bytes, so they arrive in order; without it a warning counts them. Shutdown states
+//! (sk_shutdown, from sock_diag: [`super::inet_diag`]) are made again after the
+//! bytes: a shut send side's FIN follows them, giving both ends their FIN_WAIT /
+//! CLOSE_WAIT / TIME_WAIT / LAST_ACK states back. Which end called connect(2) is
+//! told by the listener the other end shares its address with; without one, by
+//! which port is in the ephemeral range (a connection works the same either way
+//! round).
 //!
 //! A client of the process's own listener whose connection was not accepted yet
 //! (its other end is in the listener's queue, with no fd) is connected again and
@@ -30,9 +35,9 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::sockets::{describe, peek, sockaddr_of, OPT_NODELAY};
+use super::sockets::{peek, sockaddr_of, OPT_NODELAY};
 use super::target::{bytes_readable, getsockopt_int, Target};
-use super::{sockstate, Class, Planned};
+use super::{inet_diag, sockstate, tcp_sendq, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::FdKind;
 
@@ -130,7 +135,7 @@ pub fn plan(tg: &Target, s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[
     let listener_of = |a: &[u8]| {
         socks.iter().find(|(_, _, o)| listening(o) && sockaddr_of(o, libc::getsockname).is_ok_and(|l| serves(&l, a))).map(|(fd, _, _)| *fd)
     };
-    let Some((_, peer_ino, _)) = socks.iter().find(|(_, i, o)| {
+    let Some((peer_fd, peer_ino, peer_sock)) = socks.iter().find(|(_, i, o)| {
         *i != ino
             && sockaddr_of(o, libc::getsockname).ok().as_deref() == Some(peer)
             && sockaddr_of(o, libc::getpeername).ok().as_deref() == Some(name)
@@ -150,22 +155,39 @@ pub fn plan(tg: &Target, s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[
     };
     let mut rec = Planned::new(f, FdKind::Socket);
     let n = bytes_readable(s).unwrap_or(0);
+    let mut blob = Vec::new();
     if n > 0 {
         match peek(s, n) {
-            Some(b) => rec.blob = Some(b),
+            Some(b) => blob = b,
             None => return Some(Class::Refuse(format!("the {n} bytes it had received cannot be read"))),
         }
     }
-    let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut outq) } == 0 && outq > 0 {
-        warnings.push(format!(
-            "fd {}: {outq} bytes it sent to {} were not yet taken by it (its send queue) and are not restored",
-            f.fd,
-            describe(peer)
-        ));
+    // What the other end wrote and this one has not received yet arrives after.
+    if tcp_sendq::queued(peer_sock) > 0 {
+        match tcp_sendq::in_transit(peer_sock, s) {
+            Ok(tail) => blob.extend_from_slice(&tail),
+            Err(e) => {
+                let unsent = tcp_sendq::unsent(peer_sock);
+                if unsent > 0 {
+                    warnings.push(format!(
+                        "fd {peer_fd}: {unsent} bytes it wrote to fd {} were not yet sent (its send queue, behind a full window) and are not restored: reading them needs TCP_REPAIR ({e})",
+                        f.fd
+                    ));
+                }
+            }
+        }
     }
-    match sockstate::capture(s, f.fd, (family, libc::SOCK_STREAM, libc::IPPROTO_TCP), 0) {
+    if !blob.is_empty() {
+        rec.blob = Some(blob);
+    }
+    // A receive side shut by the other end's FIN (tcp_fin()) is shut again by
+    // replaying that end's shutdown(SHUT_WR).
+    let shut = |ino| inet_diag::tcp_shutdown(family, ino).ok().flatten().unwrap_or(0);
+    let mut shutdown = shut(ino);
+    if shut(*peer_ino) & ckpt_format::SHUT_SEND as u8 != 0 {
+        shutdown &= !(ckpt_format::SHUT_RCV as u8);
+    }
+    match sockstate::capture(s, f.fd, (family, libc::SOCK_STREAM, libc::IPPROTO_TCP), shutdown) {
         Ok(st) => rec.sock = st,
         Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
     }
@@ -176,8 +198,27 @@ pub fn plan(tg: &Target, s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[
     if getsockopt_int(s, libc::SOL_SOCKET, libc::SO_KEEPALIVE).unwrap_or(0) != 0 {
         opts |= super::sockets::OPT_KEEPALIVE;
     }
+    if let Ok(d) = s.try_clone() {
+        tg.keep_tcp_end(d);
+    }
     rec.offset = listener.map_or(NO_LISTENER, |l| l as u64);
     rec.path = name.to_vec();
     rec.aux = [family as u64, libc::SOCK_STREAM as u64, role, ino.min(*peer_ino), opts, libc::IPPROTO_TCP as u64];
     Some(Class::Plan(rec))
 }
+
+/// Make the original's ends of the connections the resume makes anew close with a
+/// reset (SO_LINGER on with a zero timeout: tcp_close() then sends RST, tcp(7)),
+/// called just before the original is killed; the ends close when `ends` (our
+/// duplicates, the last references once the process is gone) is dropped. An
+/// orderly close would leave the addresses in TIME_WAIT for a minute, where a
+/// bind(2) of the same address fails with EADDRINUSE even with SO_REUSEADDR (the
+/// original set none), so the resume could not make the connection again.
+pub fn end_with_reset(ends: &[OwnedFd]) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    for s in ends {
+        // SAFETY: l is a readable struct linger for the call.
+        unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as libc::socklen_t) };
+    }
+}
+

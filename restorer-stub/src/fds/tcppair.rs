@@ -2,7 +2,8 @@
 //! addresses (record layout and why: generator/src/fdplan/tcppair.rs): the
 //! connecting end is bound to its address and connected to the other's, through the
 //! process's listener or a temporary one bound there for the moment, and accepted;
-//! then each end's received bytes are sent again through the other end.
+//! then each end's received bytes are sent again through the other end, and each
+//! end's shutdown(2) is made again.
 
 use super::{build, check, data, errno, fail, head, set_status, sockets, sockstate, to_temps2, Cx};
 use crate::out::Step;
@@ -93,12 +94,23 @@ pub fn connection(cx: &Cx, i: usize) {
         build(cx, li);
         cx.temp(li)
     });
+    // Buffer sizes before the handshake, which picks the window scale from them
+    // (tcp_select_initial_window()): set only afterwards, a small receive buffer
+    // under a large scale leaves the window shut for long stretches. The accepted
+    // end takes the temporary listener's (sk_clone_lock()).
+    let early = |r: &Fd, x: usize| {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::options(r, x, st);
+        }
+    };
     let l = listener.unwrap_or_else(|| {
         let l = bound(sf, saddr);
+        early(sf, l);
         check(sf, "listen", sys::listen(l, 1));
         l
     });
     let c = bound(cf, caddr);
+    early(cf, c);
     loop {
         match sys::connect(c, saddr) {
             Ok(_) => break,
@@ -125,6 +137,13 @@ pub fn connection(cx: &Cx, i: usize) {
     for (r, theirs) in [(cf, a), (sf, c)] {
         if r.data_len != 0 {
             data::copy_to(cx, r, theirs);
+        }
+    }
+    // After the bytes: a shut send side sends its FIN behind them (tcp_shutdown()),
+    // which shuts the other end's receive side as the first FIN did.
+    for (r, x) in [(cf, c), (sf, a)] {
+        if let Some(st) = sockstate::of(cx.t, r.fd) {
+            sockstate::shutdown(r, x, st);
         }
     }
     set_status(cf, c);
