@@ -41,6 +41,7 @@ mod locks;
 mod objects;
 mod pipes;
 mod pty;
+mod ptyqueue;
 mod sockets;
 mod sockqueue;
 mod sockstate;

@@ -6,8 +6,11 @@
 //! so the slave is never opened here (opening and closing it would hang up a
 //! master whose slave was never opened).
 //!
-//! A terminal's queues cannot be read without taking them (no peek on a tty):
-//! bytes waiting in either direction are not restored, and a warning counts them.
+//! Bytes the terminal wrote that the master has not read yet come back in order
+//! ([`ptyqueue`], after the settings in the record's data). Bytes typed into the
+//! terminal and not yet read by its slave side cannot be taken without running
+//! them through the line discipline again (echo, signals, line editing): they are
+//! not restored, and a warning counts them.
 //! A slave whose master is outside the process is a path like any other (or the
 //! controlling terminal, [`super::files`]).
 
@@ -15,7 +18,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::target::{bytes_readable, Target};
-use super::{Class, Planned};
+use super::{ptyqueue, Class, Planned};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::{FdKind, PTY_MASTER, PTY_SLAVE};
 
@@ -74,13 +77,19 @@ pub fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<Stri
         if !ok {
             return Some(Class::Refuse(format!("its terminal settings cannot be read: {}", std::io::Error::last_os_error())));
         }
-        let out = bytes_readable(&m).unwrap_or(0);
-        if out > 0 {
-            warnings.push(format!("fd {}: {out} bytes the terminal /dev/pts/{index} wrote, not yet read, are not restored", f.fd));
-        }
         let mut blob = t.to_vec();
         for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
             blob.extend_from_slice(&v.to_ne_bytes());
+        }
+        // Output not read yet follows the settings ([`ptyqueue`]).
+        let out = bytes_readable(&m).unwrap_or(0);
+        if out > 0 && pkt != 0 {
+            warnings.push(format!("fd {}: {out} bytes the terminal /dev/pts/{index} wrote, not yet read, are not restored (packet mode)", f.fd));
+        } else if out > 0 {
+            match ptyqueue::peek_output(&m, out, &t) {
+                Ok(b) => blob.extend_from_slice(&b),
+                Err(e) => warnings.push(format!("fd {}: the {out} bytes the terminal /dev/pts/{index} wrote, not yet read, are not restored: {e}", f.fd)),
+            }
         }
         rec.blob = Some(blob);
         rec.aux = [PTY_MASTER, index as u64, (pkt != 0) as u64, 0, 0, 0];

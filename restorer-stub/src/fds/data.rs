@@ -51,6 +51,11 @@ fn check_crc(f: &Fd, crc: u32) {
 
 /// Write record `f`'s data to `out` (whose offset moves to the end of it).
 pub fn copy_to(cx: &Cx, f: &Fd, out: usize) {
+    copy_tail(cx, f, 0, out);
+}
+
+/// Write record `f`'s data from byte `skip` on to `out`; the checksum covers all.
+pub fn copy_tail(cx: &Cx, f: &Fd, skip: u64, out: usize) {
     let mut buf = [0u8; CHUNK];
     let mut crc = 0;
     let mut pos = 0u64;
@@ -58,10 +63,21 @@ pub fn copy_to(cx: &Cx, f: &Fd, out: usize) {
         let n = (f.data_len - pos).min(CHUNK as u64) as usize;
         read_image(cx, f, &mut buf[..n], f.data_off + pos);
         crc = update(crc, &buf[..n], cx.ctx.hw_crc);
-        write_all(f, out, &buf[..n]);
+        let from = skip.saturating_sub(pos).min(n as u64) as usize;
+        write_all(f, out, &buf[from..n]);
         pos += n as u64;
     }
     check_crc(f, crc);
+}
+
+/// Read the first `buf.len()` bytes of record `f`'s data (checked by the copy
+/// that reads it all, [`copy_tail`]).
+pub fn read_head<'b>(cx: &Cx, f: &Fd, buf: &'b mut [u8]) -> &'b [u8] {
+    if f.data_len < buf.len() as u64 {
+        fail(f, "stored data shorter than expected", 0);
+    }
+    read_image(cx, f, buf, f.data_off);
+    buf
 }
 
 /// Read record `f`'s (small) data into `buf`; returns its length.

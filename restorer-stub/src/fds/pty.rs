@@ -3,7 +3,9 @@
 //! masters below it are opened and closed again), else another with a warning; the
 //! saved termios, window size and packet mode set through the master (they act on
 //! the slave's terminal); each slave opened from the master with TIOCGPTPEER
-//! (Linux 4.13), never by path. Record layout: the format's `FdKind::Pty`.
+//! (Linux 4.13), never by path; the output the master had not read is written
+//! again through a slave before the settings are put back. Record layout: the
+//! format's `FdKind::Pty`.
 
 use super::{check, data, fail, set_status, to_temp, Cx};
 use crate::out::Line;
@@ -53,6 +55,27 @@ fn master_at(f: &ckpt_format::Fd, want: u32) -> (usize, u32) {
     (m, n)
 }
 
+/// The record's data: termios2 (44 bytes) and winsize (8), then the output the
+/// master had not read.
+const SETTINGS: usize = 52;
+const OPOST: u32 = 1;
+
+/// The output the master had not read, written again through a slave of the new
+/// pair with output processing off (it had been through it already), so the
+/// master reads it first. The slave fd is closed again: the process's own slave
+/// fds are opened afresh, which undoes the "other side closed" mark
+/// (TTY_OTHER_CLOSED, pty_open()).
+fn output(cx: &Cx, f: &ckpt_format::Fd, m: usize, settings: &[u8]) {
+    let mut raw = [0u8; 44];
+    raw.copy_from_slice(&settings[..44]);
+    let oflag = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]) & !OPOST;
+    raw[4..8].copy_from_slice(&oflag.to_ne_bytes());
+    check(f, "TCSETS2", sys::ioctl_set(m, TCSETS2, &raw));
+    let s = check(f, "TIOCGPTPEER", sys::ioctl_val(m, TIOCGPTPEER, sys::O_RDWR as usize | sys::O_NOCTTY as usize | sys::O_CLOEXEC));
+    data::copy_tail(cx, f, SETTINGS as u64, s);
+    let _ = sys::close(s);
+}
+
 pub fn pty(cx: &Cx, i: usize) {
     let f = &cx.t.fds[i];
     if f.aux[0] == PTY_SLAVE {
@@ -68,10 +91,13 @@ pub fn pty(cx: &Cx, i: usize) {
         return;
     }
     let (m, _) = master_at(f, f.aux[1] as u32);
-    let mut b = [0u8; 52];
-    let saved = data::read_small(cx, f, &mut b);
-    if saved.len() != 52 {
-        fail(f, "its terminal settings are not 52 bytes", 0);
+    let mut b = [0u8; SETTINGS];
+    let saved = data::read_head(cx, f, &mut b);
+    if f.data_len > SETTINGS as u64 {
+        output(cx, f, m, saved);
+    } else {
+        // The whole data is the settings: checked here.
+        data::read_small(cx, f, &mut b);
     }
     check(f, "TCSETS2", sys::ioctl_set(m, TCSETS2, &b[..44]));
     check(f, "TIOCSWINSZ", sys::ioctl_set(m, TIOCSWINSZ, &b[44..52]));
