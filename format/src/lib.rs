@@ -36,6 +36,7 @@ pub mod crc32c;
 mod kernel;
 mod process;
 mod records;
+mod tree;
 mod validate;
 #[cfg(test)] mod tests;
 /// The image writer. Not part of the library: it needs an allocator and the stub,
@@ -47,6 +48,7 @@ pub mod write;
 pub use kernel::*;
 pub use process::*;
 pub use records::*;
+pub use tree::*;
 pub use validate::*;
 
 /// First bytes of every image. Deliberately not `\x7fELF`, so binfmt_misc can tell a

@@ -43,14 +43,28 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// The processes of a tree (`ckpt freeze --tree`), one [`crate::TreeProc`] each,
+    /// parents before their children; the first is the root this image restores.
+    TreeProcs = 19,
+    /// Kernel objects the processes of a tree share, one [`crate::TreeObject`] each:
+    /// created once by the root before it forks, inherited by the others.
+    TreeObjects = 20,
+    /// The bytes the tree objects carry (a pipe's buffered bytes), one after another.
+    TreeData = 21,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
-/// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 18;
+/// Number of section kinds this version knows (their numbers need not be dense:
+/// a slot no kind has must be empty).
+pub const KNOWN_SECTIONS: usize = 21;
 
 impl SectionKind {
+    /// The kind stored in section slot `slot`, if this version knows one there.
+    pub fn from_slot(slot: usize) -> Option<SectionKind> {
+        SectionKind::ALL.iter().copied().find(|k| *k as usize == slot)
+    }
+
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
         SectionKind::Threads,
         SectionKind::Vmas,
@@ -70,6 +84,9 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::TreeProcs,
+        SectionKind::TreeObjects,
+        SectionKind::TreeData,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -92,6 +109,9 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
+            SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
+            SectionKind::TreeData => crate::MAX_TREE_DATA,
         }
     }
 
@@ -113,6 +133,9 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
+            SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
+            SectionKind::TreeData => 1,
         }
     }
 
@@ -136,6 +159,9 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::TreeProcs => "tree processes",
+            SectionKind::TreeObjects => "tree objects",
+            SectionKind::TreeData => "tree data",
         }
     }
 }
@@ -565,6 +591,11 @@ pub enum FdKind {
     /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
     /// struct termios2 (44 bytes) and struct winsize (8 bytes).
     Pty = 14,
+    /// An object of the tree that another process of it shares (a pipe between
+    /// the processes of a pipeline): `aux[0]` is the number of the fd the root
+    /// created it at, before it forked (tree.rs); this process duplicates that fd
+    /// and closes the tree's fds before it continues.
+    Tree = 15,
 }
 
 /// `Fd::aux[0]` of an `FdKind::Pty` record: the master (/dev/ptmx).
@@ -609,6 +640,7 @@ impl FdKind {
             12 => FdKind::Disconnected,
             13 => FdKind::DeletedDir,
             14 => FdKind::Pty,
+            15 => FdKind::Tree,
             _ => return None,
         })
     }
@@ -629,6 +661,7 @@ impl FdKind {
             FdKind::Disconnected => "disconnected",
             FdKind::DeletedDir => "deleted directory",
             FdKind::Pty => "pty",
+            FdKind::Tree => "shared with the tree",
         }
     }
 }
@@ -786,6 +819,10 @@ unsafe impl Pod for FileObject {}
 unsafe impl Pod for Extent {}
 // SAFETY: as above.
 unsafe impl Pod for crate::KernelState {}
+// SAFETY: as above.
+unsafe impl Pod for crate::TreeProc {}
+// SAFETY: as above.
+unsafe impl Pod for crate::TreeObject {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

@@ -34,6 +34,8 @@ pub enum FormatError {
     BadExtent { index: u32, what: &'static str },
     BadSocket { index: u32, what: &'static str },
     BadKernel { what: &'static str },
+    BadTree { index: u32, what: &'static str },
+    BadTreeObject { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -58,6 +60,8 @@ impl FormatError {
             | FormatError::BadExtent { what, .. }
             | FormatError::BadSocket { what, .. }
             | FormatError::BadKernel { what }
+            | FormatError::BadTree { what, .. }
+            | FormatError::BadTreeObject { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -76,7 +80,9 @@ impl FormatError {
             | FormatError::BadLock { index, .. }
             | FormatError::BadFile { index, .. }
             | FormatError::BadExtent { index, .. }
-            | FormatError::BadSocket { index, .. } => Some(index as u64),
+            | FormatError::BadSocket { index, .. }
+            | FormatError::BadTree { index, .. }
+            | FormatError::BadTreeObject { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -158,13 +164,12 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
     }
     for (i, s) in h.sections.iter().enumerate() {
         let slot = i as u32;
-        if i >= KNOWN_SECTIONS {
+        let Some(kind) = SectionKind::from_slot(i) else {
             if *s != Section::default() {
                 return Err(FormatError::BadSection { section: slot, what: "unknown section kind" });
             }
             continue;
-        }
-        let kind = SectionKind::ALL[i];
+        };
         if s.size == 0 {
             if s.count != 0 {
                 return Err(FormatError::BadSection { section: slot, what: "empty section with records" });
@@ -196,7 +201,7 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
 pub fn tables_span(h: &Header) -> (u64, u64) {
     let mut lo = u64::MAX;
     let mut hi = 0;
-    for s in h.sections.iter().take(KNOWN_SECTIONS).filter(|s| s.size != 0) {
+    for s in h.sections.iter().filter(|s| s.size != 0) {
         lo = lo.min(s.offset);
         hi = hi.max(s.offset + s.size);
     }
@@ -231,6 +236,10 @@ pub struct Tables<'a> {
     pub sockets: &'a [crate::SocketState],
     /// The freezing kernel's clocks and limits; None in images written without them.
     pub kernel: Option<&'a crate::KernelState>,
+    /// The processes of a tree, the root first; empty for a single process.
+    pub tree_procs: &'a [crate::TreeProc],
+    pub tree_objects: &'a [crate::TreeObject],
+    pub tree_data: &'a [u8],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -301,10 +310,13 @@ impl<'a> Tables<'a> {
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
+        let tree_procs = records(section_bytes(h, buf, lo, SectionKind::TreeProcs, hw)?, SectionKind::TreeProcs)?;
+        let tree_objects = records(section_bytes(h, buf, lo, SectionKind::TreeObjects, hw)?, SectionKind::TreeObjects)?;
+        let tree_data = section_bytes(h, buf, lo, SectionKind::TreeData, hw)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets, kernel: kernel.first(),
+            locks, files, extents, sockets, kernel: kernel.first(), tree_procs, tree_objects, tree_data,
         };
         t.check(h)?;
         Ok(t)
@@ -321,7 +333,8 @@ impl<'a> Tables<'a> {
         self.check_locks()?;
         self.check_sockets()?;
         self.check_process()?;
-        self.check_kernel()
+        self.check_kernel()?;
+        self.check_tree()
     }
 
     fn check_kernel(&self) -> Result<(), FormatError> {
@@ -606,6 +619,9 @@ impl<'a> Tables<'a> {
                 }
                 Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
                 Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Tree) if f.aux[0] < 3 || f.aux[0] >= 1 << 20 || f.data_len != 0 => {
+                    return bad("tree fd naming no slot, or with data of its own")
+                }
                 Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
                     let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
                     if !self.fds.iter().any(master) {

@@ -37,6 +37,7 @@ mod sys;
 mod thread;
 mod threads;
 mod timens;
+mod tree;
 mod unlinked;
 mod vdso;
 
@@ -72,9 +73,11 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let mut ctx = ctx::Ctx::zeroed();
     ctx.hw_crc = ckpt_format::crc32c::have_hw();
     ctx.same_pid = !st.env_is(b"CKPT_SAME_PID", b"0");
+    tree::member_of(&st, &mut ctx);
     image::open(&st, &mut ctx);
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
+    tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
     ctx.cur = selfmaps::read_specials();
     ctx.timens = probe::check(&ctx, &t).timens.unwrap_or([0, 0]);
@@ -92,6 +95,9 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
+    // The root of a tree: the shared objects, and every other process forked at
+    // its pid (each restores itself from its own image).
+    tree::fork_all(ctx, &t);
     // In the process that becomes the target, before its timers and threads exist.
     timens::enter(ctx);
     // Deleted files and memfds before the VMAs that map them; their owner, mode
@@ -108,6 +114,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     if t.threads[0].flags & ckpt_format::THREAD_EXITED == 0 {
         thread::restore(&t.threads[0], false);
     }
+    // Every process of a tree is restored before any continues.
+    tree::release_together(ctx, &t);
     procstate::requeue_signals(&t);
     procstate::seccomp(&t);
     threads::release_and_leave(ctx, &t)

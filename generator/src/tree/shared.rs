@@ -1,0 +1,157 @@
+//! The kernel objects the processes of a tree share, and what each process's own
+//! image says about them.
+//!
+//! Pipes between processes of the tree become tree objects: created once by the
+//! root before it forks, with their buffered bytes, at the tree's "slots" (fd
+//! numbers above anything a process uses at resume); each fd of one becomes an
+//! `FdKind::Tree` record naming its slot. A pipe on the root's stdio (fds 0-2) is
+//! the resumer's: the processes that inherited it keep the resumer's fd there.
+//! Objects shared with the tree that it cannot recreate shared are refused by
+//! name (eventfd and epoll instances, sockets, shared memory), so nothing loses
+//! its sharing silently.
+
+use super::walk::Member;
+use crate::fdplan;
+use crate::proc::fds::{FdInfo, FdTarget};
+use anyhow::{bail, Result};
+use ckpt_format::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The tree's shared objects and each member's fds of them.
+pub struct Shared {
+    pub objects: Vec<TreeObject>,
+    pub data: Vec<u8>,
+    /// Per member (tree order): its `FdKind::Tree` records.
+    pub extra: Vec<Vec<Fd>>,
+    pub slot_base: u32,
+    pub nslots: u32,
+}
+
+/// Members holding each object named by `key`.
+fn holders<K: Ord + Copy>(fds: &[Vec<FdInfo>], key: impl Fn(&FdInfo) -> Option<K>) -> BTreeMap<K, BTreeSet<usize>> {
+    let mut m: BTreeMap<K, BTreeSet<usize>> = BTreeMap::new();
+    for (i, list) in fds.iter().enumerate() {
+        for f in list {
+            if let Some(k) = key(f) {
+                m.entry(k).or_default().insert(i);
+            }
+        }
+    }
+    m
+}
+
+/// `fds[i]`: the fds of member `i` (empty for a zombie); `shm[i]`: the inodes of
+/// its shared mappings of memory with no file (shared anonymous memory, memfds,
+/// deleted files); `nobj[i]`: its mappings of such memory, shared or not (the
+/// restorer parks each file at an fd number of its own).
+pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[usize]) -> Result<Shared> {
+    refuse_shared(members, fds, shm)?;
+    let root_stdio: BTreeSet<u64> = fds[0]
+        .iter()
+        .filter(|f| f.fd <= 2)
+        .filter_map(|f| if let FdTarget::Pipe(ino) = f.target { Some(ino) } else { None })
+        .collect();
+    let pipes = holders(fds, |f| match f.target {
+        FdTarget::Pipe(ino) if !root_stdio.contains(&ino) => Some(ino),
+        _ => None,
+    });
+    let tree_pipes: Vec<u64> = pipes.iter().filter(|(_, m)| m.len() > 1).map(|(ino, _)| *ino).collect();
+
+    // Above every fd, temporary fd and parked file of every process at resume.
+    let slot_base = fds
+        .iter()
+        .zip(nobj)
+        .map(|(l, n)| l.iter().map(|f| f.fd).max().unwrap_or(2) as u64 + 2 * l.len() as u64 + *n as u64 + 64)
+        .max()
+        .unwrap_or(64) as u32;
+    let mut objects = Vec::new();
+    let mut data = Vec::new();
+    let mut extra: Vec<Vec<Fd>> = vec![Vec::new(); members.len()];
+    let mut slot = slot_base + TREE_CONTROL_SLOTS;
+    for ino in tree_pipes {
+        let ends: Vec<(usize, &FdInfo)> = fds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.iter().filter(move |f| f.target == FdTarget::Pipe(ino)).map(move |f| (i, f)))
+            .collect();
+        if let Some((i, f)) = ends.iter().find(|(_, f)| f.access_mode() == libc::O_RDWR as u32) {
+            bail!("pid {} fd {} ({}): a pipe opened read-write, shared in the tree, cannot be recreated", members[*i].pid, f.fd, f.link);
+        }
+        let reader = ends.iter().find(|(i, f)| f.access_mode() == libc::O_RDONLY as u32 && members[*i].group.is_some());
+        let (bytes, capacity) = match reader {
+            Some((i, f)) => {
+                let g = members[*i].group.as_ref().expect("a live member");
+                fdplan::pipe_bytes(g.reader(), f.fd).map_err(|e| {
+                    anyhow::anyhow!("pid {} fd {} ({}): its buffered bytes cannot be read: {e}", members[*i].pid, f.fd, f.link)
+                })?
+            }
+            None => (Vec::new(), 0),
+        };
+        let nonblock = |mode: i32| ends.iter().any(|(_, f)| f.access_mode() == mode as u32 && f.flags & libc::O_NONBLOCK as u32 != 0);
+        let flags = (nonblock(libc::O_RDONLY) as u32 * TREE_PIPE_READ_NONBLOCK) | (nonblock(libc::O_WRONLY) as u32 * TREE_PIPE_WRITE_NONBLOCK);
+        objects.push(TreeObject {
+            kind: TREE_OBJ_PIPE,
+            creator: members[0].pid as u32,
+            slot,
+            flags,
+            capacity,
+            ino,
+            data_off: data.len() as u64,
+            data_len: bytes.len() as u64,
+        });
+        data.extend_from_slice(&bytes);
+        for (i, f) in ends {
+            let write = f.access_mode() == libc::O_WRONLY as u32;
+            let mut aux = [0u64; 6];
+            aux[0] = (slot + write as u32) as u64;
+            aux[1] = ino;
+            extra[i].push(Fd {
+                fd: f.fd,
+                kind: FdKind::Tree as u32,
+                flags: f.flags & !(libc::O_CLOEXEC as u32),
+                cloexec: f.cloexec() as u32,
+                aux,
+                ..Default::default()
+            });
+        }
+        slot += tree_object_slots(TREE_OBJ_PIPE);
+    }
+    if objects.len() > MAX_TREE_OBJECTS as usize || data.len() as u64 > MAX_TREE_DATA {
+        bail!("the tree shares {} pipes holding {} bytes, more than the format's {MAX_TREE_OBJECTS} / {MAX_TREE_DATA}", objects.len(), data.len());
+    }
+    Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base })
+}
+
+/// Objects several processes share that the resume cannot share again yet: each
+/// process would get its own copy, so the freeze refuses, naming them.
+fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>]) -> Result<()> {
+    let mut problems = Vec::new();
+    let anon = holders(fds, |f| match &f.target {
+        FdTarget::AnonInode(k) if k == "[eventfd]" || k == "[eventpoll]" => Some(f.ino),
+        _ => None,
+    });
+    let sockets = holders(fds, |f| if let FdTarget::Socket(ino) = f.target { Some(ino) } else { None });
+    let name = |set: &BTreeSet<usize>| set.iter().map(|&i| members[i].pid.to_string()).collect::<Vec<_>>().join(", ");
+    for (ino, set) in anon.iter().filter(|(_, s)| s.len() > 1) {
+        problems.push(format!("an eventfd or epoll instance (inode {ino}) is shared by pids {}", name(set)));
+    }
+    for (ino, set) in sockets.iter().filter(|(_, s)| s.len() > 1) {
+        problems.push(format!("socket:[{ino}] is shared by pids {}", name(set)));
+    }
+    let mut mem: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    for (i, inos) in shm.iter().enumerate() {
+        for ino in inos {
+            mem.entry(*ino).or_default().insert(i);
+        }
+    }
+    for (ino, set) in mem.iter().filter(|(_, s)| s.len() > 1) {
+        problems.push(format!("shared memory (inode {ino}) is mapped by pids {}", name(set)));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the processes of the tree share objects a resume cannot share again yet: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
