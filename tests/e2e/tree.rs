@@ -1,0 +1,216 @@
+//! Process trees (`ckpt freeze --tree`): a process frozen with every descendant and
+//! resumed as the same tree — PIDs, parents, zombies, pipes between its processes
+//! with their buffered bytes — as root and as an ordinary user (inside the PID
+//! namespace the resume makes); objects it cannot share again are refused by
+//! name; one process failing at resume fails the whole tree (exit 117).
+//!
+//! Each test prints its freeze and resume times (`--nocapture` shows them).
+
+use crate::util::*;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Exit code of a resume whose tree failed (restorer-stub out.rs Step::Tree).
+const EXIT_TREE: i32 = 117;
+
+/// The PIDs of the children a tree_basic fixture printed ("children Z W").
+fn children_of(p: &Proc) -> Vec<i32> {
+    let line = p.wait_line_starting("children ", READY_TIMEOUT);
+    line["children ".len()..].split_whitespace().map(|s| s.parse().expect("a pid")).collect()
+}
+
+/// `ckpt freeze --tree` of `pid` as the caller, checked; returns how long it took.
+fn freeze_tree(pid: i32, img: &Path) -> Duration {
+    let t = Instant::now();
+    freeze_ok(pid, img, &["--tree"]);
+    t.elapsed()
+}
+
+fn report(what: &str, freeze: Duration, resume: Duration) {
+    eprintln!("tree {what}: freeze {:.1} ms, resume to the end {:.1} ms", freeze.as_secs_f64() * 1e3, resume.as_secs_f64() * 1e3);
+}
+
+/// A parent with a zombie child and a child writing into a pipe to it: after the
+/// resume the pipe carries the bytes buffered at the freeze and the ones written
+/// after, once each; the zombie is reaped with its status; PIDs are the same.
+#[test]
+fn zombie_and_pipe() {
+    let dir = TestDir::new("tree_basic");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_basic");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("zombie_and_pipe", tf, t.elapsed());
+}
+
+/// The same as user nobody: the tree resumes inside a new PID namespace, where
+/// every process gets its PID back.
+#[test]
+fn zombie_and_pipe_as_nobody() {
+    if !is_root() {
+        eprintln!("zombie_and_pipe_as_nobody: skipped (needs root to switch to nobody)");
+        return;
+    }
+    let dir = OpenDir::new("tree_basic-nobody");
+    let base = dir.path.clone();
+    let fx = base.join("tree_basic");
+    fs::copy(fixture("tree_basic", false), &fx).unwrap();
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).arg(base.join("gate")).label("tree_basic").spawn();
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let t = Instant::now();
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
+    let tf = t.elapsed();
+    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
+    open_gate(&base.join("gate"));
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("zombie_and_pipe_as_nobody", tf, t.elapsed());
+}
+
+/// Shared anonymous memory across fork cannot be made one object again yet: the
+/// freeze refuses, naming it and the pids, writes nothing, and the tree runs on.
+#[test]
+fn shared_memory_across_fork_is_refused() {
+    let dir = TestDir::new("tree_shm");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "shm"]);
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = dir.image("tree_shm");
+    let o = freeze(orig.pid(), &img, &["--tree"]);
+    let err = assert_freeze_error(&o);
+    assert!(err.contains("shared memory") && err.contains(&orig.pid().to_string()), "the refusal names the memory and the pids: {err}");
+    assert!(!img.exists(), "a refused freeze left {}", img.display());
+    orig.assert_running();
+    open_gate(&gate);
+    let fin = orig.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+}
+
+/// A process of the tree that cannot be restored (a file it had open is gone)
+/// fails the whole resume: exit 117 naming its pid, and no process of the tree
+/// is left behind.
+#[test]
+fn one_failing_process_fails_the_tree() {
+    let dir = TestDir::new("tree_fail");
+    let gate = dir.gate();
+    let kept = dir.join("kept-open");
+    fs::write(&kept, b"x").unwrap();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "file", kept.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_fail");
+    freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    fs::remove_file(&kept).unwrap();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    assert_eq!(fin.status.code(), Some(EXIT_TREE), "{fin}");
+    let writer = kids[1];
+    assert!(fin.stderr.contains(&format!("pid {writer}")) && fin.stderr.contains("restore process tree failed"), "{}", fin.stderr);
+    assert!(fin.stderr.contains("kept-open"), "the writer's own failure names the file: {}", fin.stderr);
+    for k in &kids {
+        wait_state(*k, |s| s.is_none() || s == Some('Z'), REAP_TIMEOUT);
+    }
+}
+
+/// Lines a shell pipeline's consumer wrote, read until it has at least `n`.
+fn wait_lines(path: &Path, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while fs::read_to_string(path).map_or(0, |s| s.lines().count()) < n {
+        assert!(Instant::now() < deadline, "{} never reached {n} lines", path.display());
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A bash script running `producer | filter | consumer`, frozen mid-stream and
+/// resumed: the consumer's file ends as an uninterrupted run's (every line once,
+/// in order).
+#[test]
+fn shell_pipeline_mid_stream() {
+    let dir = TestDir::new("tree_pipeline");
+    let script = dir.join("pipeline.sh");
+    let out = dir.join("out.txt");
+    const N: u64 = 300;
+    fs::write(
+        &script,
+        format!(
+            "i=1; while [ $i -le {N} ]; do echo $i; i=$((i+1)); sleep 0.01; done \\\n\
+             | while read x; do echo $((x*x)); done \\\n\
+             | {{ s=0; while read y; do s=$((s+y)); echo $s; done; }} > \"$1\"\n\
+             echo done\n"
+        ),
+    )
+    .unwrap();
+    let mut orig = Launch::new("bash").arg(&script).arg(&out).label("pipeline").spawn();
+    wait_lines(&out, 30, READY_TIMEOUT);
+    let img = dir.image("pipeline");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let frozen_at = fs::read_to_string(&out).unwrap().lines().count();
+    assert!((frozen_at as u64) < N, "the pipeline ended before the freeze");
+    let t = Instant::now();
+    let fin = resume(&img);
+    fin.assert_success();
+    assert_eq!(fin.stdout, vec!["done".to_string()], "{fin}");
+    let want: Vec<String> = (1..=N).scan(0u64, |s, x| {
+        *s += x * x;
+        Some(s.to_string())
+    }).collect();
+    let got: Vec<String> = fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(got, want, "the consumer's output differs from an uninterrupted run's (frozen at line {frozen_at})");
+    report("shell_pipeline_mid_stream", tf, t.elapsed());
+}
+
+/// Without --tree a process with children is frozen alone, with a warning that
+/// names them and says how to take them.
+#[test]
+fn without_tree_the_children_are_named() {
+    let dir = TestDir::new("tree_warn");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = dir.image("tree_warn");
+    let o = freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&kids[1].to_string()) && err.contains("--tree"), "{err}");
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success();
+}
