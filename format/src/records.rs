@@ -731,7 +731,11 @@ pub const FILE_OWNER: u32 = 1 << 0;
 /// exec bits are cleared and sealed (F_SEAL_EXEC).
 pub const FILE_MFD_EXEC: u32 = 1 << 1;
 pub const FILE_MFD_NOEXEC_SEAL: u32 = 1 << 2;
-pub const FILE_KNOWN_FLAGS: u32 = (1 << 3) - 1;
+/// A file several processes of a tree share (tree.rs): the root made it before it
+/// forked and it waits at fd `tree_slot`; this process parks and maps that one
+/// instead of making its own (its content is the tree's, not filled again).
+pub const FILE_IN_TREE: u32 = 1 << 3;
+pub const FILE_KNOWN_FLAGS: u32 = (1 << 4) - 1;
 
 /// One file whose content is in the image, stored once however many fds and
 /// mappings use it: at resume it is made once and every fd and mapping uses that
@@ -765,7 +769,8 @@ pub struct FileObject {
     /// an earlier Deleted record; this one then has no extents of its own. 0 for
     /// a file's first name.
     pub same_as: u32,
-    pub _pad: u32,
+    /// With [`FILE_IN_TREE`]: the fd the root of the tree made it at; else 0.
+    pub tree_slot: u32,
 }
 
 /// One data range of a file: `len` bytes at file offset `offset`, stored at image

@@ -1712,10 +1712,21 @@ fn file_second_name_of_a_missing_or_other_file() {
     expect(
         &image_with(|p| {
             with_second_name(p, 1, 0);
-            p.files[2]._pad = 1;
+            p.files[2].tree_slot = 1;
         }),
-        BO(2, what),
+        BO(2, "a tree slot on a file the tree does not make"),
     );
+}
+
+#[test]
+fn file_of_the_tree_needs_a_slot() {
+    let what = "a file of the tree without a slot, or another name of a file";
+    expect(&image_with(|p| p.files[O_SHMEM].flags |= FILE_IN_TREE), BO(O_SHMEM as u32, what));
+    let ok = image_with(|p| {
+        p.files[O_SHMEM].flags |= FILE_IN_TREE;
+        p.files[O_SHMEM].tree_slot = 600;
+    });
+    assert_eq!(validate(&ok), Ok(()));
 }
 
 #[test]

@@ -73,10 +73,16 @@ pub struct TreeObject {
 
 /// A pipe between processes of the tree.
 pub const TREE_OBJ_PIPE: u32 = 1;
+/// Memory several processes of the tree map or open (shared anonymous memory
+/// created before a fork, a memfd, a deleted file such as a POSIX semaphore's):
+/// one memfd of `capacity` bytes, its content from `data_off` (the rest a hole).
+/// Their images name it as a file with [`crate::FILE_IN_TREE`].
+pub const TREE_OBJ_MEMORY: u32 = 2;
 /// Fds a tree object of this kind takes in the slots.
 pub const fn tree_object_slots(kind: u32) -> u32 {
     match kind {
         TREE_OBJ_PIPE => 2,
+        TREE_OBJ_MEMORY => 1,
         _ => 0,
     }
 }
@@ -157,8 +163,13 @@ impl Tables<'_> {
             if o.creator != root.pid {
                 return bad("created by another process than the root");
             }
-            if o.flags & !(crate::TREE_PIPE_READ_NONBLOCK | crate::TREE_PIPE_WRITE_NONBLOCK) != 0 {
+            if o.flags & !(crate::TREE_PIPE_READ_NONBLOCK | crate::TREE_PIPE_WRITE_NONBLOCK) != 0
+                || (o.kind != TREE_OBJ_PIPE && o.flags != 0)
+            {
                 return bad("unknown pipe flags");
+            }
+            if o.kind == TREE_OBJ_MEMORY && (o.capacity == 0 || o.capacity > 1 << 62) {
+                return bad("memory of no size or beyond the largest file offset");
             }
             if o.data_off.checked_add(o.data_len).is_none_or(|e| e > self.tree_data.len() as u64) || o.data_len > o.capacity {
                 return bad("bytes outside the tree data or beyond the pipe's capacity");

@@ -728,9 +728,16 @@ impl<'a> Tables<'a> {
             if o.size > 1 << 62 {
                 return bad("size over the largest file offset");
             }
-            if o.same_as != 0 || o._pad != 0 {
+            if o.flags & crate::FILE_IN_TREE != 0 {
+                if o.tree_slot < 3 || o.tree_slot >= 1 << 20 || o.same_as != 0 {
+                    return bad("a file of the tree without a slot, or another name of a file");
+                }
+            } else if o.tree_slot != 0 {
+                return bad("a tree slot on a file the tree does not make");
+            }
+            if o.same_as != 0 {
                 let first = self.files[..i].get(o.same_as as usize - 1);
-                if o._pad != 0 || kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
+                if kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
                     return bad("another name of a file that is not an earlier deleted file");
                 }
                 if o.nextents != 0 {

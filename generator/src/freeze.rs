@@ -351,6 +351,28 @@ impl Captured {
     pub fn nvmas(&self) -> usize {
         self.vmas.len()
     }
+
+    /// Size and content (up to its last data byte; the rest is a hole) of the
+    /// image's file of inode `ino`, if it has one.
+    pub fn file_content(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        let f = self.parts.files.iter().find(|f| f.ino == ino && f.same_as == 0)?;
+        let range = f.first_extent as usize..(f.first_extent + f.nextents) as usize;
+        let exts = &self.parts.extents[range.clone()];
+        let end = exts.iter().map(|e| e.offset + e.len).max().unwrap_or(0);
+        let mut buf = vec![0u8; end as usize];
+        for (e, d) in exts.iter().zip(&self.extent_data[range]) {
+            buf[e.offset as usize..(e.offset + e.len) as usize].copy_from_slice(d);
+        }
+        Some((f.size, buf))
+    }
+
+    /// The image's file of inode `ino` is the tree's, made by the root at `slot`.
+    pub fn mark_tree_file(&mut self, ino: u64, slot: u32) {
+        for f in self.parts.files.iter_mut().filter(|f| f.ino == ino && f.same_as == 0) {
+            f.flags |= FILE_IN_TREE;
+            f.tree_slot = slot;
+        }
+    }
 }
 
 /// Freeze as `o` says; `stage` follows the work, so a failure can say where it

@@ -85,6 +85,16 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         });
     }
 
+    let mut objects = sh.objects.clone();
+    let mut data = sh.data.clone();
+    for &(ino, slot) in &sh.memory {
+        let files: Vec<(u64, Vec<u8>)> = caps.iter().flatten().filter_map(|c| c.file_content(ino)).collect();
+        objects.push(shared::memory_object(o.pid, ino, slot, &files, &mut data)?);
+        for c in caps.iter_mut().flatten() {
+            c.mark_tree_file(ino, slot);
+        }
+    }
+
     stage.set(Stage::Write);
     let mut procs = Vec::new();
     let mut images: Vec<(u64, File)> = Vec::new();
@@ -120,8 +130,8 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     }
     let root = caps[0].as_mut().expect("the root is alive");
     root.parts.tree_procs = procs;
-    root.parts.tree_objects = sh.objects.clone();
-    root.parts.tree_data = sh.data.clone();
+    root.parts.tree_objects = objects;
+    root.parts.tree_data = data;
     let g0 = members[0].group.as_ref().expect("the root is alive");
     let (st, root_len, root_image) =
         root.write(Sink::File(&out.file), g0, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?;

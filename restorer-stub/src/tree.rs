@@ -20,7 +20,7 @@ use crate::out::{self, Line, Step};
 use crate::pid;
 use crate::startup::Startup;
 use crate::sys::{self, call};
-use ckpt_format::{Tables, TreeProc, TREE_OBJ_PIPE, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ZOMBIE};
+use ckpt_format::{Tables, TreeObject, TreeProc, TREE_OBJ_MEMORY, TREE_OBJ_PIPE, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ZOMBIE};
 
 const SYS_EXECVE: usize = 59;
 const SYS_SETPGID: usize = 109;
@@ -125,6 +125,19 @@ fn make_pipe(slot: usize, root: u32, capacity: u64, flags: u32) -> [usize; 2] {
     [slot, slot + 1]
 }
 
+/// One memfd for memory the processes share, its content written once.
+fn make_memory(t: &Tables, o: &TreeObject, root: u32) {
+    let fd = sys::memfd_create(b"ckpt-tree\0", 0).unwrap_or_else(|e| fail(root, "memfd_create for shared memory", e));
+    if let Err(e) = sys::ftruncate(fd, o.capacity) {
+        fail(root, "ftruncate of shared memory", e);
+    }
+    let data = &t.tree_data[o.data_off as usize..(o.data_off + o.data_len) as usize];
+    if let Err(e) = sys::pwrite_all(fd, data, 0) {
+        fail(root, "writing shared memory", e);
+    }
+    park(fd, o.slot as usize, root);
+}
+
 /// In the root: the slots' objects, then every other process of the tree.
 /// Returns in the root only.
 pub fn fork_all(ctx: &Ctx, t: &Tables) {
@@ -139,6 +152,9 @@ pub fn fork_all(ctx: &Ctx, t: &Tables) {
     make_pipe(base + READY_R, root.pid, 0, 0);
     make_pipe(base + GO_R, root.pid, 0, 0);
     for o in t.tree_objects {
+        if o.kind == TREE_OBJ_MEMORY {
+            make_memory(t, o, root.pid);
+        }
         if o.kind == TREE_OBJ_PIPE {
             let [_, w] = make_pipe(o.slot as usize, root.pid, o.capacity, 0);
             let data = &t.tree_data[o.data_off as usize..(o.data_off + o.data_len) as usize];

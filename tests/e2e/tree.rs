@@ -93,22 +93,46 @@ fn zombie_and_pipe_as_nobody() {
     report("zombie_and_pipe_as_nobody", tf, t.elapsed());
 }
 
-/// Shared anonymous memory across fork cannot be made one object again yet: the
-/// freeze refuses, naming it and the pids, writes nothing, and the tree runs on.
+/// Shared anonymous memory made before the fork is one object again: the child's
+/// write after the resume is read by the parent.
 #[test]
-fn shared_memory_across_fork_is_refused() {
+fn shared_memory_across_fork() {
     let dir = TestDir::new("tree_shm");
     let gate = dir.gate();
     let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "shm"]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_shm");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("shared_memory_across_fork", tf, t.elapsed());
+}
+
+/// An eventfd held by two processes of the tree cannot be shared again yet: the
+/// freeze refuses, naming it and the pids, writes nothing, and the tree runs on.
+#[test]
+fn shared_eventfd_is_refused() {
+    let dir = TestDir::new("tree_eventfd");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd"]);
     let kids = children_of(&orig);
     for k in &kids {
         orig.track_pid(*k);
     }
     orig.wait_ready();
-    let img = dir.image("tree_shm");
+    let img = dir.image("tree_eventfd");
     let o = freeze(orig.pid(), &img, &["--tree"]);
     let err = assert_freeze_error(&o);
-    assert!(err.contains("shared memory") && err.contains(&orig.pid().to_string()), "the refusal names the memory and the pids: {err}");
+    assert!(err.contains("eventfd") && err.contains(&orig.pid().to_string()), "the refusal names the eventfd and the pids: {err}");
     assert!(!img.exists(), "a refused freeze left {}", img.display());
     orig.assert_running();
     open_gate(&gate);
@@ -213,4 +237,37 @@ fn without_tree_the_children_are_named() {
     assert!(err.contains(&kids[1].to_string()) && err.contains("--tree"), "{err}");
     open_gate(&gate);
     orig.wait_output(RESUME_TIMEOUT).assert_success();
+}
+
+/// python3 multiprocessing.Pool(4) frozen in the middle of a map and resumed: the
+/// map completes with the right result (the pool's pipes, its semaphores in
+/// shared memory and its four workers come back together).
+#[test]
+fn python_pool_mid_map() {
+    let dir = TestDir::new("tree_pool");
+    let script = dir.join("pool.py");
+    fs::write(
+        &script,
+        "import multiprocessing as mp, sys, time\n\
+         def work(x):\n    time.sleep(0.02)\n    return x * x\n\
+         if __name__ == '__main__':\n\
+         \x20   with mp.Pool(4) as p:\n\
+         \x20       print('ready', flush=True)\n\
+         \x20       r = p.map(work, range(400), chunksize=1)\n\
+         \x20   print('sum', sum(r), flush=True)\n",
+    )
+    .unwrap();
+    let mut orig = Launch::new(python3()).arg(&script).label("pool").spawn();
+    orig.wait_ready();
+    std::thread::sleep(Duration::from_millis(700));
+    let img = dir.image("pool");
+    let tf = freeze_tree(orig.pid(), &img);
+    let before = orig.expect_killed_by_ckpt();
+    assert!(!before.iter().any(|l| l.starts_with("sum")), "the map ended before the freeze");
+    let t = Instant::now();
+    let fin = resume(&img);
+    fin.assert_success();
+    let want: u64 = (0..400u64).map(|x| x * x).sum();
+    assert_eq!(fin.line_starting("sum "), format!("sum {want}"));
+    report("python_pool_mid_map", tf, t.elapsed());
 }

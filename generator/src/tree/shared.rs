@@ -6,9 +6,11 @@
 //! numbers above anything a process uses at resume); each fd of one becomes an
 //! `FdKind::Tree` record naming its slot. A pipe on the root's stdio (fds 0-2) is
 //! the resumer's: the processes that inherited it keep the resumer's fd there.
-//! Objects shared with the tree that it cannot recreate shared are refused by
-//! name (eventfd and epoll instances, sockets, shared memory), so nothing loses
-//! its sharing silently.
+//! Memory several processes map or open (shared anonymous memory made before a
+//! fork, memfds, deleted files such as POSIX semaphores) becomes one memfd the
+//! root makes, which every image's file of that inode names (`FILE_IN_TREE`).
+//! Objects shared in the tree that it cannot recreate shared are refused by name
+//! (eventfd and epoll instances, sockets), so nothing loses its sharing silently.
 
 use super::walk::Member;
 use crate::fdplan;
@@ -25,6 +27,9 @@ pub struct Shared {
     pub extra: Vec<Vec<Fd>>,
     pub slot_base: u32,
     pub nslots: u32,
+    /// Memory several processes share (inode, slot): its tree object is made once
+    /// every process is captured ([`memory_object`]), from their images' files.
+    pub memory: Vec<(u64, u32)>,
 }
 
 /// Members holding each object named by `key`.
@@ -45,7 +50,7 @@ fn holders<K: Ord + Copy>(fds: &[Vec<FdInfo>], key: impl Fn(&FdInfo) -> Option<K
 /// deleted files); `nobj[i]`: its mappings of such memory, shared or not (the
 /// restorer parks each file at an fd number of its own).
 pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[usize]) -> Result<Shared> {
-    refuse_shared(members, fds, shm)?;
+    refuse_shared(members, fds)?;
     let root_stdio: BTreeSet<u64> = fds[0]
         .iter()
         .filter(|f| f.fd <= 2)
@@ -116,15 +121,57 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
         }
         slot += tree_object_slots(TREE_OBJ_PIPE);
     }
+    let mut memory = Vec::new();
+    for ino in shared_memory(fds, shm) {
+        memory.push((ino, slot));
+        slot += tree_object_slots(TREE_OBJ_MEMORY);
+    }
     if objects.len() > MAX_TREE_OBJECTS as usize || data.len() as u64 > MAX_TREE_DATA {
         bail!("the tree shares {} pipes holding {} bytes, more than the format's {MAX_TREE_OBJECTS} / {MAX_TREE_DATA}", objects.len(), data.len());
     }
-    Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base })
+    Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base, memory })
+}
+
+/// Inodes of memory mapped or opened by more than one process: shared mappings of
+/// memory without a file of its own, memfds, deleted files.
+fn shared_memory(fds: &[Vec<FdInfo>], shm: &[Vec<u64>]) -> Vec<u64> {
+    let mut mem = holders(fds, |f| if let FdTarget::DeletedFile(_) = f.target { Some(f.ino) } else { None });
+    for (i, inos) in shm.iter().enumerate() {
+        for ino in inos {
+            mem.entry(*ino).or_default().insert(i);
+        }
+    }
+    mem.into_iter().filter(|(_, s)| s.len() > 1).map(|(ino, _)| ino).collect()
+}
+
+/// The tree object of shared memory `ino` at `slot`, its bytes appended to `data`:
+/// its size and content as the processes' images hold it (the largest size any
+/// of them saw; the content of the first that has it).
+pub fn memory_object(root: i32, ino: u64, slot: u32, files: &[(u64, Vec<u8>)], data: &mut Vec<u8>) -> Result<TreeObject> {
+    let Some(size) = files.iter().map(|f| f.0).max() else {
+        bail!("memory (inode {ino}) shared in the tree is in no image");
+    };
+    let content = &files[0].1;
+    let o = TreeObject {
+        kind: TREE_OBJ_MEMORY,
+        creator: root as u32,
+        slot,
+        flags: 0,
+        capacity: size,
+        ino,
+        data_off: data.len() as u64,
+        data_len: content.len() as u64,
+    };
+    data.extend_from_slice(content);
+    if data.len() as u64 > MAX_TREE_DATA {
+        bail!("the tree's shared objects hold more than the format's {MAX_TREE_DATA} bytes");
+    }
+    Ok(o)
 }
 
 /// Objects several processes share that the resume cannot share again yet: each
 /// process would get its own copy, so the freeze refuses, naming them.
-fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>]) -> Result<()> {
+fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>]) -> Result<()> {
     let mut problems = Vec::new();
     let anon = holders(fds, |f| match &f.target {
         FdTarget::AnonInode(k) if k == "[eventfd]" || k == "[eventpoll]" => Some(f.ino),
@@ -137,15 +184,6 @@ fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>]) -> R
     }
     for (ino, set) in sockets.iter().filter(|(_, s)| s.len() > 1) {
         problems.push(format!("socket:[{ino}] is shared by pids {}", name(set)));
-    }
-    let mut mem: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
-    for (i, inos) in shm.iter().enumerate() {
-        for ino in inos {
-            mem.entry(*ino).or_default().insert(i);
-        }
-    }
-    for (ino, set) in mem.iter().filter(|(_, s)| s.len() > 1) {
-        problems.push(format!("shared memory (inode {ino}) is mapped by pids {}", name(set)));
     }
     if !problems.is_empty() {
         bail!(
