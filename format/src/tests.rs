@@ -413,11 +413,11 @@ pub fn valid_parts() -> Parts {
             clocks: [1_700_000_000_000_000_000, 5_000_000_000, 5_000_100_000, 4_999_000_000, 6_000_000_000],
         }),
         tree_procs: vec![
-            TreeProc { pid: 4242, ppid: 1, pgid: 4242, sid: 4242, slot_base: 500, nslots: 6, ..TreeProc::default() },
-            TreeProc { pid: 4243, ppid: 4242, pgid: 4242, sid: 4242, image_off: 0, image_len: 8192, slot_base: 500, nslots: 6, ..TreeProc::default() },
-            TreeProc { pid: 4244, ppid: 4242, pgid: 4242, sid: 4242, flags: TREE_ZOMBIE, status: 3 << 8, slot_base: 500, nslots: 6, ..TreeProc::default() },
+            TreeProc { pid: 4242, ppid: 1, pgid: 4242, sid: 4242, slot_base: 500, nslots: 8, ..TreeProc::default() },
+            TreeProc { pid: 4243, ppid: 4242, pgid: 4242, sid: 4242, image_off: 0, image_len: 8192, slot_base: 500, nslots: 8, ..TreeProc::default() },
+            TreeProc { pid: 4244, ppid: 4242, pgid: 4242, sid: 4242, flags: TREE_ZOMBIE, status: 3 << 8, slot_base: 500, nslots: 8, ..TreeProc::default() },
         ],
-        tree_objects: vec![TreeObject { kind: TREE_OBJ_PIPE, creator: 4242, slot: 504, capacity: 65536, ino: 77, data_off: 0, data_len: 5, ..TreeObject::default() }],
+        tree_objects: vec![TreeObject { kind: TREE_OBJ_PIPE, creator: 4242, slot: 506, capacity: 65536, ino: 77, data_off: 0, data_len: 5, ..TreeObject::default() }],
         tree_data: b"hello, tree!".to_vec(),
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
@@ -2745,7 +2745,7 @@ fn tree_pids_and_parents() {
     expect(&with_tree(|p| p.tree_procs[1].ppid = 4244), BTP(1, "parent not before its child in the tree"));
     expect(&with_tree(|p| p.tree_procs[2].ppid = 4244), BTP(2, "parent not before its child in the tree"));
     expect(&with_tree(|p| p.tree_procs[1].flags = 8), BTP(1, "unknown process flags"));
-    expect(&with_tree(|p| p.tree_procs[1].nslots = 7), BTP(1, "slot range differs from the root's"));
+    expect(&with_tree(|p| p.tree_procs[1].nslots = 9), BTP(1, "slot range differs from the root's"));
 }
 
 #[test]
@@ -2765,9 +2765,9 @@ fn tree_slots() {
         &with_tree(|p| p.tree_procs.iter_mut().for_each(|t| t.slot_base = 1)),
         BTP(0, "slot range below fd 3, too small or out of range"),
     );
-    expect(&with_tree(|p| p.tree_objects[0].slot = 505), BTO(0, "slot out of order or outside the tree's slots"));
+    expect(&with_tree(|p| p.tree_objects[0].slot = 507), BTO(0, "slot out of order or outside the tree's slots"));
     expect(
-        &with_tree(|p| p.tree_procs.iter_mut().for_each(|t| t.nslots = 5)),
+        &with_tree(|p| p.tree_procs.iter_mut().for_each(|t| t.nslots = 7)),
         BTO(0, "slot out of order or outside the tree's slots"),
     );
 }
@@ -2779,6 +2779,22 @@ fn tree_objects_checked() {
     expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown pipe flags"));
     expect(&with_tree(|p| p.tree_objects[0].data_len = 13), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
     expect(&with_tree(|p| p.tree_objects[0].capacity = 4), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
+    expect(
+        &with_tree(|p| {
+            p.tree_objects[0].kind = TREE_OBJ_MEMORY;
+            p.tree_objects[0].capacity = 0;
+            p.tree_objects[0].data_len = 0;
+        }),
+        BTO(0, "memory of no size or beyond the largest file offset"),
+    );
+    expect(
+        &with_tree(|p| {
+            p.tree_objects[0].kind = TREE_OBJ_ROOT_FD;
+            p.tree_objects[0].capacity = 1;
+            p.tree_objects[0].data_len = 0;
+        }),
+        BTO(0, "names no fd above 2 of the root, or carries bytes"),
+    );
     expect(
         &with_tree(|p| p.tree_procs.clear()),
         BTO(0, "tree objects without tree processes"),

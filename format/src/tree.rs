@@ -40,9 +40,10 @@ pub struct TreeProc {
 /// [`TreeProc::flags`]: an exited child its parent had not reaped yet.
 pub const TREE_ZOMBIE: u32 = 1;
 /// Fds every tree uses below its objects: the "ready" pipe (each process writes
-/// one byte when restored, or fails) and the "go" pipe (the root writes one byte
-/// per process to release them all).
-pub const TREE_CONTROL_SLOTS: u32 = 4;
+/// one record when restored), the "go" pipe (the root writes one byte per process
+/// to release them all), the restorer's executable and the image file (each
+/// process runs the one on the other).
+pub const TREE_CONTROL_SLOTS: u32 = 6;
 /// Most processes in one tree.
 pub const MAX_TREE_PROCS: u32 = 1024;
 /// Most shared objects in one tree.
@@ -62,7 +63,8 @@ pub struct TreeObject {
     pub slot: u32,
     /// TREE_PIPE_* bits.
     pub flags: u32,
-    /// A pipe's capacity (F_GETPIPE_SZ).
+    /// A pipe's capacity (F_GETPIPE_SZ); memory's size; the root's fd number of
+    /// an open file description the root holds.
     pub capacity: u64,
     /// Inode at the freeze (informational).
     pub ino: u64,
@@ -78,11 +80,16 @@ pub const TREE_OBJ_PIPE: u32 = 1;
 /// one memfd of `capacity` bytes, its content from `data_off` (the rest a hole).
 /// Their images name it as a file with [`crate::FILE_IN_TREE`].
 pub const TREE_OBJ_MEMORY: u32 = 2;
+/// An open file description the root holds at fd `capacity` and other processes
+/// of the tree share (a listening socket of a pre-forking server, a file whose
+/// offset moves for all): the root's own restore makes it, then puts it at the
+/// slot before it forks.
+pub const TREE_OBJ_ROOT_FD: u32 = 3;
 /// Fds a tree object of this kind takes in the slots.
 pub const fn tree_object_slots(kind: u32) -> u32 {
     match kind {
         TREE_OBJ_PIPE => 2,
-        TREE_OBJ_MEMORY => 1,
+        TREE_OBJ_MEMORY | TREE_OBJ_ROOT_FD => 1,
         _ => 0,
     }
 }
@@ -170,6 +177,9 @@ impl Tables<'_> {
             }
             if o.kind == TREE_OBJ_MEMORY && (o.capacity == 0 || o.capacity > 1 << 62) {
                 return bad("memory of no size or beyond the largest file offset");
+            }
+            if o.kind == TREE_OBJ_ROOT_FD && (o.data_len != 0 || !self.fds.iter().any(|f| f.fd as u64 == o.capacity && f.fd > 2)) {
+                return bad("names no fd above 2 of the root, or carries bytes");
             }
             if o.data_off.checked_add(o.data_len).is_none_or(|e| e > self.tree_data.len() as u64) || o.data_len > o.capacity {
                 return bad("bytes outside the tree data or beyond the pipe's capacity");

@@ -95,9 +95,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
-    // The root of a tree: the shared objects, and every other process forked at
-    // its pid (each restores itself from its own image).
-    tree::fork_all(ctx, &t);
+    // The root of a tree: the objects it makes for every process of it.
+    tree::prepare(ctx, &t);
     // In the process that becomes the target, before its timers and threads exist.
     timens::enter(ctx);
     // Deleted files and memfds before the VMAs that map them; their owner, mode
@@ -106,6 +105,9 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     layout::create_all(ctx, &t);
     mm::restore(&t);
     fds::restore(ctx, &t);
+    // The root of a tree: every other process forked at its pid (each restores
+    // itself from its own image).
+    tree::fork_all(ctx, &t);
     objects::finish(ctx, &t, fd_limit);
     procstate::restore(&t);
     // Every other thread: created, its own state set, waiting for the release.

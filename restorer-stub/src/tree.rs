@@ -1,12 +1,13 @@
 //! Process trees: the root forks the other processes at their PIDs, each restores
 //! itself from its own image, and all of them leave together.
 //!
-//! The root, with its own PID back and before its memory exists (so a fork copies
-//! only the gap), creates the objects the processes share at the tree's fd
-//! "slots" (numbers above every fd any of them uses) and forks its children; each
-//! child sets its process group or session, forks its own children the same way
-//! and then executes this restorer again on its own image (`CKPT_TREE_AT`),
-//! keeping its PID and the slots (they are not close-on-exec). A zombie is a child
+//! The root, with its own PID back and before its memory exists, creates the
+//! objects the processes share at the tree's fd "slots" (numbers above every fd
+//! any of them uses); once its own fds are restored it puts the descriptions it
+//! shares there too and forks its children; each child sets its process group or
+//! session, forks its own children the same way and then executes this restorer
+//! again on its own image (`CKPT_TREE_AT`), keeping its PID and the slots (they
+//! are not close-on-exec). A zombie is a child
 //! that exits at once with its saved status and is never waited for.
 //!
 //! Release: every process, once restored, writes a "ready" record on the control
@@ -20,9 +21,8 @@ use crate::out::{self, Line, Step};
 use crate::pid;
 use crate::startup::Startup;
 use crate::sys::{self, call};
-use ckpt_format::{Tables, TreeObject, TreeProc, TREE_OBJ_MEMORY, TREE_OBJ_PIPE, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ZOMBIE};
+use ckpt_format::{Tables, TreeObject, TreeProc, TREE_OBJ_MEMORY, TREE_OBJ_PIPE, TREE_OBJ_ROOT_FD, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ZOMBIE};
 
-const SYS_EXECVE: usize = 59;
 const SYS_SETPGID: usize = 109;
 const SYS_SETSID: usize = 112;
 const SYS_POLL: usize = 7;
@@ -36,6 +36,11 @@ const READY_R: usize = 0;
 const READY_W: usize = 1;
 const GO_R: usize = 2;
 const GO_W: usize = 3;
+/// The restorer (this executable) and the file holding the image.
+const EXE: usize = 4;
+const IMG: usize = 5;
+const AT_EMPTY_PATH: usize = 0x1000;
+const SYS_EXECVEAT: usize = 322;
 
 /// Phase 1, before the image is opened: a process the root forked finds its
 /// image offset and the tree's slots in its environment.
@@ -138,9 +143,9 @@ fn make_memory(t: &Tables, o: &TreeObject, root: u32) {
     park(fd, o.slot as usize, root);
 }
 
-/// In the root: the slots' objects, then every other process of the tree.
-/// Returns in the root only.
-pub fn fork_all(ctx: &Ctx, t: &Tables) {
+/// In the root, before its memory and fds exist: the control fds and the objects
+/// it makes for the others (pipes, memory), at their slots.
+pub fn prepare(ctx: &Ctx, t: &Tables) {
     let Some(root) = t.tree_procs.first() else { return };
     let base = root.slot_base as usize;
     let need = (base + root.nslots as usize) as u64;
@@ -151,6 +156,12 @@ pub fn fork_all(ctx: &Ctx, t: &Tables) {
     }
     make_pipe(base + READY_R, root.pid, 0, 0);
     make_pipe(base + GO_R, root.pid, 0, 0);
+    // Once the root's mm is restored /proc/self/exe names the target's program.
+    let exe = sys::open(b"/proc/self/exe\0", sys::O_RDONLY, 0).unwrap_or_else(|e| fail(root.pid, "opening the restorer", e));
+    park(exe, base + EXE, root.pid);
+    if let Err(e) = sys::dup3(ctx.fd, base + IMG, 0) {
+        fail(root.pid, "dup3 of the image to a tree slot", e);
+    }
     for o in t.tree_objects {
         if o.kind == TREE_OBJ_MEMORY {
             make_memory(t, o, root.pid);
@@ -171,6 +182,19 @@ pub fn fork_all(ctx: &Ctx, t: &Tables) {
         }
     }
     out::trace("tree objects made (count, slots)", t.tree_objects.len() as u64, root.nslots as u64);
+}
+
+/// In the root, once its own fds are restored: the descriptions it shares at
+/// their slots, then every other process of the tree, forked at its PID (the
+/// fork shares the root's restored memory copy-on-write until the exec).
+/// Returns in the root only.
+pub fn fork_all(ctx: &Ctx, t: &Tables) {
+    let Some(root) = t.tree_procs.first() else { return };
+    for o in t.tree_objects.iter().filter(|o| o.kind == TREE_OBJ_ROOT_FD) {
+        if let Err(e) = sys::dup3(o.capacity as usize, o.slot as usize, 0) {
+            fail(root.pid, "dup3 of a shared fd to its tree slot", e);
+        }
+    }
     fork_children(ctx, t, root.pid);
 }
 
@@ -252,12 +276,14 @@ fn exec_own_image(ctx: &Ctx, p: &TreeProc) -> ! {
     }
     let mut argv: [usize; 3] = [c"ckpt-restore".as_ptr() as usize, 0, 0];
     if !ctx.embedded {
-        // The raw image: its fd, kept open across the exec.
-        let _ = sys::fcntl(ctx.fd, sys::F_SETFD, 0);
-        argv[1] = out::cstr(&mut img, &[b"/proc/self/fd/"], &[ctx.fd as u64], b"").as_ptr() as usize;
+        // The raw image, through its slot (open across the exec).
+        argv[1] = out::cstr(&mut img, &[b"/proc/self/fd/"], &[(p.slot_base as usize + IMG) as u64], b"").as_ptr() as usize;
     }
-    // SAFETY: NUL-terminated path, argv and envp arrays ending with a null pointer.
-    let e = unsafe { call(SYS_EXECVE, [c"/proc/self/exe".as_ptr() as usize, argv.as_ptr() as usize, env.as_ptr() as usize, 0, 0, 0]) };
+    // SAFETY: an empty NUL-terminated path, argv and envp arrays ending with a null
+    // pointer; AT_EMPTY_PATH runs the file open at the EXE slot.
+    let e = unsafe {
+        call(SYS_EXECVEAT, [p.slot_base as usize + EXE, c"".as_ptr() as usize, argv.as_ptr() as usize, env.as_ptr() as usize, AT_EMPTY_PATH, 0])
+    };
     fail(p.pid, "executing the restorer for its own image", e.err().unwrap_or(0))
 }
 

@@ -271,3 +271,74 @@ fn python_pool_mid_map() {
     assert_eq!(fin.line_starting("sum "), format!("sum {want}"));
     report("python_pool_mid_map", tf, t.elapsed());
 }
+
+/// A pre-forking server (python: a master and 2 workers accepting on one listening
+/// socket) frozen between requests: after the resume the workers answer on the
+/// same port, from their own PIDs.
+#[test]
+fn preforking_server_answers_after() {
+    use std::io::Read;
+    let dir = TestDir::new("tree_prefork");
+    let script = dir.join("server.py");
+    fs::write(
+        &script,
+        "import os, socket, sys\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', 0)); s.listen(16)\n\
+         kids = []\n\
+         for _ in range(2):\n\
+         \x20   pid = os.fork()\n\
+         \x20   if pid == 0:\n\
+         \x20       while True:\n\
+         \x20           c, _ = s.accept()\n\
+         \x20           c.sendall(b'pong %d\\n' % os.getpid()); c.close()\n\
+         \x20   kids.append(pid)\n\
+         print('workers', *kids, flush=True)\n\
+         print('port', s.getsockname()[1], flush=True)\n\
+         print('ready', flush=True)\n\
+         while True:\n\
+         \x20   os.wait()\n",
+    )
+    .unwrap();
+    let mut orig = Launch::new(python3()).arg(&script).label("prefork").spawn();
+    let workers: Vec<i32> = orig.wait_line_starting("workers ", READY_TIMEOUT)["workers ".len()..].split_whitespace().map(|w| w.parse().unwrap()).collect();
+    for w in &workers {
+        orig.track_pid(*w);
+    }
+    let port: u16 = orig.wait_line_starting("port ", READY_TIMEOUT)["port ".len()..].trim().parse().unwrap();
+    orig.wait_ready();
+    // The resumed master listens again once its own restore is done: until then a
+    // connection is refused.
+    let ask = || {
+        let deadline = Instant::now() + RESUME_TIMEOUT;
+        let mut c = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < deadline => std::thread::sleep(POLL),
+                Err(e) => panic!("connect to the server: {e}"),
+            }
+        };
+        c.set_read_timeout(Some(RESUME_TIMEOUT)).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).expect("an answer");
+        s
+    };
+    assert!(ask().starts_with("pong "));
+    let img = dir.image("prefork");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for w in &workers {
+        resumed.track_pid(*w);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let a = ask();
+        let pid: i32 = a.trim().strip_prefix("pong ").unwrap_or_else(|| panic!("answer {a:?}")).parse().unwrap();
+        assert!(workers.contains(&pid), "answered by {pid}, not one of the workers {workers:?}");
+        seen.insert(pid);
+    }
+    report("preforking_server_answers_after (to 6 answers)", tf, t.elapsed());
+    resumed.assert_running();
+}

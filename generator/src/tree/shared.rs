@@ -9,8 +9,11 @@
 //! Memory several processes map or open (shared anonymous memory made before a
 //! fork, memfds, deleted files such as POSIX semaphores) becomes one memfd the
 //! root makes, which every image's file of that inode names (`FILE_IN_TREE`).
-//! Objects shared in the tree that it cannot recreate shared are refused by name
-//! (eventfd and epoll instances, sockets), so nothing loses its sharing silently.
+//! Sockets and files a process shares with one of the root's fds (a pre-forking
+//! server's listening socket) are made by the root's own restore and taken from
+//! it. Objects shared in the tree that it cannot recreate shared are refused by
+//! name (eventfd and epoll instances, sockets not held by the root), so nothing
+//! loses its sharing silently.
 
 use super::walk::Member;
 use crate::fdplan;
@@ -50,7 +53,6 @@ fn holders<K: Ord + Copy>(fds: &[Vec<FdInfo>], key: impl Fn(&FdInfo) -> Option<K
 /// deleted files); `nobj[i]`: its mappings of such memory, shared or not (the
 /// restorer parks each file at an fd number of its own).
 pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[usize]) -> Result<Shared> {
-    refuse_shared(members, fds)?;
     let root_stdio: BTreeSet<u64> = fds[0]
         .iter()
         .filter(|f| f.fd <= 2)
@@ -121,6 +123,8 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
         }
         slot += tree_object_slots(TREE_OBJ_PIPE);
     }
+    let resolved = root_descriptions(members, fds, &mut objects, &mut extra, &mut slot);
+    refuse_shared(members, fds, &resolved)?;
     let mut memory = Vec::new();
     for ino in shared_memory(fds, shm) {
         memory.push((ino, slot));
@@ -130,6 +134,50 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
         bail!("the tree shares {} pipes holding {} bytes, more than the format's {MAX_TREE_OBJECTS} / {MAX_TREE_DATA}", objects.len(), data.len());
     }
     Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base, memory })
+}
+
+/// kcmp(2) KCMP_FILE: whether fd `a` of `pa` and fd `b` of `pb` are one open file
+/// description (we trace both, which PTRACE_MODE_READ asks for).
+fn same_description(pa: i32, a: i32, pb: i32, b: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes integers only.
+    unsafe { libc::syscall(libc::SYS_kcmp, pa as libc::c_long, pb as libc::c_long, KCMP_FILE, a as libc::c_long, b as libc::c_long) == 0 }
+}
+
+/// Sockets and files the other processes share with one of the root's fds above
+/// 2 (inherited through fork: a pre-forking server's listening socket): the root's
+/// restore makes them, each other process takes the root's. Returns the inodes of
+/// the sockets handled so.
+fn root_descriptions(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<TreeObject>, extra: &mut [Vec<Fd>], slot: &mut u32) -> BTreeSet<u64> {
+    let mut resolved = BTreeSet::new();
+    let Some(root_g) = members[0].group.as_ref() else { return resolved };
+    let rpid = root_g.reader().pid;
+    for r in fds[0].iter().filter(|r| r.fd > 2 && matches!(r.target, FdTarget::Socket(_) | FdTarget::File(_))) {
+        let mut users: Vec<(usize, &FdInfo)> = Vec::new();
+        for (i, list) in fds.iter().enumerate().skip(1) {
+            let Some(g) = members[i].group.as_ref() else { continue };
+            for f in list.iter().filter(|f| f.link == r.link && f.ino == r.ino && !extra[i].iter().any(|e| e.fd == f.fd)) {
+                if same_description(rpid, r.fd, g.reader().pid, f.fd) {
+                    users.push((i, f));
+                }
+            }
+        }
+        if users.is_empty() {
+            continue;
+        }
+        if let FdTarget::Socket(ino) = r.target {
+            resolved.insert(ino);
+        }
+        objects.push(TreeObject { kind: TREE_OBJ_ROOT_FD, creator: members[0].pid as u32, slot: *slot, capacity: r.fd as u64, ino: r.ino, ..Default::default() });
+        for (i, f) in users {
+            let mut aux = [0u64; 6];
+            aux[0] = *slot as u64;
+            aux[1] = r.ino;
+            extra[i].push(Fd { fd: f.fd, kind: FdKind::Tree as u32, flags: f.flags & !(libc::O_CLOEXEC as u32), cloexec: f.cloexec() as u32, aux, ..Default::default() });
+        }
+        *slot += tree_object_slots(TREE_OBJ_ROOT_FD);
+    }
+    resolved
 }
 
 /// Inodes of memory mapped or opened by more than one process: shared mappings of
@@ -171,7 +219,7 @@ pub fn memory_object(root: i32, ino: u64, slot: u32, files: &[(u64, Vec<u8>)], d
 
 /// Objects several processes share that the resume cannot share again yet: each
 /// process would get its own copy, so the freeze refuses, naming them.
-fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>]) -> Result<()> {
+fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], resolved: &BTreeSet<u64>) -> Result<()> {
     let mut problems = Vec::new();
     let anon = holders(fds, |f| match &f.target {
         FdTarget::AnonInode(k) if k == "[eventfd]" || k == "[eventpoll]" => Some(f.ino),
@@ -182,7 +230,7 @@ fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>]) -> Result<()> {
     for (ino, set) in anon.iter().filter(|(_, s)| s.len() > 1) {
         problems.push(format!("an eventfd or epoll instance (inode {ino}) is shared by pids {}", name(set)));
     }
-    for (ino, set) in sockets.iter().filter(|(_, s)| s.len() > 1) {
+    for (ino, set) in sockets.iter().filter(|(ino, s)| s.len() > 1 && !resolved.contains(ino)) {
         problems.push(format!("socket:[{ino}] is shared by pids {}", name(set)));
     }
     if !problems.is_empty() {
