@@ -342,3 +342,59 @@ fn preforking_server_answers_after() {
     report("preforking_server_answers_after (to 6 answers)", tf, t.elapsed());
     resumed.assert_running();
 }
+
+/// `make -j2` of a small C project frozen mid-build and resumed: the build ends,
+/// and every object and the program equal those of a clean build of the same
+/// tree (built first in the same directory, so no path differs).
+#[test]
+fn make_j2_mid_build() {
+    let dir = TestDir::new("tree_make");
+    let src = dir.join("proj");
+    fs::create_dir(&src).unwrap();
+    let mut protos = String::new();
+    let mut calls = Vec::new();
+    for i in 1..=8 {
+        fs::write(src.join(format!("f{i}.c")), format!("int f{i}(int x) {{ return x * {i} + {i}; }}\n")).unwrap();
+        protos.push_str(&format!("int f{i}(int);\n"));
+        calls.push(format!("f{i}({i})"));
+    }
+    fs::write(src.join("main.c"), format!("#include <stdio.h>\n{protos}int main(void) {{ printf(\"%d\\n\", {}); return 0; }}\n", calls.join(" + "))).unwrap();
+    // The sleeps stretch the build so that the freeze lands in its middle.
+    fs::write(
+        src.join("Makefile"),
+        "OBJS = main.o f1.o f2.o f3.o f4.o f5.o f6.o f7.o f8.o\n\
+         app: $(OBJS)\n\tsleep 0.2\n\tcc -o $@ $(OBJS)\n\
+         %.o: %.c\n\tsleep 0.2\n\tcc -O2 -c -o $@ $<\n\
+         clean:\n\trm -f app *.o\n",
+    )
+    .unwrap();
+    let outputs = ["app", "main.o", "f1.o", "f2.o", "f3.o", "f4.o", "f5.o", "f6.o", "f7.o", "f8.o"];
+    let make = |args: &[&str]| {
+        let mut c = std::process::Command::new("make");
+        c.arg("-s").arg("-C").arg(&src).args(args);
+        let o = run_with_timeout(c, BUILD_TIMEOUT).expect("make");
+        assert!(o.status.success(), "make {args:?}\n{}", describe_output(&o));
+    };
+    make(&["-j2"]);
+    let clean: Vec<Vec<u8>> = outputs.iter().map(|f| fs::read(src.join(f)).unwrap()).collect();
+    make(&["clean"]);
+
+    let mut orig = Launch::new("make").arg("-j2").arg("-C").arg(&src).label("make -j2").spawn();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !src.join("main.o").exists() {
+        assert!(Instant::now() < deadline, "the build made no object");
+        std::thread::sleep(POLL);
+    }
+    let img = dir.image("make");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    assert!(!src.join("app").exists(), "the build ended before the freeze");
+    let t = Instant::now();
+    let fin = resume_launch(&img).spawn().wait_output(BUILD_TIMEOUT);
+    fin.assert_success();
+    for (f, want) in outputs.iter().zip(&clean) {
+        let got = fs::read(src.join(f)).unwrap_or_else(|e| panic!("{f} after the resumed build: {e}\n{fin}"));
+        assert!(got == *want, "{f} differs from the clean build's\n{fin}");
+    }
+    report("make_j2_mid_build", tf, t.elapsed());
+}
