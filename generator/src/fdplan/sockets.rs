@@ -260,7 +260,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(&s, f.fd, (family, ty, proto), 0) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
     }
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
@@ -289,7 +289,7 @@ fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), 
     }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(s, f.fd, (family, ty, proto), 0) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
     }
     let mut opts = 0;
