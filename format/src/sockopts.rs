@@ -11,7 +11,10 @@
 
 use crate::records::Pod;
 
-/// One option of one socket: setsockopt(fd, level, name, &value, 4).
+/// One option of one socket: setsockopt(fd, level, name, &value, 4); for
+/// [`SO_ATTACH_FILTER`], `value` is the filter's instruction count and the
+/// instructions (struct sock_filter, 8 bytes each) are `data_len` bytes of the
+/// Strings section at `data_off` (both 0 for every other option).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockOpt {
@@ -19,9 +22,11 @@ pub struct SockOpt {
     pub level: i32,
     pub name: i32,
     pub value: i32,
+    pub data_off: u32,
+    pub data_len: u32,
 }
 
-// SAFETY: repr(C), four i32, no padding; every bit pattern is a valid value.
+// SAFETY: repr(C), six 4-byte integers, no padding; every bit pattern is valid.
 unsafe impl Pod for SockOpt {}
 
 /// At most this many options in an image (a few per socket).
@@ -31,6 +36,12 @@ pub const SOL_SOCKET: i32 = 1;
 pub const IPPROTO_IP: i32 = 0;
 pub const IPPROTO_IPV6: i32 = 41;
 pub const IPPROTO_TCP: i32 = 6;
+/// A classic BPF socket filter (socket(7)); read back with SO_GET_FILTER, the same
+/// number. A filter attached as an eBPF program (SO_ATTACH_BPF) does not read back
+/// that way and is not carried.
+pub const SO_ATTACH_FILTER: i32 = 26;
+/// Most instructions of a classic filter (BPF_MAXINSNS).
+pub const MAX_FILTER_INSNS: i32 = 4096;
 
 /// An option this format carries: its level, number and name (for messages).
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +127,9 @@ pub const KNOWN: &[KnownOpt] = &[
     o(SOL_SOCKET, 45, "SO_SELECT_ERR_QUEUE"),
     o(SOL_SOCKET, 46, "SO_BUSY_POLL"),
     o(SOL_SOCKET, 60, "SO_ZEROCOPY"),
+    // The filter before its lock: a locked filter cannot be attached (sk_attach_filter()).
+    o(SOL_SOCKET, SO_ATTACH_FILTER, "SO_ATTACH_FILTER"),
+    o(SOL_SOCKET, 44, "SO_LOCK_FILTER"),
 ];
 
 /// Where (level, name) stands in [`KNOWN`], if it is carried.
@@ -134,7 +148,7 @@ mod tests {
 
     #[test]
     fn size_is_pinned() {
-        assert_eq!(core::mem::size_of::<SockOpt>(), 16);
+        assert_eq!(core::mem::size_of::<SockOpt>(), 24);
     }
 
     #[test]
@@ -146,6 +160,7 @@ mod tests {
         let tclass = known_index(IPPROTO_IPV6, 67).unwrap();
         let prio = known_index(SOL_SOCKET, 12).unwrap();
         assert!(tos < prio && tclass < prio);
+        assert!(known_index(SOL_SOCKET, SO_ATTACH_FILTER).unwrap() < known_index(SOL_SOCKET, 44).unwrap());
         assert_eq!(label(SOL_SOCKET, 12), "SO_PRIORITY");
         assert_eq!(label(SOL_SOCKET, 7), "?");
     }

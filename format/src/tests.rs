@@ -413,8 +413,10 @@ pub fn valid_parts() -> Parts {
             clocks: [1_700_000_000_000_000_000, 5_000_000_000, 5_000_100_000, 4_999_000_000, 6_000_000_000],
         }),
         sockopts: vec![
-            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 12, value: 3 },
-            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 42, value: 10 },
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 12, value: 3, ..SockOpt::default() },
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 42, value: 10, ..SockOpt::default() },
+            // A one-instruction filter (ret #-1) in the strings section's first 8 bytes.
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: sockopts::SO_ATTACH_FILTER, value: 1, data_off: 0, data_len: 8 },
         ],
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
@@ -1581,10 +1583,31 @@ fn socket_option_out_of_order() {
 }
 
 #[test]
+fn socket_option_filter_length() {
+    let what = "socket filter length does not match its instruction count";
+    expect(&image_with(|p| p.sockopts[2].value = 0), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_len = 16), BSO(2, what));
+    expect(&image_with(|p| (p.sockopts[2].value, p.sockopts[2].data_len) = (4097, 4097 * 8)), BSO(2, what));
+}
+
+#[test]
+fn socket_option_filter_outside_the_strings() {
+    let what = "socket filter outside the strings section";
+    expect(&image_with(|p| p.sockopts[2].data_off = p.strings.len() as u32 - 4), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_off = u32::MAX), BSO(2, what));
+}
+
+#[test]
+fn socket_option_integer_with_data() {
+    expect(&image_with(|p| p.sockopts[0].data_len = 8), BSO(0, "data on an integer socket option"));
+    expect(&image_with(|p| p.sockopts[1].data_off = 1), BSO(1, "data on an integer socket option"));
+}
+
+#[test]
 fn socket_option_for_an_fd_that_is_not_a_socket() {
     let what = "option for an fd that is not a socket the image creates";
     expect(&image_with(|p| p.sockopts.iter_mut().for_each(|o| o.fd = 6)), BSO(0, what));
-    expect(&image_with(|p| p.sockopts[1].fd = 99), BSO(1, what));
+    expect(&image_with(|p| p.sockopts[2].fd = 99), BSO(2, what));
 }
 
 #[test]

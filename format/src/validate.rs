@@ -711,6 +711,16 @@ impl<'a> Tables<'a> {
             if !self.fds.iter().any(|f| f.fd == o.fd && f.kind == FdKind::Socket as u32) {
                 return bad("option for an fd that is not a socket the image creates");
             }
+            if o.name == crate::sockopts::SO_ATTACH_FILTER && o.level == crate::sockopts::SOL_SOCKET {
+                if !(1..=crate::sockopts::MAX_FILTER_INSNS).contains(&o.value) || o.data_len != o.value as u32 * 8 {
+                    return bad("socket filter length does not match its instruction count");
+                }
+                if !str_in(self.strings, o.data_off, o.data_len) {
+                    return bad("socket filter outside the strings section");
+                }
+            } else if o.data_off != 0 || o.data_len != 0 {
+                return bad("data on an integer socket option");
+            }
         }
         Ok(())
     }

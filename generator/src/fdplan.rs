@@ -104,7 +104,7 @@ pub(crate) struct Planned {
     /// A socket's options and shutdown state, when not a new socket's.
     sock: Option<ckpt_format::SocketState>,
     /// Its other integer options, when not a new socket's ([`sockopts`]).
-    opts: Vec<ckpt_format::SockOpt>,
+    opts: Vec<sockopts::Captured>,
 }
 
 impl Planned {
@@ -377,7 +377,10 @@ pub fn plan(
             out.sockets.push(ckpt_format::SocketState { fd: p.fd, ..st });
         }
         if p.kind == FdKind::Socket {
-            out.sockopts.extend(p.opts.iter().map(|o| ckpt_format::SockOpt { fd: p.fd, ..*o }));
+            for c in &p.opts {
+                let (data_off, data_len) = if c.data.is_empty() { (0, 0) } else { add_bytes(strings, &c.data) };
+                out.sockopts.push(ckpt_format::SockOpt { fd: p.fd, data_off, data_len, ..c.opt });
+            }
         }
         out.fds.push(Fd {
             fd: p.fd,

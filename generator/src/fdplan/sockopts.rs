@@ -2,26 +2,64 @@
 //! SOL_SOCKET ones a program sets and reads back) whose value on the target's socket
 //! differs from a new socket of the same family, type and protocol made here. An
 //! option the socket's family does not have fails getsockopt (ENOPROTOOPT,
-//! EOPNOTSUPP) and is skipped.
+//! EOPNOTSUPP) and is skipped. Also a classic BPF filter attached with
+//! SO_ATTACH_FILTER, read back with SO_GET_FILTER.
 
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::target::getsockopt_int;
-use ckpt_format::sockopts::KNOWN;
+use ckpt_format::sockopts::{KNOWN, SOL_SOCKET, SO_ATTACH_FILTER};
 use ckpt_format::SockOpt;
 
+/// One option as captured: for a filter, its instructions (for the Strings section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    pub opt: SockOpt,
+    pub data: Vec<u8>,
+}
+
+/// The classic filter attached to `s`, as struct sock_filter bytes, if any.
+/// SO_GET_FILTER counts in instructions, not bytes: with a length of 0 it answers
+/// how many there are, and it fails with EINVAL when given fewer (sk_get_filter()).
+fn filter(s: &OwnedFd) -> io::Result<Option<Vec<u8>>> {
+    let mut n: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel writes nothing but the length.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; n as usize * 8];
+    // SAFETY: buf holds n instructions of 8 bytes, which is what length n allows.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, buf.as_mut_ptr().cast(), &mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize * 8);
+    Ok(Some(buf))
+}
+
 /// The options of `s` (of type `ty`) that `fresh` (a new socket of the same kind)
-/// does not share; their `fd` is set by the caller.
-pub fn capture(s: &OwnedFd, ty: i32, fresh: &OwnedFd) -> Vec<SockOpt> {
-    KNOWN
-        .iter()
-        .filter(|k| !(k.not_stream && ty == libc::SOCK_STREAM))
-        .filter_map(|k| {
-            let v = getsockopt_int(s, k.level, k.name).ok()?;
-            let default = getsockopt_int(fresh, k.level, k.name).ok();
-            (default != Some(v)).then_some(SockOpt { fd: -1, level: k.level, name: k.name, value: v })
-        })
-        .collect()
+/// does not share, in [`KNOWN`] order; their `fd` is set by the caller.
+pub fn capture(s: &OwnedFd, ty: i32, fresh: &OwnedFd) -> io::Result<Vec<Captured>> {
+    let mut out = Vec::new();
+    for k in KNOWN.iter().filter(|k| !(k.not_stream && ty == libc::SOCK_STREAM)) {
+        let opt = SockOpt { fd: -1, level: k.level, name: k.name, ..SockOpt::default() };
+        if (k.level, k.name) == (SOL_SOCKET, SO_ATTACH_FILTER) {
+            if let Some(data) = filter(s)? {
+                out.push(Captured { opt: SockOpt { value: (data.len() / 8) as i32, ..opt }, data });
+            }
+            continue;
+        }
+        let Ok(v) = getsockopt_int(s, k.level, k.name) else { continue };
+        if getsockopt_int(fresh, k.level, k.name).ok() != Some(v) {
+            out.push(Captured { opt: SockOpt { value: v, ..opt }, data: Vec::new() });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -44,19 +82,19 @@ mod tests {
     fn only_the_options_set_are_captured_and_they_read_back_when_set_again() {
         let s = socket(libc::AF_INET, libc::SOCK_STREAM);
         let fresh = socket(libc::AF_INET, libc::SOCK_STREAM);
-        assert_eq!(capture(&s, libc::SOCK_STREAM, &fresh), vec![]);
+        assert_eq!(capture(&s, libc::SOCK_STREAM, &fresh).unwrap(), vec![]);
         set(&s, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         set(&s, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 77);
         set(&s, libc::IPPROTO_IP, libc::IP_TOS, 0x10);
         set(&s, libc::SOL_SOCKET, libc::SO_PRIORITY, 4);
-        let got = capture(&s, libc::SOCK_STREAM, &fresh);
-        let names: Vec<_> = got.iter().map(|o| ckpt_format::sockopts::label(o.level, o.name)).collect();
+        let got = capture(&s, libc::SOCK_STREAM, &fresh).unwrap();
+        let names: Vec<_> = got.iter().map(|c| ckpt_format::sockopts::label(c.opt.level, c.opt.name)).collect();
         assert_eq!(names, ["IP_TOS", "TCP_NODELAY", "TCP_KEEPIDLE", "SO_PRIORITY"]);
         let again = socket(libc::AF_INET, libc::SOCK_STREAM);
-        for o in &got {
-            set(&again, o.level, o.name, o.value);
+        for c in &got {
+            set(&again, c.opt.level, c.opt.name, c.opt.value);
         }
-        assert_eq!(capture(&again, libc::SOCK_STREAM, &fresh), got);
+        assert_eq!(capture(&again, libc::SOCK_STREAM, &fresh).unwrap(), got);
     }
 
     #[test]
@@ -64,8 +102,31 @@ mod tests {
         let s = socket(libc::AF_UNIX, libc::SOCK_STREAM);
         let fresh = socket(libc::AF_UNIX, libc::SOCK_STREAM);
         set(&s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0);
-        let got = capture(&s, libc::SOCK_STREAM, &fresh);
+        let got = capture(&s, libc::SOCK_STREAM, &fresh).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].name, got[0].value), (libc::SO_PEEK_OFF, 0));
+        assert_eq!((got[0].opt.name, got[0].opt.value), (libc::SO_PEEK_OFF, 0));
+    }
+
+    #[test]
+    fn a_classic_filter_reads_back_whole() {
+        let s = socket(libc::AF_INET, libc::SOCK_DGRAM);
+        let fresh = socket(libc::AF_INET, libc::SOCK_DGRAM);
+        // ld len; jge #100 -> ret #0 : ret #-1 (drops datagrams of 100 bytes or more).
+        let prog: [libc::sock_filter; 4] = [
+            libc::sock_filter { code: 0x80, jt: 0, jf: 0, k: 0 },
+            libc::sock_filter { code: 0x35, jt: 0, jf: 1, k: 100 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: u32::MAX },
+        ];
+        let fp = libc::sock_fprog { len: 4, filter: prog.as_ptr() as *mut _ };
+        // SAFETY: fp points at 4 instructions that outlive the call.
+        let r = unsafe {
+            libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, (&fp as *const libc::sock_fprog).cast(), std::mem::size_of_val(&fp) as u32)
+        };
+        assert_eq!(r, 0);
+        let got = capture(&s, libc::SOCK_DGRAM, &fresh).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].opt.name, got[0].opt.value, got[0].data.len()), (SO_ATTACH_FILTER, 4, 32));
+        assert_eq!(&got[0].data[8..16], &[0x35, 0, 0, 1, 100, 0, 0, 0]);
     }
 }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::sockopts;
 use super::target::getsockopt_int;
-use ckpt_format::{SockOpt, SocketState, SOCK_KEEPALIVE, SOCK_LINGER, SOCK_MAX_TIMEO_US, SOCK_PASSCRED, SOCK_REUSEADDR, SOCK_REUSEPORT};
+use ckpt_format::{SocketState, SOCK_KEEPALIVE, SOCK_LINGER, SOCK_MAX_TIMEO_US, SOCK_PASSCRED, SOCK_REUSEADDR, SOCK_REUSEPORT};
 
 fn getsockopt_raw<T>(s: &OwnedFd, opt: i32, v: &mut T) -> io::Result<()> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
@@ -43,7 +43,7 @@ fn fresh(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
 /// its [`SocketState`] (None when it has nothing a new one lacks) and its other
 /// integer options ([`sockopts`]). `shutdown`: sk_shutdown as sock_diag tells it (0
 /// when not known).
-pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutdown: u8) -> io::Result<(Option<SocketState>, Vec<SockOpt>)> {
+pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutdown: u8) -> io::Result<(Option<SocketState>, Vec<sockopts::Captured>)> {
     let q = |opt| getsockopt_int(s, libc::SOL_SOCKET, opt);
     let new = fresh(family, ty, proto)?;
     let (def_snd, def_rcv) = (getsockopt_int(&new, libc::SOL_SOCKET, libc::SO_SNDBUF)?, getsockopt_int(&new, libc::SOL_SOCKET, libc::SO_RCVBUF)?);
@@ -71,6 +71,6 @@ pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutd
     }
     st.rcvtimeo_us = timeo_us(s, libc::SO_RCVTIMEO)?;
     st.sndtimeo_us = timeo_us(s, libc::SO_SNDTIMEO)?;
-    let opts = sockopts::capture(s, ty, &new).into_iter().map(|o| SockOpt { fd, ..o }).collect();
+    let opts = sockopts::capture(s, ty, &new)?;
     Ok(((st != SocketState { fd, ..SocketState::default() }).then_some(st), opts))
 }
