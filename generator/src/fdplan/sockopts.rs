@@ -27,7 +27,12 @@ fn filter(s: &OwnedFd) -> io::Result<Option<Vec<u8>>> {
     // SAFETY: with a length of 0 the kernel writes nothing but the length.
     let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut n) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        // A program attached with SO_ATTACH_BPF has no classic original to give back.
+        if e.raw_os_error() == Some(libc::EACCES) {
+            return Err(io::Error::other("an eBPF socket filter (SO_ATTACH_BPF) is attached, which cannot be read back"));
+        }
+        return Err(e);
     }
     if n == 0 {
         return Ok(None);
