@@ -229,11 +229,12 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
                 }
             }
         }
-    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && !(family == libc::AF_UNIX && ty == libc::SOCK_DGRAM) {
+    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && ty != libc::SOCK_DGRAM {
         warnings.push(format!("fd {}: the data queued on socket {} is not restored", f.fd, describe(&name)));
     }
     let mut queued = None;
-    if family == libc::AF_UNIX && ty == libc::SOCK_DGRAM && !unbound(&name) {
+    // A datagram socket here is a unix or UDP one (other families are refused above).
+    if ty == libc::SOCK_DGRAM && !unbound(&name) {
         match dgramqueue::capture(tg, &s, f, &name, all, warnings) {
             Ok(q) => queued = q,
             Err(e) => return Class::Refuse(e),
