@@ -13,7 +13,8 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel (SectionKind order):
+//!              Kernel, SockOpts, TreeProcs, TreeObjects, TreeData (SectionKind order;
+//!              a tree's other processes' own images follow the image, see tree.rs):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -36,6 +37,7 @@ pub mod crc32c;
 mod kernel;
 mod process;
 mod records;
+pub mod sockopts;
 mod tree;
 mod validate;
 #[cfg(test)] mod tests;
@@ -48,6 +50,7 @@ pub mod write;
 pub use kernel::*;
 pub use process::*;
 pub use records::*;
+pub use sockopts::{SockOpt, MAX_SOCKOPTS};
 pub use tree::*;
 pub use validate::*;
 

@@ -43,6 +43,9 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
+    /// each fd's options in [`crate::sockopts::KNOWN`] order.
+    SockOpts = 18,
     /// The processes of a tree (`ckpt freeze --tree`), one [`crate::TreeProc`] each,
     /// parents before their children; the first is the root this image restores.
     TreeProcs = 19,
@@ -57,7 +60,7 @@ pub enum SectionKind {
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
-pub const KNOWN_SECTIONS: usize = 21;
+pub const KNOWN_SECTIONS: usize = 22;
 
 impl SectionKind {
     /// The kind stored in section slot `slot`, if this version knows one there.
@@ -84,6 +87,7 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::SockOpts,
         SectionKind::TreeProcs,
         SectionKind::TreeObjects,
         SectionKind::TreeData,
@@ -109,6 +113,7 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
             SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
             SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
             SectionKind::TreeData => crate::MAX_TREE_DATA,
@@ -133,6 +138,7 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
             SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
             SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
             SectionKind::TreeData => 1,
@@ -159,6 +165,7 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::SockOpts => "socket options",
             SectionKind::TreeProcs => "tree processes",
             SectionKind::TreeObjects => "tree objects",
             SectionKind::TreeData => "tree data",

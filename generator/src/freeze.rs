@@ -284,6 +284,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, warnings: &mut Vec<Strin
     parts.files = std::mem::take(&mut fdp.files);
     parts.extents = std::mem::take(&mut fdp.extents);
     parts.sockets = std::mem::take(&mut fdp.sockets);
+    parts.sockopts = std::mem::take(&mut fdp.sockopts);
     parts.strings = strings.buf;
     let pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {pid}"))?;
     Ok(Captured {
