@@ -449,3 +449,20 @@ pub fn release(after: After) -> Release {
         _ => Release::Continue,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_fds_stay_in_order_and_blobs_follow_their_records() {
+        let fd = |n: i32, kind: FdKind| Fd { fd: n, kind: kind as u32, ..Default::default() };
+        let mut p = fdplan::FdPlan { fds: vec![fd(0, FdKind::Inherit), fd(4, FdKind::Pipe), fd(9, FdKind::Path)], ..Default::default() };
+        p.blobs = vec![(1, b"pipe".to_vec()), (2, b"file".to_vec())];
+        merge_fds(&mut p, vec![fd(7, FdKind::Tree), fd(1, FdKind::Tree)]);
+        assert_eq!(p.fds.iter().map(|f| f.fd).collect::<Vec<_>>(), [0, 1, 4, 7, 9]);
+        assert_eq!(p.fds[p.blobs[0].0].fd, 4);
+        assert_eq!(p.fds[p.blobs[1].0].fd, 9);
+        assert_eq!(p.fds[1].kind, FdKind::Tree as u32);
+    }
+}
