@@ -44,6 +44,12 @@ fn zombie_and_pipe() {
     let img = dir.image("tree_basic");
     let tf = freeze_tree(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
+    // `ckpt info` lists the processes, the zombie with the status it exited with.
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let o = run_with_timeout(info, FREEZE_TIMEOUT).expect("ckpt info");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("process tree (3 processes)") && text.contains("zombie, wait status 0x700"), "{text}");
     let t = Instant::now();
     let mut resumed = resume_launch(&img).spawn();
     for k in &kids {

@@ -182,6 +182,18 @@ pub fn render(r: &Report) -> String {
         }
     }
 
+    if !r.tree.is_empty() {
+        o.head(&format!("process tree ({} processes)", r.tree.len()));
+        for (i, m) in r.tree.iter().enumerate() {
+            let what = match (i, m.zombie_status) {
+                (0, _) => "root (this image)".to_owned(),
+                (_, Some(s)) => format!("zombie, wait status {s:#x}"),
+                (_, None) => format!("own image {} bytes", m.image_size),
+            };
+            o.line(format!("  pid {:>7}  parent {:>7}  group {:>7}  session {:>7}  {what}", m.pid, m.ppid, m.pgid, m.sid));
+        }
+    }
+
     let tt = &r.totals;
     o.head("totals");
     o.kv("VMAs", tt.vmas);
