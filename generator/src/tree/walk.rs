@@ -58,11 +58,18 @@ pub fn seize_all(root: i32, after: After, force: bool) -> Result<Vec<Member>> {
                 if ppid != parent {
                     continue; // reparented meanwhile: no longer ours
                 }
-                let group = if state == 'Z' || state == 'X' {
-                    None
+                let (group, status) = if state == 'Z' || state == 'X' {
+                    (None, status)
                 } else {
-                    precheck(k, force).with_context(|| format!("child {k} of pid {parent}"))?;
-                    Some(Group::seize(k, release(after)).with_context(|| format!("stopping child {k} of pid {parent}"))?)
+                    match precheck(k, force).and_then(|_| Group::seize(k, release(after))) {
+                        Ok(g) => (Some(g), status),
+                        // A child still runs while its parent is stopped: it may
+                        // have exited since it was listed (its parent cannot reap it).
+                        Err(e) => match ids(k) {
+                            Ok((st, _, _, _, status)) if st == 'Z' || st == 'X' => (None, status),
+                            _ => return Err(e).with_context(|| format!("stopping child {k} of pid {parent}")),
+                        },
+                    }
                 };
                 members.push(Member { pid: k, ppid, pgid, sid, group, status });
             }
