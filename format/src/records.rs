@@ -43,12 +43,15 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// The exported functions of the frozen process's vdso ([`crate::VdsoSym`]),
+    /// for the jumps written over the old vdso on a kernel whose vdso differs.
+    VdsoSyms = 18,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 18;
+pub const KNOWN_SECTIONS: usize = 19;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -70,6 +73,7 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::VdsoSyms,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -92,6 +96,7 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::VdsoSyms => crate::MAX_VDSO_SYMS as u64,
         }
     }
 
@@ -113,6 +118,7 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::VdsoSyms => core::mem::size_of::<crate::VdsoSym>() as u64,
         }
     }
 
@@ -136,6 +142,7 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::VdsoSyms => "vdso symbols",
         }
     }
 }
@@ -786,6 +793,8 @@ unsafe impl Pod for FileObject {}
 unsafe impl Pod for Extent {}
 // SAFETY: as above.
 unsafe impl Pod for crate::KernelState {}
+// SAFETY: as above.
+unsafe impl Pod for crate::VdsoSym {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.
