@@ -290,7 +290,7 @@ impl Refusal {
                 o.hex(saved);
                 o.s(", this CPU ");
                 o.hex(have);
-                o.s(")");
+                o.s("); resume it on a CPU that has them, or start the program afresh here (its libraries chose their code for the CPU they started on)");
             }
             Refusal::VdsoSize { which, want, have } => {
                 o.s("size of ");

@@ -126,7 +126,7 @@ fn the_same_machine_resumes_with_the_real_ids() {
 fn cpu_without_a_saved_feature() {
     let mut p = parts();
     p.xcr0 = 0xe7;
-    refused(&p, |_| {}, &mut Fake::default(), Refusal::Cpu { saved: 0xe7, have: 0x7 }, &["AVX-512", "this CPU lacks it"]);
+    refused(&p, |_| {}, &mut Fake::default(), Refusal::Cpu { saved: 0xe7, have: 0x7 }, &["AVX-512", "this CPU lacks it", "resume it on a CPU that has them"]);
 }
 
 #[test]
