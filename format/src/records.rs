@@ -46,12 +46,15 @@ pub enum SectionKind {
     /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
     /// each fd's options in [`crate::sockopts::KNOWN`] order.
     SockOpts = 18,
+    /// The exported functions of the frozen process's vdso ([`crate::VdsoSym`]),
+    /// for the jumps written over the old vdso on a kernel whose vdso differs.
+    VdsoSyms = 19,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 19;
+pub const KNOWN_SECTIONS: usize = 20;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -74,6 +77,7 @@ impl SectionKind {
         SectionKind::Sockets,
         SectionKind::Kernel,
         SectionKind::SockOpts,
+        SectionKind::VdsoSyms,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -97,6 +101,7 @@ impl SectionKind {
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
             SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
+            SectionKind::VdsoSyms => crate::MAX_VDSO_SYMS as u64,
         }
     }
 
@@ -119,6 +124,7 @@ impl SectionKind {
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
             SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
+            SectionKind::VdsoSyms => core::mem::size_of::<crate::VdsoSym>() as u64,
         }
     }
 
@@ -143,6 +149,7 @@ impl SectionKind {
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
             SectionKind::SockOpts => "socket options",
+            SectionKind::VdsoSyms => "vdso symbols",
         }
     }
 }
@@ -793,6 +800,8 @@ unsafe impl Pod for FileObject {}
 unsafe impl Pod for Extent {}
 // SAFETY: as above.
 unsafe impl Pod for crate::KernelState {}
+// SAFETY: as above.
+unsafe impl Pod for crate::VdsoSym {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

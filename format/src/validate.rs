@@ -35,6 +35,7 @@ pub enum FormatError {
     BadSocket { index: u32, what: &'static str },
     BadSockOpt { index: u32, what: &'static str },
     BadKernel { what: &'static str },
+    BadVdsoSym { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -60,6 +61,7 @@ impl FormatError {
             | FormatError::BadSocket { what, .. }
             | FormatError::BadSockOpt { what, .. }
             | FormatError::BadKernel { what }
+            | FormatError::BadVdsoSym { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -79,7 +81,8 @@ impl FormatError {
             | FormatError::BadFile { index, .. }
             | FormatError::BadExtent { index, .. }
             | FormatError::BadSocket { index, .. }
-            | FormatError::BadSockOpt { index, .. } => Some(index as u64),
+            | FormatError::BadSockOpt { index, .. }
+            | FormatError::BadVdsoSym { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -121,6 +124,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
             FormatError::BadSockOpt { index, what } => write!(f, "socket option {index}: {what}"),
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
+            FormatError::BadVdsoSym { index, what } => write!(f, "vdso symbol {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -236,6 +240,8 @@ pub struct Tables<'a> {
     /// The freezing kernel's clocks and limits; None in images written without them.
     pub kernel: Option<&'a crate::KernelState>,
     pub sockopts: &'a [crate::SockOpt],
+    /// The old vdso's exported functions; empty in images written without them.
+    pub vdso_syms: &'a [crate::VdsoSym],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -307,10 +313,11 @@ impl<'a> Tables<'a> {
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
         let sockopts = records(section_bytes(h, buf, lo, SectionKind::SockOpts, hw)?, SectionKind::SockOpts)?;
+        let vdso_syms = records(section_bytes(h, buf, lo, SectionKind::VdsoSyms, hw)?, SectionKind::VdsoSyms)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets, kernel: kernel.first(), sockopts,
+            locks, files, extents, sockets, kernel: kernel.first(), sockopts, vdso_syms,
         };
         t.check(h)?;
         Ok(t)
@@ -328,7 +335,29 @@ impl<'a> Tables<'a> {
         self.check_sockets()?;
         self.check_sockopts()?;
         self.check_process()?;
-        self.check_kernel()
+        self.check_kernel()?;
+        self.check_vdso_syms()
+    }
+
+    /// Each symbol names itself (its hash matches) and lies inside the saved vdso.
+    fn check_vdso_syms(&self) -> Result<(), FormatError> {
+        for (i, s) in self.vdso_syms.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadVdsoSym { index: i as u32, what });
+            if s.name_len == 0 || s.name_len > crate::MAX_VDSO_NAME || !str_in(self.strings, s.name_off, s.name_len) {
+                return bad("name out of the strings section or of a bad length");
+            }
+            if crate::elf_hash(self.string(s.name_off, s.name_len)) != s.name_hash {
+                return bad("name hash does not match its name");
+            }
+            if s.flags != 0 {
+                return bad("unknown flags");
+            }
+            let end = s.offset.checked_add(s.size.max(1));
+            if end.is_none_or(|e| e > self.vdso.len() as u64) {
+                return bad("function lies outside the saved vdso");
+            }
+        }
+        Ok(())
     }
 
     fn check_kernel(&self) -> Result<(), FormatError> {

@@ -51,6 +51,9 @@ pub struct Ctx {
     /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
     /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
     pub timens: [u64; 2],
+    /// This kernel's vdso is another build: the old one's functions become jumps
+    /// (trampoline.rs) instead of moving this one into place (vdso.rs).
+    pub vdso_trampolines: bool,
 }
 
 impl Ctx {
