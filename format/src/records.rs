@@ -46,21 +46,24 @@ pub enum SectionKind {
     /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
     /// each fd's options in [`crate::sockopts::KNOWN`] order.
     SockOpts = 18,
+    /// The exported functions of the frozen process's vdso ([`crate::VdsoSym`]),
+    /// for the jumps written over the old vdso on a kernel whose vdso differs.
+    VdsoSyms = 19,
     /// The processes of a tree (`ckpt freeze --tree`), one [`crate::TreeProc`] each,
     /// parents before their children; the first is the root this image restores.
-    TreeProcs = 19,
+    TreeProcs = 20,
     /// Kernel objects the processes of a tree share, one [`crate::TreeObject`] each:
     /// created once by the root before it forks, inherited by the others.
-    TreeObjects = 20,
+    TreeObjects = 21,
     /// The bytes the tree objects carry (a pipe's buffered bytes), one after another.
-    TreeData = 21,
+    TreeData = 22,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
-pub const KNOWN_SECTIONS: usize = 22;
+pub const KNOWN_SECTIONS: usize = 23;
 
 impl SectionKind {
     /// The kind stored in section slot `slot`, if this version knows one there.
@@ -88,6 +91,7 @@ impl SectionKind {
         SectionKind::Sockets,
         SectionKind::Kernel,
         SectionKind::SockOpts,
+        SectionKind::VdsoSyms,
         SectionKind::TreeProcs,
         SectionKind::TreeObjects,
         SectionKind::TreeData,
@@ -114,6 +118,7 @@ impl SectionKind {
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
             SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
+            SectionKind::VdsoSyms => crate::MAX_VDSO_SYMS as u64,
             SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
             SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
             SectionKind::TreeData => crate::MAX_TREE_DATA,
@@ -139,6 +144,7 @@ impl SectionKind {
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
             SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
+            SectionKind::VdsoSyms => core::mem::size_of::<crate::VdsoSym>() as u64,
             SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
             SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
             SectionKind::TreeData => 1,
@@ -166,6 +172,7 @@ impl SectionKind {
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
             SectionKind::SockOpts => "socket options",
+            SectionKind::VdsoSyms => "vdso symbols",
             SectionKind::TreeProcs => "tree processes",
             SectionKind::TreeObjects => "tree objects",
             SectionKind::TreeData => "tree data",
@@ -192,6 +199,10 @@ pub const HDR_SSE42_CRC: u64 = 1 << 0;
 /// At resume, open /dev/null in place of a file that is missing or shorter than its
 /// saved offset (with a warning) instead of failing.
 pub const HDR_MISSING_FILES_IGNORE: u64 = 1 << 1;
+/// Resume lazily by default (`ckpt freeze --lazy`): anonymous memory arrives on
+/// demand through userfaultfd after the first instruction. `CKPT_LAZY=0` or `=1` in
+/// the resumer's environment overrides it.
+pub const HDR_LAZY: u64 = 1 << 2;
 
 /// The image header, at offset 0 of the image.
 #[repr(C)]
@@ -832,6 +843,7 @@ unsafe impl Pod for Extent {}
 // SAFETY: as above.
 unsafe impl Pod for crate::KernelState {}
 // SAFETY: as above.
+unsafe impl Pod for crate::VdsoSym {}
 unsafe impl Pod for crate::TreeProc {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeObject {}

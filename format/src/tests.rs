@@ -368,7 +368,7 @@ pub fn valid_parts() -> Parts {
         ..EpollEntry::default()
     };
 
-    let img = ImageParts {
+    let mut img = ImageParts {
         threads: vec![thread],
         vmas,
         runs,
@@ -433,7 +433,13 @@ pub fn valid_parts() -> Parts {
         kernel_release: "6.8.0-test".into(),
         created_unix: 1_700_000_000,
         flags: 0,
+        vdso_syms: Vec::new(),
     };
+    for (name, offset) in [(&b"__vdso_clock_gettime"[..], 0x100), (b"__vdso_time", 0x180)] {
+        let name_off = img.strings.len() as u32;
+        img.strings.extend_from_slice(name);
+        img.vdso_syms.push(VdsoSym { name_off, name_len: name.len() as u32, name_hash: elf_hash(name), flags: 0, offset, size: 0x40 });
+    }
     Parts { img, data }
 }
 
@@ -2036,6 +2042,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadSocket { .. } => "socket_state_* tests",
             FormatError::BadSockOpt { .. } => "socket_option_* tests",
             FormatError::BadKernel { .. } => "kernel_state_* tests",
+            FormatError::BadVdsoSym { .. } => "vdso_tests::symbols_are_validated_on_read",
             FormatError::BadTree { .. } => "tree_* tests",
             FormatError::BadTreeObject { .. } => "tree_objects_checked, tree_slots",
         }
@@ -2314,6 +2321,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.extents.clear();
     minimal.strings.clear();
     minimal.vdso.clear();
+    minimal.vdso_syms.clear();
     minimal.process = None;
     minimal.signals.clear();
     minimal.timers.clear();

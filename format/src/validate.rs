@@ -35,6 +35,7 @@ pub enum FormatError {
     BadSocket { index: u32, what: &'static str },
     BadSockOpt { index: u32, what: &'static str },
     BadKernel { what: &'static str },
+    BadVdsoSym { index: u32, what: &'static str },
     BadTree { index: u32, what: &'static str },
     BadTreeObject { index: u32, what: &'static str },
 }
@@ -62,6 +63,7 @@ impl FormatError {
             | FormatError::BadSocket { what, .. }
             | FormatError::BadSockOpt { what, .. }
             | FormatError::BadKernel { what }
+            | FormatError::BadVdsoSym { what, .. }
             | FormatError::BadTree { what, .. }
             | FormatError::BadTreeObject { what, .. }
             | FormatError::BadMm { what } => what,
@@ -84,6 +86,7 @@ impl FormatError {
             | FormatError::BadExtent { index, .. }
             | FormatError::BadSocket { index, .. }
             | FormatError::BadSockOpt { index, .. }
+            | FormatError::BadVdsoSym { index, .. }
             | FormatError::BadTree { index, .. }
             | FormatError::BadTreeObject { index, .. } => Some(index as u64),
             _ => None,
@@ -127,6 +130,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
             FormatError::BadSockOpt { index, what } => write!(f, "socket option {index}: {what}"),
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
+            FormatError::BadVdsoSym { index, what } => write!(f, "vdso symbol {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -241,6 +245,8 @@ pub struct Tables<'a> {
     /// The freezing kernel's clocks and limits; None in images written without them.
     pub kernel: Option<&'a crate::KernelState>,
     pub sockopts: &'a [crate::SockOpt],
+    /// The old vdso's exported functions; empty in images written without them.
+    pub vdso_syms: &'a [crate::VdsoSym],
     /// The processes of a tree, the root first; empty for a single process.
     pub tree_procs: &'a [crate::TreeProc],
     pub tree_objects: &'a [crate::TreeObject],
@@ -316,13 +322,14 @@ impl<'a> Tables<'a> {
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
         let sockopts = records(section_bytes(h, buf, lo, SectionKind::SockOpts, hw)?, SectionKind::SockOpts)?;
+        let vdso_syms = records(section_bytes(h, buf, lo, SectionKind::VdsoSyms, hw)?, SectionKind::VdsoSyms)?;
         let tree_procs = records(section_bytes(h, buf, lo, SectionKind::TreeProcs, hw)?, SectionKind::TreeProcs)?;
         let tree_objects = records(section_bytes(h, buf, lo, SectionKind::TreeObjects, hw)?, SectionKind::TreeObjects)?;
         let tree_data = section_bytes(h, buf, lo, SectionKind::TreeData, hw)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets, kernel: kernel.first(), sockopts, tree_procs, tree_objects, tree_data,
+            locks, files, extents, sockets, kernel: kernel.first(), sockopts, vdso_syms, tree_procs, tree_objects, tree_data,
         };
         t.check(h)?;
         Ok(t)
@@ -341,7 +348,29 @@ impl<'a> Tables<'a> {
         self.check_sockopts()?;
         self.check_process()?;
         self.check_kernel()?;
+        self.check_vdso_syms()?;
         self.check_tree()
+    }
+
+    /// Each symbol names itself (its hash matches) and lies inside the saved vdso.
+    fn check_vdso_syms(&self) -> Result<(), FormatError> {
+        for (i, s) in self.vdso_syms.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadVdsoSym { index: i as u32, what });
+            if s.name_len == 0 || s.name_len > crate::MAX_VDSO_NAME || !str_in(self.strings, s.name_off, s.name_len) {
+                return bad("name out of the strings section or of a bad length");
+            }
+            if crate::elf_hash(self.string(s.name_off, s.name_len)) != s.name_hash {
+                return bad("name hash does not match its name");
+            }
+            if s.flags != 0 {
+                return bad("unknown flags");
+            }
+            let end = s.offset.checked_add(s.size.max(1));
+            if end.is_none_or(|e| e > self.vdso.len() as u64) {
+                return bad("function lies outside the saved vdso");
+            }
+        }
+        Ok(())
     }
 
     fn check_kernel(&self) -> Result<(), FormatError> {

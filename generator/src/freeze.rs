@@ -242,6 +242,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, warnings: &mut Vec<Strin
     if let Some(v) = vmas.iter().find(|v| v.vma.kind == VmaKind::Vdso as u32) {
         let mut b = vec![0u8; (v.vma.end - v.vma.start) as usize];
         mem.read_exact(v.vma.start, &mut b).context("reading the vdso")?;
+        parts.vdso_syms = crate::vdso_syms::read(&b, &mut strings).with_context(|| format!("pid {}", o.pid))?;
         parts.vdso = b;
     }
     let st = &inv.stat;

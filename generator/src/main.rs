@@ -32,6 +32,7 @@ mod reader;
 mod regs;
 mod resume;
 mod thread_state;
+mod vdso_syms;
 mod tree;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]

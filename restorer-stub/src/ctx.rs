@@ -48,9 +48,14 @@ pub struct Ctx {
     pub same_pid: bool,
     /// Replace missing or shrunk files with /dev/null instead of failing.
     pub missing_ignore: bool,
+    /// Resume lazily (lazy/): CKPT_LAZY=1, or the file's HDR_LAZY unless CKPT_LAZY=0.
+    pub lazy: bool,
     /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
     /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
     pub timens: [u64; 2],
+    /// This kernel's vdso is another build: the old one's functions become jumps
+    /// (trampoline.rs) instead of moving this one into place (vdso.rs).
+    pub vdso_trampolines: bool,
     /// The image is inside this executable (a `.resume`), not a raw image file.
     pub embedded: bool,
     /// Process trees (tree.rs): this process's image offset from the tree data

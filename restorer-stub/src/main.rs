@@ -4,7 +4,8 @@
 //! Phase 1 runs where the kernel loaded us: find and validate the image, check the
 //! CPU and vdso, pick a gap free in both the current and the target layout, and copy
 //! ourselves (code, tables, a stack) there. Phase 2 runs in the gap: unmap the old
-//! layout, move the vdso/vvar to the saved addresses, recreate every VMA and fill its
+//! layout, move the vdso/vvar to the saved addresses (or, for another kernel's
+//! vdso, write jumps into it over the old one), recreate every VMA and fill its
 //! pages (the files of the Files section first, which VMAs may map), set the mm
 //! fields, fds and process state, create the other threads, and
 //! release every thread at once through `rt_sigreturn` on its prebuilt signal frame,
@@ -20,6 +21,7 @@ mod fds;
 mod gap;
 mod identity;
 mod image;
+mod lazy;
 mod layout;
 mod mem;
 mod mm;
@@ -37,6 +39,7 @@ mod sys;
 mod thread;
 mod threads;
 mod timens;
+mod trampoline;
 mod tree;
 mod unlinked;
 mod vdso;
@@ -79,8 +82,11 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let t = image::parse(&ctx, tables);
     tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
+    ctx.lazy = st.env_flag(b"CKPT_LAZY") || (ctx.hdr.flags & ckpt_format::HDR_LAZY != 0 && !st.env_is(b"CKPT_LAZY", b"0"));
     ctx.cur = selfmaps::read_specials();
-    ctx.timens = probe::check(&ctx, &t).timens.unwrap_or([0, 0]);
+    let plan = probe::check(&ctx, &t);
+    ctx.timens = plan.timens.unwrap_or([0, 0]);
+    ctx.vdso_trampolines = plan.vdso == ckpt_format::compat::VdsoPath::Trampolines;
     gap::enter(&mut ctx, &t, tables)
 }
 
@@ -91,7 +97,11 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     out::trace("restorer running in gap", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
     let t = image::parse(ctx, ctx.tables());
     layout::unmap_old(ctx);
-    vdso::move_specials(ctx, &t);
+    if ctx.vdso_trampolines {
+        trampoline::install(ctx, &t);
+    } else {
+        vdso::move_specials(ctx, &t);
+    }
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
@@ -102,7 +112,13 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // Deleted files and memfds before the VMAs that map them; their owner, mode
     // and seals once every fd and mapping of them exists.
     let fd_limit = objects::create(ctx, &t);
-    layout::create_all(ctx, &t);
+    // Lazily: the helper exists before the VMAs (it forks none of their pages) and
+    // serves them from here on, before anything of the process touches them.
+    let lazy = lazy::begin(ctx, &t);
+    layout::create_all(ctx, &t, lazy.as_ref());
+    if let Some(l) = lazy {
+        l.go();
+    }
     mm::restore(&t);
     fds::restore(ctx, &t);
     // The root of a tree: every other process forked at its pid (each restores
