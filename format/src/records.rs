@@ -43,15 +43,18 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
+    /// each fd's options in [`crate::sockopts::KNOWN`] order.
+    SockOpts = 18,
     /// The exported functions of the frozen process's vdso ([`crate::VdsoSym`]),
     /// for the jumps written over the old vdso on a kernel whose vdso differs.
-    VdsoSyms = 18,
+    VdsoSyms = 19,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 19;
+pub const KNOWN_SECTIONS: usize = 20;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -73,6 +76,7 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::SockOpts,
         SectionKind::VdsoSyms,
     ];
 
@@ -96,6 +100,7 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
             SectionKind::VdsoSyms => crate::MAX_VDSO_SYMS as u64,
         }
     }
@@ -118,6 +123,7 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
             SectionKind::VdsoSyms => core::mem::size_of::<crate::VdsoSym>() as u64,
         }
     }
@@ -142,6 +148,7 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::SockOpts => "socket options",
             SectionKind::VdsoSyms => "vdso symbols",
         }
     }
