@@ -13,7 +13,7 @@ use std::process::Command;
 
 const TARGETS: [&str; 3] = ["vmclock", "vmclock-static", "vmclock-go"];
 /// Iterations each target runs (tests/vm/init.sh).
-const ITERATIONS: u64 = 250;
+const ITERATIONS: u64 = 330;
 
 /// The `name value` pairs of a log line "i N name value ...".
 fn fields(line: &str) -> Vec<(&str, i128)> {
