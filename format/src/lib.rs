@@ -13,7 +13,8 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel, SockOpts, VdsoSyms (SectionKind order):
+//!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData
+//!              (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -37,6 +38,7 @@ mod kernel;
 mod process;
 mod records;
 pub mod sockopts;
+mod tree;
 mod validate;
 mod vdso;
 #[cfg(test)] mod vdso_tests;
@@ -51,6 +53,7 @@ pub use kernel::*;
 pub use process::*;
 pub use records::*;
 pub use sockopts::{SockOpt, MAX_SOCKOPTS};
+pub use tree::*;
 pub use validate::*;
 pub use vdso::*;
 

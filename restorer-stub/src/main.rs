@@ -39,6 +39,7 @@ mod thread;
 mod threads;
 mod timens;
 mod trampoline;
+mod tree;
 mod unlinked;
 mod vdso;
 
@@ -74,9 +75,11 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let mut ctx = ctx::Ctx::zeroed();
     ctx.hw_crc = ckpt_format::crc32c::have_hw();
     ctx.same_pid = !st.env_is(b"CKPT_SAME_PID", b"0");
+    tree::member_of(&st, &mut ctx);
     image::open(&st, &mut ctx);
     let tables = image::load(&mut ctx);
     let t = image::parse(&ctx, tables);
+    tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
     ctx.cur = selfmaps::read_specials();
     let plan = probe::check(&ctx, &t);
@@ -100,6 +103,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     identity::before_pid(&t);
     // Before the memory exists, so the fork behind it copies next to nothing.
     let same_ids = pid::take_original(ctx, &t, t.process.is_some_and(|p| p.pdeathsig != 0));
+    // The root of a tree: the objects it makes for every process of it.
+    tree::prepare(ctx, &t);
     // In the process that becomes the target, before its timers and threads exist.
     timens::enter(ctx);
     // Deleted files and memfds before the VMAs that map them; their owner, mode
@@ -108,6 +113,9 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     layout::create_all(ctx, &t);
     mm::restore(&t);
     fds::restore(ctx, &t);
+    // The root of a tree: every other process forked at its pid (each restores
+    // itself from its own image).
+    tree::fork_all(ctx, &t);
     objects::finish(ctx, &t, fd_limit);
     procstate::restore(&t);
     // Every other thread: created, its own state set, waiting for the release.
@@ -116,6 +124,8 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     if t.threads[0].flags & ckpt_format::THREAD_EXITED == 0 {
         thread::restore(&t.threads[0], false);
     }
+    // Every process of a tree is restored before any continues.
+    tree::release_together(ctx, &t);
     procstate::requeue_signals(&t);
     procstate::seccomp(&t);
     threads::release_and_leave(ctx, &t)
