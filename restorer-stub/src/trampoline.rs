@@ -16,9 +16,13 @@ use crate::vdso::target_specials;
 use ckpt_format::{encode, patch_for, Patch, Tables, VmaKind, MAX_PATCH, PAGE_SIZE, USER_TOP};
 
 /// Whether `r` is free in the target's layout and away from the restorer's gap.
+/// The VMAs are sorted and disjoint (validated on read): the first one ending
+/// after `r.start` is the only one that may overlap it first.
 fn free(ctx: &Ctx, t: &Tables, r: &Range) -> bool {
     let gap = Range { start: ctx.gap_start as u64, end: (ctx.gap_start + ctx.gap_len) as u64 };
-    r.start >= 1 << 20 && r.end <= USER_TOP && !r.overlaps(&gap) && !t.vmas.iter().any(|v| r.overlaps(&Range { start: v.start, end: v.end }))
+    let i = t.vmas.partition_point(|v| v.end <= r.start);
+    let hit = t.vmas.get(i).is_some_and(|v| v.start < r.end);
+    r.start >= 1 << 20 && r.end <= USER_TOP && !r.overlaps(&gap) && !hit
 }
 
 /// A base for `span` bytes free in the target's layout and not overlapping `avoid`

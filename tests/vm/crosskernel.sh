@@ -9,7 +9,8 @@
 #
 #   crosskernel.sh CKPT_BIN OUT_DIR
 # OUT_DIR/freeze/ gets the first boot's files (6.12 kernel), OUT_DIR/cross/ the
-# resume on the 6.1 kernel, OUT_DIR/same/ the resume on the 6.12 kernel rebooted.
+# resume on the 6.1 kernel, OUT_DIR/same/ the resume on the 6.12 kernel rebooted;
+# OUT_DIR/freeze-old/ the files frozen on 6.1, OUT_DIR/back/ their resume on 6.12.
 # Exit 77: the emulator or a kernel image cannot be had here (a skip).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -100,11 +101,22 @@ boot() {
 }
 
 initramfs "$VM/root-freeze" "$VM/freeze.cpio.gz"
-boot "$K_NEW" "$VM/freeze.cpio.gz" freeze "$OUT/freeze"
-mkdir -p "$VM/carry"
-rm -f "$VM/carry"/*
-cp "$OUT"/freeze/*.ckpt "$OUT"/freeze/*.log "$VM/carry/"
-initramfs "$VM/root-resume" "$VM/resume.cpio.gz" "$VM/carry"
-boot "$K_OLD" "$VM/resume.cpio.gz" resume "$OUT/cross"
-boot "$K_NEW" "$VM/resume.cpio.gz" resume "$OUT/same"
+
+# freeze_on KERNEL NAME INITRD: freeze there into $OUT/NAME, and make the
+# initramfs that resumes those files ($VM/INITRD.cpio.gz).
+freeze_on() {
+    boot "$1" "$VM/freeze.cpio.gz" freeze "$OUT/$2"
+    rm -rf "$VM/carry"
+    mkdir -p "$VM/carry"
+    cp "$OUT/$2"/*.ckpt "$OUT/$2"/*.log "$VM/carry/"
+    initramfs "$VM/root-resume" "$VM/$3.cpio.gz" "$VM/carry"
+}
+
+# Newer to older, and the same kernel rebooted.
+freeze_on "$K_NEW" freeze freeze-new
+boot "$K_OLD" "$VM/freeze-new.cpio.gz" resume "$OUT/cross"
+boot "$K_NEW" "$VM/freeze-new.cpio.gz" resume "$OUT/same"
+# Older to newer.
+freeze_on "$K_OLD" freeze-old freeze-old
+boot "$K_NEW" "$VM/freeze-old.cpio.gz" resume "$OUT/back"
 echo "kernels: $(basename "$K_NEW") -> $(basename "$K_OLD")" > "$OUT/kernels"

@@ -27,7 +27,7 @@ echo "ckpt-vm: mode $mode, kernel $(uname -r)" > /dev/console
 if [ "$mode" = freeze ]; then
     for t in $TARGETS; do
         [ -x /targets/$t ] || continue
-        /targets/$t 250 > /out/$t.log 2>&1 < /dev/null &
+        /targets/$t 330 > /out/$t.log 2>&1 < /dev/null &
         echo $! > /out/$t.pid
     done
     while [ "$(uptime_s)" -lt "${FREEZE_UPTIME:-20}" ]; do sleep 1; done
