@@ -10,7 +10,7 @@ use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
 use crate::outcome::{Report, Stage};
-use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
+use crate::{cow, emit, trace, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::cell::Cell;
@@ -40,6 +40,9 @@ pub struct Options {
     /// Store the clean pages of mapped files too (fileref.rs), so the file depends on
     /// no library or executable at resume.
     pub embed_files: bool,
+    /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
+    /// the process runs on while they are written.
+    pub cow: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -166,10 +169,25 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
     Ok(out)
 }
 
+/// A copy-on-write copy of the stopped process's memory (cow.rs), or None with a
+/// warning saying why the process stays stopped until its pages are written.
+fn copy_on_write(g: &Group, vmas: &[plan::PlannedVma], syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, warnings: &mut Vec<String>) -> Option<cow::CowCopy> {
+    let why = match cow::obstacle(vmas) {
+        Some(why) => why,
+        None => match cow::fork(g.reader(), g.pid, syscall_at, writable) {
+            Ok(c) => return Some(c),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    warnings.push(format!("pid {}: {why}; it stays stopped until its pages are written", g.pid));
+    None
+}
+
 /// Freeze as `o` says; `stage` follows the work, so a failure can say where it
 /// happened (outcome.rs).
 pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let t0 = Instant::now();
+    trace::mark("start");
     stage.set(Stage::Check);
     precheck(o.pid, o.force)?;
     // The output location is checked before the target is touched; "-" streams
@@ -178,6 +196,11 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
     let bar = progress::Bar::start(o.progress);
     stage.set(Stage::Seize);
+    // A copy-on-write freeze reads smaps (whose cost grows with the resident size)
+    // before the stop, and only the cheap layout while stopped (inventory.rs).
+    let use_cow = o.after == After::Continue && o.cow;
+    let early_maps = if use_cow { proc::maps::read_smaps(o.pid).ok() } else { None };
+    trace::mark("early smaps");
     let t_seize = Instant::now();
     let g = Group::seize(
         o.pid,
@@ -187,9 +210,10 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         },
     )?;
     stage.set(Stage::Capture);
+    trace::mark("seized");
     let reader = g.reader();
     let rpid = reader.pid;
-    let inv = inventory::take(rpid).with_context(|| format!("reading the state of pid {}", o.pid))?;
+    let inv = inventory::take(rpid, early_maps).with_context(|| format!("reading the state of pid {}", o.pid))?;
     let mut warnings = Vec::new();
     let kids = children(o.pid);
     if !kids.is_empty() {
@@ -200,13 +224,16 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         ));
     }
 
+    trace::mark("inventory");
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
     let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
 
+    trace::mark("plan, fds");
     let gd = gadgets::find(&mem, &vmas);
+    trace::mark("gadgets");
     if gd.syscall == 0 {
         bail!("pid {}: no `syscall` instruction in its executable memory to read its kernel state with", o.pid);
     }
@@ -216,11 +243,13 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;
         procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
     };
+    trace::mark("process state");
     let threads = capture_threads(&g, &mem, gd.syscall, &writable, &mut warnings)?;
     if gd.syscall_ret == 0 {
         warnings.push("no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind".into());
     }
 
+    trace::mark("threads");
     let live = threads.records.iter().find(|t| t.flags & THREAD_EXITED == 0).expect("a live thread");
     let mut parts = ImageParts {
         xcr0: inventory::xcr0(),
@@ -290,9 +319,40 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let tcp_ends = fdp.tcp_ends;
 
     parts.strings = strings.buf;
-    let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
+    // Every piece of state but the pages is read: a process that runs on is let go
+    // now, its pages read from a copy-on-write copy of its memory.
+    let cow = if use_cow { copy_on_write(&g, &vmas, gd.syscall, &writable, &mut warnings) } else { None };
+    trace::mark("copy-on-write fork");
+    let cow_mem;
+    let (mem, pages_pid) = match &cow {
+        Some(c) => {
+            cow_mem = Mem::open(c.pid).with_context(|| format!("opening the memory of the copy-on-write child {} of pid {}", c.pid, o.pid))?;
+            (&cow_mem, c.pid)
+        }
+        None => (&mem, rpid),
+    };
+    let mut pm = Pagemap::open(pages_pid).with_context(|| format!("opening the page map of pid {pages_pid}"))?;
+    let mut stopped = None;
+    let g = match cow {
+        Some(_) => {
+            drop(g);
+            stopped = Some(t_seize.elapsed());
+            None
+        }
+        None => Some(g),
+    };
+    trace::mark("released");
+    if let (Some(c), true) = (&cow, inv.maps_early) {
+        cow::verify_flags(&inv.maps, c).with_context(|| format!("pid {}", o.pid))?;
+        trace::mark("flags checked");
+    }
+    let alive: &dyn emit::Alive = match (&cow, &g) {
+        (Some(c), _) => c,
+        (None, Some(g)) => g,
+        (None, None) => unreachable!("the group is kept unless a copy holds the memory"),
+    };
     let mut src = emit::Source {
-        mem: &mem,
+        mem,
         pm: &mut pm,
         vmas: &mut vmas,
         parts: &mut parts,
@@ -303,20 +363,29 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     };
     stage.set(Stage::Write);
     let (stats, file_size) = match &out {
-        Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
-        None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,
+        Some(out) => emit::to_file(&mut src, &out.file, alive).with_context(|| format!("writing {}", o.output.display()))?,
+        None => emit::to_stream(&mut src, std::io::stdout().lock(), alive).context("writing the image to standard output")?,
     };
     // Every byte is written now. A process that keeps running need not wait for the
     // disk; one that is killed is killed only once the file is durable.
-    let mut stopped = None;
-    let g = match o.after {
-        After::Kill => Some(g),
-        After::Continue | After::Stop => {
-            drop(g);
-            stopped = Some(t_seize.elapsed());
+    trace::mark("written");
+    if let Some(c) = cow {
+        match c.finish() {
+            Ok(reap) => stopped = stopped.map(|s| s + reap),
+            Err(e) => warnings.push(format!("{e:#}")),
+        }
+    }
+    let g = match (o.after, g) {
+        (After::Kill, g) => g,
+        (After::Continue | After::Stop, g) => {
+            if g.is_some() {
+                drop(g);
+                stopped = Some(t_seize.elapsed());
+            }
             None
         }
     };
+    trace::mark("reaped");
     stage.set(Stage::Commit);
     progress::syncing();
     let t_sync = Instant::now();

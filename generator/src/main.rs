@@ -5,6 +5,7 @@ mod check;
 mod convert;
 mod docs;
 mod core_file;
+mod cow;
 mod emit;
 mod fdplan;
 mod fileref;
@@ -32,6 +33,7 @@ mod reader;
 mod regs;
 mod resume;
 mod thread_state;
+mod trace;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]
 mod write;
