@@ -228,7 +228,9 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
+    trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
+    trace::mark("file references");
     let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
 
     trace::mark("plan, fds");

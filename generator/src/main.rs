@@ -6,6 +6,7 @@ mod convert;
 mod docs;
 mod core_file;
 mod cow;
+mod crc_cache;
 mod emit;
 mod fdplan;
 mod fileref;
