@@ -373,7 +373,10 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     trace::mark("written");
     if let Some(c) = cow {
         match c.finish() {
-            Ok(reap) => stopped = stopped.map(|s| s + reap),
+            Ok(reap) => {
+                trace::mark(&format!("copy-on-write child reaped; the target was stopped {:.3} ms for it", reap.as_secs_f64() * 1e3));
+                stopped = stopped.map(|s| s + reap);
+            }
             Err(e) => warnings.push(format!("{e:#}")),
         }
     }
