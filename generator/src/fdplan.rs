@@ -287,6 +287,7 @@ pub fn plan(
     strict: bool,
     strings: &mut Strings,
     warnings: &mut Vec<String>,
+    all_locks: crate::proc::locks::Prefetch,
 ) -> Result<FdPlan> {
     let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
@@ -296,7 +297,9 @@ pub fn plan(
         bail!("pid {pid}: {e}");
     }
     let fds = &all[..];
+    crate::trace::mark("fds: in flight");
     let desc = descriptions(&tg, fds, warnings);
+    crate::trace::mark("fds: descriptions");
     let mut st = State {
         pipes: PipeState::default(),
         epoll: Vec::new(),
@@ -313,7 +316,9 @@ pub fn plan(
         };
         classes.push(c);
     }
+    crate::trace::mark("fds: classified");
     objects::map_vmas(pid, &mut st.objects, vmas, mem, st.strings, warnings)?;
+    crate::trace::mark("fds: mapped objects");
     let State { epoll, objects, strings, .. } = st;
 
     let mut problems = Vec::new();
@@ -384,7 +389,9 @@ pub fn plan(
         });
     }
     out.epoll = epoll;
-    out.locks = locks::plan(pid, real, &out)?;
+    crate::trace::mark("fds: records");
+    out.locks = locks::plan(pid, real, &out, all_locks)?;
+    crate::trace::mark("fds: locks");
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;

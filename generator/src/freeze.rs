@@ -211,6 +211,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     )?;
     stage.set(Stage::Capture);
     trace::mark("seized");
+    let all_locks = proc::locks::Prefetch::start();
     let reader = g.reader();
     let rpid = reader.pid;
     let inv = inventory::take(rpid, early_maps).with_context(|| format!("reading the state of pid {}", o.pid))?;
@@ -231,7 +232,8 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
     trace::mark("file references");
-    let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
+    let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings, all_locks)?;
+    trace::mark("fds planned");
 
     trace::mark("plan, fds");
     let gd = gadgets::find(&mem, &vmas);
