@@ -279,16 +279,23 @@ pub(crate) fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 /// and kcmp need that access), and the files without a path behind its fds and
 /// mappings (`vmas`, whose object mappings get their file). `strict`: refuse fds
 /// whose other end is outside the process instead of resuming them disconnected.
+/// What the fd plan is made from: the fds' /proc entries, and /proc/locks being
+/// read meanwhile.
+pub struct Sources<'a> {
+    pub fds: &'a [FdInfo],
+    pub locks: crate::proc::locks::Prefetch,
+}
+
 pub fn plan(
     t: &Seized,
-    fds: &[FdInfo],
+    src: Sources,
     vmas: &mut [PlannedVma],
     mem: &Mem,
     strict: bool,
     strings: &mut Strings,
     warnings: &mut Vec<String>,
-    all_locks: crate::proc::locks::Prefetch,
 ) -> Result<FdPlan> {
+    let Sources { fds, locks: all_locks } = src;
     let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
     let real = fds;

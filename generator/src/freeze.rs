@@ -232,7 +232,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
     trace::mark("file references");
-    let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings, all_locks)?;
+    let fdp = fdplan::plan(reader, fdplan::Sources { fds: &inv.fds, locks: all_locks }, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
     trace::mark("fds planned");
 
     trace::mark("plan, fds");
