@@ -13,7 +13,7 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel (SectionKind order):
+//!              Kernel, SockOpts (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -36,6 +36,7 @@ pub mod crc32c;
 mod kernel;
 mod process;
 mod records;
+pub mod sockopts;
 mod validate;
 #[cfg(test)] mod tests;
 /// The image writer. Not part of the library: it needs an allocator and the stub,
@@ -47,6 +48,7 @@ pub mod write;
 pub use kernel::*;
 pub use process::*;
 pub use records::*;
+pub use sockopts::{SockOpt, MAX_SOCKOPTS};
 pub use validate::*;
 
 /// First bytes of every image. Deliberately not `\x7fELF`, so binfmt_misc can tell a

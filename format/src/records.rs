@@ -43,12 +43,15 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
+    /// each fd's options in [`crate::sockopts::KNOWN`] order.
+    SockOpts = 18,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 18;
+pub const KNOWN_SECTIONS: usize = 19;
 
 impl SectionKind {
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
@@ -70,6 +73,7 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::SockOpts,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -92,6 +96,7 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
         }
     }
 
@@ -113,6 +118,7 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
         }
     }
 
@@ -136,6 +142,7 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::SockOpts => "socket options",
         }
     }
 }

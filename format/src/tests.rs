@@ -412,6 +412,12 @@ pub fn valid_parts() -> Parts {
             mmap_min_addr: 4096,
             clocks: [1_700_000_000_000_000_000, 5_000_000_000, 5_000_100_000, 4_999_000_000, 6_000_000_000],
         }),
+        sockopts: vec![
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 12, value: 3, ..SockOpt::default() },
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 42, value: 10, ..SockOpt::default() },
+            // A one-instruction filter (ret #-1) in the strings section's first 8 bytes.
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: sockopts::SO_ATTACH_FILTER, value: 1, data_off: 0, data_len: 8 },
+        ],
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -1279,8 +1285,17 @@ fn run_data_outside_the_image() {
     let img = valid_image();
     let past = align_up(img.len() as u64, PAGE_SIZE);
     expect(&image_with(|p| p.runs[3].data_off = past), BR(3, what));
-    // Starts inside, ends past the end.
-    expect(&image_with(|p| p.runs[3].data_off = past - PAGE_SIZE), BR(3, what));
+    // Starts inside, ends past the end: the run starts at the page holding the last
+    // byte, so the image must not end on a page boundary (8 more string bytes if so).
+    let aligned = (img.len() as u64).is_multiple_of(PAGE_SIZE);
+    let last_page = if aligned { img.len() as u64 } else { past - PAGE_SIZE };
+    let img = image_with(|p| {
+        if aligned {
+            p.strings.extend_from_slice(&[0; 8]);
+        }
+        p.runs[3].data_off = last_page;
+    });
+    expect(&img, BR(3, what));
     // data_off + len overflows.
     expect(
         &image_with(|p| p.runs[2].data_off = u64::MAX - PAGE_SIZE + 1),
@@ -1548,6 +1563,51 @@ fn socket_state_buffer_size_out_of_range() {
     let what = "socket buffer size out of range";
     expect(&image_with(|p| p.sockets[0].sndbuf = 1 << 31), BSK(0, what));
     expect(&image_with(|p| p.sockets[0].rcvbuf = u32::MAX), BSK(0, what));
+}
+
+const BSO: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadSockOpt { index, what };
+
+#[test]
+fn socket_option_not_carried() {
+    let what = "socket option this format does not carry";
+    // SO_TYPE (3) is read-only; level 99 is no level at all.
+    expect(&image_with(|p| p.sockopts[1].name = 3), BSO(1, what));
+    expect(&image_with(|p| p.sockopts[0].level = 99), BSO(0, what));
+}
+
+#[test]
+fn socket_option_out_of_order() {
+    let what = "socket options not in fd and option order";
+    expect(&image_with(|p| p.sockopts.swap(0, 1)), BSO(1, what));
+    expect(&image_with(|p| p.sockopts[1] = p.sockopts[0]), BSO(1, what));
+}
+
+#[test]
+fn socket_option_filter_length() {
+    let what = "socket filter length does not match its instruction count";
+    expect(&image_with(|p| p.sockopts[2].value = 0), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_len = 16), BSO(2, what));
+    expect(&image_with(|p| (p.sockopts[2].value, p.sockopts[2].data_len) = (4097, 4097 * 8)), BSO(2, what));
+}
+
+#[test]
+fn socket_option_filter_outside_the_strings() {
+    let what = "socket filter outside the strings section";
+    expect(&image_with(|p| p.sockopts[2].data_off = p.strings.len() as u32 - 4), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_off = u32::MAX), BSO(2, what));
+}
+
+#[test]
+fn socket_option_integer_with_data() {
+    expect(&image_with(|p| p.sockopts[0].data_len = 8), BSO(0, "data on an integer socket option"));
+    expect(&image_with(|p| p.sockopts[1].data_off = 1), BSO(1, "data on an integer socket option"));
+}
+
+#[test]
+fn socket_option_for_an_fd_that_is_not_a_socket() {
+    let what = "option for an fd that is not a socket the image creates";
+    expect(&image_with(|p| p.sockopts.iter_mut().for_each(|o| o.fd = 6)), BSO(0, what));
+    expect(&image_with(|p| p.sockopts[2].fd = 99), BSO(2, what));
 }
 
 #[test]
@@ -1956,6 +2016,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadFile { .. } => "file_* tests",
             FormatError::BadExtent { .. } => "extent_* tests",
             FormatError::BadSocket { .. } => "socket_state_* tests",
+            FormatError::BadSockOpt { .. } => "socket_option_* tests",
             FormatError::BadKernel { .. } => "kernel_state_* tests",
         }
     }
@@ -2239,6 +2300,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.epoll.clear();
     minimal.locks.clear();
     minimal.sockets.clear();
+    minimal.sockopts.clear();
     minimal.mm.exe_len = 0;
     minimal.mm.exe_off = 0;
     minimal.mm.cmdline_len = 0;

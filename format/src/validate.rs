@@ -33,6 +33,7 @@ pub enum FormatError {
     BadFile { index: u32, what: &'static str },
     BadExtent { index: u32, what: &'static str },
     BadSocket { index: u32, what: &'static str },
+    BadSockOpt { index: u32, what: &'static str },
     BadKernel { what: &'static str },
 }
 
@@ -57,6 +58,7 @@ impl FormatError {
             | FormatError::BadFile { what, .. }
             | FormatError::BadExtent { what, .. }
             | FormatError::BadSocket { what, .. }
+            | FormatError::BadSockOpt { what, .. }
             | FormatError::BadKernel { what }
             | FormatError::BadMm { what } => what,
         }
@@ -76,7 +78,8 @@ impl FormatError {
             | FormatError::BadLock { index, .. }
             | FormatError::BadFile { index, .. }
             | FormatError::BadExtent { index, .. }
-            | FormatError::BadSocket { index, .. } => Some(index as u64),
+            | FormatError::BadSocket { index, .. }
+            | FormatError::BadSockOpt { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -116,6 +119,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
             FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
             FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
+            FormatError::BadSockOpt { index, what } => write!(f, "socket option {index}: {what}"),
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
             _ => f.write_str(self.what()),
         }
@@ -231,6 +235,7 @@ pub struct Tables<'a> {
     pub sockets: &'a [crate::SocketState],
     /// The freezing kernel's clocks and limits; None in images written without them.
     pub kernel: Option<&'a crate::KernelState>,
+    pub sockopts: &'a [crate::SockOpt],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -301,10 +306,11 @@ impl<'a> Tables<'a> {
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
+        let sockopts = records(section_bytes(h, buf, lo, SectionKind::SockOpts, hw)?, SectionKind::SockOpts)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets, kernel: kernel.first(),
+            locks, files, extents, sockets, kernel: kernel.first(), sockopts,
         };
         t.check(h)?;
         Ok(t)
@@ -320,6 +326,7 @@ impl<'a> Tables<'a> {
         self.check_fds(h)?;
         self.check_locks()?;
         self.check_sockets()?;
+        self.check_sockopts()?;
         self.check_process()?;
         self.check_kernel()
     }
@@ -688,6 +695,36 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// Each option is one the format carries, on a socket the image creates, sorted
+    /// by fd and, within an fd, in [`crate::sockopts::KNOWN`] order (so none twice).
+    fn check_sockopts(&self) -> Result<(), FormatError> {
+        let mut prev = (i32::MIN, -1i64);
+        for (i, o) in self.sockopts.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadSockOpt { index: i as u32, what });
+            let Some(k) = crate::sockopts::known_index(o.level, o.name) else {
+                return bad("socket option this format does not carry");
+            };
+            if (o.fd, k as i64) <= prev {
+                return bad("socket options not in fd and option order");
+            }
+            prev = (o.fd, k as i64);
+            if !self.fds.iter().any(|f| f.fd == o.fd && f.kind == FdKind::Socket as u32) {
+                return bad("option for an fd that is not a socket the image creates");
+            }
+            if o.name == crate::sockopts::SO_ATTACH_FILTER && o.level == crate::sockopts::SOL_SOCKET {
+                if !(1..=crate::sockopts::MAX_FILTER_INSNS).contains(&o.value) || o.data_len != o.value as u32 * 8 {
+                    return bad("socket filter length does not match its instruction count");
+                }
+                if !str_in(self.strings, o.data_off, o.data_len) {
+                    return bad("socket filter outside the strings section");
+                }
+            } else if o.data_off != 0 || o.data_len != 0 {
+                return bad("data on an integer socket option");
+            }
+        }
+        Ok(())
+    }
+
     fn check_files(&self, h: &Header) -> Result<(), FormatError> {
         let mut next = 0u64;
         for (i, o) in self.files.iter().enumerate() {
@@ -713,7 +750,7 @@ impl<'a> Tables<'a> {
                 return bad("size over the largest file offset");
             }
             if o.same_as != 0 || o._pad != 0 {
-                let first = self.files[..i].get(o.same_as as usize - 1);
+                let first = (o.same_as as usize).checked_sub(1).and_then(|k| self.files[..i].get(k));
                 if o._pad != 0 || kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
                     return bad("another name of a file that is not an earlier deleted file");
                 }

@@ -36,6 +36,7 @@ pub struct ImageParts {
     pub extents: Vec<Extent>,
     pub sockets: Vec<SocketState>,
     pub kernel: Option<KernelState>,
+    pub sockopts: Vec<SockOpt>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -72,6 +73,7 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::Extents, slice_as_bytes(&p.extents), p.extents.len() as u32),
         (SectionKind::Sockets, slice_as_bytes(&p.sockets), p.sockets.len() as u32),
         (SectionKind::Kernel, p.kernel.as_ref().map_or(&[][..], as_bytes), p.kernel.is_some() as u32),
+        (SectionKind::SockOpts, slice_as_bytes(&p.sockopts), p.sockopts.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -43,6 +43,7 @@ mod pipes;
 mod pty;
 mod ptyqueue;
 mod sockets;
+mod sockopts;
 mod sockqueue;
 mod sockstate;
 mod target;
@@ -79,6 +80,8 @@ pub struct FdPlan {
     pub extent_data: Vec<Vec<u8>>,
     /// Socket options and shutdown states, in fd order ([`sockstate`]).
     pub sockets: Vec<ckpt_format::SocketState>,
+    /// Integer socket options, by fd ([`sockopts`]).
+    pub sockopts: Vec<ckpt_format::SockOpt>,
     /// The TCP ends made anew at resume, held until the original is killed
     /// ([`tcppair::end_with_reset`]).
     pub tcp_ends: Vec<std::os::fd::OwnedFd>,
@@ -100,6 +103,8 @@ pub(crate) struct Planned {
     blob: Option<Vec<u8>>,
     /// A socket's options and shutdown state, when not a new socket's.
     sock: Option<ckpt_format::SocketState>,
+    /// Its other integer options, when not a new socket's ([`sockopts`]).
+    opts: Vec<sockopts::Captured>,
 }
 
 impl Planned {
@@ -114,6 +119,7 @@ impl Planned {
             aux: [0; 6],
             blob: None,
             sock: None,
+            opts: Vec::new(),
         }
     }
 }
@@ -251,9 +257,9 @@ fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], st: &mut State, warnings: &
 fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     match first {
         Class::Inherit => Class::Inherit,
-        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() }),
+        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, opts: Vec::new(), ..p.clone() }),
         Class::Disconnect(p, was, becomes) => Class::Disconnect(
-            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() },
+            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, opts: Vec::new(), ..p.clone() },
             format!("{was} (the same open file as fd {first_fd})"),
             becomes.clone(),
         ),
@@ -381,6 +387,12 @@ pub fn plan(
         }
         if let Some(st) = p.sock {
             out.sockets.push(ckpt_format::SocketState { fd: p.fd, ..st });
+        }
+        if p.kind == FdKind::Socket {
+            for c in &p.opts {
+                let (data_off, data_len) = if c.data.is_empty() { (0, 0) } else { add_bytes(strings, &c.data) };
+                out.sockopts.push(ckpt_format::SockOpt { fd: p.fd, data_off, data_len, ..c.opt });
+            }
         }
         out.fds.push(Fd {
             fd: p.fd,

@@ -320,6 +320,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     parts.files = fdp.files;
     parts.extents = fdp.extents;
     parts.sockets = fdp.sockets;
+    parts.sockopts = fdp.sockopts;
     let tcp_ends = fdp.tcp_ends;
 
     parts.strings = strings.buf;

@@ -13,7 +13,8 @@
 //!    ends of a pipe or socket pair) is ordered so neither lands on the other
 //!    ([`to_temps2`]).
 //!    Unix connections waiting to be accepted are made after every other one
-//!    ([`unixconn`]).
+//!    ([`unixconn`]). Then datagrams queued from other sockets are sent again and the
+//!    sockets' integer options set ([`sockopts`]), still at the temporaries.
 //! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
 //!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
 //! 4. The temporaries are closed; epoll registrations are made on the final
@@ -34,6 +35,7 @@ mod messages;
 mod objects;
 mod pty;
 mod sockets;
+mod sockopts;
 mod sockstate;
 mod tcppair;
 mod unixconn;
@@ -295,6 +297,7 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     // Every socket exists: datagrams queued on bound sockets are sent from their
     // senders, to names not yet removed again.
     dgramqueue::replay(&cx);
+    sockopts::restore(&cx);
     unixconn::unlink_deleted(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);
