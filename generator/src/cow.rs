@@ -69,8 +69,8 @@ pub fn verify_flags(early: &[Mapping], c: &CowCopy) -> Result<()> {
     Ok(())
 }
 
-/// The traced child holding the copy. Dropping it kills it; [`CowCopy::finish`]
-/// also reaps its zombie from the target.
+/// The traced child holding the copy. [`CowCopy::finish`] (or the drop) kills it
+/// and reaps its zombie from the target.
 pub struct CowCopy {
     pub pid: i32,
     /// The process it was cloned from.
@@ -78,6 +78,8 @@ pub struct CowCopy {
     /// The `syscall` instruction used to inject the clone, used again for the reap.
     syscall_at: u64,
     alive: bool,
+    /// Ended and reaped (or tried to), by [`CowCopy::finish`] or the drop.
+    reaped: bool,
 }
 
 /// Clone the stopped thread `t` (its registers already captured) into a traced
@@ -92,7 +94,7 @@ pub fn fork(t: &Seized, target: i32, syscall_at: u64, writable: impl Fn(u64, u64
         inj.syscall(libc::SYS_clone, [flags, 0, 0, 0, 0, 0])?
     };
     let pid = checked(r, "the copy-on-write clone(2)", &format!("thread {}", t.pid))? as i32;
-    let mut copy = CowCopy { pid, target, syscall_at, alive: true };
+    let mut copy = CowCopy { pid, target, syscall_at, alive: true, reaped: false };
     // The auto-attached child reports its first stop to us (ptrace(2), "attaching
     // and detaching"): the kernel queues it before the child can run.
     let mut status = 0;
@@ -151,6 +153,14 @@ impl CowCopy {
     /// for that (the returned time). An error names what failed; the zombie is then
     /// left to the target.
     pub fn finish(mut self) -> Result<Duration> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<Duration> {
+        if self.reaped {
+            return Ok(Duration::ZERO);
+        }
+        self.reaped = true;
         self.kill();
         let t0 = Instant::now();
         let tid = crate::proc::threads(self.target)
@@ -183,8 +193,9 @@ impl CowCopy {
 }
 
 impl Drop for CowCopy {
+    /// A freeze that fails after the fork still ends the child and reaps it.
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.end();
     }
 }
 
