@@ -13,7 +13,8 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel, SockOpts (SectionKind order):
+//!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData
+//!              (SectionKind order):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -37,7 +38,10 @@ mod kernel;
 mod process;
 mod records;
 pub mod sockopts;
+mod tree;
 mod validate;
+mod vdso;
+#[cfg(test)] mod vdso_tests;
 #[cfg(test)] mod tests;
 /// The image writer. Not part of the library: it needs an allocator and the stub,
 /// which links this crate, has none. The generator and the fuzz targets compile the
@@ -49,7 +53,9 @@ pub use kernel::*;
 pub use process::*;
 pub use records::*;
 pub use sockopts::{SockOpt, MAX_SOCKOPTS};
+pub use tree::*;
 pub use validate::*;
+pub use vdso::*;
 
 /// First bytes of every image. Deliberately not `\x7fELF`, so binfmt_misc can tell a
 /// raw image from the self-contained executable.

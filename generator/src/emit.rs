@@ -98,7 +98,7 @@ fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &dyn Alive) -> Res
 }
 
 /// One pass into a seekable file. Returns the stats and the file size.
-pub fn to_file(src: &mut Source, file: &File, t: &dyn Alive) -> Result<(Stats, u64)> {
+pub fn to_file(src: &mut Source, file: &File, t: &dyn Alive) -> Result<(Stats, u64, u64)> {
     let prefix_len = prefix(src, 0)?.len() as u64;
     let mut bw = BufWriter::with_capacity(1 << 20, crate::writeback::Writeback::new(file));
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
@@ -117,7 +117,7 @@ pub fn to_file(src: &mut Source, file: &File, t: &dyn Alive) -> Result<(Stats, u
     drop(bw);
     file.set_len(prefix_len + hdr.image_size)?;
     t.alive()?;
-    Ok((stats, prefix_len + hdr.image_size))
+    Ok((stats, prefix_len + hdr.image_size, hdr.image_size))
 }
 
 /// Counts what passes through, so padding can be computed on a stream.
@@ -143,7 +143,7 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 }
 
 /// Two passes into a sequential stream. Returns the stats and the bytes written.
-pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &dyn Alive) -> Result<(Stats, u64)> {
+pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &dyn Alive) -> Result<(Stats, u64, u64)> {
     let mut probe = PageWriter::new(std::io::sink(), DATA_START);
     dump(src, &mut probe, t)?;
     let (_, runs, _, pages_end) = probe.finish();
@@ -165,5 +165,5 @@ pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &dyn Alive) -> Result<(S
     pad_to(&mut w, pre.len() as u64 + align_up(data_end, 64))?;
     w.write_all(&tables)?;
     w.flush()?;
-    Ok((stats, w.n))
+    Ok((stats, w.n, hdr.image_size))
 }

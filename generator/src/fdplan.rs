@@ -417,3 +417,11 @@ pub fn plan(
     out.tcp_ends = tg.take_tcp_ends();
     Ok(out)
 }
+
+/// The buffered bytes and capacity of the pipe whose read end is `fd` in the
+/// process stopped under `t`, read without consuming them (process trees: a pipe
+/// between two processes).
+pub fn pipe_bytes(t: &Seized, fd: i32) -> Result<(Vec<u8>, u64), String> {
+    let tg = Target::new(t, fd);
+    pipes::capture(&tg, fd)
+}

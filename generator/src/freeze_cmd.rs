@@ -66,6 +66,12 @@ pub struct FreezeArgs {
     /// missing or changed file stops the resume, naming it).
     #[arg(long)]
     pub embed_files: bool,
+    /// Freeze the process together with every descendant (children, their
+    /// children, zombies not yet reaped) into one file, and kill them all after:
+    /// the resume brings the whole tree back with its PIDs, process groups,
+    /// sessions and the pipes between its processes.
+    #[arg(long, conflicts_with = "image")]
+    pub tree: bool,
     #[command(flatten)]
     pub every: EveryArgs,
 }
@@ -104,6 +110,7 @@ impl FreezeArgs {
             missing_files_ignore: self.missing_files == "ignore",
             embed_files: self.embed_files,
             cow: !self.no_cow,
+            tree: self.tree,
         }
     }
 }

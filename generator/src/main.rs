@@ -35,6 +35,8 @@ mod regs;
 mod resume;
 mod thread_state;
 mod trace;
+mod vdso_syms;
+mod tree;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]
 mod write;

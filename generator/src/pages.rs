@@ -21,6 +21,15 @@ pub struct Stats {
     pub unreadable_pages: u64,
 }
 
+impl Stats {
+    /// Count another image's pages too (a process tree).
+    pub fn add(&mut self, o: &Stats) {
+        self.stored_pages += o.stored_pages;
+        self.zero_pages += o.zero_pages;
+        self.unreadable_pages += o.unreadable_pages;
+    }
+}
+
 /// Writes page data sequentially and records the runs.
 pub struct PageWriter<W: Write> {
     out: W,

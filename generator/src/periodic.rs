@@ -91,6 +91,7 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         missing_files_ignore: false,
         embed_files: false,
         cow: true,
+        tree: false,
     }
 }
 

@@ -224,6 +224,11 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Socket) => sockets::socket(cx, i),
         Some(FdKind::Disconnected) => disconnected::disconnected(cx, i),
         Some(FdKind::Pty) => pty::pty(cx, i),
+        // Made by the root of the tree before it forked, at a slot this process
+        // inherited.
+        Some(FdKind::Tree) => {
+            check(f, "dup3 of the tree's shared object", sys::dup3(f.aux[0] as usize, tmp, sys::O_CLOEXEC));
+        }
         None => fail(f, "unknown kind", 0),
     }
     trace_fd("built", f);
@@ -276,12 +281,14 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     } else {
         out::check(sys::fcntl(ctx.fd, sys::F_DUPFD_CLOEXEC, img_at), Step::Fds, 0, 0)
     };
-    let _ = sys::close_range(3, img - 1);
+    // The fds of a process tree stay until every process has taken its own (tree.rs).
+    let keep = |lo, hi| crate::tree::close_range_keep_slots(ctx, lo, hi);
+    keep(3, img - 1);
     let objects = objects_base(ctx, t);
     if img + 1 < objects {
-        let _ = sys::close_range(img + 1, objects - 1);
+        keep(img + 1, objects - 1);
     }
-    let _ = sys::close_range(objects + t.files.len(), u32::MAX as usize);
+    keep(objects + t.files.len(), u32::MAX as usize);
     let cx = Cx { ctx, t, img, base };
 
     // Connections waiting to be accepted last, once every accepted one exists

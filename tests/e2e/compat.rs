@@ -109,15 +109,26 @@ fn incompatible_images_are_refused_naming_the_difference() {
     }
 
     // A vdso of another kernel build: one byte of the saved copy differs (its
-    // section checksum repaired).
+    // section checksum repaired). With the old vdso's functions recorded, check
+    // plans jumps into this kernel's (clocks.rs resumes such files); a file
+    // without them (an older ckpt's) is refused.
     let s = *h.section(SectionKind::Vdso);
     assert!(s.size > 0, "the image has no vdso copy");
-    let p = edited(&dir, "vdso", &image, |h, bytes| {
+    assert!(h.section(SectionKind::VdsoSyms).count > 0, "the image records no vdso functions");
+    let flip = |h: &mut Header, bytes: &mut [u8]| {
         let (lo, hi) = (s.offset as usize, (s.offset + s.size) as usize);
         bytes[lo + (hi - lo) / 2] ^= 0x40;
         h.sections[SectionKind::Vdso as usize].crc = crc32c(&bytes[lo..hi], false);
+    };
+    let p = edited(&dir, "vdso", &image, flip);
+    let o = Command::new(ckpt_bin()).arg("check").arg(&p).output().expect("ckpt check");
+    assert!(o.status.success(), "check refused another vdso build\n{}", describe_output(&o));
+    assert!(lossy(&o.stdout).contains("vdso: another build than at the freeze"), "{}", describe_output(&o));
+    let p = edited(&dir, "vdso-nosyms", &image, |h, bytes| {
+        flip(h, bytes);
+        h.sections[SectionKind::VdsoSyms as usize] = Default::default();
     });
-    refused(&p, EXIT_VDSO, &["vdso"]);
+    refused(&p, EXIT_VDSO, &["vdso differs", "no symbol table of the old vdso"]);
 
     // A pid above this kernel's pid_max (a kernel with a lower one): the leader's
     // id edited (its section checksum repaired).

@@ -63,6 +63,11 @@ pub struct Frozen {
     pub utc: String,
     pub kernel_release: String,
     pub pid: u32,
+    /// Functions of the frozen process's vdso the file records (for jumps on a
+    /// kernel whose vdso is another build).
+    pub vdso_functions: usize,
+    /// What becomes of the vdso on this machine (format::compat::VdsoPath).
+    pub vdso_here: String,
 }
 
 #[derive(Serialize)]
@@ -315,6 +320,8 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             utc: time::utc(h.created_unix),
             kernel_release: lossy(&h.kernel_release[..kr_end]),
             pid: h.pid,
+            vdso_functions: t.vdso_syms.len(),
+            vdso_here: crate::check::vdso_text(img),
         },
         cpu: Cpu {
             xcr0: hex(h.xcr0),

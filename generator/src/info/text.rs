@@ -59,6 +59,8 @@ pub fn render(r: &Report) -> String {
     o.kv("at", &r.frozen.utc);
     o.kv("kernel", &r.frozen.kernel_release);
     o.kv("pid", r.frozen.pid);
+    o.kv("vdso functions", format!("{} recorded (for jumps from them on another kernel)", r.frozen.vdso_functions));
+    o.kv("vdso here", &r.frozen.vdso_here);
 
     o.head("cpu features needed");
     o.kv("xcr0", format!("{}: {}", r.cpu.xcr0, or_none(&r.cpu.features)));
