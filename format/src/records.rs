@@ -199,6 +199,10 @@ pub const HDR_SSE42_CRC: u64 = 1 << 0;
 /// At resume, open /dev/null in place of a file that is missing or shorter than its
 /// saved offset (with a warning) instead of failing.
 pub const HDR_MISSING_FILES_IGNORE: u64 = 1 << 1;
+/// Resume lazily by default (`ckpt freeze --lazy`): anonymous memory arrives on
+/// demand through userfaultfd after the first instruction. `CKPT_LAZY=0` or `=1` in
+/// the resumer's environment overrides it.
+pub const HDR_LAZY: u64 = 1 << 2;
 
 /// The image header, at offset 0 of the image.
 #[repr(C)]

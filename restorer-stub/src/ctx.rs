@@ -48,6 +48,8 @@ pub struct Ctx {
     pub same_pid: bool,
     /// Replace missing or shrunk files with /dev/null instead of failing.
     pub missing_ignore: bool,
+    /// Resume lazily (lazy/): CKPT_LAZY=1, or the file's HDR_LAZY unless CKPT_LAZY=0.
+    pub lazy: bool,
     /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
     /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
     pub timens: [u64; 2],

@@ -111,7 +111,7 @@ fn check_file_ref(ctx: &Ctx, t: &Tables, v: &Vma, file_size: u64) {
 }
 
 /// Create the VMA; returns whether it maps the very file it mapped at the freeze.
-fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
+fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
     let len = (v.end - v.start) as usize;
     let file_ref = v.flags & VMA_FILE_REF != 0;
     let backing = match kind {
@@ -123,7 +123,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
         file_ref_fails(t, v, "is missing or too short");
     }
     let same = backing.is_some_and(|b| b.1);
-    let filling = runs(t, v).iter().any(|r| !same || r.flags & RUN_FILE_CLEAN == 0);
+    let filling = !lazy && runs(t, v).iter().any(|r| !same || r.flags & RUN_FILE_CLEAN == 0);
     // A referenced file that is not the same inode is checked through its mapping.
     let check = file_ref && !same;
     let prot_fill = if check && v.prot & PROT_READ == 0 { prot_fill_of(filling, v) | sys::PROT_READ } else { prot_fill_of(filling, v) };
@@ -138,7 +138,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind) -> bool {
     // Mostly-stored anonymous memory: allocate every page in one go rather than
     // taking a fault per page while the pages are read in.
     let stored: u64 = runs(t, v).iter().map(|r| r.len).sum();
-    if kind != VmaKind::FilePrivate && kind != VmaKind::SharedFile && stored * 2 >= v.end - v.start && stored >= 1 << 20 {
+    if !lazy && kind != VmaKind::FilePrivate && kind != VmaKind::SharedFile && stored * 2 >= v.end - v.start && stored >= 1 << 20 {
         flags |= sys::MAP_POPULATE;
     }
     if kind == VmaKind::SharedFile {
@@ -300,7 +300,7 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
 }
 
 /// Create, fill and protect every VMA except the kernel-provided ones.
-pub fn create_all(ctx: &Ctx, t: &Tables) {
+pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
     progress::begin(t.runs.iter().map(|r| r.len).sum());
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
@@ -312,7 +312,13 @@ pub fn create_all(ctx: &Ctx, t: &Tables) {
             lock(v);
             continue;
         }
-        let same = create(ctx, t, v, kind);
+        if let Some(l) = lazy.filter(|_| crate::lazy::eligible(v)) {
+            // Created with its final protection, empty: the helper brings its pages.
+            create(ctx, t, v, kind, true);
+            l.register(v);
+            continue;
+        }
+        let same = create(ctx, t, v, kind, false);
         // create mapped it writable exactly when fill has pages to write (or readable
         // to check a referenced file's contents).
         let wrote = fill(ctx, t, v, same);

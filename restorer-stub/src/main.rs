@@ -21,6 +21,7 @@ mod fds;
 mod gap;
 mod identity;
 mod image;
+mod lazy;
 mod layout;
 mod mem;
 mod mm;
@@ -81,6 +82,7 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     let t = image::parse(&ctx, tables);
     tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
+    ctx.lazy = st.env_flag(b"CKPT_LAZY") || (ctx.hdr.flags & ckpt_format::HDR_LAZY != 0 && !st.env_is(b"CKPT_LAZY", b"0"));
     ctx.cur = selfmaps::read_specials();
     let plan = probe::check(&ctx, &t);
     ctx.timens = plan.timens.unwrap_or([0, 0]);
@@ -110,7 +112,13 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // Deleted files and memfds before the VMAs that map them; their owner, mode
     // and seals once every fd and mapping of them exists.
     let fd_limit = objects::create(ctx, &t);
-    layout::create_all(ctx, &t);
+    // Lazily: the helper exists before the VMAs (it forks none of their pages) and
+    // serves them from here on, before anything of the process touches them.
+    let lazy = lazy::begin(ctx, &t);
+    layout::create_all(ctx, &t, lazy.as_ref());
+    if let Some(l) = lazy {
+        l.go();
+    }
     mm::restore(&t);
     fds::restore(ctx, &t);
     // The root of a tree: every other process forked at its pid (each restores
