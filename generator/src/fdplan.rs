@@ -285,15 +285,23 @@ pub(crate) fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 /// and kcmp need that access), and the files without a path behind its fds and
 /// mappings (`vmas`, whose object mappings get their file). `strict`: refuse fds
 /// whose other end is outside the process instead of resuming them disconnected.
+/// What the fd plan is made from: the fds' /proc entries, and /proc/locks being
+/// read meanwhile.
+pub struct Sources<'a> {
+    pub fds: &'a [FdInfo],
+    pub locks: crate::proc::locks::Prefetch,
+}
+
 pub fn plan(
     t: &Seized,
-    fds: &[FdInfo],
+    src: Sources,
     vmas: &mut [PlannedVma],
     mem: &Mem,
     strict: bool,
     strings: &mut Strings,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan> {
+    let Sources { fds, locks: all_locks } = src;
     let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
     let real = fds;
@@ -302,7 +310,9 @@ pub fn plan(
         bail!("pid {pid}: {e}");
     }
     let fds = &all[..];
+    crate::trace::mark("fds: in flight");
     let desc = descriptions(&tg, fds, warnings);
+    crate::trace::mark("fds: descriptions");
     let mut st = State {
         pipes: PipeState::default(),
         epoll: Vec::new(),
@@ -319,7 +329,9 @@ pub fn plan(
         };
         classes.push(c);
     }
+    crate::trace::mark("fds: classified");
     objects::map_vmas(pid, &mut st.objects, vmas, mem, st.strings, warnings)?;
+    crate::trace::mark("fds: mapped objects");
     let State { epoll, objects, strings, .. } = st;
 
     let mut problems = Vec::new();
@@ -396,7 +408,9 @@ pub fn plan(
         });
     }
     out.epoll = epoll;
-    out.locks = locks::plan(pid, real, &out)?;
+    crate::trace::mark("fds: records");
+    out.locks = locks::plan(pid, real, &out, all_locks)?;
+    crate::trace::mark("fds: locks");
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;

@@ -11,7 +11,7 @@ use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
 use crate::outcome::{Report, Stage};
-use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
+use crate::{cow, emit, trace, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::cell::Cell;
@@ -43,6 +43,9 @@ pub struct Options {
     pub embed_files: bool,
     /// Freeze the process with every descendant, in one file (tree.rs).
     pub tree: bool,
+    /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
+    /// the process runs on while they are written.
+    pub cow: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -174,6 +177,11 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
 pub struct Captured {
     pub parts: ImageParts,
     vmas: Vec<crate::plan::PlannedVma>,
+    /// The smaps read before the stop, whose flags are checked against a
+    /// copy-on-write child's (cow.rs); None when smaps was read while stopped.
+    early_maps: Option<Vec<crate::proc::maps::Mapping>>,
+    /// The `syscall` instruction system calls are injected at.
+    syscall_at: u64,
     mem: Mem,
     pm: Pagemap,
     blobs: Vec<(usize, Vec<u8>)>,
@@ -190,17 +198,24 @@ pub type ExtraFds = Vec<Fd>;
 
 /// Read process `g` (stopped) into a [`Captured`]: its inventory, memory plan, fds
 /// (those in `extra` as given), kernel state and threads.
-pub fn capture(o: &Options, g: &Group, extra: ExtraFds, warnings: &mut Vec<String>) -> Result<Captured> {
+/// `early`: smaps read before the stop (inventory.rs), for a copy-on-write freeze.
+pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate::proc::maps::Mapping>>, warnings: &mut Vec<String>) -> Result<Captured> {
     let pid = g.pid;
     let reader = g.reader();
     let rpid = reader.pid;
-    let mut inv = inventory::take(rpid).with_context(|| format!("reading the state of pid {pid}"))?;
+    let all_locks = proc::locks::Prefetch::start();
+    trace::mark("seized");
+    let mut inv = inventory::take(rpid, early).with_context(|| format!("reading the state of pid {pid}"))?;
+    trace::mark("inventory");
     inv.fds.retain(|f| !extra.iter().any(|e| e.fd == f.fd));
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {pid}"))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {pid}"))?;
+    trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
-    let mut fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, warnings)?;
+    trace::mark("file references");
+    let mut fdp = fdplan::plan(reader, fdplan::Sources { fds: &inv.fds, locks: all_locks }, &mut vmas, &mem, o.strict_fds, &mut strings, warnings)?;
+    trace::mark("fds planned");
     merge_fds(&mut fdp, extra);
 
     let gd = gadgets::find(&mem, &vmas);
@@ -213,7 +228,9 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, warnings: &mut Vec<Strin
         let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;
         procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {pid}"))?
     };
+    trace::mark("process state");
     let threads = capture_threads(g, &mem, gd.syscall, &writable, warnings)?;
+    trace::mark("threads");
     if gd.syscall_ret == 0 {
         warnings.push(format!("pid {pid}: no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind"));
     }
@@ -290,6 +307,8 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, warnings: &mut Vec<Strin
     let pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {pid}"))?;
     Ok(Captured {
         parts,
+        early_maps: inv.maps_early.then_some(inv.maps),
+        syscall_at: gd.syscall,
         vmas,
         mem,
         pm,
@@ -333,7 +352,7 @@ pub enum Sink<'a> {
 impl Captured {
     /// Write the image (a `.resume` executable when `resume_exe`); returns the page
     /// statistics, the bytes written and the image's own size.
-    pub fn write(&mut self, sink: Sink, g: &Group, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
+    pub fn write(&mut self, sink: Sink, g: &dyn emit::Alive, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
         let mut src = emit::Source {
             mem: &self.mem,
             pm: &mut self.pm,
@@ -348,6 +367,27 @@ impl Captured {
             Sink::File(f) => emit::to_file(&mut src, f, g),
             Sink::Stdout => emit::to_stream(&mut src, std::io::stdout().lock(), g),
         }
+    }
+
+    /// Read the pages from here on from a copy-on-write child of the stopped
+    /// process (cow.rs), which can then be let go; None with a warning saying why
+    /// the process stays stopped until its pages are written.
+    pub fn copy_on_write(&mut self, g: &Group, warnings: &mut Vec<String>) -> Result<Option<cow::CowCopy>> {
+        let vmas = &self.vmas;
+        let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+        let why = match cow::obstacle(vmas) {
+            Some(why) => why,
+            None => match cow::fork(g.reader(), g.pid, self.syscall_at, writable) {
+                Ok(c) => {
+                    self.mem = Mem::open(c.pid).with_context(|| format!("opening the memory of the copy-on-write child {} of pid {}", c.pid, g.pid))?;
+                    self.pm = Pagemap::open(c.pid).with_context(|| format!("opening the page map of the copy-on-write child {}", c.pid))?;
+                    return Ok(Some(c));
+                }
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        warnings.push(format!("pid {}: {why}; it stays stopped until its pages are written", g.pid));
+        Ok(None)
     }
 
     pub fn nvmas(&self) -> usize {
@@ -392,6 +432,12 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
     let bar = progress::Bar::start(o.progress);
     stage.set(Stage::Seize);
+    trace::mark("start");
+    // A copy-on-write freeze reads smaps (whose cost grows with the resident size)
+    // before the stop, and only the cheap layout while stopped (inventory.rs).
+    let use_cow = o.after == After::Continue && o.cow;
+    let early_maps = if use_cow { proc::maps::read_smaps(o.pid).ok() } else { None };
+    trace::mark("early smaps");
     let t_seize = Instant::now();
     let g = Group::seize(o.pid, release(o.after))?;
     stage.set(Stage::Capture);
@@ -404,20 +450,54 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
             kids.join(" ")
         ));
     }
-    let mut c = capture(o, &g, Vec::new(), &mut warnings)?;
-    stage.set(Stage::Write);
-    let (stats, file_size, _) = match &out {
-        Some(out) => c.write(Sink::File(&out.file), &g, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?,
-        None => c.write(Sink::Stdout, &g, !o.raw_image).context("writing the image to standard output")?,
-    };
-    // Every byte is written now. A process that keeps running need not wait for the
-    // disk; one that is killed is killed only once the file is durable.
+    let mut c = capture(o, &g, Vec::new(), early_maps, &mut warnings)?;
+    // Every piece of state but the pages is read: a process that runs on is let go
+    // now, its pages read from a copy-on-write copy of its memory.
+    let cow = if use_cow { c.copy_on_write(&g, &mut warnings)? } else { None };
+    trace::mark("copy-on-write fork");
     let mut stopped = None;
-    let g = match o.after {
-        After::Kill => Some(g),
-        After::Continue | After::Stop => {
+    let g = match cow {
+        Some(_) => {
             drop(g);
             stopped = Some(t_seize.elapsed());
+            None
+        }
+        None => Some(g),
+    };
+    trace::mark("released");
+    if let (Some(cp), Some(early)) = (&cow, &c.early_maps) {
+        cow::verify_flags(early, cp).with_context(|| format!("pid {}", o.pid))?;
+        trace::mark("flags checked");
+    }
+    let alive: &dyn emit::Alive = match (&cow, &g) {
+        (Some(cp), _) => cp,
+        (None, Some(g)) => g,
+        (None, None) => unreachable!("the group is kept unless a copy holds the memory"),
+    };
+    stage.set(Stage::Write);
+    let (stats, file_size, _) = match &out {
+        Some(out) => c.write(Sink::File(&out.file), alive, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?,
+        None => c.write(Sink::Stdout, alive, !o.raw_image).context("writing the image to standard output")?,
+    };
+    trace::mark("written");
+    // Every byte is written now. A process that keeps running need not wait for the
+    // disk; one that is killed is killed only once the file is durable.
+    if let Some(cp) = cow {
+        match cp.finish() {
+            Ok(reap) => {
+                trace::mark(&format!("copy-on-write child reaped; the target was stopped {:.3} ms for it", reap.as_secs_f64() * 1e3));
+                stopped = stopped.map(|s| s + reap);
+            }
+            Err(e) => warnings.push(format!("{e:#}")),
+        }
+    }
+    let g = match (o.after, g) {
+        (After::Kill, g) => g,
+        (After::Continue | After::Stop, g) => {
+            if g.is_some() {
+                drop(g);
+                stopped = Some(t_seize.elapsed());
+            }
             None
         }
     };

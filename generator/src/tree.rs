@@ -80,7 +80,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let mut caps: Vec<Option<Captured>> = Vec::new();
     for (m, extra) in members.iter().zip(sh.extra.iter()) {
         caps.push(match &m.group {
-            Some(g) => Some(freeze::capture(o, g, extra.clone(), &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
+            Some(g) => Some(freeze::capture(o, g, extra.clone(), None, &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
             None => None,
         });
     }
