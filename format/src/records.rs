@@ -844,6 +844,7 @@ unsafe impl Pod for Extent {}
 unsafe impl Pod for crate::KernelState {}
 // SAFETY: as above.
 unsafe impl Pod for crate::VdsoSym {}
+// SAFETY: as above.
 unsafe impl Pod for crate::TreeProc {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeObject {}
