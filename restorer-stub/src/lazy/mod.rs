@@ -50,7 +50,7 @@ pub fn eligible(v: &Vma) -> bool {
 
 fn eager(why: &str, e: isize) -> Option<Lazy> {
     let mut l = Line::new();
-    l.s("ckpt: lazy resume not available (").s(why);
+    l.s("lazy resume not available (").s(why);
     if e != 0 {
         l.s(": ").errno(e);
     }
