@@ -20,6 +20,10 @@ command -v setarch >/dev/null || need+=(util-linux)
 command -v go >/dev/null || need+=(golang-go)
 { command -v java && command -v javac; } >/dev/null || need+=(default-jdk-headless)
 command -v node >/dev/null || need+=(nodejs)
+# The cross-kernel VM tests (tests/vm): qemu's x86 emulator, a static busybox,
+# and dpkg-deb/apt-get to fetch and unpack Debian kernel images.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+{ command -v busybox >/dev/null && file -L "$(command -v busybox)" | grep -q "statically linked"; } 2>/dev/null || need+=(busybox-static)
 
 as_root() {
     if [ "$(id -u)" != 0 ]; then

@@ -143,10 +143,35 @@ impl IdRoute {
     }
 }
 
+/// What becomes of the process's vdso on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VdsoPath {
+    /// The image has no vdso to restore.
+    Absent,
+    /// This kernel's vdso is the same build: it moves to where the process had it.
+    Same,
+    /// Another build: the old vdso's functions become jumps into this kernel's
+    /// vdso (or system calls), its data pages unreadable (crate::vdso).
+    Trampolines,
+}
+
+impl VdsoPath {
+    pub const fn describe(self) -> &'static str {
+        match self {
+            VdsoPath::Absent => "none in the file",
+            VdsoPath::Same => "the same build as at the freeze: moved to where the process had it",
+            VdsoPath::Trampolines => {
+                "another build than at the freeze: each function of the old vdso jumps to this kernel's (or makes the system call), its data pages unreadable"
+            }
+        }
+    }
+}
+
 /// What a resume on this machine does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub ids: IdRoute,
+    pub vdso: VdsoPath,
     /// Offsets (ns) of CLOCK_MONOTONIC (and its _RAW/_COARSE variants) and
     /// CLOCK_BOOTTIME for a time namespace, when this machine's clocks are behind
     /// the freeze's; None when they are not (or the image did not record them).
@@ -160,8 +185,12 @@ pub enum Refusal {
     Cpu { saved: u64, have: u64 },
     /// A vdso/vvar mapping of another size (index into SPECIAL_NAMES).
     VdsoSize { which: usize, want: u64, have: u64 },
-    /// The running vdso is another build.
+    /// The running vdso is another build and the image has no symbol table of
+    /// the old one to build jumps from (written before VdsoSyms existed).
     VdsoBytes,
+    /// A thread stopped inside the old vdso's code, not at a function's start:
+    /// that code is not there on this kernel.
+    VdsoInside { tid: u32, rip: u64, offset: u64 },
     /// The kernel lacks a FEAT_* the process needs; `need` says what for.
     Feature { feature: u32, need: &'static str },
     /// A saved PID/TID above this kernel's pid_max.
@@ -208,7 +237,7 @@ impl Refusal {
     pub const fn code(&self) -> u8 {
         match self {
             Refusal::Cpu { .. } => EXIT_CPU,
-            Refusal::VdsoSize { .. } | Refusal::VdsoBytes => EXIT_VDSO,
+            Refusal::VdsoSize { .. } | Refusal::VdsoBytes | Refusal::VdsoInside { .. } => EXIT_VDSO,
             Refusal::Feature { .. } => EXIT_KERNEL,
             Refusal::MinAddr { .. } | Refusal::FileMissing { .. } | Refusal::FileChanged { .. } => EXIT_MAP_VMA,
             Refusal::PidMax { .. } | Refusal::Ids { .. } | Refusal::Seccomp => EXIT_PROCESS,
@@ -261,7 +290,7 @@ impl Refusal {
                 o.hex(saved);
                 o.s(", this CPU ");
                 o.hex(have);
-                o.s(")");
+                o.s("); resume it on a CPU that has them, or start the program afresh here (its libraries chose their code for the CPU they started on)");
             }
             Refusal::VdsoSize { which, want, have } => {
                 o.s("size of ");
@@ -274,7 +303,17 @@ impl Refusal {
                 kernels(o);
             }
             Refusal::VdsoBytes => {
-                o.s("the running kernel's vdso differs from the frozen process's (another kernel build); resuming across kernel builds is not supported yet");
+                o.s("the running kernel's vdso differs from the frozen process's (another kernel build), and this file has no symbol table of the old vdso to jump from (written by an older ckpt); freeze it again with this ckpt");
+                kernels(o);
+            }
+            Refusal::VdsoInside { tid, rip, offset } => {
+                o.s("thread ");
+                o.dec(tid as u64);
+                o.s(" was frozen inside its vdso's code at ");
+                o.hex(rip);
+                o.s(" (offset ");
+                o.hex(offset);
+                o.s("), which this kernel's vdso does not have; freeze it again (a thread leaves the vdso within microseconds)");
                 kernels(o);
             }
             Refusal::Feature { feature, need } => {
@@ -337,7 +376,7 @@ pub fn check(h: &Header, t: &Tables, m: &Machine, p: &mut dyn Probe, refuse: &mu
     if h.xcr0 & !m.xcr0 != 0 {
         refuse(Refusal::Cpu { saved: h.xcr0, have: m.xcr0 });
     }
-    check_vdso(t, m, refuse);
+    let vdso = check_vdso(t, m, refuse);
     let timens = clock_offsets(t.kernel, &m.clocks);
     check_features(t, m, timens.is_some(), refuse);
     check_limits(t, m, refuse);
@@ -347,11 +386,35 @@ pub fn check(h: &Header, t: &Tables, m: &Machine, p: &mut dyn Probe, refuse: &mu
     if !t.seccomp.is_empty() && !no_new_privs && m.features & FEAT_SYS_ADMIN == 0 {
         refuse(Refusal::Seccomp);
     }
-    Plan { ids, timens }
+    Plan { ids, vdso, timens }
 }
 
-/// The vdso must be the same build (sizes and bytes).
-fn check_vdso(t: &Tables, m: &Machine, refuse: &mut dyn FnMut(Refusal)) {
+/// The same build (sizes and bytes) moves into place; another build takes
+/// trampolines when the image has the old vdso's symbols and no thread is stopped
+/// inside its code.
+fn check_vdso(t: &Tables, m: &Machine, refuse: &mut dyn FnMut(Refusal)) -> VdsoPath {
+    let Some(old) = t.vmas.iter().find(|v| v.kind == VmaKind::Vdso as u32) else { return VdsoPath::Absent };
+    if !t.vdso.is_empty() && !t.vdso_syms.is_empty() && !same_vdso(t, m) {
+        for th in t.threads.iter().filter(|th| th.flags & THREAD_EXITED == 0) {
+            let rip = th.regs.rip;
+            let offset = rip.wrapping_sub(old.start);
+            if rip >= old.start && rip < old.end && !t.vdso_syms.iter().any(|s| s.offset == offset) {
+                refuse(Refusal::VdsoInside { tid: th.tid, rip, offset });
+            }
+        }
+        return VdsoPath::Trampolines;
+    }
+    check_same_vdso(t, m, refuse);
+    VdsoPath::Same
+}
+
+fn same_vdso(t: &Tables, m: &Machine) -> bool {
+    let mut same = true;
+    check_same_vdso(t, m, &mut |_| same = false);
+    same
+}
+
+fn check_same_vdso(t: &Tables, m: &Machine, refuse: &mut dyn FnMut(Refusal)) {
     let mut sizes = [0u64; 3];
     for v in t.vmas {
         match VmaKind::from_u32(v.kind) {

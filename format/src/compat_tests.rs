@@ -15,6 +15,8 @@ const VDSO_LEN: usize = 0x2000;
 fn parts() -> Parts {
     let mut p = valid_parts();
     p.vdso = (0..VDSO_LEN).map(|i| i as u8).collect();
+    // An image without the old vdso's symbols: only the same vdso build resumes it.
+    p.vdso_syms.clear();
     p.vmas[V_CODE].flags |= VMA_FILE_REF;
     p.vmas[V_CODE].file_crc = 0xabcd;
     (p.vmas[V_CODE].file_dev, p.vmas[V_CODE].file_ino, p.vmas[V_CODE].file_mtime_ns) = (1, 2, 3);
@@ -117,14 +119,14 @@ fn refused<'a>(p: &'a Parts, tune: impl FnOnce(&mut Machine<'a>), probe: &mut Fa
 fn the_same_machine_resumes_with_the_real_ids() {
     let (got, plan) = run(&parts(), |_| {}, &mut Fake::default());
     assert!(got.is_empty(), "{got:?}");
-    assert_eq!(plan, Plan { ids: IdRoute::Here, timens: None });
+    assert_eq!(plan, Plan { ids: IdRoute::Here, vdso: VdsoPath::Same, timens: None });
 }
 
 #[test]
 fn cpu_without_a_saved_feature() {
     let mut p = parts();
     p.xcr0 = 0xe7;
-    refused(&p, |_| {}, &mut Fake::default(), Refusal::Cpu { saved: 0xe7, have: 0x7 }, &["AVX-512", "this CPU lacks it"]);
+    refused(&p, |_| {}, &mut Fake::default(), Refusal::Cpu { saved: 0xe7, have: 0x7 }, &["AVX-512", "this CPU lacks it", "resume it on a CPU that has them"]);
 }
 
 #[test]
@@ -133,6 +135,37 @@ fn vdso_of_another_size_or_build() {
     let other: Vec<u8> = (0..VDSO_LEN).map(|i| (i as u8) ^ 1).collect();
     let p = parts();
     refused(&p, |m| m.vdso = &other, &mut Fake::default(), Refusal::VdsoBytes, &["vdso differs", "6.8.0-test"]);
+}
+
+#[test]
+fn vdso_of_another_build_takes_trampolines() {
+    let mut p = parts();
+    p.vdso_syms = crate::vdso_tests::with_syms().vdso_syms.clone();
+    p.strings = crate::vdso_tests::with_syms().strings.clone();
+    let other: Vec<u8> = (0..VDSO_LEN).map(|i| (i as u8) ^ 1).collect();
+    let (got, plan) = run(&p, |m| m.vdso = &other, &mut Fake::default());
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(plan.vdso, VdsoPath::Trampolines);
+    // Another size of vdso or vvar, or no vdso at all, too.
+    for tune in [|m: &mut Machine| m.specials = [0x3000, 0x2000, 0x1000], |m: &mut Machine| (m.specials, m.vdso) = ([0; 3], &[])] {
+        let (got, plan) = run(&p, tune, &mut Fake::default());
+        assert!(got.is_empty(), "{got:?}");
+        assert_eq!(plan.vdso, VdsoPath::Trampolines);
+    }
+    // The same build still moves.
+    assert_eq!(run(&p, |_| {}, &mut Fake::default()).1.vdso, VdsoPath::Same);
+    // A thread at the start of a function runs its jump; one inside the old code
+    // cannot go on.
+    let vdso = p.vmas[crate::tests::V_VDSO].start;
+    p.threads[0].regs.rip = vdso + 0x800;
+    assert!(run(&p, |m| m.vdso = &other, &mut Fake::default()).0.is_empty());
+    p.threads[0].regs.rip = vdso + 0x812;
+    refused(&p, |m| m.vdso = &other, &mut Fake::default(), Refusal::VdsoInside { tid: 4242, rip: vdso + 0x812, offset: 0x812 },
+        &["thread 4242", "inside its vdso", "freeze it again", "6.8.0-test"]);
+    // An image without the old symbols is refused as before.
+    let mut old = parts();
+    old.threads[0].regs.rip = vdso + 0x812;
+    assert_eq!(run(&old, |_| {}, &mut Fake::default()).1.vdso, VdsoPath::Same);
 }
 
 #[test]

@@ -13,7 +13,9 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel (SectionKind order):
+//!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData
+//!              (SectionKind order; a tree's other processes' own images follow
+//!              the image, see tree.rs):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
 //! All offsets are relative to the start of the image (the header). In a `.resume`
@@ -36,7 +38,11 @@ pub mod crc32c;
 mod kernel;
 mod process;
 mod records;
+pub mod sockopts;
+mod tree;
 mod validate;
+mod vdso;
+#[cfg(test)] mod vdso_tests;
 #[cfg(test)] mod tests;
 /// The image writer. Not part of the library: it needs an allocator and the stub,
 /// which links this crate, has none. The generator and the fuzz targets compile the
@@ -47,7 +53,10 @@ pub mod write;
 pub use kernel::*;
 pub use process::*;
 pub use records::*;
+pub use sockopts::{SockOpt, MAX_SOCKOPTS};
+pub use tree::*;
 pub use validate::*;
+pub use vdso::*;
 
 /// First bytes of every image. Deliberately not `\x7fELF`, so binfmt_misc can tell a
 /// raw image from the self-contained executable.

@@ -43,14 +43,34 @@ pub enum SectionKind {
     /// What the freezing kernel showed the process ([`crate::KernelState`]): its
     /// clocks, pid_max, mmap_min_addr. Absent from images written before it existed.
     Kernel = 17,
+    /// Integer socket options a new socket lacks ([`crate::SockOpt`]), sorted by fd,
+    /// each fd's options in [`crate::sockopts::KNOWN`] order.
+    SockOpts = 18,
+    /// The exported functions of the frozen process's vdso ([`crate::VdsoSym`]),
+    /// for the jumps written over the old vdso on a kernel whose vdso differs.
+    VdsoSyms = 19,
+    /// The processes of a tree (`ckpt freeze --tree`), one [`crate::TreeProc`] each,
+    /// parents before their children; the first is the root this image restores.
+    TreeProcs = 20,
+    /// Kernel objects the processes of a tree share, one [`crate::TreeObject`] each:
+    /// created once by the root before it forks, inherited by the others.
+    TreeObjects = 21,
+    /// The bytes the tree objects carry (a pipe's buffered bytes), one after another.
+    TreeData = 22,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
-/// Number of section kinds this version knows.
-pub const KNOWN_SECTIONS: usize = 18;
+/// Number of section kinds this version knows (their numbers need not be dense:
+/// a slot no kind has must be empty).
+pub const KNOWN_SECTIONS: usize = 23;
 
 impl SectionKind {
+    /// The kind stored in section slot `slot`, if this version knows one there.
+    pub fn from_slot(slot: usize) -> Option<SectionKind> {
+        SectionKind::ALL.iter().copied().find(|k| *k as usize == slot)
+    }
+
     pub const ALL: [SectionKind; KNOWN_SECTIONS] = [
         SectionKind::Threads,
         SectionKind::Vmas,
@@ -70,6 +90,11 @@ impl SectionKind {
         SectionKind::Extents,
         SectionKind::Sockets,
         SectionKind::Kernel,
+        SectionKind::SockOpts,
+        SectionKind::VdsoSyms,
+        SectionKind::TreeProcs,
+        SectionKind::TreeObjects,
+        SectionKind::TreeData,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -92,6 +117,11 @@ impl SectionKind {
             SectionKind::Files => crate::MAX_FILES as u64,
             SectionKind::Extents => crate::MAX_EXTENTS as u64,
             SectionKind::Sockets => crate::MAX_FDS as u64,
+            SectionKind::SockOpts => crate::MAX_SOCKOPTS as u64,
+            SectionKind::VdsoSyms => crate::MAX_VDSO_SYMS as u64,
+            SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
+            SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
+            SectionKind::TreeData => crate::MAX_TREE_DATA,
         }
     }
 
@@ -113,6 +143,11 @@ impl SectionKind {
             SectionKind::Extents => core::mem::size_of::<Extent>() as u64,
             SectionKind::Sockets => core::mem::size_of::<crate::SocketState>() as u64,
             SectionKind::Kernel => core::mem::size_of::<crate::KernelState>() as u64,
+            SectionKind::SockOpts => core::mem::size_of::<crate::SockOpt>() as u64,
+            SectionKind::VdsoSyms => core::mem::size_of::<crate::VdsoSym>() as u64,
+            SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
+            SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
+            SectionKind::TreeData => 1,
         }
     }
 
@@ -136,6 +171,11 @@ impl SectionKind {
             SectionKind::Extents => "file extents",
             SectionKind::Sockets => "socket states",
             SectionKind::Kernel => "kernel state",
+            SectionKind::SockOpts => "socket options",
+            SectionKind::VdsoSyms => "vdso symbols",
+            SectionKind::TreeProcs => "tree processes",
+            SectionKind::TreeObjects => "tree objects",
+            SectionKind::TreeData => "tree data",
         }
     }
 }
@@ -569,6 +609,11 @@ pub enum FdKind {
     /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
     /// struct termios2 (44 bytes) and struct winsize (8 bytes).
     Pty = 14,
+    /// An object of the tree that another process of it shares (a pipe between
+    /// the processes of a pipeline): `aux[0]` is the number of the fd the root
+    /// created it at, before it forked (tree.rs); this process duplicates that fd
+    /// and closes the tree's fds before it continues.
+    Tree = 15,
 }
 
 /// `Fd::aux[0]` of an `FdKind::Pty` record: the master (/dev/ptmx).
@@ -613,6 +658,7 @@ impl FdKind {
             12 => FdKind::Disconnected,
             13 => FdKind::DeletedDir,
             14 => FdKind::Pty,
+            15 => FdKind::Tree,
             _ => return None,
         })
     }
@@ -633,6 +679,7 @@ impl FdKind {
             FdKind::Disconnected => "disconnected",
             FdKind::DeletedDir => "deleted directory",
             FdKind::Pty => "pty",
+            FdKind::Tree => "shared with the tree",
         }
     }
 }
@@ -702,7 +749,11 @@ pub const FILE_OWNER: u32 = 1 << 0;
 /// exec bits are cleared and sealed (F_SEAL_EXEC).
 pub const FILE_MFD_EXEC: u32 = 1 << 1;
 pub const FILE_MFD_NOEXEC_SEAL: u32 = 1 << 2;
-pub const FILE_KNOWN_FLAGS: u32 = (1 << 3) - 1;
+/// A file several processes of a tree share (tree.rs): the root made it before it
+/// forked and it waits at fd `tree_slot`; this process parks and maps that one
+/// instead of making its own (its content is the tree's, not filled again).
+pub const FILE_IN_TREE: u32 = 1 << 3;
+pub const FILE_KNOWN_FLAGS: u32 = (1 << 4) - 1;
 
 /// One file whose content is in the image, stored once however many fds and
 /// mappings use it: at resume it is made once and every fd and mapping uses that
@@ -736,7 +787,8 @@ pub struct FileObject {
     /// an earlier Deleted record; this one then has no extents of its own. 0 for
     /// a file's first name.
     pub same_as: u32,
-    pub _pad: u32,
+    /// With [`FILE_IN_TREE`]: the fd the root of the tree made it at; else 0.
+    pub tree_slot: u32,
 }
 
 /// One data range of a file: `len` bytes at file offset `offset`, stored at image
@@ -790,6 +842,12 @@ unsafe impl Pod for FileObject {}
 unsafe impl Pod for Extent {}
 // SAFETY: as above.
 unsafe impl Pod for crate::KernelState {}
+// SAFETY: as above.
+unsafe impl Pod for crate::VdsoSym {}
+// SAFETY: as above.
+unsafe impl Pod for crate::TreeProc {}
+// SAFETY: as above.
+unsafe impl Pod for crate::TreeObject {}
 // SAFETY: u8 and u64 accept every bit pattern.
 unsafe impl Pod for u8 {}
 // SAFETY: as above.

@@ -368,7 +368,7 @@ pub fn valid_parts() -> Parts {
         ..EpollEntry::default()
     };
 
-    let img = ImageParts {
+    let mut img = ImageParts {
         threads: vec![thread],
         vmas,
         runs,
@@ -412,6 +412,19 @@ pub fn valid_parts() -> Parts {
             mmap_min_addr: 4096,
             clocks: [1_700_000_000_000_000_000, 5_000_000_000, 5_000_100_000, 4_999_000_000, 6_000_000_000],
         }),
+        sockopts: vec![
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 12, value: 3, ..SockOpt::default() },
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: 42, value: 10, ..SockOpt::default() },
+            // A one-instruction filter (ret #-1) in the strings section's first 8 bytes.
+            SockOpt { fd: 7, level: sockopts::SOL_SOCKET, name: sockopts::SO_ATTACH_FILTER, value: 1, data_off: 0, data_len: 8 },
+        ],
+        tree_procs: vec![
+            TreeProc { pid: 4242, ppid: 1, pgid: 4242, sid: 4242, slot_base: 500, nslots: 8, ..TreeProc::default() },
+            TreeProc { pid: 4243, ppid: 4242, pgid: 4242, sid: 4242, image_off: 0, image_len: 8192, slot_base: 500, nslots: 8, ..TreeProc::default() },
+            TreeProc { pid: 4244, ppid: 4242, pgid: 4242, sid: 4242, flags: TREE_ZOMBIE, status: 3 << 8, slot_base: 500, nslots: 8, ..TreeProc::default() },
+        ],
+        tree_objects: vec![TreeObject { kind: TREE_OBJ_PIPE, creator: 4242, slot: 506, capacity: 65536, ino: 77, data_off: 0, data_len: 5, ..TreeObject::default() }],
+        tree_data: b"hello, tree!".to_vec(),
         xcr0: 0x7,
         xstate_size: XSTATE_SIZE,
         gadget_syscall_ret: CODE.0 + 0x200,
@@ -420,7 +433,13 @@ pub fn valid_parts() -> Parts {
         kernel_release: "6.8.0-test".into(),
         created_unix: 1_700_000_000,
         flags: 0,
+        vdso_syms: Vec::new(),
     };
+    for (name, offset) in [(&b"__vdso_clock_gettime"[..], 0x100), (b"__vdso_time", 0x180)] {
+        let name_off = img.strings.len() as u32;
+        img.strings.extend_from_slice(name);
+        img.vdso_syms.push(VdsoSym { name_off, name_len: name.len() as u32, name_hash: elf_hash(name), flags: 0, offset, size: 0x40 });
+    }
     Parts { img, data }
 }
 
@@ -630,7 +649,7 @@ fn layout_matches_the_generator() {
         prev_end = s.offset + s.size;
     }
     assert_eq!(prev_end, h.image_size);
-    assert!(h.sections[KNOWN_SECTIONS..].iter().all(|s| *s == Section::default()));
+    assert!((0..MAX_SECTIONS).filter(|&i| SectionKind::from_slot(i).is_none()).all(|i| h.sections[i] == Section::default()));
     // The xstate area is 576+ bytes at a 64-aligned offset of a 64-aligned section.
     assert!(XSTATE_SIZE >= 576 && h.section(SectionKind::Xstate).offset.is_multiple_of(64));
 }
@@ -730,7 +749,7 @@ fn header_xstate_size_over_limit() {
 #[test]
 fn unknown_section_kind() {
     let valid = valid_image();
-    for slot in [KNOWN_SECTIONS, MAX_SECTIONS - 1] {
+    for slot in (0..MAX_SECTIONS).filter(|&i| SectionKind::from_slot(i).is_none()) {
         // A copy of a real section in a slot this version does not know.
         let img = with_header(&valid, |h| h.sections[slot] = h.sections[SectionKind::Strings as usize]);
         expect(&img, BS(slot as u32, "unknown section kind"));
@@ -1279,8 +1298,17 @@ fn run_data_outside_the_image() {
     let img = valid_image();
     let past = align_up(img.len() as u64, PAGE_SIZE);
     expect(&image_with(|p| p.runs[3].data_off = past), BR(3, what));
-    // Starts inside, ends past the end.
-    expect(&image_with(|p| p.runs[3].data_off = past - PAGE_SIZE), BR(3, what));
+    // Starts inside, ends past the end: the run starts at the page holding the last
+    // byte, so the image must not end on a page boundary (8 more string bytes if so).
+    let aligned = (img.len() as u64).is_multiple_of(PAGE_SIZE);
+    let last_page = if aligned { img.len() as u64 } else { past - PAGE_SIZE };
+    let img = image_with(|p| {
+        if aligned {
+            p.strings.extend_from_slice(&[0; 8]);
+        }
+        p.runs[3].data_off = last_page;
+    });
+    expect(&img, BR(3, what));
     // data_off + len overflows.
     expect(
         &image_with(|p| p.runs[2].data_off = u64::MAX - PAGE_SIZE + 1),
@@ -1550,6 +1578,51 @@ fn socket_state_buffer_size_out_of_range() {
     expect(&image_with(|p| p.sockets[0].rcvbuf = u32::MAX), BSK(0, what));
 }
 
+const BSO: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadSockOpt { index, what };
+
+#[test]
+fn socket_option_not_carried() {
+    let what = "socket option this format does not carry";
+    // SO_TYPE (3) is read-only; level 99 is no level at all.
+    expect(&image_with(|p| p.sockopts[1].name = 3), BSO(1, what));
+    expect(&image_with(|p| p.sockopts[0].level = 99), BSO(0, what));
+}
+
+#[test]
+fn socket_option_out_of_order() {
+    let what = "socket options not in fd and option order";
+    expect(&image_with(|p| p.sockopts.swap(0, 1)), BSO(1, what));
+    expect(&image_with(|p| p.sockopts[1] = p.sockopts[0]), BSO(1, what));
+}
+
+#[test]
+fn socket_option_filter_length() {
+    let what = "socket filter length does not match its instruction count";
+    expect(&image_with(|p| p.sockopts[2].value = 0), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_len = 16), BSO(2, what));
+    expect(&image_with(|p| (p.sockopts[2].value, p.sockopts[2].data_len) = (4097, 4097 * 8)), BSO(2, what));
+}
+
+#[test]
+fn socket_option_filter_outside_the_strings() {
+    let what = "socket filter outside the strings section";
+    expect(&image_with(|p| p.sockopts[2].data_off = p.strings.len() as u32 - 4), BSO(2, what));
+    expect(&image_with(|p| p.sockopts[2].data_off = u32::MAX), BSO(2, what));
+}
+
+#[test]
+fn socket_option_integer_with_data() {
+    expect(&image_with(|p| p.sockopts[0].data_len = 8), BSO(0, "data on an integer socket option"));
+    expect(&image_with(|p| p.sockopts[1].data_off = 1), BSO(1, "data on an integer socket option"));
+}
+
+#[test]
+fn socket_option_for_an_fd_that_is_not_a_socket() {
+    let what = "option for an fd that is not a socket the image creates";
+    expect(&image_with(|p| p.sockopts.iter_mut().for_each(|o| o.fd = 6)), BSO(0, what));
+    expect(&image_with(|p| p.sockopts[2].fd = 99), BSO(2, what));
+}
+
 #[test]
 fn epoll_entry_names_missing_fd() {
     let what = "epoll entry names an fd that is not in the image";
@@ -1705,10 +1778,21 @@ fn file_second_name_of_a_missing_or_other_file() {
     expect(
         &image_with(|p| {
             with_second_name(p, 1, 0);
-            p.files[2]._pad = 1;
+            p.files[2].tree_slot = 1;
         }),
-        BO(2, what),
+        BO(2, "a tree slot on a file the tree does not make"),
     );
+}
+
+#[test]
+fn file_of_the_tree_needs_a_slot() {
+    let what = "a file of the tree without a slot, or another name of a file";
+    expect(&image_with(|p| p.files[O_SHMEM].flags |= FILE_IN_TREE), BO(O_SHMEM as u32, what));
+    let ok = image_with(|p| {
+        p.files[O_SHMEM].flags |= FILE_IN_TREE;
+        p.files[O_SHMEM].tree_slot = 600;
+    });
+    assert_eq!(validate(&ok), Ok(()));
 }
 
 #[test]
@@ -1956,7 +2040,11 @@ fn every_error_variant_has_a_test() {
             FormatError::BadFile { .. } => "file_* tests",
             FormatError::BadExtent { .. } => "extent_* tests",
             FormatError::BadSocket { .. } => "socket_state_* tests",
+            FormatError::BadSockOpt { .. } => "socket_option_* tests",
             FormatError::BadKernel { .. } => "kernel_state_* tests",
+            FormatError::BadVdsoSym { .. } => "vdso_tests::symbols_are_validated_on_read",
+            FormatError::BadTree { .. } => "tree_* tests",
+            FormatError::BadTreeObject { .. } => "tree_objects_checked, tree_slots",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2199,7 +2287,7 @@ pub fn fix_crcs(img: &mut [u8]) {
     let Some(mut h) = read_record::<Header>(img) else {
         return;
     };
-    for i in 0..KNOWN_SECTIONS {
+    for i in 0..MAX_SECTIONS {
         let s = h.sections[i];
         let Some(end) = s.offset.checked_add(s.size) else {
             continue;
@@ -2233,12 +2321,14 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.extents.clear();
     minimal.strings.clear();
     minimal.vdso.clear();
+    minimal.vdso_syms.clear();
     minimal.process = None;
     minimal.signals.clear();
     minimal.timers.clear();
     minimal.epoll.clear();
     minimal.locks.clear();
     minimal.sockets.clear();
+    minimal.sockopts.clear();
     minimal.mm.exe_len = 0;
     minimal.mm.exe_off = 0;
     minimal.mm.cmdline_len = 0;
@@ -2699,4 +2789,95 @@ fn kernel_state_monotonic_ahead_of_boottime() {
         &with_kernel(|k| k.clocks[CLK_MONOTONIC] = k.clocks[CLK_BOOTTIME] + 1),
         FormatError::BadKernel { what: "monotonic clock ahead of the boot time clock" },
     );
+}
+
+// ---------------------------------------------------------------------------
+// process trees
+
+fn with_tree(f: impl FnOnce(&mut ImageParts)) -> Vec<u8> {
+    let mut p = valid_parts();
+    f(&mut p.img);
+    build(&p)
+}
+
+const BTP: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadTree { index, what };
+const BTO: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadTreeObject { index, what };
+
+#[test]
+fn tree_root_must_be_this_image() {
+    expect(&with_tree(|p| p.tree_procs[0].pid = 9), BTP(0, "the root is not the process this image restores"));
+    expect(&with_tree(|p| p.tree_procs[0].flags = TREE_ZOMBIE), BTP(0, "the root is a zombie or has an image of its own"));
+}
+
+#[test]
+fn tree_pids_and_parents() {
+    expect(&with_tree(|p| p.tree_procs[2].pid = 4243), BTP(2, "process id zero, out of range or repeated"));
+    expect(&with_tree(|p| p.tree_procs[1].ppid = 4244), BTP(1, "parent not before its child in the tree"));
+    expect(&with_tree(|p| p.tree_procs[2].ppid = 4244), BTP(2, "parent not before its child in the tree"));
+    expect(&with_tree(|p| p.tree_procs[1].flags = 8), BTP(1, "unknown process flags"));
+    expect(&with_tree(|p| p.tree_procs[1].nslots = 9), BTP(1, "slot range differs from the root's"));
+}
+
+#[test]
+fn tree_images_and_zombies() {
+    expect(&with_tree(|p| p.tree_procs[1].image_len = 0), BTP(1, "process image missing, misaligned or out of range"));
+    expect(&with_tree(|p| p.tree_procs[1].image_off = 100), BTP(1, "process image missing, misaligned or out of range"));
+    expect(&with_tree(|p| p.tree_procs[2].image_len = 4096), BTP(2, "a zombie with an image"));
+    expect(
+        &with_tree(|p| p.tree_procs.push(TreeProc { pid: 4245, ppid: 4244, ..p.tree_procs[1] })),
+        BTP(3, "a zombie has children"),
+    );
+}
+
+#[test]
+fn tree_slots() {
+    expect(
+        &with_tree(|p| p.tree_procs.iter_mut().for_each(|t| t.slot_base = 1)),
+        BTP(0, "slot range below fd 3, too small or out of range"),
+    );
+    expect(&with_tree(|p| p.tree_objects[0].slot = 507), BTO(0, "slot out of order or outside the tree's slots"));
+    expect(
+        &with_tree(|p| p.tree_procs.iter_mut().for_each(|t| t.nslots = 7)),
+        BTO(0, "slot out of order or outside the tree's slots"),
+    );
+}
+
+#[test]
+fn tree_objects_checked() {
+    expect(&with_tree(|p| p.tree_objects[0].kind = 9), BTO(0, "unknown tree object kind"));
+    expect(&with_tree(|p| p.tree_objects[0].creator = 4243), BTO(0, "created by another process than the root"));
+    expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown pipe flags"));
+    expect(&with_tree(|p| p.tree_objects[0].data_len = 13), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
+    expect(&with_tree(|p| p.tree_objects[0].capacity = 4), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
+    expect(
+        &with_tree(|p| {
+            p.tree_objects[0].kind = TREE_OBJ_MEMORY;
+            p.tree_objects[0].capacity = 0;
+            p.tree_objects[0].data_len = 0;
+        }),
+        BTO(0, "memory of no size or beyond the largest file offset"),
+    );
+    expect(
+        &with_tree(|p| {
+            p.tree_objects[0].kind = TREE_OBJ_ROOT_FD;
+            p.tree_objects[0].capacity = 1;
+            p.tree_objects[0].data_len = 0;
+        }),
+        BTO(0, "names no fd above 2 of the root, or carries bytes"),
+    );
+    expect(
+        &with_tree(|p| p.tree_procs.clear()),
+        BTO(0, "tree objects without tree processes"),
+    );
+}
+
+#[test]
+fn tree_fd_names_a_slot() {
+    let img = with_tree(|p| {
+        let f = p.fds.iter_mut().find(|f| f.kind == FdKind::Path as u32).unwrap();
+        f.kind = FdKind::Tree as u32;
+        f.aux[0] = 2;
+        f.data_len = 0;
+    });
+    assert!(matches!(validate(&img), Err(FormatError::BadFd { what: "tree fd naming no slot, or with data of its own", .. })));
 }

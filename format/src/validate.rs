@@ -33,7 +33,11 @@ pub enum FormatError {
     BadFile { index: u32, what: &'static str },
     BadExtent { index: u32, what: &'static str },
     BadSocket { index: u32, what: &'static str },
+    BadSockOpt { index: u32, what: &'static str },
     BadKernel { what: &'static str },
+    BadVdsoSym { index: u32, what: &'static str },
+    BadTree { index: u32, what: &'static str },
+    BadTreeObject { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -57,7 +61,11 @@ impl FormatError {
             | FormatError::BadFile { what, .. }
             | FormatError::BadExtent { what, .. }
             | FormatError::BadSocket { what, .. }
+            | FormatError::BadSockOpt { what, .. }
             | FormatError::BadKernel { what }
+            | FormatError::BadVdsoSym { what, .. }
+            | FormatError::BadTree { what, .. }
+            | FormatError::BadTreeObject { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -76,7 +84,11 @@ impl FormatError {
             | FormatError::BadLock { index, .. }
             | FormatError::BadFile { index, .. }
             | FormatError::BadExtent { index, .. }
-            | FormatError::BadSocket { index, .. } => Some(index as u64),
+            | FormatError::BadSocket { index, .. }
+            | FormatError::BadSockOpt { index, .. }
+            | FormatError::BadVdsoSym { index, .. }
+            | FormatError::BadTree { index, .. }
+            | FormatError::BadTreeObject { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -116,7 +128,9 @@ impl core::fmt::Display for FormatError {
             FormatError::BadFile { index, what } => write!(f, "file {index}: {what}"),
             FormatError::BadExtent { index, what } => write!(f, "file extent {index}: {what}"),
             FormatError::BadSocket { index, what } => write!(f, "socket state {index}: {what}"),
+            FormatError::BadSockOpt { index, what } => write!(f, "socket option {index}: {what}"),
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
+            FormatError::BadVdsoSym { index, what } => write!(f, "vdso symbol {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -158,13 +172,12 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
     }
     for (i, s) in h.sections.iter().enumerate() {
         let slot = i as u32;
-        if i >= KNOWN_SECTIONS {
+        let Some(kind) = SectionKind::from_slot(i) else {
             if *s != Section::default() {
                 return Err(FormatError::BadSection { section: slot, what: "unknown section kind" });
             }
             continue;
-        }
-        let kind = SectionKind::ALL[i];
+        };
         if s.size == 0 {
             if s.count != 0 {
                 return Err(FormatError::BadSection { section: slot, what: "empty section with records" });
@@ -196,7 +209,7 @@ pub fn check_header(bytes: &[u8], file_len: u64) -> Result<Header, FormatError> 
 pub fn tables_span(h: &Header) -> (u64, u64) {
     let mut lo = u64::MAX;
     let mut hi = 0;
-    for s in h.sections.iter().take(KNOWN_SECTIONS).filter(|s| s.size != 0) {
+    for s in h.sections.iter().filter(|s| s.size != 0) {
         lo = lo.min(s.offset);
         hi = hi.max(s.offset + s.size);
     }
@@ -231,6 +244,13 @@ pub struct Tables<'a> {
     pub sockets: &'a [crate::SocketState],
     /// The freezing kernel's clocks and limits; None in images written without them.
     pub kernel: Option<&'a crate::KernelState>,
+    pub sockopts: &'a [crate::SockOpt],
+    /// The old vdso's exported functions; empty in images written without them.
+    pub vdso_syms: &'a [crate::VdsoSym],
+    /// The processes of a tree, the root first; empty for a single process.
+    pub tree_procs: &'a [crate::TreeProc],
+    pub tree_objects: &'a [crate::TreeObject],
+    pub tree_data: &'a [u8],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -301,10 +321,15 @@ impl<'a> Tables<'a> {
         let extents = records(section_bytes(h, buf, lo, SectionKind::Extents, hw)?, SectionKind::Extents)?;
         let sockets = records(section_bytes(h, buf, lo, SectionKind::Sockets, hw)?, SectionKind::Sockets)?;
         let kernel: &[crate::KernelState] = records(section_bytes(h, buf, lo, SectionKind::Kernel, hw)?, SectionKind::Kernel)?;
+        let sockopts = records(section_bytes(h, buf, lo, SectionKind::SockOpts, hw)?, SectionKind::SockOpts)?;
+        let vdso_syms = records(section_bytes(h, buf, lo, SectionKind::VdsoSyms, hw)?, SectionKind::VdsoSyms)?;
+        let tree_procs = records(section_bytes(h, buf, lo, SectionKind::TreeProcs, hw)?, SectionKind::TreeProcs)?;
+        let tree_objects = records(section_bytes(h, buf, lo, SectionKind::TreeObjects, hw)?, SectionKind::TreeObjects)?;
+        let tree_data = section_bytes(h, buf, lo, SectionKind::TreeData, hw)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
-            locks, files, extents, sockets, kernel: kernel.first(),
+            locks, files, extents, sockets, kernel: kernel.first(), sockopts, vdso_syms, tree_procs, tree_objects, tree_data,
         };
         t.check(h)?;
         Ok(t)
@@ -320,8 +345,32 @@ impl<'a> Tables<'a> {
         self.check_fds(h)?;
         self.check_locks()?;
         self.check_sockets()?;
+        self.check_sockopts()?;
         self.check_process()?;
-        self.check_kernel()
+        self.check_kernel()?;
+        self.check_vdso_syms()?;
+        self.check_tree()
+    }
+
+    /// Each symbol names itself (its hash matches) and lies inside the saved vdso.
+    fn check_vdso_syms(&self) -> Result<(), FormatError> {
+        for (i, s) in self.vdso_syms.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadVdsoSym { index: i as u32, what });
+            if s.name_len == 0 || s.name_len > crate::MAX_VDSO_NAME || !str_in(self.strings, s.name_off, s.name_len) {
+                return bad("name out of the strings section or of a bad length");
+            }
+            if crate::elf_hash(self.string(s.name_off, s.name_len)) != s.name_hash {
+                return bad("name hash does not match its name");
+            }
+            if s.flags != 0 {
+                return bad("unknown flags");
+            }
+            let end = s.offset.checked_add(s.size.max(1));
+            if end.is_none_or(|e| e > self.vdso.len() as u64) {
+                return bad("function lies outside the saved vdso");
+            }
+        }
+        Ok(())
     }
 
     fn check_kernel(&self) -> Result<(), FormatError> {
@@ -606,6 +655,9 @@ impl<'a> Tables<'a> {
                 }
                 Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
                 Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Tree) if f.aux[0] < 3 || f.aux[0] >= 1 << 20 || f.data_len != 0 => {
+                    return bad("tree fd naming no slot, or with data of its own")
+                }
                 Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
                     let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
                     if !self.fds.iter().any(master) {
@@ -688,6 +740,36 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// Each option is one the format carries, on a socket the image creates, sorted
+    /// by fd and, within an fd, in [`crate::sockopts::KNOWN`] order (so none twice).
+    fn check_sockopts(&self) -> Result<(), FormatError> {
+        let mut prev = (i32::MIN, -1i64);
+        for (i, o) in self.sockopts.iter().enumerate() {
+            let bad = |what| Err(FormatError::BadSockOpt { index: i as u32, what });
+            let Some(k) = crate::sockopts::known_index(o.level, o.name) else {
+                return bad("socket option this format does not carry");
+            };
+            if (o.fd, k as i64) <= prev {
+                return bad("socket options not in fd and option order");
+            }
+            prev = (o.fd, k as i64);
+            if !self.fds.iter().any(|f| f.fd == o.fd && f.kind == FdKind::Socket as u32) {
+                return bad("option for an fd that is not a socket the image creates");
+            }
+            if o.name == crate::sockopts::SO_ATTACH_FILTER && o.level == crate::sockopts::SOL_SOCKET {
+                if !(1..=crate::sockopts::MAX_FILTER_INSNS).contains(&o.value) || o.data_len != o.value as u32 * 8 {
+                    return bad("socket filter length does not match its instruction count");
+                }
+                if !str_in(self.strings, o.data_off, o.data_len) {
+                    return bad("socket filter outside the strings section");
+                }
+            } else if o.data_off != 0 || o.data_len != 0 {
+                return bad("data on an integer socket option");
+            }
+        }
+        Ok(())
+    }
+
     fn check_files(&self, h: &Header) -> Result<(), FormatError> {
         let mut next = 0u64;
         for (i, o) in self.files.iter().enumerate() {
@@ -712,9 +794,16 @@ impl<'a> Tables<'a> {
             if o.size > 1 << 62 {
                 return bad("size over the largest file offset");
             }
-            if o.same_as != 0 || o._pad != 0 {
-                let first = self.files[..i].get(o.same_as as usize - 1);
-                if o._pad != 0 || kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
+            if o.flags & crate::FILE_IN_TREE != 0 {
+                if o.tree_slot < 3 || o.tree_slot >= 1 << 20 || o.same_as != 0 {
+                    return bad("a file of the tree without a slot, or another name of a file");
+                }
+            } else if o.tree_slot != 0 {
+                return bad("a tree slot on a file the tree does not make");
+            }
+            if o.same_as != 0 {
+                let first = (o.same_as as usize).checked_sub(1).and_then(|k| self.files[..i].get(k));
+                if kind != FileKind::Deleted || !first.is_some_and(|f| f.kind == o.kind && f.same_as == 0) {
                     return bad("another name of a file that is not an earlier deleted file");
                 }
                 if o.nextents != 0 {

@@ -36,6 +36,11 @@ pub struct ImageParts {
     pub extents: Vec<Extent>,
     pub sockets: Vec<SocketState>,
     pub kernel: Option<KernelState>,
+    pub sockopts: Vec<SockOpt>,
+    pub vdso_syms: Vec<VdsoSym>,
+    pub tree_procs: Vec<TreeProc>,
+    pub tree_objects: Vec<TreeObject>,
+    pub tree_data: Vec<u8>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -72,6 +77,11 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::Extents, slice_as_bytes(&p.extents), p.extents.len() as u32),
         (SectionKind::Sockets, slice_as_bytes(&p.sockets), p.sockets.len() as u32),
         (SectionKind::Kernel, p.kernel.as_ref().map_or(&[][..], as_bytes), p.kernel.is_some() as u32),
+        (SectionKind::SockOpts, slice_as_bytes(&p.sockopts), p.sockopts.len() as u32),
+        (SectionKind::VdsoSyms, slice_as_bytes(&p.vdso_syms), p.vdso_syms.len() as u32),
+        (SectionKind::TreeProcs, slice_as_bytes(&p.tree_procs), p.tree_procs.len() as u32),
+        (SectionKind::TreeObjects, slice_as_bytes(&p.tree_objects), p.tree_objects.len() as u32),
+        (SectionKind::TreeData, &p.tree_data, p.tree_data.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -10,6 +10,7 @@ use crate::pagemap::Pagemap;
 use crate::pages::{self, PageWriter, Stats};
 use crate::plan::PlannedVma;
 use crate::group::Group;
+use crate::cow::CowCopy;
 use anyhow::{bail, Result};
 use ckpt_format::{align_up, as_bytes, Header, DATA_START};
 use std::fs::File;
@@ -70,16 +71,34 @@ fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> R
     Ok(write::finish(src.parts, data_end, ckpt_format::crc32c::have_hw()))
 }
 
+/// What the pages are read from, checked after reading: a read from a process
+/// that died mid-freeze fails in unhelpful ways, or reads nothing.
+pub trait Alive {
+    fn alive(&self) -> Result<()>;
+}
+
+impl Alive for Group {
+    fn alive(&self) -> Result<()> {
+        Ok(self.check_alive()?)
+    }
+}
+
+impl Alive for CowCopy {
+    fn alive(&self) -> Result<()> {
+        self.check_alive()
+    }
+}
+
 /// Stream the pages; a failure while the target died mid-freeze is reported as that
 /// (reads of a dead process's memory or page map fail in unhelpful ways).
-fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &Group) -> Result<()> {
+fn dump<W: Write>(src: &mut Source, w: &mut PageWriter<W>, t: &dyn Alive) -> Result<()> {
     let r = pages::dump(src.mem, src.pm, src.vmas, w);
-    t.check_alive()?;
+    t.alive()?;
     r
 }
 
 /// One pass into a seekable file. Returns the stats and the file size.
-pub fn to_file(src: &mut Source, file: &File, t: &Group) -> Result<(Stats, u64)> {
+pub fn to_file(src: &mut Source, file: &File, t: &dyn Alive) -> Result<(Stats, u64, u64)> {
     let prefix_len = prefix(src, 0)?.len() as u64;
     let mut bw = BufWriter::with_capacity(1 << 20, crate::writeback::Writeback::new(file));
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
@@ -97,8 +116,8 @@ pub fn to_file(src: &mut Source, file: &File, t: &Group) -> Result<(Stats, u64)>
     bw.flush()?;
     drop(bw);
     file.set_len(prefix_len + hdr.image_size)?;
-    t.check_alive()?;
-    Ok((stats, prefix_len + hdr.image_size))
+    t.alive()?;
+    Ok((stats, prefix_len + hdr.image_size, hdr.image_size))
 }
 
 /// Counts what passes through, so padding can be computed on a stream.
@@ -124,7 +143,7 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 }
 
 /// Two passes into a sequential stream. Returns the stats and the bytes written.
-pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Group) -> Result<(Stats, u64)> {
+pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &dyn Alive) -> Result<(Stats, u64, u64)> {
     let mut probe = PageWriter::new(std::io::sink(), DATA_START);
     dump(src, &mut probe, t)?;
     let (_, runs, _, pages_end) = probe.finish();
@@ -142,9 +161,9 @@ pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &Group) -> Result<(Stats
         bail!("the target's memory changed between the two passes of the stream");
     }
     place_blobs(src, pages_end, Some(&mut w))?;
-    t.check_alive()?;
+    t.alive()?;
     pad_to(&mut w, pre.len() as u64 + align_up(data_end, 64))?;
     w.write_all(&tables)?;
     w.flush()?;
-    Ok((stats, w.n))
+    Ok((stats, w.n, hdr.image_size))
 }

@@ -43,6 +43,7 @@ mod pipes;
 mod pty;
 mod ptyqueue;
 mod sockets;
+mod sockopts;
 mod sockqueue;
 mod sockstate;
 mod target;
@@ -79,6 +80,8 @@ pub struct FdPlan {
     pub extent_data: Vec<Vec<u8>>,
     /// Socket options and shutdown states, in fd order ([`sockstate`]).
     pub sockets: Vec<ckpt_format::SocketState>,
+    /// Integer socket options, by fd ([`sockopts`]).
+    pub sockopts: Vec<ckpt_format::SockOpt>,
     /// The TCP ends made anew at resume, held until the original is killed
     /// ([`tcppair::end_with_reset`]).
     pub tcp_ends: Vec<std::os::fd::OwnedFd>,
@@ -100,6 +103,8 @@ pub(crate) struct Planned {
     blob: Option<Vec<u8>>,
     /// A socket's options and shutdown state, when not a new socket's.
     sock: Option<ckpt_format::SocketState>,
+    /// Its other integer options, when not a new socket's ([`sockopts`]).
+    opts: Vec<sockopts::Captured>,
 }
 
 impl Planned {
@@ -114,6 +119,7 @@ impl Planned {
             aux: [0; 6],
             blob: None,
             sock: None,
+            opts: Vec::new(),
         }
     }
 }
@@ -251,9 +257,9 @@ fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], st: &mut State, warnings: &
 fn copy_of(first: &Class, first_fd: i32, f: &FdInfo) -> Class {
     match first {
         Class::Inherit => Class::Inherit,
-        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() }),
+        Class::Plan(p) => Class::Plan(Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, opts: Vec::new(), ..p.clone() }),
         Class::Disconnect(p, was, becomes) => Class::Disconnect(
-            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, ..p.clone() },
+            Planned { fd: f.fd, cloexec: f.cloexec(), blob: None, sock: None, opts: Vec::new(), ..p.clone() },
             format!("{was} (the same open file as fd {first_fd})"),
             becomes.clone(),
         ),
@@ -279,15 +285,23 @@ pub(crate) fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 /// and kcmp need that access), and the files without a path behind its fds and
 /// mappings (`vmas`, whose object mappings get their file). `strict`: refuse fds
 /// whose other end is outside the process instead of resuming them disconnected.
+/// What the fd plan is made from: the fds' /proc entries, and /proc/locks being
+/// read meanwhile.
+pub struct Sources<'a> {
+    pub fds: &'a [FdInfo],
+    pub locks: crate::proc::locks::Prefetch,
+}
+
 pub fn plan(
     t: &Seized,
-    fds: &[FdInfo],
+    src: Sources,
     vmas: &mut [PlannedVma],
     mem: &Mem,
     strict: bool,
     strings: &mut Strings,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan> {
+    let Sources { fds, locks: all_locks } = src;
     let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
     let real = fds;
@@ -296,7 +310,9 @@ pub fn plan(
         bail!("pid {pid}: {e}");
     }
     let fds = &all[..];
+    crate::trace::mark("fds: in flight");
     let desc = descriptions(&tg, fds, warnings);
+    crate::trace::mark("fds: descriptions");
     let mut st = State {
         pipes: PipeState::default(),
         epoll: Vec::new(),
@@ -313,7 +329,9 @@ pub fn plan(
         };
         classes.push(c);
     }
+    crate::trace::mark("fds: classified");
     objects::map_vmas(pid, &mut st.objects, vmas, mem, st.strings, warnings)?;
+    crate::trace::mark("fds: mapped objects");
     let State { epoll, objects, strings, .. } = st;
 
     let mut problems = Vec::new();
@@ -370,6 +388,12 @@ pub fn plan(
         if let Some(st) = p.sock {
             out.sockets.push(ckpt_format::SocketState { fd: p.fd, ..st });
         }
+        if p.kind == FdKind::Socket {
+            for c in &p.opts {
+                let (data_off, data_len) = if c.data.is_empty() { (0, 0) } else { add_bytes(strings, &c.data) };
+                out.sockopts.push(ckpt_format::SockOpt { fd: p.fd, data_off, data_len, ..c.opt });
+            }
+        }
         out.fds.push(Fd {
             fd: p.fd,
             kind: p.kind as u32,
@@ -384,10 +408,20 @@ pub fn plan(
         });
     }
     out.epoll = epoll;
-    out.locks = locks::plan(pid, real, &out)?;
+    crate::trace::mark("fds: records");
+    out.locks = locks::plan(pid, real, &out, all_locks)?;
+    crate::trace::mark("fds: locks");
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;
     out.tcp_ends = tg.take_tcp_ends();
     Ok(out)
+}
+
+/// The buffered bytes and capacity of the pipe whose read end is `fd` in the
+/// process stopped under `t`, read without consuming them (process trees: a pipe
+/// between two processes).
+pub fn pipe_bytes(t: &Seized, fd: i32) -> Result<(Vec<u8>, u64), String> {
+    let tg = Target::new(t, fd);
+    pipes::capture(&tg, fd)
 }

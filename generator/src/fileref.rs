@@ -9,9 +9,12 @@
 //! file is mapped again; if its identity differs (another machine, a reinstalled
 //! package) the checksum decides whether it still has the same bytes, and a file that
 //! is missing or changed stops the resume with a message naming it.
+//! The checksums are remembered between freezes (crc_cache.rs), so a library is
+//! read once, not at every freeze.
 //! `ckpt freeze --embed-files` stores the clean pages instead, for a file that depends
 //! on nothing but the kernel.
 
+use crate::crc_cache;
 use crate::plan::{Pages, PlannedVma};
 use anyhow::{Context, Result};
 use ckpt_format::{align_up, crc32c, VmaKind, PAGE_SIZE, VMA_FILE_REF};
@@ -79,7 +82,26 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
     let files: HashMap<String, File> = files.into_iter().filter_map(|(p, f)| Some((p, f?))).collect();
     Pending(std::thread::spawn(move || {
         let hw = crc32c::have_hw();
-        let mut buf = vec![0u8; 1 << 20];
-        work.into_iter().map(|(i, path, from, to)| Ok((i, crc_of(&files[&path], &path, from, to, &mut buf, hw)?))).collect()
+        let mut buf = Vec::new();
+        let mut cache = crc_cache::Cache::load();
+        let mut out = Vec::with_capacity(work.len());
+        for (i, path, from, to) in work {
+            let file = &files[&path];
+            let key = file.metadata().ok().map(|md| crc_cache::Key::new(&md, from, to));
+            let crc = match key.and_then(|k| cache.get(&k)) {
+                Some(crc) => crc,
+                None => {
+                    buf.resize(1 << 20, 0);
+                    let crc = crc_of(file, &path, from, to, &mut buf, hw)?;
+                    if let Some(k) = key {
+                        cache.put(k, crc);
+                    }
+                    crc
+                }
+            };
+            out.push((i, crc));
+        }
+        cache.save();
+        Ok(out)
     }))
 }

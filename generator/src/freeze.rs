@@ -2,6 +2,7 @@
 //! temp file, commit it, and only then let the original go (kill it, or detach).
 
 use crate::write::ImageParts;
+
 use crate::memory::Mem;
 use crate::output::Output;
 use crate::pagemap::Pagemap;
@@ -10,7 +11,7 @@ use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
 use crate::outcome::{Report, Stage};
-use crate::{emit, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
+use crate::{cow, emit, trace, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::cell::Cell;
@@ -40,6 +41,11 @@ pub struct Options {
     /// Store the clean pages of mapped files too (fileref.rs), so the file depends on
     /// no library or executable at resume.
     pub embed_files: bool,
+    /// Freeze the process with every descendant, in one file (tree.rs).
+    pub tree: bool,
+    /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
+    /// the process runs on while they are written.
+    pub cow: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -52,7 +58,7 @@ fn elevated(st: &proc::status::Status) -> bool {
 /// Checks that need no tracing: the process exists, is not a zombie (a leader that
 /// exited while its threads run on is not one: group.rs), is not traced already and
 /// does not hold privileges a resume file could not carry.
-fn precheck(pid: i32, force: bool) -> Result<()> {
+pub fn precheck(pid: i32, force: bool) -> Result<()> {
     if pid <= 0 {
         bail!("invalid pid {pid}");
     }
@@ -91,7 +97,7 @@ fn precheck(pid: i32, force: bool) -> Result<()> {
 }
 
 /// Child processes of any thread of `pid` (each thread has its own list, proc(5)).
-fn children(pid: i32) -> Vec<String> {
+pub fn children(pid: i32) -> Vec<String> {
     let tids = proc::threads(pid).unwrap_or_default();
     tids.iter()
         .filter_map(|tid| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
@@ -166,59 +172,67 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
     Ok(out)
 }
 
-/// Freeze as `o` says; `stage` follows the work, so a failure can say where it
-/// happened (outcome.rs).
-pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
-    let t0 = Instant::now();
-    stage.set(Stage::Check);
-    precheck(o.pid, o.force)?;
-    // The output location is checked before the target is touched; "-" streams
-    // the file to standard output.
-    stage.set(Stage::Output);
-    let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
-    let bar = progress::Bar::start(o.progress);
-    stage.set(Stage::Seize);
-    let t_seize = Instant::now();
-    let g = Group::seize(
-        o.pid,
-        match o.after {
-            After::Stop => Release::Stop,
-            _ => Release::Continue,
-        },
-    )?;
-    stage.set(Stage::Capture);
+/// Everything one process's image needs, read while every process being frozen
+/// is stopped; nothing is written yet.
+pub struct Captured {
+    pub parts: ImageParts,
+    vmas: Vec<crate::plan::PlannedVma>,
+    /// The smaps read before the stop, whose flags are checked against a
+    /// copy-on-write child's (cow.rs); None when smaps was read while stopped.
+    early_maps: Option<Vec<crate::proc::maps::Mapping>>,
+    /// The `syscall` instruction system calls are injected at.
+    syscall_at: u64,
+    mem: Mem,
+    pm: Pagemap,
+    blobs: Vec<(usize, Vec<u8>)>,
+    extent_data: Vec<Vec<u8>>,
+    file_crcs: Option<crate::fileref::Pending>,
+    pub tcp_ends: Vec<std::os::fd::OwnedFd>,
+    pub nthreads: usize,
+    pub exe: Option<String>,
+}
+
+/// Fds the caller plans itself (a process tree's shared pipes): left out of the
+/// fd plan and added as they are.
+pub type ExtraFds = Vec<Fd>;
+
+/// Read process `g` (stopped) into a [`Captured`]: its inventory, memory plan, fds
+/// (those in `extra` as given), kernel state and threads.
+/// `early`: smaps read before the stop (inventory.rs), for a copy-on-write freeze.
+pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate::proc::maps::Mapping>>, warnings: &mut Vec<String>) -> Result<Captured> {
+    let pid = g.pid;
     let reader = g.reader();
     let rpid = reader.pid;
-    let inv = inventory::take(rpid).with_context(|| format!("reading the state of pid {}", o.pid))?;
-    let mut warnings = Vec::new();
-    let kids = children(o.pid);
-    if !kids.is_empty() {
-        warnings.push(format!(
-            "pid {} has child processes ({}); they are not frozen, and the resumed process will not be their parent",
-            o.pid,
-            kids.join(" ")
-        ));
-    }
-
-    let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {}", o.pid))?;
+    let all_locks = proc::locks::Prefetch::start();
+    trace::mark("seized");
+    let mut inv = inventory::take(rpid, early).with_context(|| format!("reading the state of pid {pid}"))?;
+    trace::mark("inventory");
+    inv.fds.retain(|f| !extra.iter().any(|e| e.fd == f.fd));
+    let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {pid}"))?;
     let mut strings = Strings::default();
-    let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {}", o.pid))?;
+    let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {pid}"))?;
+    trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
-    let fdp = fdplan::plan(reader, &inv.fds, &mut vmas, &mem, o.strict_fds, &mut strings, &mut warnings)?;
+    trace::mark("file references");
+    let mut fdp = fdplan::plan(reader, fdplan::Sources { fds: &inv.fds, locks: all_locks }, &mut vmas, &mem, o.strict_fds, &mut strings, warnings)?;
+    trace::mark("fds planned");
+    merge_fds(&mut fdp, extra);
 
     let gd = gadgets::find(&mem, &vmas);
     if gd.syscall == 0 {
-        bail!("pid {}: no `syscall` instruction in its executable memory to read its kernel state with", o.pid);
+        bail!("pid {pid}: no `syscall` instruction in its executable memory to read its kernel state with");
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-    let seccomp_filters = seccomp(&g)?;
+    let seccomp_filters = seccomp(g)?;
     let state = {
         let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;
-        procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {}", o.pid))?
+        procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {pid}"))?
     };
-    let threads = capture_threads(&g, &mem, gd.syscall, &writable, &mut warnings)?;
+    trace::mark("process state");
+    let threads = capture_threads(g, &mem, gd.syscall, &writable, warnings)?;
+    trace::mark("threads");
     if gd.syscall_ret == 0 {
-        warnings.push("no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind".into());
+        warnings.push(format!("pid {pid}: no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind"));
     }
 
     let live = threads.records.iter().find(|t| t.flags & THREAD_EXITED == 0).expect("a live thread");
@@ -227,7 +241,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         xstate_size: live.xstate_size,
         gadget_syscall_ret: gd.syscall_ret,
         gadget_sigreturn: gd.sigreturn,
-        pid: o.pid as u32,
+        pid: pid as u32,
         kernel_release: proc::kernel_release(),
         flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -236,7 +250,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let nthreads = threads.records.len();
     parts.xstate = threads.xstate;
     parts.process = Some(state.process);
-    parts.kernel = Some(crate::kernel_state::capture(o.pid));
+    parts.kernel = Some(crate::kernel_state::capture(pid));
     parts.seccomp = seccomp_filters;
     parts.timers = state.timers;
     parts.signals = threads.signals;
@@ -245,6 +259,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     if let Some(v) = vmas.iter().find(|v| v.vma.kind == VmaKind::Vdso as u32) {
         let mut b = vec![0u8; (v.vma.end - v.vma.start) as usize];
         mem.read_exact(v.vma.start, &mut b).context("reading the vdso")?;
+        parts.vdso_syms = crate::vdso_syms::read(&b, &mut strings).with_context(|| format!("pid {}", o.pid))?;
         parts.vdso = b;
     }
     let st = &inv.stat;
@@ -264,7 +279,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         ..Default::default()
     };
     if inv.auxv.len() > MAX_AUXV {
-        bail!("pid {} has {} auxv entries, more than the format's {MAX_AUXV}", o.pid, inv.auxv.len());
+        bail!("pid {pid} has {} auxv entries, more than the format's {MAX_AUXV}", inv.auxv.len());
     }
     for (i, (k, v)) in inv.auxv.iter().enumerate() {
         mm.auxv[2 * i] = *k;
@@ -281,39 +296,208 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     }
     (mm.cmdline_off, mm.cmdline_len) = strings.add(&inv.cmdline.join("\0"));
     parts.mm = mm;
-    parts.fds = fdp.fds;
-    parts.epoll = fdp.epoll;
-    parts.locks = fdp.locks;
-    parts.files = fdp.files;
-    parts.extents = fdp.extents;
-    parts.sockets = fdp.sockets;
-    let tcp_ends = fdp.tcp_ends;
-
+    parts.fds = std::mem::take(&mut fdp.fds);
+    parts.epoll = std::mem::take(&mut fdp.epoll);
+    parts.locks = std::mem::take(&mut fdp.locks);
+    parts.files = std::mem::take(&mut fdp.files);
+    parts.extents = std::mem::take(&mut fdp.extents);
+    parts.sockets = std::mem::take(&mut fdp.sockets);
+    parts.sockopts = std::mem::take(&mut fdp.sockopts);
     parts.strings = strings.buf;
-    let mut pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {}", o.pid))?;
-    let mut src = emit::Source {
-        mem: &mem,
-        pm: &mut pm,
-        vmas: &mut vmas,
-        parts: &mut parts,
-        blobs: &fdp.blobs,
-        extent_data: &fdp.extent_data,
-        resume_exe: !o.raw_image,
+    let pm = Pagemap::open(rpid).with_context(|| format!("opening the page map of pid {pid}"))?;
+    Ok(Captured {
+        parts,
+        early_maps: inv.maps_early.then_some(inv.maps),
+        syscall_at: gd.syscall,
+        vmas,
+        mem,
+        pm,
+        blobs: fdp.blobs,
+        extent_data: fdp.extent_data,
         file_crcs,
-    };
-    stage.set(Stage::Write);
-    let (stats, file_size) = match &out {
-        Some(out) => emit::to_file(&mut src, &out.file, &g).with_context(|| format!("writing {}", o.output.display()))?,
-        None => emit::to_stream(&mut src, std::io::stdout().lock(), &g).context("writing the image to standard output")?,
-    };
-    // Every byte is written now. A process that keeps running need not wait for the
-    // disk; one that is killed is killed only once the file is durable.
+        tcp_ends: fdp.tcp_ends,
+        nthreads,
+        exe: inv.exe,
+    })
+}
+
+/// Add the records planned by the caller, keeping the fds in ascending order and
+/// the blobs pointing at their records.
+fn merge_fds(fdp: &mut fdplan::FdPlan, extra: ExtraFds) {
+    if extra.is_empty() {
+        return;
+    }
+    let old = std::mem::take(&mut fdp.fds);
+    let mut all: Vec<(Option<usize>, Fd)> = old.into_iter().enumerate().map(|(i, f)| (Some(i), f)).collect();
+    all.extend(extra.into_iter().map(|f| (None, f)));
+    all.sort_by_key(|(_, f)| f.fd);
+    let mut new_index = vec![0usize; all.len()];
+    for (n, (o, _)) in all.iter().enumerate() {
+        if let Some(o) = o {
+            new_index[*o] = n;
+        }
+    }
+    for (i, _) in fdp.blobs.iter_mut() {
+        *i = new_index[*i];
+    }
+    fdp.fds = all.into_iter().map(|(_, f)| f).collect();
+}
+
+/// Where a captured image goes.
+pub enum Sink<'a> {
+    File(&'a std::fs::File),
+    Stdout,
+}
+
+impl Captured {
+    /// Write the image (a `.resume` executable when `resume_exe`); returns the page
+    /// statistics, the bytes written and the image's own size.
+    pub fn write(&mut self, sink: Sink, g: &dyn emit::Alive, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
+        let mut src = emit::Source {
+            mem: &self.mem,
+            pm: &mut self.pm,
+            vmas: &mut self.vmas,
+            parts: &mut self.parts,
+            blobs: &self.blobs,
+            extent_data: &self.extent_data,
+            resume_exe,
+            file_crcs: self.file_crcs.take(),
+        };
+        match sink {
+            Sink::File(f) => emit::to_file(&mut src, f, g),
+            Sink::Stdout => emit::to_stream(&mut src, std::io::stdout().lock(), g),
+        }
+    }
+
+    /// Read the pages from here on from a copy-on-write child of the stopped
+    /// process (cow.rs), which can then be let go; None with a warning saying why
+    /// the process stays stopped until its pages are written.
+    pub fn copy_on_write(&mut self, g: &Group, warnings: &mut Vec<String>) -> Result<Option<cow::CowCopy>> {
+        let vmas = &self.vmas;
+        let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+        let why = match cow::obstacle(vmas) {
+            Some(why) => why,
+            None => match cow::fork(g.reader(), g.pid, self.syscall_at, writable) {
+                Ok(c) => {
+                    self.mem = Mem::open(c.pid).with_context(|| format!("opening the memory of the copy-on-write child {} of pid {}", c.pid, g.pid))?;
+                    self.pm = Pagemap::open(c.pid).with_context(|| format!("opening the page map of the copy-on-write child {}", c.pid))?;
+                    return Ok(Some(c));
+                }
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        warnings.push(format!("pid {}: {why}; it stays stopped until its pages are written", g.pid));
+        Ok(None)
+    }
+
+    pub fn nvmas(&self) -> usize {
+        self.vmas.len()
+    }
+
+    /// Size and content (up to its last data byte; the rest is a hole) of the
+    /// image's file of inode `ino`, if it has one.
+    pub fn file_content(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        let f = self.parts.files.iter().find(|f| f.ino == ino && f.same_as == 0)?;
+        let range = f.first_extent as usize..(f.first_extent + f.nextents) as usize;
+        let exts = &self.parts.extents[range.clone()];
+        let end = exts.iter().map(|e| e.offset + e.len).max().unwrap_or(0);
+        let mut buf = vec![0u8; end as usize];
+        for (e, d) in exts.iter().zip(&self.extent_data[range]) {
+            buf[e.offset as usize..(e.offset + e.len) as usize].copy_from_slice(d);
+        }
+        Some((f.size, buf))
+    }
+
+    /// The image's file of inode `ino` is the tree's, made by the root at `slot`.
+    pub fn mark_tree_file(&mut self, ino: u64, slot: u32) {
+        for f in self.parts.files.iter_mut().filter(|f| f.ino == ino && f.same_as == 0) {
+            f.flags |= FILE_IN_TREE;
+            f.tree_slot = slot;
+        }
+    }
+}
+
+/// Freeze as `o` says; `stage` follows the work, so a failure can say where it
+/// happened (outcome.rs).
+pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
+    if o.tree {
+        return crate::tree::run(o, stage);
+    }
+    let t0 = Instant::now();
+    stage.set(Stage::Check);
+    precheck(o.pid, o.force)?;
+    // The output location is checked before the target is touched; "-" streams
+    // the file to standard output.
+    stage.set(Stage::Output);
+    let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
+    let bar = progress::Bar::start(o.progress);
+    stage.set(Stage::Seize);
+    trace::mark("start");
+    // A copy-on-write freeze reads smaps (whose cost grows with the resident size)
+    // before the stop, and only the cheap layout while stopped (inventory.rs).
+    let use_cow = o.after == After::Continue && o.cow;
+    let early_maps = if use_cow { proc::maps::read_smaps(o.pid).ok() } else { None };
+    trace::mark("early smaps");
+    let t_seize = Instant::now();
+    let g = Group::seize(o.pid, release(o.after))?;
+    stage.set(Stage::Capture);
+    let mut warnings = Vec::new();
+    let kids = children(o.pid);
+    if !kids.is_empty() {
+        warnings.push(format!(
+            "pid {} has child processes ({}); they are not frozen, and the resumed process will not be their parent (--tree freezes them with it)",
+            o.pid,
+            kids.join(" ")
+        ));
+    }
+    let mut c = capture(o, &g, Vec::new(), early_maps, &mut warnings)?;
+    // Every piece of state but the pages is read: a process that runs on is let go
+    // now, its pages read from a copy-on-write copy of its memory.
+    let cow = if use_cow { c.copy_on_write(&g, &mut warnings)? } else { None };
+    trace::mark("copy-on-write fork");
     let mut stopped = None;
-    let g = match o.after {
-        After::Kill => Some(g),
-        After::Continue | After::Stop => {
+    let g = match cow {
+        Some(_) => {
             drop(g);
             stopped = Some(t_seize.elapsed());
+            None
+        }
+        None => Some(g),
+    };
+    trace::mark("released");
+    if let (Some(cp), Some(early)) = (&cow, &c.early_maps) {
+        cow::verify_flags(early, cp).with_context(|| format!("pid {}", o.pid))?;
+        trace::mark("flags checked");
+    }
+    let alive: &dyn emit::Alive = match (&cow, &g) {
+        (Some(cp), _) => cp,
+        (None, Some(g)) => g,
+        (None, None) => unreachable!("the group is kept unless a copy holds the memory"),
+    };
+    stage.set(Stage::Write);
+    let (stats, file_size, _) = match &out {
+        Some(out) => c.write(Sink::File(&out.file), alive, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?,
+        None => c.write(Sink::Stdout, alive, !o.raw_image).context("writing the image to standard output")?,
+    };
+    trace::mark("written");
+    // Every byte is written now. A process that keeps running need not wait for the
+    // disk; one that is killed is killed only once the file is durable.
+    if let Some(cp) = cow {
+        match cp.finish() {
+            Ok(reap) => {
+                trace::mark(&format!("copy-on-write child reaped; the target was stopped {:.3} ms for it", reap.as_secs_f64() * 1e3));
+                stopped = stopped.map(|s| s + reap);
+            }
+            Err(e) => warnings.push(format!("{e:#}")),
+        }
+    }
+    let g = match (o.after, g) {
+        (After::Kill, g) => g,
+        (After::Continue | After::Stop, g) => {
+            if g.is_some() {
+                drop(g);
+                stopped = Some(t_seize.elapsed());
+            }
             None
         }
     };
@@ -327,13 +511,39 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let frozen = t0.elapsed();
     // A process that is killed is stopped from the seize to its end.
     let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
+    let tcp_ends = std::mem::take(&mut c.tcp_ends);
     if let Some(g) = g {
         fdplan::end_with_reset(&tcp_ends);
         g.kill();
     }
     drop(tcp_ends);
     drop(bar);
-    let mut report = Report::new(o.pid, o.output.clone(), file_size, nthreads, vmas.len(), stats, [frozen, stopped, fsync], inv.exe.clone());
+    let mut report = Report::new(o.pid, o.output.clone(), file_size, c.nthreads, c.nvmas(), stats, [frozen, stopped, fsync], c.exe.clone());
     report.warnings = warnings;
     Ok(report)
+}
+
+/// How the seized threads are let go when nothing killed them.
+pub fn release(after: After) -> Release {
+    match after {
+        After::Stop => Release::Stop,
+        _ => Release::Continue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_fds_stay_in_order_and_blobs_follow_their_records() {
+        let fd = |n: i32, kind: FdKind| Fd { fd: n, kind: kind as u32, ..Default::default() };
+        let mut p = fdplan::FdPlan { fds: vec![fd(0, FdKind::Inherit), fd(4, FdKind::Pipe), fd(9, FdKind::Path)], ..Default::default() };
+        p.blobs = vec![(1, b"pipe".to_vec()), (2, b"file".to_vec())];
+        merge_fds(&mut p, vec![fd(7, FdKind::Tree), fd(1, FdKind::Tree)]);
+        assert_eq!(p.fds.iter().map(|f| f.fd).collect::<Vec<_>>(), [0, 1, 4, 7, 9]);
+        assert_eq!(p.fds[p.blobs[0].0].fd, 4);
+        assert_eq!(p.fds[p.blobs[1].0].fd, 9);
+        assert_eq!(p.fds[1].kind, FdKind::Tree as u32);
+    }
 }

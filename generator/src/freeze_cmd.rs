@@ -22,6 +22,10 @@ pub struct FreezeArgs {
     /// Let the original continue after the dump instead of killing it.
     #[arg(long, conflicts_with = "leave_stopped")]
     pub leave_running: bool,
+    /// With --leave-running, keep the original stopped until every page is written,
+    /// instead of reading its pages from a copy-on-write copy while it runs on.
+    #[arg(long, requires = "leave_running")]
+    pub no_cow: bool,
     /// Leave the original stopped (SIGSTOP) after the dump instead of killing it.
     #[arg(long)]
     pub leave_stopped: bool,
@@ -62,6 +66,12 @@ pub struct FreezeArgs {
     /// missing or changed file stops the resume, naming it).
     #[arg(long)]
     pub embed_files: bool,
+    /// Freeze the process together with every descendant (children, their
+    /// children, zombies not yet reaped) into one file, and kill them all after:
+    /// the resume brings the whole tree back with its PIDs, process groups,
+    /// sessions and the pipes between its processes.
+    #[arg(long, conflicts_with = "image")]
+    pub tree: bool,
     #[command(flatten)]
     pub every: EveryArgs,
 }
@@ -99,6 +109,8 @@ impl FreezeArgs {
             force: self.force,
             missing_files_ignore: self.missing_files == "ignore",
             embed_files: self.embed_files,
+            cow: !self.no_cow,
+            tree: self.tree,
         }
     }
 }

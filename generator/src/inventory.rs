@@ -7,6 +7,8 @@ use anyhow::Result;
 /// The process-wide part; each thread's own state is read by thread_state.rs.
 pub struct Inventory {
     pub maps: Vec<Mapping>,
+    /// `maps` is the smaps read before the stop (its flags are to be checked).
+    pub maps_early: bool,
     pub stat: Stat,
     pub auxv: Vec<(u64, u64)>,
     pub fds: Vec<FdInfo>,
@@ -16,9 +18,18 @@ pub struct Inventory {
 
 /// Read through `pid`, the id of a live thread of the process (its leader's
 /// /proc entry reads empty once the leader has exited, group.rs).
-pub fn take(pid: i32) -> Result<Inventory> {
+///
+/// `early`: smaps read before the process was stopped; used when the layout read
+/// now from the cheap /proc/PID/maps is the same (the flags are checked again
+/// later, cow.rs), else smaps is read again.
+pub fn take(pid: i32, early: Option<Vec<Mapping>>) -> Result<Inventory> {
+    let (maps, maps_early) = match early {
+        Some(early) if proc::maps::same_layout(&early, &proc::maps::read_maps(pid)?) => (early, true),
+        _ => (proc::maps::read_smaps(pid)?, false),
+    };
     Ok(Inventory {
-        maps: proc::maps::read_smaps(pid)?,
+        maps,
+        maps_early,
         stat: proc::stat::read_stat(pid)?,
         auxv: proc::auxv::read_auxv(pid)?,
         fds: proc::fds::read_fds(pid)?,

@@ -5,6 +5,8 @@ mod check;
 mod convert;
 mod docs;
 mod core_file;
+mod cow;
+mod crc_cache;
 mod emit;
 mod fdplan;
 mod fileref;
@@ -32,6 +34,9 @@ mod reader;
 mod regs;
 mod resume;
 mod thread_state;
+mod trace;
+mod vdso_syms;
+mod tree;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]
 mod write;

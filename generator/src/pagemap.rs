@@ -120,7 +120,9 @@ impl Pagemap {
     fn scan_entries(&self, start: u64, end: u64, want: impl Fn(u64) -> bool) -> io::Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let chunk_pages = 65536u64;
-        let mut buf = vec![0u8; (chunk_pages * 8) as usize];
+        // Sized to the range: most VMAs are a few pages, and a zeroed buffer is paid
+        // for page by page.
+        let mut buf = vec![0u8; (((end.saturating_sub(start)) / PAGE).min(chunk_pages) * 8) as usize];
         let mut at = start;
         while at < end {
             let n = ((end - at) / PAGE).min(chunk_pages);

@@ -21,6 +21,15 @@ pub struct Stats {
     pub unreadable_pages: u64,
 }
 
+impl Stats {
+    /// Count another image's pages too (a process tree).
+    pub fn add(&mut self, o: &Stats) {
+        self.stored_pages += o.stored_pages;
+        self.zero_pages += o.zero_pages;
+        self.unreadable_pages += o.unreadable_pages;
+    }
+}
+
 /// Writes page data sequentially and records the runs.
 pub struct PageWriter<W: Write> {
     out: W,
@@ -139,6 +148,11 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Ms
                 return true;
             }
             let Ok(mut buf) = free.recv() else { return false };
+            // Buffers grow to what a batch needs: a small process never pays for
+            // (and faults in) three full-size batches.
+            if buf.len() < *total {
+                buf.resize(*total, 0);
+            }
             let unreadable = mem.read_segments(segs, &mut buf[..*total]);
             crate::progress::add_done(*total as u64);
             let ok = tx.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable }).is_ok();
@@ -210,7 +224,7 @@ pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &
     let (tx, rx) = sync_channel::<Msg>(BUFFERS);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(BUFFERS);
     for _ in 0..BUFFERS {
-        free_tx.send(vec![0u8; BATCH]).expect("the channel has room for every buffer");
+        free_tx.send(Vec::new()).expect("the channel has room for every buffer");
     }
     let ro: Vec<PlannedVma> = vmas.iter().map(|v| PlannedVma { vma: v.vma, pages: v.pages, map: v.map.clone() }).collect();
     std::thread::scope(|s| {

@@ -90,6 +90,8 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         force: false,
         missing_files_ignore: false,
         embed_files: false,
+        cow: true,
+        tree: false,
     }
 }
 

@@ -13,6 +13,7 @@ const NT_PRSTATUS: libc::c_int = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 const PTRACE_EVENT_STOP: i32 = 128;
+const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
@@ -53,6 +54,8 @@ pub struct Seized {
     /// Whether the task still sits in that signal-delivery stop (PTRACE_DETACH can
     /// then deliver the signal itself).
     in_signal_stop: std::cell::Cell<bool>,
+    /// The PTRACE_O_* options set so far.
+    options: std::cell::Cell<usize>,
     release: Release,
 }
 
@@ -78,6 +81,7 @@ impl Seized {
             pending: std::cell::Cell::new(0),
             pending_info: std::cell::Cell::new([0; 16]),
             in_signal_stop: std::cell::Cell::new(false),
+            options: std::cell::Cell::new(0),
             release: Release::Continue,
         })
     }
@@ -244,8 +248,10 @@ impl Seized {
                 return Err(PtraceError::Exited { pid, how: "during an injected system call".into() });
             }
             // An interrupt queued while the task sat in a signal-delivery stop (or a
-            // group stop) reports first as an event stop: not our call, go on.
-            if status >> 16 == PTRACE_EVENT_STOP {
+            // group stop) reports first as an event stop, and an injected clone(2)
+            // with PTRACE_O_TRACECLONE as a PTRACE_EVENT_CLONE stop before its exit
+            // stop: neither is a signal nor our syscall stop, go on.
+            if status >> 16 != 0 {
                 continue;
             }
             // Without PTRACE_O_TRACESYSGOOD a syscall stop reports plain SIGTRAP.
@@ -321,10 +327,23 @@ impl Seized {
     /// (PTRACE_O_SUSPEND_SECCOMP, Linux 4.3+, needs CAP_SYS_ADMIN). The option ends
     /// with the detach, so the task is filtered again as soon as it runs on.
     pub fn suspend_seccomp(&self) -> Result<(), PtraceError> {
-        const PTRACE_O_SUSPEND_SECCOMP: usize = 1 << 21;
+        self.options.set(self.options.get() | PTRACE_O_SUSPEND_SECCOMP);
+        self.set_options("SETOPTIONS(SUSPEND_SECCOMP)")
+    }
+
+    /// Trace the children this task creates with clone(2) from now on: each starts
+    /// traced by us, in a PTRACE_EVENT_STOP before its first instruction
+    /// (PTRACE_O_TRACECLONE for a child whose exit signal is not SIGCHLD, ptrace(2)).
+    /// Options set before (seccomp suspension) are kept: SETOPTIONS replaces them all.
+    pub fn trace_clones(&self) -> Result<(), PtraceError> {
+        self.options.set(self.options.get() | libc::PTRACE_O_TRACECLONE as usize);
+        self.set_options("SETOPTIONS(TRACECLONE)")
+    }
+
+    fn set_options(&self, what: &'static str) -> Result<(), PtraceError> {
         // SAFETY: PTRACE_SETOPTIONS takes the options in data, no pointers.
-        if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.pid, 0usize, PTRACE_O_SUSPEND_SECCOMP) } != 0 {
-            return Err(PtraceError::Call { pid: self.pid, what: "SETOPTIONS(SUSPEND_SECCOMP)", source: errno() });
+        if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, self.pid, 0usize, self.options.get()) } != 0 {
+            return Err(PtraceError::Call { pid: self.pid, what, source: errno() });
         }
         Ok(())
     }

@@ -53,6 +53,18 @@ pub struct Ctx {
     /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
     /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
     pub timens: [u64; 2],
+    /// This kernel's vdso is another build: the old one's functions become jumps
+    /// (trampoline.rs) instead of moving this one into place (vdso.rs).
+    pub vdso_trampolines: bool,
+    /// The image is inside this executable (a `.resume`), not a raw image file.
+    pub embedded: bool,
+    /// Process trees (tree.rs): this process's image offset from the tree data
+    /// start (0 for the root), its tree fds `[tree_slot_base, +tree_nslots)`
+    /// (0, 0 outside a tree), and whether the root forked it.
+    pub tree_at: u64,
+    pub tree_slot_base: usize,
+    pub tree_nslots: usize,
+    pub tree_member: bool,
 }
 
 impl Ctx {

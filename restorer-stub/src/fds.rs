@@ -13,7 +13,8 @@
 //!    ends of a pipe or socket pair) is ordered so neither lands on the other
 //!    ([`to_temps2`]).
 //!    Unix connections waiting to be accepted are made after every other one
-//!    ([`unixconn`]).
+//!    ([`unixconn`]). Then datagrams queued from other sockets are sent again and the
+//!    sockets' integer options set ([`sockopts`]), still at the temporaries.
 //! 3. Each temporary is dup3(2)'d to its final number with or without O_CLOEXEC;
 //!    fds 0-2 last, so the resumer's stdio stays usable (and shareable) until then.
 //! 4. The temporaries are closed; epoll registrations are made on the final
@@ -34,6 +35,7 @@ mod messages;
 mod objects;
 mod pty;
 mod sockets;
+mod sockopts;
 mod sockstate;
 mod tcppair;
 mod unixconn;
@@ -222,6 +224,11 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Socket) => sockets::socket(cx, i),
         Some(FdKind::Disconnected) => disconnected::disconnected(cx, i),
         Some(FdKind::Pty) => pty::pty(cx, i),
+        // Made by the root of the tree before it forked, at a slot this process
+        // inherited.
+        Some(FdKind::Tree) => {
+            check(f, "dup3 of the tree's shared object", sys::dup3(f.aux[0] as usize, tmp, sys::O_CLOEXEC));
+        }
         None => fail(f, "unknown kind", 0),
     }
     trace_fd("built", f);
@@ -274,12 +281,14 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     } else {
         out::check(sys::fcntl(ctx.fd, sys::F_DUPFD_CLOEXEC, img_at), Step::Fds, 0, 0)
     };
-    let _ = sys::close_range(3, img - 1);
+    // The fds of a process tree stay until every process has taken its own (tree.rs).
+    let keep = |lo, hi| crate::tree::close_range_keep_slots(ctx, lo, hi);
+    keep(3, img - 1);
     let objects = objects_base(ctx, t);
     if img + 1 < objects {
-        let _ = sys::close_range(img + 1, objects - 1);
+        keep(img + 1, objects - 1);
     }
-    let _ = sys::close_range(objects + t.files.len(), u32::MAX as usize);
+    keep(objects + t.files.len(), u32::MAX as usize);
     let cx = Cx { ctx, t, img, base };
 
     // Connections waiting to be accepted last, once every accepted one exists
@@ -295,6 +304,7 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
     // Every socket exists: datagrams queued on bound sockets are sent from their
     // senders, to names not yet removed again.
     dgramqueue::replay(&cx);
+    sockopts::restore(&cx);
     unixconn::unlink_deleted(&cx);
     for i in (0..n).filter(|&i| t.fds[i].fd > 2) {
         place(&cx, i);

@@ -53,6 +53,7 @@ fn bad_image(e: FormatError) -> ! {
 /// Open the file holding the image and record where the image starts.
 pub fn open(st: &Startup, ctx: &mut Ctx) {
     let off = image_offset();
+    ctx.embedded = off != 0;
     let (fd, base) = if off != 0 {
         (out::check(sys::open(b"/proc/self/exe\0", sys::O_RDONLY | sys::O_CLOEXEC, 0), Step::OpenImage, 0, 0), off)
     } else if let Some(fd) = st.aux(AT_EXECFD) {
@@ -76,6 +77,8 @@ pub fn open(st: &Startup, ctx: &mut Ctx) {
     } else {
         fd
     };
+    // A process of a tree (tree.rs): its own image follows the root's.
+    let base = base + ctx.tree_at;
     let len = out::check(sys::lseek(fd, 0, sys::SEEK_END), Step::OpenImage, 0, 0) as u64;
     if len < base {
         bad_image(FormatError::Truncated { need: base, have: len });

@@ -258,7 +258,7 @@ fn protect(v: &Vma) {
 /// written over them.
 fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
     let obj = v.object as usize - 1;
-    if t.files[obj].kind == FileKind::Shmem as u32 {
+    if t.files[obj].kind == FileKind::Shmem as u32 && t.files[obj].flags & FILE_IN_TREE == 0 {
         // Shared memory is made with all its mappings when its first VMA comes.
         if !t.vmas[..index].iter().any(|w| w.object == v.object) {
             crate::objects::map_shmem(ctx, t, obj, |w| {

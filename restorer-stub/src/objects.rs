@@ -178,6 +178,13 @@ pub fn create(ctx: &Ctx, t: &Tables) -> Option<[u64; 2]> {
     }
     let old = raise_nofile(fd_of(ctx, t, t.files.len()) as u64 + 1);
     for (i, o) in t.files.iter().enumerate() {
+        if o.flags & FILE_IN_TREE != 0 {
+            // Made and filled once by the root of the tree (tree.rs), inherited.
+            if let Err(e) = sys::dup3(o.tree_slot as usize, fd_of(ctx, t, i), sys::O_CLOEXEC) {
+                fail(t, i, "dup3 of the tree's shared file", e);
+            }
+            continue;
+        }
         let x = match kind_of(o) {
             // Shared memory is made by the first VMA mapping it; other names of a
             // deleted file with their first.
@@ -244,7 +251,7 @@ pub fn map_shmem(ctx: &Ctx, t: &Tables, i: usize, protect: impl Fn(&Vma)) {
 pub fn finish(ctx: &Ctx, t: &Tables, old_limit: Option<[u64; 2]>) {
     for (i, o) in t.files.iter().enumerate() {
         let fd = fd_of(ctx, t, i);
-        if kind_of(o) == FileKind::Shmem || o.same_as != 0 {
+        if kind_of(o) == FileKind::Shmem || o.same_as != 0 || o.flags & FILE_IN_TREE != 0 {
             let _ = sys::close(fd);
             continue;
         }

@@ -34,6 +34,8 @@ pub enum Step {
     Sigreturn = 113,
     Process = 114,
     LockMemory = 115,
+    /// A process tree: forking its processes, or one of them failing (tree.rs).
+    Tree = 117,
 }
 
 // The refusals of format::compat (probe.rs) exit with these steps' codes.
@@ -62,6 +64,7 @@ impl Step {
             Step::Sigreturn => "rt_sigreturn",
             Step::Process => "restore process state",
             Step::LockMemory => "lock memory",
+            Step::Tree => "restore process tree",
         }
     }
 }

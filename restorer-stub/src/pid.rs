@@ -35,7 +35,7 @@ const WALL: usize = 0x4000_0000;
 
 
 /// fork(2) by clone3, optionally with a chosen PID in the innermost PID namespace.
-fn fork_as(tid: Option<i32>) -> sys::Res {
+pub(crate) fn fork_as(tid: Option<i32>) -> sys::Res {
     let t = tid.unwrap_or(0);
     let args = CloneArgs {
         flags: 0,
@@ -98,18 +98,7 @@ pub fn take_original(ctx: &Ctx, t: &Tables, keep_pdeathsig: bool) -> bool {
         out::trace("a thread id is taken here; using a new pid namespace", th.tid as u64, 0);
         return in_new_namespace(ctx, want, keep_pdeathsig);
     }
-    let mut r = fork_as(Some(want as i32));
-    // The original, killed by the freeze, may still be a zombie waiting for its
-    // parent (an orphan is reaped by init only every few seconds): wait for that.
-    let mut tries = 0;
-    while r == Err(sys::EEXIST) && tries < 400 && is_zombie(want) {
-        let ts = [0u64, 20_000_000];
-        // SAFETY: a valid timespec.
-        let _ = unsafe { call(35 /* nanosleep */, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
-        tries += 1;
-        r = fork_as(Some(want as i32));
-    }
-    match r {
+    match fork_at(want) {
         Ok(0) => {
             child_setup(keep_pdeathsig, parent, want);
             true
@@ -118,6 +107,22 @@ pub fn take_original(ctx: &Ctx, t: &Tables, keep_pdeathsig: bool) -> bool {
         Err(sys::EPERM) | Err(sys::EEXIST) => in_new_namespace(ctx, want, keep_pdeathsig),
         Err(e) => no_pid(want, "clone3 with set_tid", e),
     }
+}
+
+/// fork(2) at PID `want`. The original, killed by the freeze, may still be a
+/// zombie waiting for its parent (an orphan is reaped by init only every few
+/// seconds): wait for that.
+pub(crate) fn fork_at(want: u32) -> sys::Res {
+    let mut r = fork_as(Some(want as i32));
+    let mut tries = 0;
+    while r == Err(sys::EEXIST) && tries < 400 && is_zombie(want) {
+        let ts = [0u64, 20_000_000];
+        // SAFETY: a valid timespec.
+        let _ = unsafe { call(35 /* nanosleep */, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+        tries += 1;
+        r = fork_as(Some(want as i32));
+    }
+    r
 }
 
 /// The resume cannot have its PID: stop, saying how to go on without it.

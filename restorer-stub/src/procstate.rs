@@ -111,10 +111,14 @@ fn rlimits(p: &Process) {
     }
 }
 
+/// Every disposition as saved, the default ones too: the restorer's process may
+/// have others (the init of a new PID namespace, pid.rs, gives every signal a
+/// handler that is gone once the restorer leaves; a tree's processes are forked
+/// from it).
 fn sigactions(p: &Process) {
     for (i, a) in p.sigactions.iter().enumerate() {
         let sig = i + 1;
-        if sig == SIGKILL || sig == SIGSTOP || (a.handler == 0 && a.flags == 0 && a.mask == 0) {
+        if sig == SIGKILL || sig == SIGSTOP {
             continue;
         }
         // SAFETY: `a` is a kernel struct sigaction (handler, flags, restorer, mask).

@@ -55,6 +55,22 @@ fn clocks_ahead(img: &Path, out: &Path) -> KernelState {
     k
 }
 
+/// Make the raw image at `path` say its vdso was another kernel build: one byte of
+/// the saved copy flipped (checksums repaired), in the middle, where no function
+/// starts, so only the comparison with this kernel's vdso sees it.
+pub fn other_vdso_build(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let mut h: Header = read_record(&bytes).unwrap();
+    let s = *h.section(SectionKind::Vdso);
+    assert!(s.size > 0, "the image has no vdso copy");
+    let (lo, hi) = (s.offset as usize, (s.offset + s.size) as usize);
+    bytes[lo + (hi - lo) / 2] ^= 0x40;
+    h.sections[SectionKind::Vdso as usize].crc = crc32c(&bytes[lo..hi], false);
+    h.header_crc = header_crc(&h);
+    bytes[..std::mem::size_of::<Header>()].copy_from_slice(as_bytes(&h));
+    fs::write(path, &bytes).unwrap();
+}
+
 /// The numbers of the fixture's line `NAME a b ...`.
 fn numbers(res: &Finished, name: &str) -> Vec<u64> {
     res.line_starting(&format!("{name} ")).split_whitespace().skip(1).map(|w| w.parse().unwrap()).collect()
@@ -127,3 +143,26 @@ fn clocks_ahead_need_no_time_namespace() {
 }
 
 both_variants!(clocks_continue_after_a_reboot);
+
+/// A reboot into another kernel: the clocks behind and the vdso another build.
+/// The resumed fixture's vdso calls go through the jumps written over its old
+/// vdso into this kernel's, inside the time namespace, and every clock rule holds.
+fn clocks_continue_on_another_vdso_build(static_: bool) {
+    let dir = TestDir::new(if static_ { "clocks_vdso_static" } else { "clocks_vdso" });
+    let gate = dir.gate();
+    let img = frozen(&dir, static_, &gate);
+    let moved = dir.join("moved.ckpt");
+    let saved = clocks_ahead(&img, &moved);
+    other_vdso_build(&moved);
+    let o = Command::new(ckpt_bin()).arg("check").arg(&moved).output().unwrap();
+    let said = lossy(&o.stdout);
+    assert!(o.status.success(), "check refused\n{}", describe_output(&o));
+    assert!(said.contains("vdso: another build than at the freeze") && said.contains("a time namespace"), "{said}");
+    assert!(!said.contains(" 0 jump"), "no function of this kernel's vdso was found: {said}");
+    open_gate(&gate);
+    let res = Launch::new(ckpt_bin()).arg("resume").arg(&moved).env("CKPT_TRACE", "1").label("resumed on another vdso").spawn().wait_output(RESUME_TIMEOUT);
+    assert!(res.stderr.contains("vdso function jumps to this kernel's") && res.stderr.contains("old vvar fenced"), "no trampolines\n{res}");
+    check_clocks(&res, &saved, "another vdso build");
+}
+
+both_variants!(clocks_continue_on_another_vdso_build);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use ckpt_format::{as_bytes, crc32c::crc32c, header_crc, read_record, Header, SectionKind};
+use ckpt_format::{as_bytes, crc32c::crc32c, header_crc, read_record, Header, SectionKind, Thread, Vma, VmaKind};
 
 use crate::util::*;
 
@@ -45,6 +45,13 @@ fn edited(dir: &TestDir, name: &str, image: &[u8], edit: impl FnOnce(&mut Header
     fs::write(&path, &bytes).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
     path
+}
+
+/// The VMA records of a raw image.
+fn read_vmas(image: &[u8], h: &Header) -> Vec<Vma> {
+    let s = h.section(SectionKind::Vmas);
+    let size = std::mem::size_of::<Vma>();
+    (0..s.count as usize).map(|i| read_record(&image[s.offset as usize + i * size..]).unwrap()).collect()
 }
 
 /// `ckpt resume PATH` must fail with `code` and one stderr line holding each of
@@ -109,15 +116,39 @@ fn incompatible_images_are_refused_naming_the_difference() {
     }
 
     // A vdso of another kernel build: one byte of the saved copy differs (its
-    // section checksum repaired).
+    // section checksum repaired). With the old vdso's functions recorded, check
+    // plans jumps into this kernel's (clocks.rs resumes such files); a file
+    // without them (an older ckpt's) is refused.
     let s = *h.section(SectionKind::Vdso);
     assert!(s.size > 0, "the image has no vdso copy");
-    let p = edited(&dir, "vdso", &image, |h, bytes| {
+    assert!(h.section(SectionKind::VdsoSyms).count > 0, "the image records no vdso functions");
+    let flip = |h: &mut Header, bytes: &mut [u8]| {
         let (lo, hi) = (s.offset as usize, (s.offset + s.size) as usize);
         bytes[lo + (hi - lo) / 2] ^= 0x40;
         h.sections[SectionKind::Vdso as usize].crc = crc32c(&bytes[lo..hi], false);
+    };
+    let p = edited(&dir, "vdso", &image, flip);
+    let o = Command::new(ckpt_bin()).arg("check").arg(&p).output().expect("ckpt check");
+    assert!(o.status.success(), "check refused another vdso build\n{}", describe_output(&o));
+    assert!(lossy(&o.stdout).contains("vdso: another build than at the freeze"), "{}", describe_output(&o));
+    let p = edited(&dir, "vdso-nosyms", &image, |h, bytes| {
+        flip(h, bytes);
+        h.sections[SectionKind::VdsoSyms as usize] = Default::default();
     });
-    refused(&p, EXIT_VDSO, &["vdso"]);
+    refused(&p, EXIT_VDSO, &["vdso differs", "no symbol table of the old vdso"]);
+    // Another build, and the thread stopped inside the old vdso's code (not at a
+    // function's start): that code is not this kernel's, so it is refused by tid.
+    let vdso = read_vmas(&image, &h).into_iter().find(|v| v.kind == VmaKind::Vdso as u32).expect("a vdso VMA");
+    let ts = *h.section(SectionKind::Threads);
+    let p = edited(&dir, "vdso-inside", &image, |h, bytes| {
+        flip(h, bytes);
+        let (lo, hi) = (ts.offset as usize, (ts.offset + ts.size) as usize);
+        let mut th: Thread = read_record(&bytes[lo..]).unwrap();
+        th.regs.rip = vdso.start + 0x11;
+        bytes[lo..lo + std::mem::size_of::<Thread>()].copy_from_slice(as_bytes(&th));
+        h.sections[SectionKind::Threads as usize].crc = crc32c(&bytes[lo..hi], false);
+    });
+    refused(&p, EXIT_VDSO, &["thread ", "inside its vdso's code", &format!("{:#x}", vdso.start + 0x11), "freeze it again"]);
 
     // A pid above this kernel's pid_max (a kernel with a lower one): the leader's
     // id edited (its section checksum repaired).

@@ -118,6 +118,18 @@ fn tcp_pairs_as_nobody(static_: bool) {
     roundtrip_as_nobody("fd_tcppair", static_);
 }
 
+/// Integer options on TCP, UDP (IPv4 and IPv6) and unix sockets (IP_TOS with
+/// SO_PRIORITY, keepalive timings, TCP_CORK, TCP_NOTSENT_LOWAT, IPV6_TCLASS, a peek
+/// offset into queued bytes...): every value reads back the same after the resume,
+/// and the peek goes on where it was.
+fn socket_options(static_: bool) {
+    roundtrip("fd_sockopts", "fd_sockopts", static_);
+}
+
+fn socket_options_as_nobody(static_: bool) {
+    roundtrip_as_nobody("fd_sockopts", static_);
+}
+
 /// TCP connections in the states shutdown(2) leaves (FIN_WAIT2/CLOSE_WAIT, both
 /// sides shut, SHUT_RD) and, where the freeze may use TCP_REPAIR (root), one whose
 /// writer's bytes wait in its send queue behind a full window: every byte arrives
@@ -162,6 +174,8 @@ fn tcp_send_queue_without_repair_warns() {
 }
 
 both_variants!(
+    socket_options,
+    socket_options_as_nobody,
     tcp_states,
     tcp_states_as_nobody,
     tcp_pairs,

@@ -134,6 +134,8 @@ const VOLATILE: &[(&str, &str)] = &[
     ("at", "<DATE>"),
     ("kernel", "<KERNEL>"),
     ("pid", "<PID>"),
+    // How many functions this kernel's vdso exports.
+    ("vdso functions", "<VDSO FUNCTIONS>"),
     ("xcr0", "<XCR0>"),
     ("in use", "<XSTATE IN USE>"),
     ("xstate size", "<XSTATE SIZE>"),

@@ -49,6 +49,7 @@ mod runtimes;
 mod safety;
 mod syscalls;
 mod timers;
+mod tree;
 mod terminal;
 mod threads;
 mod util;

@@ -57,6 +57,27 @@ fn memflags(static_: bool) {
 
 both_variants!(heap, collide_light, collide_full, sparse, memflags);
 
+/// --leave-running of a process with MADV_DONTFORK and MADV_WIPEONFORK pages: a
+/// copy-on-write copy would not hold them, so the freeze says so and keeps the
+/// process stopped until its pages are written; both the original and the resumed
+/// copy find every pattern.
+#[test]
+fn fork_excluded_pages_keep_the_target_stopped() {
+    let dir = TestDir::new("memflags_cow");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("memflags", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("memflags");
+    let o = freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("MADV_DONTFORK") || err.contains("MADV_WIPEONFORK"), "no warning naming the fork-excluded range\n{err}");
+    assert!(err.contains("stays stopped until its pages are written"), "{err}");
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
 /// Locked memory that the resumer may not lock (no CAP_IPC_LOCK, RLIMIT_MEMLOCK
 /// of one page) stops the resume with exit 115 and a message naming a locked range
 /// and the limit, rather than running unlocked.

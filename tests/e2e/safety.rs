@@ -403,8 +403,8 @@ fn ckpt_killed_mid_freeze() {
 // ---------------------------------------------------------------------------
 // 3: a signal during the freeze
 
-/// SIGUSR1 sent ~200 ms into a --leave-running freeze (while the pages are
-/// streamed, after ckpt has read the target's state and queued signals): the
+/// SIGUSR1 sent ~200 ms into a --leave-running --no-cow freeze (while the pages
+/// are streamed, after ckpt has read the target's state and queued signals): the
 /// target handles it after the freeze (its count goes 0 -> 1) and runs on
 /// normally. The image holds the state captured before the signal came
 /// (count 0, nothing queued) and resumes correctly.
@@ -416,7 +416,7 @@ fn signal_during_freeze_leave_running() {
     target.wait_ready();
     let pid = target.pid();
     let img = dir.image("sigcount");
-    let mut ckpt = spawn_freeze(pid, &img, &["--leave-running"]);
+    let mut ckpt = spawn_freeze(pid, &img, &["--leave-running", "--no-cow"]);
     wait_stopped_by(pid, &mut ckpt);
     thread::sleep(MID_FREEZE);
     assert_still_freezing(&mut ckpt, pid);
@@ -443,6 +443,61 @@ fn signal_during_freeze_leave_running() {
         ["ready", "count 1", "final 1"],
         "original\n{orig}"
     );
+
+    let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
+    res.assert_success();
+    assert_eq!(res.stdout, ["final 0"], "resumed\n{res}");
+}
+
+/// The child processes of `pid`'s main thread (proc(5) .../children).
+fn children_of(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// A --leave-running freeze reads the pages from a copy-on-write child: once
+/// that child exists the target is no longer traced and runs while ckpt is still
+/// writing; it handles a SIGUSR1 then (count 0 -> 1, a write to its memory after
+/// the copy was taken). The image holds count 0, the child is gone and reaped
+/// once ckpt ends (the target has no child left), and both go on correctly.
+#[test]
+fn target_runs_while_its_copy_is_written() {
+    let dir = TestDir::new("cow_runs");
+    let gate = dir.gate();
+    let mut target = spawn_fixture("sigcount", false, &[BIG_MIB, gate.to_str().unwrap()]);
+    target.wait_ready();
+    let pid = target.pid();
+    let img = dir.image("sigcount");
+    let mut ckpt = spawn_freeze(pid, &img, &["--leave-running"]);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let copy = loop {
+        let kids = children_of(pid);
+        if kids.len() == 1 && tracer_pid(pid) == Some(0) {
+            break kids[0];
+        }
+        if let Some(s) = ckpt.try_status() {
+            panic!("ckpt ended ({s}) before the target ran beside its copy\n{}", ckpt.describe());
+        }
+        assert!(Instant::now() < deadline, "no copy-on-write child of pid {pid} appeared\n{}", ckpt.describe());
+        thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(tracer_pid(copy), Some(ckpt.pid()), "the copy is not traced by ckpt");
+    send_signal(pid, libc::SIGUSR1);
+    target.wait_line_starting("count 1", RESUME_TIMEOUT);
+    assert!(ckpt.try_status().is_none(), "the target handled the signal only after the freeze\n{}", ckpt.describe());
+
+    let fin = ckpt.wait_output(FREEZE_TIMEOUT);
+    assert!(fin.status.success(), "ckpt freeze --leave-running failed\n{fin}");
+    assert_only_warnings(&fin.stderr, "ckpt freeze --leave-running");
+    assert!(children_of(pid).is_empty(), "the copy-on-write child of pid {pid} was left behind");
+    assert_image(&img);
+    open_gate(&gate);
+    let orig = target.wait_output(RESUME_TIMEOUT);
+    orig.assert_success();
+    assert_eq!(orig.stdout, ["ready", "count 1", "final 1"], "original\n{orig}");
 
     let res = resume_launch(&img).spawn().wait_output(BIG_TIMEOUT);
     res.assert_success();

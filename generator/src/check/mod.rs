@@ -8,7 +8,7 @@ mod machine;
 pub use machine::clocks;
 
 use anyhow::Result;
-use ckpt_format::compat::{self, IdRoute, Plan, Refusal, Sink};
+use ckpt_format::compat::{self, IdRoute, Plan, Refusal, Sink, VdsoPath};
 use std::path::Path;
 
 /// A message rendered into a `String`.
@@ -53,6 +53,26 @@ pub fn verdict(img: &crate::reader::ImageFile) -> Result<Verdict> {
     Ok(Verdict { refusals, plan })
 }
 
+/// What becomes of the vdso on this machine, in words: the plan's path and, for
+/// trampolines, how many functions jump and how many make the system call.
+pub fn vdso_text(img: &crate::reader::ImageFile) -> String {
+    let Ok(v) = verdict(img) else { return "unknown (the file's tables cannot be read)".into() };
+    let Ok(t) = img.tables() else { return v.plan.vdso.describe().into() };
+    if v.plan.vdso != VdsoPath::Trampolines {
+        return v.plan.vdso.describe().into();
+    }
+    let here = machine::Here::probe();
+    let (mut jumps, mut calls, mut none) = (0, 0, 0);
+    for s in t.vdso_syms {
+        match ckpt_format::patch_for(t.string(s.name_off, s.name_len), &here.vdso, 0) {
+            ckpt_format::Patch::Jump(_) => jumps += 1,
+            ckpt_format::Patch::Syscall(_) => calls += 1,
+            ckpt_format::Patch::Enosys => none += 1,
+        }
+    }
+    format!("{} ({jumps} jump, {calls} make the system call, {none} return ENOSYS)", v.plan.vdso.describe())
+}
+
 /// How the process's clocks continue, in words.
 pub fn clocks_text(plan: &Plan) -> String {
     match plan.timens {
@@ -72,7 +92,7 @@ pub fn run(file: &Path) -> Result<bool> {
         println!("{}: can be resumed here", file.display());
         println!("  ids: {}", v.plan.ids.describe());
         println!("  clocks: {}", clocks_text(&v.plan));
-        println!("  vdso: the same build as at the freeze");
+        println!("  vdso: {}", vdso_text(&img));
         return Ok(true);
     }
     println!("{}: cannot be resumed here ({} reason{}):", file.display(), v.refusals.len(), if v.refusals.len() == 1 { "" } else { "s" });

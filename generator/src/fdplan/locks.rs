@@ -39,7 +39,7 @@ fn same_range(l: &LockLine, k: &FileLock) -> bool {
 }
 
 /// The locks of `fds` (planned as `out`), in fd order.
-pub fn plan(pid: i32, fds: &[FdInfo], out: &FdPlan) -> Result<Vec<FileLock>> {
+pub fn plan(pid: i32, fds: &[FdInfo], out: &FdPlan, all: locks::Prefetch) -> Result<Vec<FileLock>> {
     let mut taken: Vec<(FileLock, u32, u64)> = Vec::new(); // lock, desc, inode
     for f in fds.iter().filter(|f| !f.locks.is_empty()) {
         let rec = out.fds.iter().find(|r| r.fd == f.fd);
@@ -75,7 +75,7 @@ pub fn plan(pid: i32, fds: &[FdInfo], out: &FdPlan) -> Result<Vec<FileLock>> {
             }
         }
     }
-    if let Ok(all) = locks::read_all() {
+    if let Ok(all) = all.get() {
         for l in all.iter().filter(|l| l.kind == LockKind::Posix && l.pid == pid) {
             if !taken.iter().any(|(k, _, ino)| k.kind == LOCK_POSIX && *ino == l.ino && same_range(l, k)) {
                 bail!(

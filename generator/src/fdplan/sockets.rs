@@ -229,11 +229,12 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
                 }
             }
         }
-    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && !(family == libc::AF_UNIX && ty == libc::SOCK_DGRAM) {
+    } else if !listening && bytes_readable(&s).unwrap_or(0) > 0 && ty != libc::SOCK_DGRAM {
         warnings.push(format!("fd {}: the data queued on socket {} is not restored", f.fd, describe(&name)));
     }
     let mut queued = None;
-    if family == libc::AF_UNIX && ty == libc::SOCK_DGRAM && !unbound(&name) {
+    // A datagram socket here is a unix or UDP one (other families are refused above).
+    if ty == libc::SOCK_DGRAM && !unbound(&name) {
         match dgramqueue::capture(tg, &s, f, &name, all, warnings) {
             Ok(q) => queued = q,
             Err(e) => return Class::Refuse(e),
@@ -260,7 +261,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(&s, f.fd, (family, ty, proto), 0) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
     }
     rec.aux = [family as u64, ty as u64, listening as u64, backlog, opts, proto as u64];
@@ -289,7 +290,7 @@ fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), 
     }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(s, f.fd, (family, ty, proto), 0) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Class::Refuse(format!("its options cannot be read: {e}")),
     }
     let mut opts = 0;

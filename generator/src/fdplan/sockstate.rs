@@ -8,6 +8,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::sockopts;
 use super::target::getsockopt_int;
 use ckpt_format::{SocketState, SOCK_KEEPALIVE, SOCK_LINGER, SOCK_MAX_TIMEO_US, SOCK_PASSCRED, SOCK_REUSEADDR, SOCK_REUSEPORT};
 
@@ -27,24 +28,25 @@ fn timeo_us(s: &OwnedFd, opt: i32) -> io::Result<u64> {
     Ok((tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64).min(SOCK_MAX_TIMEO_US))
 }
 
-/// SO_SNDBUF and SO_RCVBUF of a new socket of this kind.
-fn defaults(family: i32, ty: i32, proto: i32) -> io::Result<(i32, i32)> {
+/// A new socket of this kind, to compare with.
+fn fresh(family: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes integers only.
     let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok((getsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?, getsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?))
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The state of socket `s` (fd `fd` of the process) that a new one would not have,
-/// None when it has nothing a new one lacks. `shutdown`: sk_shutdown as sock_diag
-/// tells it (0 when not known).
-pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutdown: u8) -> io::Result<Option<SocketState>> {
+/// The state of socket `s` (fd `fd` of the process) that a new one would not have:
+/// its [`SocketState`] (None when it has nothing a new one lacks) and its other
+/// integer options ([`sockopts`]). `shutdown`: sk_shutdown as sock_diag tells it (0
+/// when not known).
+pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutdown: u8) -> io::Result<(Option<SocketState>, Vec<sockopts::Captured>)> {
     let q = |opt| getsockopt_int(s, libc::SOL_SOCKET, opt);
-    let (def_snd, def_rcv) = defaults(family, ty, proto)?;
+    let new = fresh(family, ty, proto)?;
+    let (def_snd, def_rcv) = (getsockopt_int(&new, libc::SOL_SOCKET, libc::SO_SNDBUF)?, getsockopt_int(&new, libc::SOL_SOCKET, libc::SO_RCVBUF)?);
     let (snd, rcv) = (q(libc::SO_SNDBUF)?, q(libc::SO_RCVBUF)?);
     let mut st = SocketState { fd, shutdown: shutdown as u32 & 3, ..SocketState::default() };
     if snd != def_snd {
@@ -69,5 +71,6 @@ pub fn capture(s: &OwnedFd, fd: i32, (family, ty, proto): (i32, i32, i32), shutd
     }
     st.rcvtimeo_us = timeo_us(s, libc::SO_RCVTIMEO)?;
     st.sndtimeo_us = timeo_us(s, libc::SO_SNDTIMEO)?;
-    Ok((st != SocketState { fd, ..SocketState::default() }).then_some(st))
+    let opts = sockopts::capture(s, ty, &new)?;
+    Ok(((st != SocketState { fd, ..SocketState::default() }).then_some(st), opts))
 }

@@ -104,7 +104,7 @@ fn waiting(s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[u8], &[u8]), l
     }
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(s, f.fd, (family, libc::SOCK_STREAM, libc::IPPROTO_TCP), 0) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
     }
     rec.offset = l as u64;
@@ -188,7 +188,7 @@ pub fn plan(tg: &Target, s: &OwnedFd, f: &FdInfo, family: i32, (name, peer): (&[
         shutdown &= !(ckpt_format::SHUT_RCV as u8);
     }
     match sockstate::capture(s, f.fd, (family, libc::SOCK_STREAM, libc::IPPROTO_TCP), shutdown) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
     }
     let mut opts = 0;

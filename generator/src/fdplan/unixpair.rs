@@ -63,7 +63,7 @@ pub fn unix_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, ty: i32, all: &[FdIn
         }
     }
     match sockstate::capture(s, f.fd, (libc::AF_UNIX, ty, 0), d.shutdown) {
-        Ok(st) => rec.sock = st,
+        Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
         Err(e) => return Some(Class::Refuse(format!("its options cannot be read: {e}"))),
     }
     Some(Class::Plan(rec))

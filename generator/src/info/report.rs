@@ -28,7 +28,22 @@ pub struct Report {
     pub fds: Vec<FdInfo>,
     /// File locks taken again at resume.
     pub locks: Vec<LockInfo>,
+    /// The processes of a `--tree` file, the root first; empty for one process.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tree: Vec<TreeMemberInfo>,
     pub totals: Totals,
+}
+
+#[derive(Serialize)]
+pub struct TreeMemberInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+    /// A zombie's wait status; None for a live process.
+    pub zombie_status: Option<u32>,
+    /// Bytes of its own image (0 for the root, whose image this is).
+    pub image_size: u64,
 }
 
 #[derive(Serialize)]
@@ -63,6 +78,11 @@ pub struct Frozen {
     pub utc: String,
     pub kernel_release: String,
     pub pid: u32,
+    /// Functions of the frozen process's vdso the file records (for jumps on a
+    /// kernel whose vdso is another build).
+    pub vdso_functions: usize,
+    /// What becomes of the vdso on this machine (format::compat::VdsoPath).
+    pub vdso_here: String,
 }
 
 #[derive(Serialize)]
@@ -315,6 +335,8 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
             utc: time::utc(h.created_unix),
             kernel_release: lossy(&h.kernel_release[..kr_end]),
             pid: h.pid,
+            vdso_functions: t.vdso_syms.len(),
+            vdso_here: crate::check::vdso_text(img),
         },
         cpu: Cpu {
             xcr0: hex(h.xcr0),
@@ -338,6 +360,18 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         vmas,
         fds,
         locks,
+        tree: t
+            .tree_procs
+            .iter()
+            .map(|p| TreeMemberInfo {
+                pid: p.pid,
+                ppid: p.ppid,
+                pgid: p.pgid,
+                sid: p.sid,
+                zombie_status: (p.flags & ckpt_format::TREE_ZOMBIE != 0).then_some(p.status),
+                image_size: p.image_len,
+            })
+            .collect(),
         totals,
     })
 }

@@ -59,6 +59,8 @@ pub fn render(r: &Report) -> String {
     o.kv("at", &r.frozen.utc);
     o.kv("kernel", &r.frozen.kernel_release);
     o.kv("pid", r.frozen.pid);
+    o.kv("vdso functions", format!("{} recorded (for jumps from them on another kernel)", r.frozen.vdso_functions));
+    o.kv("vdso here", &r.frozen.vdso_here);
 
     o.head("cpu features needed");
     o.kv("xcr0", format!("{}: {}", r.cpu.xcr0, or_none(&r.cpu.features)));
@@ -179,6 +181,18 @@ pub fn render(r: &Report) -> String {
                 (s, n) => format!("bytes {s}-{}", s + n - 1),
             };
             o.line(format!("  fd {:>4}  {:<5} {:<5}  {range}", l.fd, l.kind, l.mode));
+        }
+    }
+
+    if !r.tree.is_empty() {
+        o.head(&format!("process tree ({} processes)", r.tree.len()));
+        for (i, m) in r.tree.iter().enumerate() {
+            let what = match (i, m.zombie_status) {
+                (0, _) => "root (this image)".to_owned(),
+                (_, Some(s)) => format!("zombie, wait status {s:#x}"),
+                (_, None) => format!("own image {} bytes", m.image_size),
+            };
+            o.line(format!("  pid {:>7}  parent {:>7}  group {:>7}  session {:>7}  {what}", m.pid, m.ppid, m.pgid, m.sid));
         }
     }
 

@@ -88,6 +88,22 @@ pub fn parse_fdinfo(text: &str) -> Result<Vec<LockLine>, TextError> {
 }
 
 /// Every lock of /proc/locks (waiters skipped, unreadable lines too).
+/// /proc/locks read on a thread of its own: the read takes the kernel's file-lock
+/// rwsem for writing (locks_start(), fs/locks.c), whose percpu_down_write waits
+/// for an RCU grace period, milliseconds even when there are few locks. Started
+/// once the target is stopped, it overlaps the rest of the capture.
+pub struct Prefetch(std::thread::JoinHandle<std::io::Result<Vec<LockLine>>>);
+
+impl Prefetch {
+    pub fn start() -> Prefetch {
+        Prefetch(std::thread::spawn(read_all))
+    }
+
+    pub fn get(self) -> std::io::Result<Vec<LockLine>> {
+        self.0.join().unwrap_or_else(|_| Err(std::io::Error::other("the /proc/locks reading thread panicked")))
+    }
+}
+
 pub fn read_all() -> std::io::Result<Vec<LockLine>> {
     let text = std::fs::read_to_string("/proc/locks")?;
     Ok(text.lines().filter_map(|l| parse_line(l).ok().flatten()).collect())

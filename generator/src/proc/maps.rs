@@ -156,9 +156,37 @@ pub fn read_smaps(pid: i32) -> Result<Vec<Mapping>, ProcError> {
     read_parsed(pid, "smaps", parse)
 }
 
+/// The mappings of `pid` from `/proc/PID/maps`: the layout only, without the
+/// per-page walk smaps does to count resident pages (its cost grows with the
+/// process's resident size, about 60 ms per GiB here).
+pub fn read_maps(pid: i32) -> Result<Vec<Mapping>, ProcError> {
+    read_parsed(pid, "maps", parse)
+}
+
+/// Whether two reads show the same VMAs: same ranges, permissions, backing files
+/// and offsets (not the sizes or flags, which plain maps does not show).
+pub fn same_layout(a: &[Mapping], b: &[Mapping]) -> bool {
+    let key = |m: &Mapping| (m.start, m.end, m.read, m.write, m.exec, m.shared, m.offset, m.dev_major, m.dev_minor, m.inode, m.name.clone());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_and_smaps_show_the_same_layout() {
+        let pid = std::process::id() as i32;
+        let (m, s) = (read_maps(pid).unwrap(), read_smaps(pid).unwrap());
+        // The thread that reads may map a stack or heap pages between the reads:
+        // compare the part below the stack, which neither changes.
+        assert!(!m.is_empty() && m.iter().all(|x| x.vm_flags.is_empty()));
+        assert!(s.iter().any(|x| !x.vm_flags.is_empty()));
+        let mut other = s.clone();
+        assert!(same_layout(&s, &other));
+        other[0].end += 4096;
+        assert!(!same_layout(&s, &other));
+    }
 
     /// smaps of a python3 process on this machine (Linux 6.18), trimmed to a few
     /// interesting VMAs: hugepage anon, memfd, deleted file with spaces, vdso...

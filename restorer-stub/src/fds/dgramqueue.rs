@@ -1,6 +1,6 @@
-//! Datagrams queued on a bound unix datagram socket, sent to it again once every
+//! Datagrams queued on a bound unix or UDP socket, sent to it again once every
 //! socket exists, each from a socket with its sender's address: the process's own
-//! socket of that name, or a socket without a name (record layout:
+//! socket of that name, or a unix socket without a name (record layout:
 //! generator/src/fdplan/dgramqueue.rs). Before the paths deleted after bind are
 //! removed again: the datagrams are sent to the socket's name.
 

@@ -1,0 +1,17 @@
+//! Phase timings of a freeze on stderr when CKPT_TRACE=1 (the restorer prints its
+//! own steps under the same variable), to see where a freeze spends its time.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn start() -> Option<Instant> {
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    *START.get_or_init(|| (std::env::var_os("CKPT_TRACE").is_some_and(|v| v == "1")).then(Instant::now))
+}
+
+/// Print `what` with the milliseconds since the first mark, when tracing.
+pub fn mark(what: &str) {
+    if let Some(t0) = start() {
+        eprintln!("ckpt: trace {:9.3} ms  {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}

@@ -1,0 +1,182 @@
+//! `ckpt freeze --tree`: a process and every descendant in one file.
+//!
+//! Every process is stopped before any is read ([`walk`]); the objects they share
+//! are planned once ([`shared`]); each process is captured as a single process is
+//! (freeze.rs `capture`), and only then is anything written: the other processes'
+//! images first (to unnamed temporary files), then the root's with the tree
+//! sections, then the others appended after it. A failure anywhere drops every
+//! seized process (they all continue as they were) and the unfinished output.
+//! The originals are killed only once the file is on disk.
+
+mod shared;
+mod walk;
+
+use crate::freeze::{self, After, Captured, Options, Sink};
+use crate::outcome::{Report, Stage};
+use crate::output::Output;
+use crate::proc::{self, fds::FdInfo};
+use crate::{fdplan, progress};
+use anyhow::{bail, Context, Result};
+use ckpt_format::{align_up, tree_data_start, TreeProc, PAGE_SIZE, TREE_ZOMBIE};
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::time::Instant;
+
+/// Mappings of memory without a file of its own: (inodes of the shared ones,
+/// how many in all).
+fn memory_objects(pid: i32) -> Result<(Vec<u64>, usize)> {
+    let maps = proc::maps::read_smaps(pid).with_context(|| format!("reading the mappings of pid {pid}"))?;
+    let object = |n: &str| n.starts_with("/dev/zero") || n.starts_with("/memfd:") || n.ends_with(" (deleted)");
+    let shared = maps.iter().filter(|m| m.shared && object(&m.name)).map(|m| m.inode).collect();
+    Ok((shared, maps.iter().filter(|m| object(&m.name)).count()))
+}
+
+/// An unnamed temporary file beside the output, for one process's image.
+fn scratch(out: &Output) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = out.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
+pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
+    let t0 = Instant::now();
+    stage.set(Stage::Check);
+    freeze::precheck(o.pid, o.force)?;
+    if o.output.as_os_str() == "-" {
+        bail!("--tree writes a file (its processes' images follow the root's): `-o -` is not supported with it");
+    }
+    stage.set(Stage::Output);
+    let out = Output::create(&o.output)?;
+    let bar = progress::Bar::start(o.progress);
+    stage.set(Stage::Seize);
+    let t_seize = Instant::now();
+    let members = walk::seize_all(o.pid, o.after, o.force)?;
+
+    stage.set(Stage::Capture);
+    let mut warnings = Vec::new();
+    let mut fds: Vec<Vec<FdInfo>> = Vec::new();
+    let (mut shm, mut nobj) = (Vec::new(), Vec::new());
+    for m in &members {
+        let Some(g) = &m.group else {
+            fds.push(Vec::new());
+            shm.push(Vec::new());
+            nobj.push(0);
+            continue;
+        };
+        let pid = g.reader().pid;
+        fds.push(proc::fds::read_fds(pid).with_context(|| format!("reading the fds of pid {}", m.pid))?);
+        let (s, n) = memory_objects(pid)?;
+        shm.push(s);
+        nobj.push(n);
+    }
+    let sh = shared::plan(&members, &fds, &shm, &nobj)?;
+    let mut caps: Vec<Option<Captured>> = Vec::new();
+    for (m, extra) in members.iter().zip(sh.extra.iter()) {
+        caps.push(match &m.group {
+            Some(g) => Some(freeze::capture(o, g, extra.clone(), None, &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
+            None => None,
+        });
+    }
+
+    let mut objects = sh.objects.clone();
+    let mut data = sh.data.clone();
+    for &(ino, slot) in &sh.memory {
+        let files: Vec<(u64, Vec<u8>)> = caps.iter().flatten().filter_map(|c| c.file_content(ino)).collect();
+        objects.push(shared::memory_object(o.pid, ino, slot, &files, &mut data)?);
+        for c in caps.iter_mut().flatten() {
+            c.mark_tree_file(ino, slot);
+        }
+    }
+
+    stage.set(Stage::Write);
+    let mut procs = Vec::new();
+    let mut images: Vec<(u64, File)> = Vec::new();
+    let mut next = 0u64;
+    let mut stats_all = crate::pages::Stats::default();
+    for (i, (m, c)) in members.iter().zip(caps.iter_mut()).enumerate() {
+        let mut rec = TreeProc {
+            pid: m.pid as u32,
+            ppid: m.ppid as u32,
+            pgid: m.pgid as u32,
+            sid: m.sid as u32,
+            slot_base: sh.slot_base,
+            nslots: sh.nslots,
+            ..Default::default()
+        };
+        match (c, &m.group) {
+            (Some(c), Some(g)) if i > 0 => {
+                let f = scratch(&out)?;
+                let (st, _, size) = c.write(Sink::File(&f), g, false).with_context(|| format!("writing the image of pid {}", m.pid))?;
+                stats_all.add(&st);
+                rec.image_off = next;
+                rec.image_len = size;
+                next = align_up(next + size, PAGE_SIZE);
+                images.push((rec.image_off, f));
+            }
+            (None, _) => {
+                rec.flags = TREE_ZOMBIE;
+                rec.status = m.status;
+            }
+            _ => {}
+        }
+        procs.push(rec);
+    }
+    let root = caps[0].as_mut().expect("the root is alive");
+    root.parts.tree_procs = procs;
+    root.parts.tree_objects = objects;
+    root.parts.tree_data = data;
+    let g0 = members[0].group.as_ref().expect("the root is alive");
+    let (st, root_len, root_image) =
+        root.write(Sink::File(&out.file), g0, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?;
+    stats_all.add(&st);
+    let data_at = root_len - root_image + tree_data_start(root_image);
+    let mut file = &out.file;
+    let mut total = root_len;
+    for (off, mut f) in images {
+        file.seek(SeekFrom::Start(data_at + off))?;
+        f.seek(SeekFrom::Start(0))?;
+        let n = std::io::copy(&mut f, &mut file).with_context(|| format!("writing {}", o.output.display()))?;
+        total = data_at + off + n;
+    }
+    for m in members.iter().filter_map(|m| m.group.as_ref()) {
+        m.check_alive()?;
+    }
+
+    let stopped_early = matches!(o.after, After::Continue | After::Stop);
+    let mut groups: Vec<_> = members.into_iter().filter_map(|m| m.group).collect();
+    let mut stopped = None;
+    if stopped_early {
+        groups.clear();
+        stopped = Some(t_seize.elapsed());
+    }
+    stage.set(Stage::Commit);
+    progress::syncing();
+    let t_sync = Instant::now();
+    out.commit()?;
+    let fsync = t_sync.elapsed();
+    let frozen = t0.elapsed();
+    let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
+    let tcp_ends: Vec<_> = caps.iter_mut().flatten().flat_map(|c| std::mem::take(&mut c.tcp_ends)).collect();
+    if !groups.is_empty() {
+        fdplan::end_with_reset(&tcp_ends);
+        // Children first: a parent killed before them would leave them running for a moment.
+        while let Some(g) = groups.pop() {
+            g.kill();
+        }
+    }
+    drop(tcp_ends);
+    drop(bar);
+    let nthreads = caps.iter().flatten().map(|c| c.nthreads).sum();
+    let nvmas = caps.iter().flatten().map(|c| c.nvmas()).sum();
+    let exe = caps[0].as_ref().and_then(|c| c.exe.clone());
+    let mut report = Report::new(o.pid, o.output.clone(), total, nthreads, nvmas, stats_all, [frozen, stopped, fsync], exe);
+    report.warnings = warnings;
+    Ok(report)
+}

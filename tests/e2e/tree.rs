@@ -1,0 +1,406 @@
+//! Process trees (`ckpt freeze --tree`): a process frozen with every descendant and
+//! resumed as the same tree — PIDs, parents, zombies, pipes between its processes
+//! with their buffered bytes — as root and as an ordinary user (inside the PID
+//! namespace the resume makes); objects it cannot share again are refused by
+//! name; one process failing at resume fails the whole tree (exit 117).
+//!
+//! Each test prints its freeze and resume times (`--nocapture` shows them).
+
+use crate::util::*;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Exit code of a resume whose tree failed (restorer-stub out.rs Step::Tree).
+const EXIT_TREE: i32 = 117;
+
+/// The PIDs of the children a tree_basic fixture printed ("children Z W").
+fn children_of(p: &Proc) -> Vec<i32> {
+    let line = p.wait_line_starting("children ", READY_TIMEOUT);
+    line["children ".len()..].split_whitespace().map(|s| s.parse().expect("a pid")).collect()
+}
+
+/// `ckpt freeze --tree` of `pid` as the caller, checked; returns how long it took.
+fn freeze_tree(pid: i32, img: &Path) -> Duration {
+    let t = Instant::now();
+    freeze_ok(pid, img, &["--tree"]);
+    t.elapsed()
+}
+
+fn report(what: &str, freeze: Duration, resume: Duration) {
+    eprintln!("tree {what}: freeze {:.1} ms, resume to the end {:.1} ms", freeze.as_secs_f64() * 1e3, resume.as_secs_f64() * 1e3);
+}
+
+/// A parent with a zombie child and a child writing into a pipe to it: after the
+/// resume the pipe carries the bytes buffered at the freeze and the ones written
+/// after, once each; the zombie is reaped with its status; PIDs are the same.
+#[test]
+fn zombie_and_pipe() {
+    let dir = TestDir::new("tree_basic");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_basic");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    // `ckpt info` lists the processes, the zombie with the status it exited with.
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let o = run_with_timeout(info, FREEZE_TIMEOUT).expect("ckpt info");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("process tree (3 processes)") && text.contains("zombie, wait status 0x700"), "{text}");
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("zombie_and_pipe", tf, t.elapsed());
+}
+
+/// The same as user nobody: the tree resumes inside a new PID namespace, where
+/// every process gets its PID back.
+#[test]
+fn zombie_and_pipe_as_nobody() {
+    if !is_root() {
+        eprintln!("zombie_and_pipe_as_nobody: skipped (needs root to switch to nobody)");
+        return;
+    }
+    let dir = OpenDir::new("tree_basic-nobody");
+    let base = dir.path.clone();
+    let fx = base.join("tree_basic");
+    fs::copy(fixture("tree_basic", false), &fx).unwrap();
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(&fx).arg(base.join("gate")).label("tree_basic").spawn();
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let t = Instant::now();
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
+    let tf = t.elapsed();
+    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
+    open_gate(&base.join("gate"));
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("zombie_and_pipe_as_nobody", tf, t.elapsed());
+}
+
+/// Shared anonymous memory made before the fork is one object again: the child's
+/// write after the resume is read by the parent.
+#[test]
+fn shared_memory_across_fork() {
+    let dir = TestDir::new("tree_shm");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "shm"]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_shm");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("shared_memory_across_fork", tf, t.elapsed());
+}
+
+/// An eventfd held by two processes of the tree cannot be shared again yet: the
+/// freeze refuses, naming it and the pids, writes nothing, and the tree runs on.
+#[test]
+fn shared_eventfd_is_refused() {
+    let dir = TestDir::new("tree_eventfd");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd"]);
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = dir.image("tree_eventfd");
+    let o = freeze(orig.pid(), &img, &["--tree"]);
+    let err = assert_freeze_error(&o);
+    assert!(err.contains("eventfd") && err.contains(&orig.pid().to_string()), "the refusal names the eventfd and the pids: {err}");
+    assert!(!img.exists(), "a refused freeze left {}", img.display());
+    orig.assert_running();
+    open_gate(&gate);
+    let fin = orig.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+}
+
+/// A process of the tree that cannot be restored (a file it had open is gone)
+/// fails the whole resume: exit 117 naming its pid, and no process of the tree
+/// is left behind.
+#[test]
+fn one_failing_process_fails_the_tree() {
+    let dir = TestDir::new("tree_fail");
+    let gate = dir.gate();
+    let kept = dir.join("kept-open");
+    fs::write(&kept, b"x").unwrap();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "file", kept.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_fail");
+    freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    fs::remove_file(&kept).unwrap();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    assert_eq!(fin.status.code(), Some(EXIT_TREE), "{fin}");
+    let writer = kids[1];
+    assert!(fin.stderr.contains(&format!("pid {writer}")) && fin.stderr.contains("restore process tree failed"), "{}", fin.stderr);
+    assert!(fin.stderr.contains("kept-open"), "the writer's own failure names the file: {}", fin.stderr);
+    for k in &kids {
+        wait_state(*k, |s| s.is_none() || s == Some('Z'), REAP_TIMEOUT);
+    }
+}
+
+/// Lines a shell pipeline's consumer wrote, read until it has at least `n`.
+fn wait_lines(path: &Path, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while fs::read_to_string(path).map_or(0, |s| s.lines().count()) < n {
+        assert!(Instant::now() < deadline, "{} never reached {n} lines", path.display());
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A bash script running `producer | filter | consumer`, frozen mid-stream and
+/// resumed: the consumer's file ends as an uninterrupted run's (every line once,
+/// in order).
+#[test]
+fn shell_pipeline_mid_stream() {
+    let dir = TestDir::new("tree_pipeline");
+    let script = dir.join("pipeline.sh");
+    let out = dir.join("out.txt");
+    const N: u64 = 300;
+    fs::write(
+        &script,
+        format!(
+            "i=1; while [ $i -le {N} ]; do echo $i; i=$((i+1)); sleep 0.01; done \\\n\
+             | while read x; do echo $((x*x)); done \\\n\
+             | {{ s=0; while read y; do s=$((s+y)); echo $s; done; }} > \"$1\"\n\
+             echo done\n"
+        ),
+    )
+    .unwrap();
+    let mut orig = Launch::new("bash").arg(&script).arg(&out).label("pipeline").spawn();
+    wait_lines(&out, 30, READY_TIMEOUT);
+    let img = dir.image("pipeline");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let frozen_at = fs::read_to_string(&out).unwrap().lines().count();
+    assert!((frozen_at as u64) < N, "the pipeline ended before the freeze");
+    let t = Instant::now();
+    let fin = resume(&img);
+    fin.assert_success();
+    assert_eq!(fin.stdout, vec!["done".to_string()], "{fin}");
+    let want: Vec<String> = (1..=N).scan(0u64, |s, x| {
+        *s += x * x;
+        Some(s.to_string())
+    }).collect();
+    let got: Vec<String> = fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(got, want, "the consumer's output differs from an uninterrupted run's (frozen at line {frozen_at})");
+    report("shell_pipeline_mid_stream", tf, t.elapsed());
+}
+
+/// Without --tree a process with children is frozen alone, with a warning that
+/// names them and says how to take them.
+#[test]
+fn without_tree_the_children_are_named() {
+    let dir = TestDir::new("tree_warn");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = dir.image("tree_warn");
+    let o = freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&kids[1].to_string()) && err.contains("--tree"), "{err}");
+    open_gate(&gate);
+    orig.wait_output(RESUME_TIMEOUT).assert_success();
+}
+
+/// python3 multiprocessing.Pool(4) frozen in the middle of a map and resumed: the
+/// map completes with the right result (the pool's pipes, its semaphores in
+/// shared memory and its four workers come back together).
+#[test]
+fn python_pool_mid_map() {
+    let dir = TestDir::new("tree_pool");
+    let script = dir.join("pool.py");
+    fs::write(
+        &script,
+        "import multiprocessing as mp, sys, time\n\
+         def work(x):\n    time.sleep(0.02)\n    return x * x\n\
+         if __name__ == '__main__':\n\
+         \x20   with mp.Pool(4) as p:\n\
+         \x20       print('ready', flush=True)\n\
+         \x20       r = p.map(work, range(400), chunksize=1)\n\
+         \x20   print('sum', sum(r), flush=True)\n",
+    )
+    .unwrap();
+    let mut orig = Launch::new(python3()).arg(&script).label("pool").spawn();
+    orig.wait_ready();
+    std::thread::sleep(Duration::from_millis(700));
+    let img = dir.image("pool");
+    let tf = freeze_tree(orig.pid(), &img);
+    let before = orig.expect_killed_by_ckpt();
+    assert!(!before.iter().any(|l| l.starts_with("sum")), "the map ended before the freeze");
+    let t = Instant::now();
+    let fin = resume(&img);
+    fin.assert_success();
+    let want: u64 = (0..400u64).map(|x| x * x).sum();
+    assert_eq!(fin.line_starting("sum "), format!("sum {want}"));
+    report("python_pool_mid_map", tf, t.elapsed());
+}
+
+/// A pre-forking server (python: a master and 2 workers accepting on one listening
+/// socket) frozen between requests: after the resume the workers answer on the
+/// same port, from their own PIDs.
+#[test]
+fn preforking_server_answers_after() {
+    use std::io::Read;
+    let dir = TestDir::new("tree_prefork");
+    let script = dir.join("server.py");
+    fs::write(
+        &script,
+        "import os, socket, sys\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', 0)); s.listen(16)\n\
+         kids = []\n\
+         for _ in range(2):\n\
+         \x20   pid = os.fork()\n\
+         \x20   if pid == 0:\n\
+         \x20       while True:\n\
+         \x20           c, _ = s.accept()\n\
+         \x20           c.sendall(b'pong %d\\n' % os.getpid()); c.close()\n\
+         \x20   kids.append(pid)\n\
+         print('workers', *kids, flush=True)\n\
+         print('port', s.getsockname()[1], flush=True)\n\
+         print('ready', flush=True)\n\
+         while True:\n\
+         \x20   os.wait()\n",
+    )
+    .unwrap();
+    let mut orig = Launch::new(python3()).arg(&script).label("prefork").spawn();
+    let workers: Vec<i32> = orig.wait_line_starting("workers ", READY_TIMEOUT)["workers ".len()..].split_whitespace().map(|w| w.parse().unwrap()).collect();
+    for w in &workers {
+        orig.track_pid(*w);
+    }
+    let port: u16 = orig.wait_line_starting("port ", READY_TIMEOUT)["port ".len()..].trim().parse().unwrap();
+    orig.wait_ready();
+    // The resumed master listens again once its own restore is done: until then a
+    // connection is refused.
+    let ask = || {
+        let deadline = Instant::now() + RESUME_TIMEOUT;
+        let mut c = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && Instant::now() < deadline => std::thread::sleep(POLL),
+                Err(e) => panic!("connect to the server: {e}"),
+            }
+        };
+        c.set_read_timeout(Some(RESUME_TIMEOUT)).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).expect("an answer");
+        s
+    };
+    assert!(ask().starts_with("pong "));
+    let img = dir.image("prefork");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for w in &workers {
+        resumed.track_pid(*w);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let a = ask();
+        let pid: i32 = a.trim().strip_prefix("pong ").unwrap_or_else(|| panic!("answer {a:?}")).parse().unwrap();
+        assert!(workers.contains(&pid), "answered by {pid}, not one of the workers {workers:?}");
+        seen.insert(pid);
+    }
+    report("preforking_server_answers_after (to 6 answers)", tf, t.elapsed());
+    resumed.assert_running();
+}
+
+/// `make -j2` of a small C project frozen mid-build and resumed: the build ends,
+/// and every object and the program equal those of a clean build of the same
+/// tree (built first in the same directory, so no path differs).
+#[test]
+fn make_j2_mid_build() {
+    let dir = TestDir::new("tree_make");
+    let src = dir.join("proj");
+    fs::create_dir(&src).unwrap();
+    let mut protos = String::new();
+    let mut calls = Vec::new();
+    for i in 1..=8 {
+        fs::write(src.join(format!("f{i}.c")), format!("int f{i}(int x) {{ return x * {i} + {i}; }}\n")).unwrap();
+        protos.push_str(&format!("int f{i}(int);\n"));
+        calls.push(format!("f{i}({i})"));
+    }
+    fs::write(src.join("main.c"), format!("#include <stdio.h>\n{protos}int main(void) {{ printf(\"%d\\n\", {}); return 0; }}\n", calls.join(" + "))).unwrap();
+    // The sleeps stretch the build so that the freeze lands in its middle.
+    fs::write(
+        src.join("Makefile"),
+        "OBJS = main.o f1.o f2.o f3.o f4.o f5.o f6.o f7.o f8.o\n\
+         app: $(OBJS)\n\tsleep 0.2\n\tcc -o $@ $(OBJS)\n\
+         %.o: %.c\n\tsleep 0.2\n\tcc -O2 -c -o $@ $<\n\
+         clean:\n\trm -f app *.o\n",
+    )
+    .unwrap();
+    let outputs = ["app", "main.o", "f1.o", "f2.o", "f3.o", "f4.o", "f5.o", "f6.o", "f7.o", "f8.o"];
+    let make = |args: &[&str]| {
+        let mut c = std::process::Command::new("make");
+        c.arg("-s").arg("-C").arg(&src).args(args);
+        let o = run_with_timeout(c, BUILD_TIMEOUT).expect("make");
+        assert!(o.status.success(), "make {args:?}\n{}", describe_output(&o));
+    };
+    make(&["-j2"]);
+    let clean: Vec<Vec<u8>> = outputs.iter().map(|f| fs::read(src.join(f)).unwrap()).collect();
+    make(&["clean"]);
+
+    let mut orig = Launch::new("make").arg("-j2").arg("-C").arg(&src).label("make -j2").spawn();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !src.join("main.o").exists() {
+        assert!(Instant::now() < deadline, "the build made no object");
+        std::thread::sleep(POLL);
+    }
+    let img = dir.image("make");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    assert!(!src.join("app").exists(), "the build ended before the freeze");
+    let t = Instant::now();
+    let fin = resume_launch(&img).spawn().wait_output(BUILD_TIMEOUT);
+    fin.assert_success();
+    for (f, want) in outputs.iter().zip(&clean) {
+        let got = fs::read(src.join(f)).unwrap_or_else(|e| panic!("{f} after the resumed build: {e}\n{fin}"));
+        assert!(got == *want, "{f} differs from the clean build's\n{fin}");
+    }
+    report("make_j2_mid_build", tf, t.elapsed());
+}
