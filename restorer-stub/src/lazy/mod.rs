@@ -63,7 +63,7 @@ pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     if !ctx.lazy || !t.vmas.iter().any(eligible) {
         return None;
     }
-    if ctx.image_base % PAGE_SIZE != 0 {
+    if !ctx.image_base.is_multiple_of(PAGE_SIZE) {
         return eager("the image is not page aligned in its file", 0);
     }
     let fd = match uffd::open() {
