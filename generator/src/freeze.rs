@@ -38,6 +38,8 @@ pub struct Options {
     pub force: bool,
     /// Record that missing/shrunk files become /dev/null at resume.
     pub missing_files_ignore: bool,
+    /// Set HDR_LAZY: resume lazily unless CKPT_LAZY=0.
+    pub lazy: bool,
     /// Store the clean pages of mapped files too (fileref.rs), so the file depends on
     /// no library or executable at resume.
     pub embed_files: bool,
@@ -243,7 +245,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         gadget_sigreturn: gd.sigreturn,
         pid: pid as u32,
         kernel_release: proc::kernel_release(),
-        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 },
+        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };

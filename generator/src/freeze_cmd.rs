@@ -66,6 +66,11 @@ pub struct FreezeArgs {
     /// missing or changed file stops the resume, naming it).
     #[arg(long)]
     pub embed_files: bool,
+    /// Make the file resume lazily by default: the process runs before its
+    /// anonymous memory has arrived (userfaultfd; CKPT_LAZY=0 at resume forces an
+    /// eager resume, CKPT_LAZY=1 makes any file's resume lazy).
+    #[arg(long)]
+    pub lazy: bool,
     /// Freeze the process together with every descendant (children, their
     /// children, zombies not yet reaped) into one file, and kill them all after:
     /// the resume brings the whole tree back with its PIDs, process groups,
@@ -108,6 +113,7 @@ impl FreezeArgs {
             progress: progress::wanted(self.quiet),
             force: self.force,
             missing_files_ignore: self.missing_files == "ignore",
+            lazy: self.lazy,
             embed_files: self.embed_files,
             cow: !self.no_cow,
             tree: self.tree,

@@ -89,6 +89,7 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         progress: false,
         force: false,
         missing_files_ignore: false,
+        lazy: false,
         embed_files: false,
         cow: true,
         tree: false,

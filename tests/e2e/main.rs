@@ -36,6 +36,7 @@ mod fds_tty;
 mod formats;
 mod inspect;
 mod install;
+mod lazy;
 mod locks;
 mod memory;
 mod periodic;

@@ -50,7 +50,7 @@ pub fn eligible(v: &Vma) -> bool {
 
 fn eager(why: &str, e: isize) -> Option<Lazy> {
     let mut l = Line::new();
-    l.s("ckpt: lazy resume not available (").s(why);
+    l.s("lazy resume not available (").s(why);
     if e != 0 {
         l.s(": ").errno(e);
     }
@@ -63,7 +63,7 @@ pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     if !ctx.lazy || !t.vmas.iter().any(eligible) {
         return None;
     }
-    if ctx.image_base % PAGE_SIZE != 0 {
+    if !ctx.image_base.is_multiple_of(PAGE_SIZE) {
         return eager("the image is not page aligned in its file", 0);
     }
     let fd = match uffd::open() {

@@ -49,6 +49,17 @@ struct Server<'a> {
     pid: usize,
     /// Runs whose checksum was verified, in order: runs below this were checked.
     checked: usize,
+    /// Faults read while an event was being handled, answered after it (target,
+    /// address). One that does not fit is answered anyway, later: by the
+    /// background copy of its page, or by the end of the registration.
+    deferred: [(usize, u64); 256],
+    ndeferred: usize,
+    /// Unmapped ranges not yet settled (target, start, end): mremap(2) reports
+    /// the unmapping of a moved range before the move itself
+    /// (mremap_userfaultfd_complete() after userfaultfd_unmap_complete()), and the
+    /// move needs the range's owed pages. Settled at the next other event.
+    unmapped: [(usize, u64, u64); 16],
+    nunmapped: usize,
 }
 
 /// Entry of the helper, in a fresh double-forked process; never returns.
@@ -81,7 +92,7 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         // (runs are validated inside the image).
         Ok(a) => unsafe { core::slice::from_raw_parts(a as *const u8, len) },
         Err(e) => {
-            Line::new().s("ckpt: lazy resume: cannot map the image: ").errno(e).s("; the process is killed").emit();
+            Line::new().s("lazy resume: cannot map the image: ").errno(e).s("; the process is killed").emit();
             kill(pid);
         }
     };
@@ -98,6 +109,10 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         hw_crc: ctx.hw_crc,
         pid,
         checked: 0,
+        deferred: [(0, 0); 256],
+        ndeferred: 0,
+        unmapped: [(0, 0, 0); 16],
+        nunmapped: 0,
     };
     s.targets[0] = Some(Target { fd, done, run: 0, off: 0 });
     s.serve()
@@ -138,6 +153,13 @@ impl Server<'_> {
             for i in 0..self.used {
                 self.drain(i, 0);
             }
+            while self.ndeferred > 0 {
+                self.ndeferred -= 1;
+                let (i, addr) = self.deferred[self.ndeferred];
+                if self.targets[i].is_some() && self.fault(i, addr, 0).is_err() {
+                    self.close(i);
+                }
+            }
             let Some(i) = (0..self.used).find(|&i| self.targets[i].is_some()) else {
                 sys::exit_group(0)
             };
@@ -172,8 +194,32 @@ impl Server<'_> {
         }
     }
 
+    /// Settle the unmapped ranges kept for a move that did not come.
+    fn settle_unmapped(&mut self) {
+        for k in 0..self.nunmapped {
+            let (i, start, end) = self.unmapped[k];
+            if let Some(tg) = self.targets[i].as_mut() {
+                tg.done.set_range(&self.index, start, end);
+            }
+        }
+        self.nunmapped = 0;
+    }
+
     fn handle(&mut self, i: usize, m: &Msg, depth: u32) -> Result<(), ()> {
+        if m.event != uffd::EVENT_PAGEFAULT && m.event != uffd::EVENT_REMAP && m.event != uffd::EVENT_UNMAP {
+            self.settle_unmapped();
+        }
         match m.event {
+            // A fault read while an event is half handled (a copy of the event met
+            // EAGAIN) waits until the event is done: the layout it sees is not
+            // settled yet.
+            uffd::EVENT_PAGEFAULT if depth > 0 => {
+                if self.ndeferred < self.deferred.len() {
+                    self.deferred[self.ndeferred] = (i, m.arg[1] & !(PAGE_SIZE - 1));
+                    self.ndeferred += 1;
+                }
+                Ok(())
+            }
             uffd::EVENT_PAGEFAULT => self.fault(i, m.arg[1] & !(PAGE_SIZE - 1), depth),
             uffd::EVENT_FORK => {
                 let fd = m.arg[0] as u32 as usize;
@@ -187,15 +233,27 @@ impl Server<'_> {
                     None => {
                         // Not served: the child's missing pages read as zeros once
                         // the helper is gone. Said, never silent.
-                        Line::new().s("ckpt: lazy resume: more than ").dec(MAX_TARGETS as u64)
+                        Line::new().s("lazy resume: more than ").dec(MAX_TARGETS as u64)
                             .s(" processes forked while memory was arriving; a child gets zero pages where its memory had not arrived").emit();
                         let _ = sys::close(fd);
                     }
                 }
                 Ok(())
             }
-            uffd::EVENT_REMAP => self.remap(i, m.arg[0], m.arg[1], m.arg[2], depth),
-            uffd::EVENT_REMOVE | uffd::EVENT_UNMAP => {
+            uffd::EVENT_REMAP => {
+                let r = self.remap(i, m.arg[0], m.arg[1], m.arg[2], depth);
+                self.settle_unmapped();
+                r
+            }
+            uffd::EVENT_UNMAP => {
+                if self.nunmapped == self.unmapped.len() {
+                    self.settle_unmapped();
+                }
+                self.unmapped[self.nunmapped] = (i, m.arg[0], m.arg[1]);
+                self.nunmapped += 1;
+                Ok(())
+            }
+            uffd::EVENT_REMOVE => {
                 let idx = &self.index;
                 if let Some(tg) = self.targets[i].as_mut() {
                     tg.done.set_range(idx, m.arg[0], m.arg[1]);
@@ -275,10 +333,10 @@ impl Server<'_> {
                 Filled::Err(sys::EAGAIN) => {
                     if depth < 4 {
                         self.drain(i, depth + 1);
-                    } else {
-                        // SAFETY: no arguments.
-                        let _ = unsafe { call(SYS_SCHED_YIELD, [0; 6]) };
                     }
+                    // The event may not be queued yet, or its thread not yet past it.
+                    // SAFETY: no arguments.
+                    let _ = unsafe { call(SYS_SCHED_YIELD, [0; 6]) };
                     // A page settled by an event just read (removed, unmapped,
                     // moved) is no longer to be copied.
                     if let (Some(b), Some(tg)) = (bit, self.targets[i].as_ref()) {
@@ -346,7 +404,7 @@ impl Server<'_> {
         let r = &self.t.runs[run];
         let at = (self.base + r.data_off) as usize;
         if crc32c(&self.img[at..at + r.len as usize], self.hw_crc) != r.crc {
-            Line::new().s("ckpt: lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
+            Line::new().s("lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
                 .s(" (corrupted image); the process is killed").emit();
             kill(self.pid);
         }

@@ -206,6 +206,11 @@ pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) 
 /// must end successfully; returns what it printed. None when the tests do not run as
 /// root (no switch to nobody).
 pub fn roundtrip_as_nobody(name: &str, static_: bool, args: impl Fn(&Path) -> Vec<String>) -> Option<Finished> {
+    roundtrip_as_nobody_env(name, static_, &[], args)
+}
+
+/// As [`roundtrip_as_nobody`], with `env` set for the resume.
+pub fn roundtrip_as_nobody_env(name: &str, static_: bool, env: &[(&str, &str)], args: impl Fn(&Path) -> Vec<String>) -> Option<Finished> {
     if !is_root() {
         eprintln!("{name} as nobody: skipped (needs root to switch to nobody)");
         return None;
@@ -224,7 +229,11 @@ pub fn roundtrip_as_nobody(name: &str, static_: bool, args: impl Fn(&Path) -> Ve
     let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze as nobody");
     assert!(o.status.success(), "freeze of {name} as nobody failed\n{}", describe_output(&o));
     orig.expect_killed_by_ckpt();
-    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
+    let mut res = dir.launch_as_nobody(&img).label("resumed as nobody");
+    for (k, v) in env {
+        res = res.env(k, v);
+    }
+    let mut res = res.spawn();
     open_gate(&base.join("gate"));
     let fin = res.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
