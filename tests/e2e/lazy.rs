@@ -76,7 +76,6 @@ fn multi_threaded() {
 /// An ordinary user has no full userfaultfd here: the resume says so in one line
 /// and is eager, with the same results.
 #[test]
-#[ignore = "the eager resume of this fixture as nobody ends with SIGSEGV (CKPT_LAZY=0 too): to investigate"]
 fn as_nobody_falls_back_to_eager() {
     let Some(fin) = roundtrip_as_nobody_env("lazy", false, &[("CKPT_LAZY", "1")], |d| {
         ["64", "0", d.join("gate").to_str().unwrap(), d.join("gate").to_str().unwrap()].map(String::from).to_vec()

@@ -101,6 +101,7 @@ fn fixtures_pass_unfrozen() {
         ("periodic", &[g]),
         ("pidkeep", &[g]),
         ("fds", &[g]),
+        ("sigdefault", &[g]),
     ];
     for static_ in [false, true] {
         let mut procs: Vec<Proc> = cases

@@ -60,3 +60,17 @@ fn same_pid_off_warns() {
     let err = &fin.stderr;
     assert!(err.contains("warning") && err.contains("CKPT_SAME_PID=0") && err.contains(&orig.pid().to_string()), "no warning naming the pid: {err}");
 }
+
+/// As an ordinary user the resume takes the new user + PID namespace route, whose
+/// init gives every signal a placeholder handler (pid.rs) that the process forked
+/// from it inherits: the resumed process must get its own dispositions back, the
+/// default ones too, so a child's exit (SIGCHLD) or another signal ignored by
+/// default does not send it into memory that is gone (SIGSEGV).
+fn default_dispositions_as_nobody(static_: bool) {
+    let Some(fin) = roundtrip_as_nobody_env("sigdefault", static_, &[], |d| vec![d.join("gate").to_str().unwrap().to_owned()]) else {
+        return;
+    };
+    fin.line_starting("ok");
+}
+
+both_variants!(default_dispositions_as_nobody);
