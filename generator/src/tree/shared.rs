@@ -177,7 +177,45 @@ fn root_descriptions(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<
         }
         *slot += tree_object_slots(TREE_OBJ_ROOT_FD);
     }
+    pty_peers(members, fds, objects, extra, slot, rpid);
     resolved
+}
+
+/// The pty index of the root's fd `fd`, when it is a pty master (proc(5): the
+/// fdinfo of /dev/ptmx has a "tty-index:" line).
+fn master_index(pid: i32, fd: i32) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("tty-index:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Slaves of the root's pty masters held by the other processes (the shell in a
+/// tmux pane, whose terminal it is): each opened at resume from the root's new
+/// master, wherever its index lands, and so the controlling terminal of a session
+/// leader that opens it.
+fn pty_peers(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<TreeObject>, extra: &mut [Vec<Fd>], slot: &mut u32, rpid: i32) {
+    for r in fds[0].iter().filter(|r| r.fd > 2 && r.link.ends_with("ptmx")) {
+        let Some(n) = master_index(rpid, r.fd) else { continue };
+        let slave = format!("/dev/pts/{n}");
+        let mut used = false;
+        for (i, list) in fds.iter().enumerate().skip(1) {
+            if members[i].group.is_none() {
+                continue;
+            }
+            let taken: Vec<i32> = extra[i].iter().map(|e| e.fd).collect();
+            for f in list.iter().filter(|f| f.link == slave && !taken.contains(&f.fd)) {
+                let mut aux = [0u64; 6];
+                aux[0] = *slot as u64;
+                aux[1] = r.ino;
+                aux[2] = TREE_FD_PTY_PEER;
+                extra[i].push(Fd { fd: f.fd, kind: FdKind::Tree as u32, flags: f.flags & !(libc::O_CLOEXEC as u32), cloexec: f.cloexec() as u32, aux, ..Default::default() });
+                used = true;
+            }
+        }
+        if used {
+            objects.push(TreeObject { kind: TREE_OBJ_ROOT_FD, creator: members[0].pid as u32, slot: *slot, capacity: r.fd as u64, ino: r.ino, ..Default::default() });
+            *slot += tree_object_slots(TREE_OBJ_ROOT_FD);
+        }
+    }
 }
 
 /// Inodes of memory mapped or opened by more than one process: shared mappings of
