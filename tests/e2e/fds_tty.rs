@@ -209,6 +209,33 @@ fn script_with_its_child() {
     assert!(!out.iter().any(|l| l.trim().parse::<u32>().is_ok()), "the resumed script printed counts without its child: {out:?}");
 }
 
+/// script(1) frozen with `--tree`, its counting shell with it: the shell gets its
+/// terminal again from script's new master and counts on where it was, script
+/// passes every line to its own output, and both end when the count does.
+#[test]
+fn script_tree_counts_on() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_script_tree");
+    let count = "i=0; while [ $i -lt 40 ]; do echo n$i; i=$((i+1)); sleep 0.1; done";
+    let mut orig = Launch::new("script").args(["-qfec", count, "/dev/null"]).label("script").spawn();
+    orig.wait_line_starting("n3", READY_TIMEOUT);
+    let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", orig.pid())).unwrap();
+    let shell: i32 = kids.trim().parse().unwrap_or_else(|_| panic!("script's children: {kids:?}"));
+    orig.track_pid(shell);
+    let img = dir.image("script-tree");
+    freeze_ok(orig.pid(), &img, &["--tree"]);
+    let before: Vec<u32> = orig.out().snapshot().iter().filter_map(|l| l.trim().strip_prefix('n')?.parse().ok()).collect();
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).label("resumed script").spawn();
+    res.track_pid(shell);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    let after: Vec<u32> = fin.stdout.iter().filter_map(|l| l.trim().strip_prefix('n')?.parse().ok()).collect();
+    let last = *before.last().expect("counts before the freeze");
+    assert_eq!(after.first().copied(), Some(last + 1), "the count does not go on where it was: before {before:?}, after {after:?}");
+    assert_eq!(after.last().copied(), Some(39), "the count did not finish: {after:?}");
+}
+
 /// A tmux server (`tmux -L NAME new-session -d CMD`) frozen: it holds the pane's
 /// pty master and listens on its socket, the pane's shell is its child. As with
 /// script(1), the child cannot come along until process trees are frozen: the
