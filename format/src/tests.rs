@@ -2881,3 +2881,17 @@ fn tree_fd_names_a_slot() {
     });
     assert!(matches!(validate(&img), Err(FormatError::BadFd { what: "tree fd naming no slot, or with data of its own", .. })));
 }
+
+#[test]
+fn tree_fd_flags() {
+    let tree_fd = |flags: u64| {
+        with_tree(|p| {
+            let f = p.fds.iter_mut().find(|f| f.kind == FdKind::Path as u32).unwrap();
+            f.kind = FdKind::Tree as u32;
+            f.aux = [500, 0, flags, 0, 0, 0];
+            (f.data_len, f.path_off, f.path_len) = (0, 0, 0);
+        })
+    };
+    assert!(matches!(validate(&tree_fd(2)), Err(FormatError::BadFd { what: "tree fd with unknown flags", .. })));
+    assert!(!matches!(validate(&tree_fd(TREE_FD_PTY_PEER)), Err(FormatError::BadFd { .. })));
+}

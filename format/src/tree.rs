@@ -97,6 +97,10 @@ pub const fn tree_object_slots(kind: u32) -> u32 {
 pub const TREE_PIPE_READ_NONBLOCK: u32 = 1;
 /// [`TreeObject::flags`] of a pipe: its write end was O_NONBLOCK.
 pub const TREE_PIPE_WRITE_NONBLOCK: u32 = 2;
+/// `aux[2]` of an `FdKind::Tree` record: the slot holds the root's pty master and
+/// the fd is a slave of it, opened from the master (TIOCGPTPEER) with `flags`'s
+/// access mode: a shell in a terminal emulator's or tmux's pane.
+pub const TREE_FD_PTY_PEER: u64 = 1;
 
 /// Where the processes' own images start in the file: the root image's end,
 /// rounded up to a page.

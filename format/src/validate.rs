@@ -658,6 +658,7 @@ impl<'a> Tables<'a> {
                 Some(FdKind::Tree) if f.aux[0] < 3 || f.aux[0] >= 1 << 20 || f.data_len != 0 => {
                     return bad("tree fd naming no slot, or with data of its own")
                 }
+                Some(FdKind::Tree) if f.aux[2] & !crate::TREE_FD_PTY_PEER != 0 => return bad("tree fd with unknown flags"),
                 Some(FdKind::Pty) if f.aux[0] == crate::PTY_SLAVE => {
                     let master = |g: &Fd| g.kind == FdKind::Pty as u32 && g.aux[0] == crate::PTY_MASTER && g.aux[1] == f.aux[1];
                     if !self.fds.iter().any(master) {

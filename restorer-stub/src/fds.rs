@@ -226,6 +226,7 @@ fn build(cx: &Cx, i: usize) {
         Some(FdKind::Pty) => pty::pty(cx, i),
         // Made by the root of the tree before it forked, at a slot this process
         // inherited.
+        Some(FdKind::Tree) if f.aux[2] & ckpt_format::TREE_FD_PTY_PEER != 0 => pty::peer_of_tree_master(cx, i),
         Some(FdKind::Tree) => {
             check(f, "dup3 of the tree's shared object", sys::dup3(f.aux[0] as usize, tmp, sys::O_CLOEXEC));
         }

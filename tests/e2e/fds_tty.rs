@@ -209,6 +209,33 @@ fn script_with_its_child() {
     assert!(!out.iter().any(|l| l.trim().parse::<u32>().is_ok()), "the resumed script printed counts without its child: {out:?}");
 }
 
+/// script(1) frozen with `--tree`, its counting shell with it: the shell gets its
+/// terminal again from script's new master and counts on where it was, script
+/// passes every line to its own output, and both end when the count does.
+#[test]
+fn script_tree_counts_on() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_script_tree");
+    let count = "i=0; while [ $i -lt 40 ]; do echo n$i; i=$((i+1)); sleep 0.1; done";
+    let mut orig = Launch::new("script").args(["-qfec", count, "/dev/null"]).label("script").spawn();
+    orig.wait_line_starting("n3", READY_TIMEOUT);
+    let kids = fs::read_to_string(format!("/proc/{0}/task/{0}/children", orig.pid())).unwrap();
+    let shell: i32 = kids.trim().parse().unwrap_or_else(|_| panic!("script's children: {kids:?}"));
+    orig.track_pid(shell);
+    let img = dir.image("script-tree");
+    freeze_ok(orig.pid(), &img, &["--tree"]);
+    let before: Vec<u32> = orig.out().snapshot().iter().filter_map(|l| l.trim().strip_prefix('n')?.parse().ok()).collect();
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).label("resumed script").spawn();
+    res.track_pid(shell);
+    let fin = res.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    let after: Vec<u32> = fin.stdout.iter().filter_map(|l| l.trim().strip_prefix('n')?.parse().ok()).collect();
+    let last = *before.last().expect("counts before the freeze");
+    assert_eq!(after.first().copied(), Some(last + 1), "the count does not go on where it was: before {before:?}, after {after:?}");
+    assert_eq!(after.last().copied(), Some(39), "the count did not finish: {after:?}");
+}
+
 /// A tmux server (`tmux -L NAME new-session -d CMD`) frozen: it holds the pane's
 /// pty master and listens on its socket, the pane's shell is its child. As with
 /// script(1), the child cannot come along until process trees are frozen: the
@@ -258,6 +285,51 @@ fn tmux_server_with_its_shell() {
     t.cmd(&["kill-server"]);
     res.wait_exit(RESUME_TIMEOUT);
     // The socket file stays behind (the original server was killed): removed here.
+    // SAFETY: getuid cannot fail.
+    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+}
+
+/// A tmux server frozen with `--tree`, the interactive shell in its pane with it:
+/// the pane's shell gets its terminal again from the server's new master (its
+/// controlling terminal, in the foreground), keeps what it showed, and runs a
+/// command sent with `tmux send-keys` after the resume.
+#[test]
+fn tmux_tree_shell_answers_send_keys() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_tmux_tree");
+    let t = Tmux::new("tree-server");
+    t.cmd(&["new-session", "-d", "-s", "w", "env PS1='$ ' bash --norc --noprofile -i"]);
+    t.cmd(&["send-keys", "-t", "w", "echo before-$((6*7))", "Enter"]);
+    t.watch_until("w", "before-42", READY_TIMEOUT);
+    let server: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pid}"]).trim().parse().unwrap();
+    let shell: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
+    let img = dir.image("tmux-tree");
+    freeze_ok(server, &img, &["--tree"]);
+    let t0 = Instant::now();
+    while [server, shell].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < READY_TIMEOUT, "the server {server} or its shell {shell} still runs after the freeze");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut res = resume_launch(&img).label("resumed tmux tree").spawn();
+    let t0 = Instant::now();
+    while std::process::Command::new("tmux").args(["-L", t.socket(), "list-sessions"]).output().map_or(true, |o| !o.status.success()) {
+        assert!(t0.elapsed() < READY_TIMEOUT, "the resumed server never answers\n{}", res.describe());
+        assert!(res.try_status().is_none(), "the resumed server ended\n{}", res.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(t.cmd(&["display", "-p", "-t", "w", "#{pane_pid} #{pane_dead}"]).trim(), format!("{shell} 0"));
+    assert!(t.screen("w").contains("before-42"), "the pane lost its screen:\n{}", t.screen("w"));
+    // The shell reads its terminal again, as the session leader in the foreground.
+    t.cmd(&["send-keys", "-t", "w", "echo after-$((6*7)) $(ps -o tpgid=,sid= -p $$)", "Enter"]);
+    let seen = t.watch_until("w", &format!("after-42 {shell} {shell}"), RESUME_TIMEOUT);
+    assert!(seen.last.contains("before-42"), "{}", seen.last);
+    t.cmd(&["kill-server"]);
+    res.wait_exit(RESUME_TIMEOUT);
+    let t0 = Instant::now();
+    while proc_state(shell).is_some_and(|s| s != 'Z') {
+        assert!(t0.elapsed() < RESUME_TIMEOUT, "the pane's shell {shell} outlived its server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: getuid cannot fail.
     let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
 }

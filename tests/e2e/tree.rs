@@ -123,22 +123,47 @@ fn shared_memory_across_fork() {
     report("shared_memory_across_fork", tf, t.elapsed());
 }
 
-/// An eventfd held by two processes of the tree cannot be shared again yet: the
-/// freeze refuses, naming it and the pids, writes nothing, and the tree runs on.
+/// An eventfd the root passed down to a child is one object again: the child's
+/// write after the resume is read by the root.
 #[test]
-fn shared_eventfd_is_refused() {
+fn eventfd_passed_down() {
     let dir = TestDir::new("tree_eventfd");
     let gate = dir.gate();
     let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd"]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.image("tree_eventfd");
+    let tf = freeze_tree(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = resume_launch(&img).spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("eventfd_passed_down", tf, t.elapsed());
+}
+
+/// An eventfd two processes other than the root share (the root closed its own)
+/// cannot be made once by the root and given to both: the freeze refuses, naming
+/// it and the pids, writes nothing, and the tree runs on.
+#[test]
+fn eventfd_shared_below_the_root_is_refused() {
+    let dir = TestDir::new("tree_eventfd_kids");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd-kids"]);
     let kids = children_of(&orig);
     for k in &kids {
         orig.track_pid(*k);
     }
     orig.wait_ready();
-    let img = dir.image("tree_eventfd");
+    let img = dir.image("tree_eventfd_kids");
     let o = freeze(orig.pid(), &img, &["--tree"]);
     let err = assert_freeze_error(&o);
-    assert!(err.contains("eventfd") && err.contains(&orig.pid().to_string()), "the refusal names the eventfd and the pids: {err}");
+    assert!(err.contains("[eventfd]") && err.contains(&format!("pid {}", kids[1])), "the refusal names the eventfd and the pids: {err}");
     assert!(!img.exists(), "a refused freeze left {}", img.display());
     orig.assert_running();
     open_gate(&gate);

@@ -124,7 +124,7 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
         slot += tree_object_slots(TREE_OBJ_PIPE);
     }
     let resolved = root_descriptions(members, fds, &mut objects, &mut extra, &mut slot);
-    refuse_shared(members, fds, &resolved)?;
+    refuse_shared(members, fds, &extra, &resolved)?;
     let mut memory = Vec::new();
     for ino in shared_memory(fds, shm) {
         memory.push((ino, slot));
@@ -144,15 +144,15 @@ fn same_description(pa: i32, a: i32, pb: i32, b: i32) -> bool {
     unsafe { libc::syscall(libc::SYS_kcmp, pa as libc::c_long, pb as libc::c_long, KCMP_FILE, a as libc::c_long, b as libc::c_long) == 0 }
 }
 
-/// Sockets and files the other processes share with one of the root's fds above
-/// 2 (inherited through fork: a pre-forking server's listening socket): the root's
-/// restore makes them, each other process takes the root's. Returns the inodes of
-/// the sockets handled so.
+/// Sockets, files, eventfds and epoll instances the other processes share with one
+/// of the root's fds above 2 (inherited through fork: a pre-forking server's
+/// listening socket, an eventfd passed down): the root's restore makes them, each
+/// other process takes the root's. Returns the inodes of the sockets handled so.
 fn root_descriptions(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<TreeObject>, extra: &mut [Vec<Fd>], slot: &mut u32) -> BTreeSet<u64> {
     let mut resolved = BTreeSet::new();
     let Some(root_g) = members[0].group.as_ref() else { return resolved };
     let rpid = root_g.reader().pid;
-    for r in fds[0].iter().filter(|r| r.fd > 2 && matches!(r.target, FdTarget::Socket(_) | FdTarget::File(_))) {
+    for r in fds[0].iter().filter(|r| r.fd > 2 && (matches!(r.target, FdTarget::Socket(_) | FdTarget::File(_)) || shareable_anon(r))) {
         let mut users: Vec<(usize, &FdInfo)> = Vec::new();
         for (i, list) in fds.iter().enumerate().skip(1) {
             let Some(g) = members[i].group.as_ref() else { continue };
@@ -177,7 +177,45 @@ fn root_descriptions(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<
         }
         *slot += tree_object_slots(TREE_OBJ_ROOT_FD);
     }
+    pty_peers(members, fds, objects, extra, slot, rpid);
     resolved
+}
+
+/// The pty index of the root's fd `fd`, when it is a pty master (proc(5): the
+/// fdinfo of /dev/ptmx has a "tty-index:" line).
+fn master_index(pid: i32, fd: i32) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("tty-index:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Slaves of the root's pty masters held by the other processes (the shell in a
+/// tmux pane, whose terminal it is): each opened at resume from the root's new
+/// master, wherever its index lands, and so the controlling terminal of a session
+/// leader that opens it.
+fn pty_peers(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<TreeObject>, extra: &mut [Vec<Fd>], slot: &mut u32, rpid: i32) {
+    for r in fds[0].iter().filter(|r| r.fd > 2 && r.link.ends_with("ptmx")) {
+        let Some(n) = master_index(rpid, r.fd) else { continue };
+        let slave = format!("/dev/pts/{n}");
+        let mut used = false;
+        for (i, list) in fds.iter().enumerate().skip(1) {
+            if members[i].group.is_none() {
+                continue;
+            }
+            let taken: Vec<i32> = extra[i].iter().map(|e| e.fd).collect();
+            for f in list.iter().filter(|f| f.link == slave && !taken.contains(&f.fd)) {
+                let mut aux = [0u64; 6];
+                aux[0] = *slot as u64;
+                aux[1] = r.ino;
+                aux[2] = TREE_FD_PTY_PEER;
+                extra[i].push(Fd { fd: f.fd, kind: FdKind::Tree as u32, flags: f.flags & !(libc::O_CLOEXEC as u32), cloexec: f.cloexec() as u32, aux, ..Default::default() });
+                used = true;
+            }
+        }
+        if used {
+            objects.push(TreeObject { kind: TREE_OBJ_ROOT_FD, creator: members[0].pid as u32, slot: *slot, capacity: r.fd as u64, ino: r.ino, ..Default::default() });
+            *slot += tree_object_slots(TREE_OBJ_ROOT_FD);
+        }
+    }
 }
 
 /// Inodes of memory mapped or opened by more than one process: shared mappings of
@@ -219,17 +257,32 @@ pub fn memory_object(root: i32, ino: u64, slot: u32, files: &[(u64, Vec<u8>)], d
 
 /// Objects several processes share that the resume cannot share again yet: each
 /// process would get its own copy, so the freeze refuses, naming them.
-fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], resolved: &BTreeSet<u64>) -> Result<()> {
+/// An eventfd or epoll instance: every one shows the same anonymous inode in
+/// fdinfo (anon_inode_getfile()), so only kcmp(2) tells whether two are one.
+fn shareable_anon(f: &FdInfo) -> bool {
+    matches!(&f.target, FdTarget::AnonInode(k) if k == "[eventfd]" || k == "[eventpoll]")
+}
+
+fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], extra: &[Vec<Fd>], resolved: &BTreeSet<u64>) -> Result<()> {
     let mut problems = Vec::new();
-    let anon = holders(fds, |f| match &f.target {
-        FdTarget::AnonInode(k) if k == "[eventfd]" || k == "[eventpoll]" => Some(f.ino),
-        _ => None,
-    });
+    let pid_of = |i: usize| members[i].group.as_ref().map(|g| g.reader().pid);
+    // Eventfds and epoll instances not taken from the root's: one shared by two
+    // other processes cannot be made once and given to both.
+    let anon: Vec<(usize, &FdInfo)> = fds
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.iter().filter(move |f| shareable_anon(f) && !extra[i].iter().any(|e| e.fd == f.fd)).map(move |f| (i, f)))
+        .collect();
+    for (n, (i, f)) in anon.iter().enumerate() {
+        for (j, g) in anon[n + 1..].iter().filter(|(j, g)| j != i && g.link == f.link) {
+            let (Some(pi), Some(pj)) = (pid_of(*i), pid_of(*j)) else { continue };
+            if same_description(pi, f.fd, pj, g.fd) {
+                problems.push(format!("{} (pid {} fd {}) is shared with pid {} fd {}", f.link, members[*i].pid, f.fd, members[*j].pid, g.fd));
+            }
+        }
+    }
     let sockets = holders(fds, |f| if let FdTarget::Socket(ino) = f.target { Some(ino) } else { None });
     let name = |set: &BTreeSet<usize>| set.iter().map(|&i| members[i].pid.to_string()).collect::<Vec<_>>().join(", ");
-    for (ino, set) in anon.iter().filter(|(_, s)| s.len() > 1) {
-        problems.push(format!("an eventfd or epoll instance (inode {ino}) is shared by pids {}", name(set)));
-    }
     for (ino, set) in sockets.iter().filter(|(ino, s)| s.len() > 1 && !resolved.contains(ino)) {
         problems.push(format!("socket:[{ino}] is shared by pids {}", name(set)));
     }

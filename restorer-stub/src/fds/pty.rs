@@ -107,3 +107,14 @@ pub fn pty(cx: &Cx, i: usize) {
     set_status(f, m);
     to_temp(cx, i, m);
 }
+
+/// A slave of the tree root's pty master (at slot `aux[0]`, inherited), opened from
+/// it with the record's access mode and O_NONBLOCK. Without O_NOCTTY: a session
+/// leader without a terminal (the shell of a pane, after its setsid) takes it as
+/// its controlling terminal, as when it first opened it (tty_open()).
+pub fn peer_of_tree_master(cx: &Cx, i: usize) {
+    let f = &cx.t.fds[i];
+    let flags = (f.flags as usize & (sys::O_ACCMODE as usize | sys::O_NONBLOCK as usize)) | sys::O_CLOEXEC;
+    let s = check(f, "TIOCGPTPEER of the tree's pty", sys::ioctl_val(f.aux[0] as usize, TIOCGPTPEER, flags));
+    to_temp(cx, i, s);
+}
