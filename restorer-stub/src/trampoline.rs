@@ -12,7 +12,7 @@
 use crate::ctx::{Ctx, Range, VDSO};
 use crate::out::{self, Step};
 use crate::sys;
-use crate::vdso::target_specials;
+use crate::vdso::{cluster, target_specials};
 use ckpt_format::{encode, patch_for, Patch, Tables, VmaKind, MAX_PATCH, PAGE_SIZE, USER_TOP};
 
 /// Whether `r` is free in the target's layout and away from the restorer's gap.
@@ -46,18 +46,6 @@ fn place(ctx: &Ctx, t: &Tables, span: u64, near: u64, avoid: &Range) -> Option<u
     best
 }
 
-fn cluster(r: &[Range; 3]) -> Range {
-    let mut c = Range { start: u64::MAX, end: 0 };
-    for x in r.iter().filter(|x| !x.is_empty()) {
-        c.start = c.start.min(x.start);
-        c.end = c.end.max(x.end);
-    }
-    if c.start == u64::MAX {
-        Range::default()
-    } else {
-        c
-    }
-}
 
 /// Put this kernel's vdso cluster where it is free in the target's layout; returns
 /// the new [vdso] range (empty if this kernel maps none).

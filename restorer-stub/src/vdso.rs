@@ -40,7 +40,8 @@ fn temp_base(ctx: &Ctx, span: u64, cur: &Range, tgt: &Range) -> u64 {
     out::fail(Step::MoveVdso, cur.start, cur.end, 0)
 }
 
-fn cluster(r: &[Range; 3]) -> Range {
+/// The smallest range holding every non-empty one of `r` (the vvar/vdso pages).
+pub fn cluster(r: &[Range; 3]) -> Range {
     let mut c = Range { start: u64::MAX, end: 0 };
     for x in r.iter().filter(|x| !x.is_empty()) {
         c.start = c.start.min(x.start);

@@ -99,16 +99,14 @@ fn zombie_and_pipe_as_nobody() {
     report("zombie_and_pipe_as_nobody", tf, t.elapsed());
 }
 
-/// Shared anonymous memory made before the fork is one object again: the child's
-/// write after the resume is read by the parent.
-#[test]
-fn shared_memory_across_fork() {
-    let dir = TestDir::new("tree_shm");
+/// The fixture in `mode` frozen with its tree, resumed, gated, ending "ok".
+fn tree_basic_resumes(mode: &str, name: &str) {
+    let dir = TestDir::new(name);
     let gate = dir.gate();
-    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "shm"]);
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), mode]);
     let kids = children_of(&orig);
     orig.wait_ready();
-    let img = dir.image("tree_shm");
+    let img = dir.image(name);
     let tf = freeze_tree(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     let t = Instant::now();
@@ -120,31 +118,21 @@ fn shared_memory_across_fork() {
     let fin = resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
     fin.line_starting("ok");
-    report("shared_memory_across_fork", tf, t.elapsed());
+    report(name, tf, t.elapsed());
+}
+
+/// Shared anonymous memory made before the fork is one object again: the child's
+/// write after the resume is read by the parent.
+#[test]
+fn shared_memory_across_fork() {
+    tree_basic_resumes("shm", "shared_memory_across_fork");
 }
 
 /// An eventfd the root passed down to a child is one object again: the child's
 /// write after the resume is read by the root.
 #[test]
 fn eventfd_passed_down() {
-    let dir = TestDir::new("tree_eventfd");
-    let gate = dir.gate();
-    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd"]);
-    let kids = children_of(&orig);
-    orig.wait_ready();
-    let img = dir.image("tree_eventfd");
-    let tf = freeze_tree(orig.pid(), &img);
-    orig.expect_killed_by_ckpt();
-    let t = Instant::now();
-    let mut resumed = resume_launch(&img).spawn();
-    for k in &kids {
-        resumed.track_pid(*k);
-    }
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
-    report("eventfd_passed_down", tf, t.elapsed());
+    tree_basic_resumes("eventfd", "eventfd_passed_down");
 }
 
 /// An eventfd two processes other than the root share (the root closed its own)
