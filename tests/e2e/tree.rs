@@ -205,37 +205,80 @@ fn wait_lines(path: &Path, n: usize, timeout: Duration) {
 #[test]
 fn shell_pipeline_mid_stream() {
     let dir = TestDir::new("tree_pipeline");
-    let script = dir.join("pipeline.sh");
-    let out = dir.join("out.txt");
-    const N: u64 = 300;
-    fs::write(
-        &script,
-        format!(
-            "i=1; while [ $i -le {N} ]; do echo $i; i=$((i+1)); sleep 0.01; done \\\n\
-             | while read x; do echo $((x*x)); done \\\n\
-             | {{ s=0; while read y; do s=$((s+y)); echo $s; done; }} > \"$1\"\n\
-             echo done\n"
-        ),
-    )
-    .unwrap();
+    let (script, out) = (dir.join("pipeline.sh"), dir.join("out.txt"));
+    write_pipeline(&script);
     let mut orig = Launch::new("bash").arg(&script).arg(&out).label("pipeline").spawn();
     wait_lines(&out, 30, READY_TIMEOUT);
     let img = dir.image("pipeline");
     let tf = freeze_tree(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     let frozen_at = fs::read_to_string(&out).unwrap().lines().count();
-    assert!((frozen_at as u64) < N, "the pipeline ended before the freeze");
     let t = Instant::now();
     let fin = resume(&img);
+    check_pipeline(&fin, &out, frozen_at);
+    report("shell_pipeline_mid_stream", tf, t.elapsed());
+}
+
+/// The same pipeline run, frozen and resumed by an ordinary user (the resume makes
+/// the PID namespace the tree's PIDs live in).
+#[test]
+fn shell_pipeline_mid_stream_as_nobody() {
+    if !is_root() {
+        eprintln!("shell_pipeline_mid_stream_as_nobody: skipped (needs root to switch to nobody)");
+        return;
+    }
+    let dir = OpenDir::new("tree_pipeline-nobody");
+    let base = dir.path.clone();
+    let (script, out) = (base.join("pipeline.sh"), base.join("out.txt"));
+    write_pipeline(&script);
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(Path::new("/bin/bash")).arg(&script).arg(&out).label("pipeline as nobody").spawn();
+    wait_lines(&out, 30, READY_TIMEOUT);
+    let img = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let t = Instant::now();
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
+    let tf = t.elapsed();
+    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    let frozen_at = fs::read_to_string(&out).unwrap().lines().count();
+    let t = Instant::now();
+    let fin = dir.launch_as_nobody(&img).label("resumed pipeline as nobody").spawn().wait_output(RESUME_TIMEOUT);
+    check_pipeline(&fin, &out, frozen_at);
+    report("shell_pipeline_mid_stream_as_nobody", tf, t.elapsed());
+}
+
+const PIPELINE_N: u64 = 300;
+
+/// `producer | filter | consumer`: the numbers to PIPELINE_N, squared, summed as
+/// they come, the sums written to the file named by the script's argument.
+fn write_pipeline(script: &Path) {
+    let n = PIPELINE_N;
+    fs::write(
+        script,
+        format!(
+            "i=1; while [ $i -le {n} ]; do echo $i; i=$((i+1)); sleep 0.01; done \\\n\
+             | while read x; do echo $((x*x)); done \\\n\
+             | {{ s=0; while read y; do s=$((s+y)); echo $s; done; }} > \"$1\"\n\
+             echo done\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The resumed pipeline ended as an uninterrupted run would have.
+fn check_pipeline(fin: &Finished, out: &Path, frozen_at: usize) {
+    assert!((frozen_at as u64) < PIPELINE_N, "the pipeline ended before the freeze");
     fin.assert_success();
     assert_eq!(fin.stdout, vec!["done".to_string()], "{fin}");
-    let want: Vec<String> = (1..=N).scan(0u64, |s, x| {
+    let want: Vec<String> = (1..=PIPELINE_N).scan(0u64, |s, x| {
         *s += x * x;
         Some(s.to_string())
     }).collect();
-    let got: Vec<String> = fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+    let got: Vec<String> = fs::read_to_string(out).unwrap().lines().map(str::to_owned).collect();
     assert_eq!(got, want, "the consumer's output differs from an uninterrupted run's (frozen at line {frozen_at})");
-    report("shell_pipeline_mid_stream", tf, t.elapsed());
 }
 
 /// Without --tree a process with children is frozen alone, with a warning that
