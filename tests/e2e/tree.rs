@@ -308,8 +308,54 @@ fn without_tree_the_children_are_named() {
 fn python_pool_mid_map() {
     let dir = TestDir::new("tree_pool");
     let script = dir.join("pool.py");
+    write_pool(&script);
+    let mut orig = Launch::new(python3()).arg(&script).label("pool").spawn();
+    orig.wait_ready();
+    std::thread::sleep(Duration::from_millis(700));
+    let img = dir.image("pool");
+    let tf = freeze_tree(orig.pid(), &img);
+    let before = orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let fin = resume(&img);
+    check_pool(&before, &fin);
+    report("python_pool_mid_map", tf, t.elapsed());
+}
+
+/// The same map, frozen and resumed by an ordinary user (with the system's
+/// python3, which that user can run).
+#[test]
+fn python_pool_mid_map_as_nobody() {
+    if !is_root() {
+        eprintln!("python_pool_mid_map_as_nobody: skipped (needs root to switch to nobody)");
+        return;
+    }
+    let dir = OpenDir::new("tree_pool-nobody");
+    let base = dir.path.clone();
+    let script = base.join("pool.py");
+    write_pool(&script);
+    let ck = base.join("ckpt");
+    fs::copy(ckpt_bin(), &ck).unwrap();
+    let mut orig = dir.launch_as_nobody(Path::new("/usr/bin/python3")).arg(&script).label("pool as nobody").spawn();
+    orig.wait_ready();
+    std::thread::sleep(Duration::from_millis(700));
+    let img = base.join("x.resume");
+    let mut cmd = dir.as_nobody(&ck);
+    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
+    let t = Instant::now();
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
+    let tf = t.elapsed();
+    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    let before = orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let fin = dir.launch_as_nobody(&img).label("resumed pool as nobody").spawn().wait_output(RESUME_TIMEOUT);
+    check_pool(&before, &fin);
+    report("python_pool_mid_map_as_nobody", tf, t.elapsed());
+}
+
+/// A multiprocessing.Pool(4) mapping squares over 400 numbers, 20 ms each.
+fn write_pool(script: &Path) {
     fs::write(
-        &script,
+        script,
         "import multiprocessing as mp, sys, time\n\
          def work(x):\n    time.sleep(0.02)\n    return x * x\n\
          if __name__ == '__main__':\n\
@@ -319,19 +365,14 @@ fn python_pool_mid_map() {
          \x20   print('sum', sum(r), flush=True)\n",
     )
     .unwrap();
-    let mut orig = Launch::new(python3()).arg(&script).label("pool").spawn();
-    orig.wait_ready();
-    std::thread::sleep(Duration::from_millis(700));
-    let img = dir.image("pool");
-    let tf = freeze_tree(orig.pid(), &img);
-    let before = orig.expect_killed_by_ckpt();
+}
+
+/// The map was cut by the freeze and its resumed result is the right one.
+fn check_pool(before: &[String], fin: &Finished) {
     assert!(!before.iter().any(|l| l.starts_with("sum")), "the map ended before the freeze");
-    let t = Instant::now();
-    let fin = resume(&img);
     fin.assert_success();
     let want: u64 = (0..400u64).map(|x| x * x).sum();
     assert_eq!(fin.line_starting("sum "), format!("sum {want}"));
-    report("python_pool_mid_map", tf, t.elapsed());
 }
 
 /// A pre-forking server (python: a master and 2 workers accepting on one listening
