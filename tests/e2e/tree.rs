@@ -83,12 +83,7 @@ fn zombie_and_pipe_as_nobody() {
     }
     orig.wait_ready();
     let img = base.join("x.resume");
-    let mut cmd = dir.as_nobody(&ck);
-    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
-    let t = Instant::now();
-    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
-    let tf = t.elapsed();
-    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    let tf = freeze_tree_as_nobody(&dir, &ck, orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     let t = Instant::now();
     let mut res = dir.launch_as_nobody(&img).label("resumed as nobody").spawn();
@@ -97,6 +92,17 @@ fn zombie_and_pipe_as_nobody() {
     fin.assert_success();
     fin.line_starting("ok");
     report("zombie_and_pipe_as_nobody", tf, t.elapsed());
+}
+
+/// `ckpt freeze --tree PID -o IMG` run as nobody with the copy `ck`; its duration.
+fn freeze_tree_as_nobody(dir: &OpenDir, ck: &Path, pid: i32, img: &Path) -> Duration {
+    let mut cmd = dir.as_nobody(ck);
+    cmd.arg("freeze").arg("--tree").arg(pid.to_string()).arg("-o").arg(img);
+    let t = Instant::now();
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
+    let tf = t.elapsed();
+    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    tf
 }
 
 /// The fixture in `mode` frozen with its tree, resumed, gated, ending "ok".
@@ -236,12 +242,7 @@ fn shell_pipeline_mid_stream_as_nobody() {
     let mut orig = dir.launch_as_nobody(Path::new("/bin/bash")).arg(&script).arg(&out).label("pipeline as nobody").spawn();
     wait_lines(&out, 30, READY_TIMEOUT);
     let img = base.join("x.resume");
-    let mut cmd = dir.as_nobody(&ck);
-    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
-    let t = Instant::now();
-    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
-    let tf = t.elapsed();
-    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    let tf = freeze_tree_as_nobody(&dir, &ck, orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     let frozen_at = fs::read_to_string(&out).unwrap().lines().count();
     let t = Instant::now();
@@ -339,12 +340,7 @@ fn python_pool_mid_map_as_nobody() {
     orig.wait_ready();
     std::thread::sleep(Duration::from_millis(700));
     let img = base.join("x.resume");
-    let mut cmd = dir.as_nobody(&ck);
-    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg(&img);
-    let t = Instant::now();
-    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree as nobody");
-    let tf = t.elapsed();
-    assert!(o.status.success(), "freeze --tree as nobody failed\n{}", describe_output(&o));
+    let tf = freeze_tree_as_nobody(&dir, &ck, orig.pid(), &img);
     let before = orig.expect_killed_by_ckpt();
     let t = Instant::now();
     let fin = dir.launch_as_nobody(&img).label("resumed pool as nobody").spawn().wait_output(RESUME_TIMEOUT);
