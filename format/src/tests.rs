@@ -2816,6 +2816,21 @@ fn tree_pids_and_parents() {
     expect(&with_tree(|p| p.tree_procs[2].ppid = 4244), BTP(2, "parent not before its child in the tree"));
     expect(&with_tree(|p| p.tree_procs[1].flags = 8), BTP(1, "unknown process flags"));
     expect(&with_tree(|p| p.tree_procs[1].nslots = 9), BTP(1, "slot range differs from the root's"));
+    expect(&with_tree(|p| p.tree_procs[1]._reserved = 1), BTP(1, "reserved field not zero"));
+    let fg = "a foreground group on no session leader, or no group of its session in the tree";
+    expect(&with_tree(|p| p.tree_procs[1].fg_pgid = 4242), BTP(1, fg));
+    expect(&with_tree(|p| p.tree_procs[0].fg_pgid = 4242), BTP(0, fg));
+    expect(
+        &with_tree(|p| {
+            (p.tree_procs[1].sid, p.tree_procs[1].pgid) = (4243, 4243);
+            p.tree_procs[1].fg_pgid = 4242;
+        }),
+        BTP(1, fg),
+    );
+    assert!(validate(&with_tree(|p| {
+        (p.tree_procs[1].sid, p.tree_procs[1].pgid, p.tree_procs[1].fg_pgid) = (4243, 4243, 4243);
+    }))
+    .is_ok());
 }
 
 #[test]
@@ -2846,7 +2861,7 @@ fn tree_slots() {
 fn tree_objects_checked() {
     expect(&with_tree(|p| p.tree_objects[0].kind = 9), BTO(0, "unknown tree object kind"));
     expect(&with_tree(|p| p.tree_objects[0].creator = 4243), BTO(0, "created by another process than the root"));
-    expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown pipe flags"));
+    expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown object flags"));
     expect(&with_tree(|p| p.tree_objects[0].data_len = 13), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
     expect(&with_tree(|p| p.tree_objects[0].capacity = 4), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
     expect(
@@ -2869,6 +2884,19 @@ fn tree_objects_checked() {
         &with_tree(|p| p.tree_procs.clear()),
         BTO(0, "tree objects without tree processes"),
     );
+}
+
+#[test]
+fn tree_root_fd_hidden_flag() {
+    let root_fd = |flags: u32| {
+        with_tree(|p| {
+            let fd = p.fds.iter().find(|f| f.fd > 2).unwrap().fd;
+            let o = &mut p.tree_objects[0];
+            (o.kind, o.capacity, o.data_len, o.flags) = (TREE_OBJ_ROOT_FD, fd as u64, 0, flags);
+        })
+    };
+    assert!(!matches!(validate(&root_fd(TREE_ROOT_FD_HIDDEN)), Err(FormatError::BadTreeObject { .. })));
+    expect(&root_fd(TREE_ROOT_FD_HIDDEN | 1), BTO(0, "unknown object flags"));
 }
 
 #[test]
