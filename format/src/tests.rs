@@ -2875,11 +2875,16 @@ fn tree_objects_checked() {
     expect(
         &with_tree(|p| {
             p.tree_objects[0].kind = TREE_OBJ_ROOT_FD;
-            p.tree_objects[0].capacity = 1;
+            p.tree_objects[0].capacity = 0;
             p.tree_objects[0].data_len = 0;
         }),
-        BTO(0, "names no fd above 2 of the root, or carries bytes"),
+        BTO(0, "names no fd the root makes (above 2, or not the resumer's), or carries bytes"),
     );
+    // Fd 1 is a regular file the root reopens, not the resumer's: it may be shared.
+    let stdio_file = with_tree(|p| {
+        (p.tree_objects[0].kind, p.tree_objects[0].capacity, p.tree_objects[0].data_len) = (TREE_OBJ_ROOT_FD, 1, 0);
+    });
+    assert!(!matches!(validate(&stdio_file), Err(FormatError::BadTreeObject { .. })));
     expect(
         &with_tree(|p| p.tree_procs.clear()),
         BTO(0, "tree objects without tree processes"),

@@ -203,8 +203,9 @@ impl Tables<'_> {
             if o.kind == TREE_OBJ_MEMORY && (o.capacity == 0 || o.capacity > 1 << 62) {
                 return bad("memory of no size or beyond the largest file offset");
             }
-            if o.kind == TREE_OBJ_ROOT_FD && (o.data_len != 0 || !self.fds.iter().any(|f| f.fd as u64 == o.capacity && f.fd > 2)) {
-                return bad("names no fd above 2 of the root, or carries bytes");
+            let made = |f: &&crate::Fd| f.fd as u64 == o.capacity && (f.fd > 2 || f.kind != crate::FdKind::Inherit as u32);
+            if o.kind == TREE_OBJ_ROOT_FD && (o.data_len != 0 || !self.fds.iter().any(|f| made(&f))) {
+                return bad("names no fd the root makes (above 2, or not the resumer's), or carries bytes");
             }
             if o.data_off.checked_add(o.data_len).is_none_or(|e| e > self.tree_data.len() as u64) || o.data_len > o.capacity {
                 return bad("bytes outside the tree data or beyond the pipe's capacity");

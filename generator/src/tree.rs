@@ -8,6 +8,7 @@
 //! seized process (they all continue as they were) and the unfinished output.
 //! The originals are killed only once the file is on disk.
 
+mod assemble;
 mod passed;
 mod shared;
 mod walk;
@@ -17,11 +18,10 @@ use crate::outcome::{Report, Stage};
 use crate::output::Output;
 use crate::proc::{self, fds::FdInfo};
 use crate::{fdplan, progress};
-use anyhow::{bail, Context, Result};
-use ckpt_format::{align_up, tree_data_start, TreeProc, PAGE_SIZE, TREE_ROOT_FD_HIDDEN, TREE_ZOMBIE};
+use anyhow::{Context, Result};
+use ckpt_format::{align_up, TreeProc, PAGE_SIZE, TREE_ROOT_FD_HIDDEN, TREE_ZOMBIE};
 use std::cell::Cell;
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::time::Instant;
 
 /// Mappings of memory without a file of its own: (inodes of the shared ones,
@@ -33,10 +33,15 @@ fn memory_objects(pid: i32) -> Result<(Vec<u64>, usize)> {
     Ok((shared, maps.iter().filter(|m| object(&m.name)).count()))
 }
 
-/// An unnamed temporary file beside the output, for one process's image.
-fn scratch(out: &Output) -> Result<File> {
+/// An unnamed temporary file beside the output (in the temporary directory for
+/// `-o -`), for one process's image.
+fn scratch(out: Option<&Output>) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = out.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = std::env::temp_dir();
+    let dir = match out {
+        Some(out) => out.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")),
+        None => tmp.as_path(),
+    };
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -50,11 +55,10 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let t0 = Instant::now();
     stage.set(Stage::Check);
     freeze::precheck(o.pid, o.force)?;
-    if o.output.as_os_str() == "-" {
-        bail!("--tree writes a file (its processes' images follow the root's): `-o -` is not supported with it");
-    }
     stage.set(Stage::Output);
-    let out = Output::create(&o.output)?;
+    // `-o -`: streamed, the other processes' images kept in temporary files until
+    // the root's is written.
+    let out = if o.output.as_os_str() == "-" { None } else { Some(Output::create(&o.output)?) };
     let bar = progress::Bar::start(o.progress);
     stage.set(Stage::Seize);
     let t_seize = Instant::now();
@@ -98,6 +102,15 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     for o in objects.iter_mut().filter(|o| o.flags & TREE_ROOT_FD_HIDDEN != 0) {
         o.capacity = made[o.capacity as usize] as u64;
     }
+    // A file at the root's fd 0-2 that its descendants share is the root's to
+    // reopen; one its plan gives the resumer's fd instead cannot be shared.
+    if let Some(c) = caps[0].as_ref() {
+        for o in objects.iter().filter(|o| o.kind == ckpt_format::TREE_OBJ_ROOT_FD && o.capacity <= 2) {
+            if c.parts.fds.iter().any(|f| f.fd as u64 == o.capacity && f.kind == ckpt_format::FdKind::Inherit as u32) {
+                anyhow::bail!("pid {} fd {}: a file its descendants share, but at resume that fd is the resumer's own", o.creator, o.capacity);
+            }
+        }
+    }
     let mut data = sh.data.clone();
     for &(ino, slot) in &sh.memory {
         let files: Vec<(u64, Vec<u8>)> = caps.iter().flatten().filter_map(|c| c.file_content(ino)).collect();
@@ -131,7 +144,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         };
         match (c, &m.group) {
             (Some(c), Some(g)) if i > 0 => {
-                let f = scratch(&out)?;
+                let f = scratch(out.as_ref())?;
                 let (st, _, size) = c.write(Sink::File(&f), g, false).with_context(|| format!("writing the image of pid {}", m.pid))?;
                 stats_all.add(&st);
                 rec.image_off = next;
@@ -152,18 +165,20 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     root.parts.tree_objects = objects;
     root.parts.tree_data = data;
     let g0 = members[0].group.as_ref().expect("the root is alive");
-    let (st, root_len, root_image) =
-        root.write(Sink::File(&out.file), g0, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?;
-    stats_all.add(&st);
-    let data_at = root_len - root_image + tree_data_start(root_image);
-    let mut file = &out.file;
-    let mut total = root_len;
-    for (off, mut f) in images {
-        file.seek(SeekFrom::Start(data_at + off))?;
-        f.seek(SeekFrom::Start(0))?;
-        let n = std::io::copy(&mut f, &mut file).with_context(|| format!("writing {}", o.output.display()))?;
-        total = data_at + off + n;
-    }
+    let total = match &out {
+        Some(out) => {
+            let (st, root_len, root_image) =
+                root.write(Sink::File(&out.file), g0, !o.raw_image).with_context(|| format!("writing {}", o.output.display()))?;
+            stats_all.add(&st);
+            assemble::append(assemble::Dest::File(&out.file), root_len, root_image, images).with_context(|| format!("writing {}", o.output.display()))?
+        }
+        None => {
+            let (st, root_len, root_image) = root.write(Sink::Stdout, g0, !o.raw_image).context("writing the tree to standard output")?;
+            stats_all.add(&st);
+            let mut w = std::io::stdout().lock();
+            assemble::append(assemble::Dest::Stream(&mut w), root_len, root_image, images).context("writing the tree to standard output")?
+        }
+    };
     for m in members.iter().filter_map(|m| m.group.as_ref()) {
         m.check_alive()?;
     }
@@ -178,7 +193,9 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     stage.set(Stage::Commit);
     progress::syncing();
     let t_sync = Instant::now();
-    out.commit()?;
+    if let Some(out) = out {
+        out.commit()?;
+    }
     let fsync = t_sync.elapsed();
     let frozen = t0.elapsed();
     let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());

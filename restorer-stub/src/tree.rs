@@ -205,23 +205,35 @@ pub fn fork_all(ctx: &Ctx, t: &Tables) {
     fork_children(ctx, t, root.pid);
 }
 
-/// Fork the children of `parent`, each at its PID; returns in `parent`.
+/// Fork the children of `parent`, each at its PID; returns in `parent`. The
+/// leaders of their own group or session first, so that each group a later
+/// child joins exists already.
 fn fork_children(ctx: &Ctx, t: &Tables, parent: u32) {
-    for p in t.tree_procs[1..].iter().filter(|p| p.ppid == parent) {
+    let kids = || t.tree_procs[1..].iter().filter(|p| p.ppid == parent);
+    let leads = |p: &TreeProc| p.pgid == p.pid || p.sid == p.pid;
+    for p in kids().filter(|p| leads(p)).chain(kids().filter(|p| !leads(p))) {
         match pid::fork_at(p.pid) {
             Ok(0) => become_member(ctx, t, p),
-            Ok(_) => {}
+            Ok(_) => join_group(p.pid as usize, p),
             Err(e) => fail(p.pid, "clone3 with its pid", e),
         }
     }
 }
 
-/// In the new process `p`: its group and session, its own children, then its
-/// own image.
-fn become_member(ctx: &Ctx, t: &Tables, p: &TreeProc) -> ! {
-    if p.flags & TREE_ZOMBIE != 0 {
-        end_as_zombie(p.status);
+/// In the parent, as a job-control shell does it: the child's group set from
+/// here as well (setpgid(2)), so it is in place before the next child is forked
+/// whichever of the two runs first. Fails harmlessly (EACCES) once the child has
+/// executed its image: it set the group itself before that.
+fn join_group(child: usize, p: &TreeProc) {
+    if p.sid != p.pid {
+        // SAFETY: no pointer arguments.
+        let _ = unsafe { call(SYS_SETPGID, [child, p.pgid as usize, 0, 0, 0, 0]) };
     }
+}
+
+/// In the new process `p`: its group and session (a zombie's too: its group
+/// lives on while it is not reaped), its own children, then its own image.
+fn become_member(ctx: &Ctx, t: &Tables, p: &TreeProc) -> ! {
     // SAFETY: no pointer arguments.
     unsafe {
         if p.sid == p.pid {
@@ -234,6 +246,9 @@ fn become_member(ctx: &Ctx, t: &Tables, p: &TreeProc) -> ! {
                 fail(p.pid, "setpgid", e);
             }
         }
+    }
+    if p.flags & TREE_ZOMBIE != 0 {
+        end_as_zombie(p.status);
     }
     fork_children(ctx, t, p.pid);
     exec_own_image(ctx, p)

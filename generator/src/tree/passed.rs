@@ -24,17 +24,24 @@ struct Desc<'a> {
     fds: Vec<(usize, &'a FdInfo)>,
 }
 
-/// Whether fd `f` of live process `pid` is of a kind the root can make for others.
+/// Whether fd `f` of process `pid` is open on a regular file (not a terminal or
+/// another device: those stay each process's own, as before).
+pub fn regular_file(pid: i32, f: &FdInfo) -> bool {
+    matches!(f.target, FdTarget::File(_)) && std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).is_ok_and(|m| m.is_file())
+}
+
+/// Whether fd `f` of live process `pid` is of a kind the root can make for others
+/// (at fds 0-2 only a regular file: anything else there is the resumer's).
 fn passable(pid: i32, f: &FdInfo) -> bool {
-    f.fd > 2
-        && match &f.target {
-            FdTarget::Socket(_) => true,
-            FdTarget::AnonInode(k) => matches!(k.as_str(), "[eventfd]" | "[timerfd]" | "[signalfd]"),
-            // A regular file (not a terminal or another device: those stay each
-            // process's own, as before).
-            FdTarget::File(_) => std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).is_ok_and(|m| m.is_file()),
-            _ => false,
-        }
+    if f.fd <= 2 {
+        return regular_file(pid, f);
+    }
+    match &f.target {
+        FdTarget::Socket(_) => true,
+        FdTarget::AnonInode(k) => matches!(k.as_str(), "[eventfd]" | "[timerfd]" | "[signalfd]"),
+        FdTarget::File(_) => regular_file(pid, f),
+        _ => false,
+    }
 }
 
 /// The descriptions the root makes for the processes below it: their tree objects

@@ -151,13 +151,16 @@ pub(super) fn same_description(pa: i32, a: i32, pb: i32, b: i32) -> bool {
 
 /// Sockets, files, eventfds and epoll instances the other processes share with one
 /// of the root's fds above 2 (inherited through fork: a pre-forking server's
-/// listening socket, an eventfd passed down): the root's restore makes them, each
-/// other process takes the root's. Returns the inodes of the sockets handled so.
+/// listening socket, an eventfd passed down), or a regular file at its fd 0-2
+/// (`make -j2 > log`: the root reopens it, it is not the resumer's): the root's
+/// restore makes them, each other process takes the root's. Returns the inodes
+/// of the sockets handled so.
 fn root_descriptions(members: &[Member], fds: &[Vec<FdInfo>], objects: &mut Vec<TreeObject>, extra: &mut [Vec<Fd>], slot: &mut u32) -> BTreeSet<u64> {
     let mut resolved = BTreeSet::new();
     let Some(root_g) = members[0].group.as_ref() else { return resolved };
     let rpid = root_g.reader().pid;
-    for r in fds[0].iter().filter(|r| r.fd > 2 && (matches!(r.target, FdTarget::Socket(_) | FdTarget::File(_)) || shareable_anon(r))) {
+    let stdio_file = |r: &FdInfo| r.fd <= 2 && super::passed::regular_file(rpid, r);
+    for r in fds[0].iter().filter(|r| (r.fd > 2 && (matches!(r.target, FdTarget::Socket(_) | FdTarget::File(_)) || shareable_anon(r))) || stdio_file(r)) {
         let mut users: Vec<(usize, &FdInfo)> = Vec::new();
         for (i, list) in fds.iter().enumerate().skip(1) {
             let Some(g) = members[i].group.as_ref() else { continue };
