@@ -41,6 +41,7 @@ mod locks;
 mod objects;
 mod pipes;
 mod pty;
+mod ptyinput;
 mod ptyqueue;
 mod sockets;
 mod sockopts;
