@@ -1387,11 +1387,38 @@ fn fd_pty_slave_without_master() {
         p.fds[6].aux = [PTY_SLAVE, index, 0, 0, 0, 0];
         p.fds[5].kind = FdKind::Pty as u32;
         p.fds[5].aux = [PTY_MASTER, 3, 0, 0, 0, 0];
+        (p.fds[5].data_off, p.fds[5].data_len) = (p.fds[F_PIPE_R].data_off, 52);
         p.fds[5].desc = 0;
         p.fds[6].desc = 0;
     };
     expect(&image_with(|p| slave_of(p, 4)), BF(6, "pty slave without its master"));
     assert_eq!(validate(&image_with(|p| slave_of(p, 3))), Ok(()));
+}
+
+/// A master's settings, its queued input and its flags must fit its data.
+#[test]
+fn fd_pty_master_data_and_flags() {
+    use crate::pty::{PTY_EOF_BYTE, PTY_LOCKED};
+    let master = |aux: [u64; 6], len: u64| {
+        image_with(move |p| {
+            p.fds[5].kind = FdKind::Pty as u32;
+            p.fds[5].aux = aux;
+            (p.fds[5].data_off, p.fds[5].data_len) = (p.fds[F_PIPE_R].data_off, len);
+            p.fds[5].desc = 0;
+            p.fds[6].desc = 0;
+        })
+    };
+    let what = "pty master with unknown flags, or queued input not inside its data";
+    assert_eq!(validate(&master([PTY_MASTER, 3, 1, 10, PTY_LOCKED | PTY_EOF_BYTE | 0x400, 2], 62)), Ok(()));
+    expect(&master([PTY_MASTER, 3, 0, 0, 0, 0], 51), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 11, 0, 0], 62), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 2, 0, 0, 0], 52), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 0, 1 << 24, 0], 52), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 10, PTY_EOF_BYTE, 11], 62), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 10, 0, 1], 62), BF(5, what));
+    let erase = crate::pty::PTY_ERASE_BYTE | PTY_EOF_BYTE | 0x07_0400;
+    assert_eq!(validate(&master([PTY_MASTER, 3, 0, 3, erase, 1], 62)), Ok(()));
+    expect(&master([PTY_MASTER, 3, 0, 2, erase, 1], 62), BF(5, what));
 }
 
 #[test]

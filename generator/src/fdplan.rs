@@ -42,6 +42,7 @@ mod locks;
 mod objects;
 mod pipes;
 mod pty;
+mod ptyinput;
 mod ptyqueue;
 mod sockets;
 mod sockopts;
