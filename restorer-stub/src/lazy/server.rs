@@ -12,7 +12,7 @@ use super::uffd::{self, Filled, Msg};
 use crate::ctx::Ctx;
 use crate::out::Line;
 use crate::sys::{self, call};
-use ckpt_format::crc32c::crc32c;
+use ckpt_format::crc32c;
 use ckpt_format::{align_up, Tables, PAGE_SIZE};
 
 /// The most one background copy brings in.
@@ -47,8 +47,9 @@ struct Server<'a> {
     used: usize,
     hw_crc: bool,
     pid: usize,
-    /// Runs whose checksum was verified, in order: runs below this were checked.
-    checked: usize,
+    /// The checksum of the runs, computed in file order a chunk ahead of the
+    /// stream (see [`Server::verify_upto`]).
+    crc: Verify,
     /// Faults read while an event was being handled, answered after it (target,
     /// address). One that does not fit is answered anyway, later: by the
     /// background copy of its page, or by the end of the registration.
@@ -108,7 +109,7 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         used: 1,
         hw_crc: ctx.hw_crc,
         pid,
-        checked: 0,
+        crc: Verify { run: 0, off: 0, crc: 0 },
         deferred: [(0, 0); 256],
         ndeferred: 0,
         unmapped: [(0, 0, 0); 16],
@@ -116,6 +117,13 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     };
     s.targets[0] = Some(Target { fd, done, run: 0, off: 0 });
     s.serve()
+}
+
+/// Where the checksum stands: bytes `[0, off)` of run `run` give `crc`.
+struct Verify {
+    run: usize,
+    off: u64,
+    crc: u32,
 }
 
 fn targets() -> &'static mut [Option<Target>] {
@@ -368,17 +376,16 @@ impl Server<'_> {
         let t = self.t;
         loop {
             let Some(tg) = self.targets[i].as_mut() else { return false };
-            let Some(r) = t.runs.get(tg.run) else { return false };
+            let Some(r) = t.runs.get(tg.run) else {
+                // Runs served by faults alone are checked too before the end.
+                self.verify_upto(t.runs.len(), 0);
+                return false;
+            };
             if !super::eligible(&t.vmas[r.vma as usize]) || tg.off >= r.len {
                 tg.run += 1;
                 tg.off = 0;
                 continue;
             }
-            let run = tg.run;
-            if run >= self.checked {
-                self.verify(run);
-            }
-            let tg = self.targets[i].as_mut().unwrap_or_else(|| sys::exit_group(1));
             let Some((_, bit)) = self.index.find(r.addr + tg.off) else {
                 tg.off = r.len;
                 continue;
@@ -392,22 +399,42 @@ impl Server<'_> {
             while n < max && !tg.done.test(bit + n) {
                 n += 1;
             }
-            let (addr, src) = (r.addr + tg.off, r.data_off + tg.off);
+            let (run, addr, src) = (tg.run, r.addr + tg.off, r.data_off + tg.off);
             tg.off += n * PAGE_SIZE;
+            let upto = tg.off;
+            self.verify_upto(run, upto);
             return self.put(i, addr, Some(src), n * PAGE_SIZE, Some(bit), 0).is_ok();
         }
     }
 
-    /// Check a run's bytes in the file before streaming it. A mismatch means the
-    /// process may already run on corrupt pages: it is killed, with the range named.
-    fn verify(&mut self, run: usize) {
-        let r = &self.t.runs[run];
-        let at = (self.base + r.data_off) as usize;
-        if crc32c(&self.img[at..at + r.len as usize], self.hw_crc) != r.crc {
-            Line::new().s("lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
-                .s(" (corrupted image); the process is killed").emit();
-            kill(self.pid);
+    /// Checksum the image's runs in file order up to `off` bytes into run `run`.
+    /// A run is checked when the cursor reaches its end: a mismatch means the
+    /// process may already run on corrupt pages, and it is killed, with the range
+    /// named. Checking as the stream goes, rather than a whole run before its first
+    /// chunk, keeps the helper answering faults: a run can be gigabytes long.
+    fn verify_upto(&mut self, run: usize, off: u64) {
+        let t = self.t;
+        while (self.crc.run, self.crc.off) < (run, off) {
+            let Some(r) = t.runs.get(self.crc.run) else { return };
+            // The eager fill checked the others.
+            if !super::eligible(&t.vmas[r.vma as usize]) {
+                self.crc = Verify { run: self.crc.run + 1, off: 0, crc: 0 };
+                continue;
+            }
+            let end = if self.crc.run < run { r.len } else { off.min(r.len) };
+            let at = (self.base + r.data_off + self.crc.off) as usize;
+            let bytes = &self.img[at..at + (end - self.crc.off) as usize];
+            self.crc.crc = crc32c::update(self.crc.crc, bytes, self.hw_crc);
+            self.crc.off = end;
+            if end < r.len {
+                return;
+            }
+            if self.crc.crc != r.crc {
+                Line::new().s("lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
+                    .s(" (corrupted image); the process is killed").emit();
+                kill(self.pid);
+            }
+            self.crc = Verify { run: self.crc.run + 1, off: 0, crc: 0 };
         }
-        self.checked = run + 1;
     }
 }
