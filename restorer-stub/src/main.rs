@@ -83,6 +83,7 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
     ctx.lazy = st.env_flag(b"CKPT_LAZY") || (ctx.hdr.flags & ckpt_format::HDR_LAZY != 0 && !st.env_is(b"CKPT_LAZY", b"0"));
+    ctx.profile_fd = st.env_num(b"CKPT_LAZY_PROFILE_FD").filter(|&fd| (3..1 << 20).contains(&fd)).unwrap_or(0) as usize;
     ctx.cur = selfmaps::read_specials();
     let plan = probe::check(&ctx, &t);
     ctx.timens = plan.timens.unwrap_or([0, 0]);

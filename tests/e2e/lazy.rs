@@ -85,3 +85,70 @@ fn as_nobody_falls_back_to_eager() {
     fin.line_starting("ok");
     assert!(fin.stderr.contains("lazy resume not available"), "no notice: {}", fin.stderr);
 }
+
+fn send(p: &mut Proc, b: &[u8]) {
+    use std::io::Write;
+    let stdin = p.stdin.as_mut().expect("stdin is piped");
+    stdin.write_all(b).and_then(|_| stdin.flush()).expect("writing to the process's stdin");
+}
+
+/// Resume `img` with CKPT_LAZY=`lazy` and a byte already waiting on its stdin: the
+/// fixture's first instruction returns from read() and counts, with mincore(), the
+/// hot pages that are already in. Returns (resident, hot pages); the run goes on to
+/// check every word.
+fn hot_pages_at_first_instruction(img: &std::path::Path, lazy: &str) -> (u64, u64) {
+    let mut p = resume_launch(img).env("CKPT_LAZY", lazy).stdin_piped().label("resumed").spawn();
+    send(&mut p, b"x");
+    let line = p.wait_line_starting("resident ", RESUME_TIMEOUT);
+    p.wait_line_starting("touched", RESUME_TIMEOUT);
+    send(&mut p, b"y");
+    p.wait_line_starting("ok", RESUME_TIMEOUT);
+    p.wait_output(RESUME_TIMEOUT).assert_success();
+    let n: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (n[0], n[1])
+}
+
+/// `ckpt profile` records the pages the process touches after its first byte; a
+/// lazy resume of the profiled file has every one of them in at its first
+/// instruction (mincore), where a lazy resume of the file without the hint has not.
+#[test]
+fn profile_hint_is_in_before_the_first_instruction() {
+    if !is_root() {
+        eprintln!("skipped: a lazy resume needs root here (an ordinary user's is eager)");
+        return;
+    }
+    let dir = TestDir::new("lazy_ws");
+    let mut orig = Launch::fixture("lazy_ws", false).arg("256").stdin_piped().spawn();
+    orig.wait_ready();
+    let img = dir.image("lazy_ws");
+    let hinted = dir.join("hinted.resume");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+
+    // The first byte makes the process touch the hot pages; its end of input ends
+    // it, and with it the profile, well within the window.
+    let mut prof = Launch::new(ckpt_bin())
+        .args(["profile".as_ref(), img.as_os_str(), "-o".as_ref(), hinted.as_os_str(), "--for".as_ref(), "120s".as_ref()])
+        .stdin_piped()
+        .label("ckpt profile")
+        .spawn();
+    send(&mut prof, b"x");
+    prof.wait_line_starting("touched", RESUME_TIMEOUT);
+    let fin = prof.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    assert!(fin.stderr.contains("ckpt profile: ") && fin.stderr.contains("ranges recorded"), "{}", fin.stderr);
+    let info = std::process::Command::new(ckpt_bin()).arg("info").arg(&hinted).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    let ws = info.lines().find(|l| l.trim_start().starts_with("working set")).unwrap_or_else(|| panic!("no working set in:\n{info}"));
+    // At least the 64 hot pages, and far from all 65536 of the region.
+    let pages: u64 = ws.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap();
+    assert!((64..4096).contains(&pages), "{ws}");
+
+    let (resident, hot) = hot_pages_at_first_instruction(&hinted, "1");
+    assert_eq!((resident, hot), (64, 64), "hot pages in at the first instruction of the hinted lazy resume");
+    // The same check can fail: without the hint they arrive later.
+    let (resident, hot) = hot_pages_at_first_instruction(&img, "1");
+    assert!(resident < hot, "all {hot} hot pages were in without a hint: the check proves nothing");
+    // An eager resume of the profiled file is unchanged by the hint.
+    assert_eq!(hot_pages_at_first_instruction(&hinted, "0"), (64, 64));
+}

@@ -20,6 +20,7 @@
 //! with EFAULT). Without it the resume is eager, with a one-line notice saying so.
 
 mod pages;
+mod prefetch;
 mod server;
 mod uffd;
 
@@ -36,6 +37,8 @@ pub struct Lazy {
     uffd: usize,
     /// Write end of the pipe the helper waits on before it serves anything.
     go: usize,
+    /// `ckpt profile`'s fd (the helper's copy writes to it), or 0.
+    profile_fd: usize,
 }
 
 /// Whether a VMA's pages are left to the helper: private anonymous memory with
@@ -58,8 +61,17 @@ fn eager(why: &str, e: isize) -> Option<Lazy> {
     None
 }
 
-/// Decide on a lazy resume and start its helper, which waits for [`go`].
+/// Decide on a lazy resume and start its helper, which waits for [`Lazy::go`].
+/// The process keeps no copy of `ckpt profile`'s fd either way.
 pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
+    let l = start(ctx, t);
+    if l.is_none() && ctx.profile_fd != 0 {
+        let _ = sys::close(ctx.profile_fd);
+    }
+    l
+}
+
+fn start(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     if !ctx.lazy || !t.vmas.iter().any(eligible) {
         return None;
     }
@@ -103,7 +115,7 @@ pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     }
     let _ = sys::close(rd);
     out::trace("lazy resume: helper started", 0, 0);
-    Some(Lazy { uffd: fd, go: wr })
+    Some(Lazy { uffd: fd, go: wr, profile_fd: ctx.profile_fd })
 }
 
 /// fork(2) by clone3 with no exit signal: neither the intermediate child nor the
@@ -128,8 +140,12 @@ fn fork() -> sys::Res {
 }
 
 impl Lazy {
-    /// Register a freshly created eligible VMA instead of filling it.
-    pub fn register(&self, v: &Vma) {
+    /// Register a freshly created eligible VMA instead of filling it (but for the
+    /// pages of the working-set hint, unless this resume records a new one).
+    pub fn register(&self, ctx: &Ctx, t: &Tables, v: &Vma) {
+        if self.profile_fd == 0 {
+            prefetch::fill(ctx, t, v);
+        }
         out::trace("lazy: registered with userfaultfd", v.start, v.end);
         out::check(uffd::register(self.uffd, v.start, v.end - v.start), Step::MapVma, v.start, v.end);
     }
@@ -140,5 +156,8 @@ impl Lazy {
         let _ = sys::write(self.go, b"g");
         let _ = sys::close(self.go);
         let _ = sys::close(self.uffd);
+        if self.profile_fd != 0 {
+            let _ = sys::close(self.profile_fd);
+        }
     }
 }

@@ -1,6 +1,13 @@
 //! The helper's loop: answer faults, follow the process's changes of layout, and
 //! stream the rest of its pages in file order until nothing is owed.
 //!
+//! Under `ckpt profile` (a profile fd, see profile.rs in the generator) nothing is
+//! streamed: each fault of the resumed process is answered with its one page and
+//! its address written to the profile fd, until the reader closes it; from then on
+//! the helper streams the rest as usual. Otherwise the pages of the file's
+//! working-set hint, read in before the first instruction (prefetch.rs), count as
+//! settled from the start.
+//!
 //! One process is served per userfaultfd: the resumed one, and each child it forks
 //! while pages are still owed (UFFD_EVENT_FORK hands the helper a userfaultfd for
 //! the child, whose missing pages are the parent's at the fork). Faults of every
@@ -61,6 +68,13 @@ struct Server<'a> {
     /// move needs the range's owed pages. Settled at the next other event.
     unmapped: [(usize, u64, u64); 16],
     nunmapped: usize,
+    /// `ckpt profile`'s fd while it reads (0 once it stopped), the faulting page
+    /// addresses not yet written to it (u64, native order), and the fds to poll
+    /// while nothing streams.
+    profile: usize,
+    log: [u8; 4096],
+    nlog: usize,
+    polls: &'static mut [sys::PollFd],
 }
 
 /// Entry of the helper, in a fresh double-forked process; never returns.
@@ -79,7 +93,8 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     name[10..10 + n].copy_from_slice(&d[..n]);
     // SAFETY: a NUL-terminated name of 16 bytes at most.
     let _ = unsafe { sys::prctl(PR_SET_NAME, name.as_ptr() as usize, 0, 0) };
-    keep_only(&mut [2, fd, go, ctx.fd]);
+    let profile = ctx.profile_fd;
+    keep_only(&mut [2, fd, go, ctx.fd, if profile != 0 { profile } else { 2 }]);
     let mut b = [0u8; 1];
     if !matches!(sys::read(go, &mut b), Ok(1)) {
         // The restore failed before the process could run: nothing to serve.
@@ -99,7 +114,12 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     };
     let _ = sys::close(ctx.fd);
     let index = Index::build(t);
-    let done = Done::new(index.nbits);
+    let mut done = Done::new(index.nbits);
+    if profile == 0 {
+        for r in t.working_set {
+            done.set_range(&index, r.start, r.end());
+        }
+    }
     let mut s = Server {
         t,
         img,
@@ -114,6 +134,10 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         ndeferred: 0,
         unmapped: [(0, 0, 0); 16],
         nunmapped: 0,
+        profile,
+        log: [0; 4096],
+        nlog: 0,
+        polls: polls(),
     };
     s.targets[0] = Some(Target { fd, done, run: 0, off: 0 });
     s.serve()
@@ -134,6 +158,13 @@ fn targets() -> &'static mut [Option<Target>] {
     }
     // SAFETY: MAX_TARGETS entries were written; the memory is never freed.
     unsafe { core::slice::from_raw_parts_mut(p, MAX_TARGETS) }
+}
+
+fn polls() -> &'static mut [sys::PollFd] {
+    let n = MAX_TARGETS + 1;
+    let p = super::pages::alloc(n * core::mem::size_of::<sys::PollFd>()) as *mut sys::PollFd;
+    // SAFETY: a zeroed allocation of n pollfds (all-zero is a valid PollFd), never freed.
+    unsafe { core::slice::from_raw_parts_mut(p, n) }
 }
 
 fn kill(pid: usize) -> ! {
@@ -171,9 +202,47 @@ impl Server<'_> {
             let Some(i) = (0..self.used).find(|&i| self.targets[i].is_some()) else {
                 sys::exit_group(0)
             };
+            if self.profile != 0 {
+                self.flush_profile();
+                self.wait_profiling();
+                continue;
+            }
             if !self.stream(i) {
                 self.close(i);
             }
+        }
+    }
+
+    /// Write the recorded fault addresses to the profile fd; a reader that is gone
+    /// (EPIPE: SIGPIPE is blocked here) ends the profile.
+    fn flush_profile(&mut self) {
+        let mut at = 0;
+        while at < self.nlog && self.profile != 0 {
+            match sys::write(self.profile, &self.log[at..self.nlog]) {
+                Ok(n) => at += n,
+                Err(sys::EINTR) => {}
+                Err(_) => self.stop_profile(),
+            }
+        }
+        self.nlog = 0;
+    }
+
+    fn stop_profile(&mut self) {
+        let _ = sys::close(self.profile);
+        self.profile = 0;
+    }
+
+    /// While profiling nothing streams: sleep until a process has a message or the
+    /// profile's reader closes its end (POLLERR on a pipe's write end, pipe(7)).
+    fn wait_profiling(&mut self) {
+        let mut n = 0;
+        for tg in self.targets[..self.used].iter().flatten() {
+            self.polls[n] = sys::PollFd { fd: tg.fd as i32, events: sys::POLLIN, revents: 0 };
+            n += 1;
+        }
+        self.polls[n] = sys::PollFd { fd: self.profile as i32, events: 0, revents: 0 };
+        if sys::poll(&mut self.polls[..n + 1], -1).is_ok() && self.polls[n].revents & (sys::POLLERR | sys::POLLHUP) != 0 {
+            self.stop_profile();
         }
     }
 
@@ -279,13 +348,22 @@ impl Server<'_> {
             Some((s, bit)) if !self.targets[i].as_ref().is_some_and(|tg| tg.done.test(bit)) => Some((*s, bit)),
             _ => None,
         };
+        if i == 0 && self.profile != 0 {
+            if self.nlog == self.log.len() {
+                self.flush_profile();
+            }
+            self.log[self.nlog..self.nlog + 8].copy_from_slice(&addr.to_ne_bytes());
+            self.nlog += 8;
+        }
         let Some((s, bit)) = owed else {
             return self.put(i, addr, None, PAGE_SIZE, None, depth);
         };
         let Some(r) = self.index.run_at(self.t, &s, addr) else {
             return self.put(i, addr, None, PAGE_SIZE, Some(bit), depth);
         };
-        let end = (r.addr + r.len).min(addr + AROUND);
+        // A profile records each page the process touches: one page per fault.
+        let around = if self.profile != 0 { PAGE_SIZE } else { AROUND };
+        let end = (r.addr + r.len).min(addr + around);
         let tg = self.targets[i].as_ref().ok_or(())?;
         let mut n = 1;
         while addr + n * PAGE_SIZE < end && !tg.done.test(bit + n) {
