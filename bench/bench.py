@@ -33,6 +33,8 @@ Ratios (1.0 = as fast as the limit; higher is faster than the limit):
                 parallel resumes), as the load of a shared machine drifts
   python        cold start (spawn until the first timestamp, imports included)
                 over resume time
+  python-hint   the same for the python workload profiled with `ckpt profile` (one
+                answer, a 2 s window) and then resumed lazily with that hint
   threads-64    its resume time minus that of the single-threaded small program
   lazy-1g/4g    the mem workloads resumed with CKPT_LAZY=1: first instruction (resume
                 ms), until every page is in (populated ms), and how much slower the
@@ -395,7 +397,8 @@ def measure_limits(bins, tmp):
 class Workload:
     """A program to freeze and resume. kind: "mem" (ratios by bytes), "small"
     (resume against fork+exec), "x8" (8 resumes at once), "leave" (freeze with
-    --leave-running only), "lazy" (resumed with CKPT_LAZY=1: lazy_resume)."""
+    --leave-running only), "lazy" (resumed with CKPT_LAZY=1: lazy_resume), "hint"
+    (profiled with `ckpt profile` first, then resumed lazily with its hint)."""
 
     def __init__(self, name, argv, kind="small", ready_s=120, skip=None):
         self.name, self.argv, self.kind, self.ready_s, self.skip = name, argv, kind, ready_s, skip
@@ -417,6 +420,7 @@ def workloads(bins, tmp, skip_big):
         Workload("threads-8", [wl, "threads", 8]),
         Workload("threads-64", [wl, "threads", 64]),
         Workload("python", py, skip=LazyReason(numpy_or_reason)),
+        Workload("python-hint", py, "hint", skip=LazyReason(numpy_or_reason)),
         Workload("java", java, skip=LazyReason(lambda: java_or_reason(tmp))),
         Workload("resume-x8", [wl, "small"], "x8"),
         Workload("lazy-1g", [wl, "mem", 1024], "lazy"),
@@ -519,6 +523,8 @@ def one_run(w, tmp, bins):
         if w.kind in ("small", "x8"):
             row["fork_exec_ms"] = statistics.median(time_to_stamps([[bins["stamp"]]] * copies)
                                                     for _ in range(3))
+        if w.kind == "hint":
+            row["profile_ms"] = profile(path)
         if w.kind == "lazy":
             row.update(lazy_resume(path, run.pid))
         elif w.kind != "leave":
@@ -530,16 +536,55 @@ def one_run(w, tmp, bins):
     return row
 
 
+def profile(path, window="2s", timeout=120):
+    """`ckpt profile path`: the program gets one byte (it answers, then waits); once
+    the window is over and the file rewritten, its end of input ends it. Returns the
+    wall time of the profile run in ms (window included)."""
+    rin, win = os.pipe()
+    os.write(win, b"x")
+    rout, wout = os.pipe()
+    rerr, werr = os.pipe()
+    t0 = time.perf_counter()
+    cpid = spawn([CKPT, "profile", path, "--for", window], stdin=rin, stdout=wout, stderr=werr)
+    for fd in (rin, wout, werr):
+        os.close(fd)
+    out, err = Reader(rout, "profiled program"), Reader(rerr, "ckpt profile")
+    said = []
+    try:
+        line = out.line(timeout)
+        if line is None or not line.isdigit():
+            raise BenchError(f"the profiled program did not answer: {line!r}")
+        while (line := err.line(timeout)) is not None and not line.startswith("ckpt profile:"):
+            said.append(line)
+        if line is None:
+            raise BenchError("ckpt profile failed: " + " | ".join(said[-3:]))
+    finally:
+        os.close(win)
+        done = wait_exit(cpid, timeout)
+        os.close(rout)
+        os.close(rerr)
+        if done is None:
+            kill(cpid)
+        reap_orphans()
+    if done is None or done[0] != 0:
+        raise BenchError(f"ckpt profile did not end well ({'timeout' if done is None else exit_text(done[0])})")
+    return (time.perf_counter() - t0) * 1e3
+
+
 def helper_alive(pid):
-    """Whether the lazy-resume helper serving pid runs (it is named ckpt-lazy-PID)."""
-    want = f"ckpt-lazy-{pid}\n"
+    """Whether the lazy-resume helper serving pid runs (it is named ckpt-lazy-PID).
+    A zombie has ended: the bench is a subreaper, so the orphaned helper's zombie
+    waits for the bench's reap_orphans."""
+    want = f"(ckpt-lazy-{pid}) "
     for p in os.listdir("/proc"):
         try:
-            with open(f"/proc/{p}/comm") as f:
-                if f.read() == want:
-                    return True
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
         except OSError:
-            pass
+            continue
+        at = stat.find(want)
+        if at > 0 and stat[at + len(want)] != "Z":
+            return True
     return False
 
 
@@ -616,7 +661,7 @@ def describe(row):
 # ---------------------------------------------------------------- report
 
 METRICS = ("freeze_ms", "stopped_ms", "fsync_ms", "resume_ms", "file_mib", "rss_mib", "fork_exec_ms",
-           "populated_ms", "slowdown")
+           "populated_ms", "slowdown", "profile_ms")
 
 
 def summarize(name, kind, rows, limits, extra):
@@ -801,7 +846,7 @@ def main():
         bins = compile_helpers(tmp)
         print("== machine limits", flush=True)
         limits = measure_limits(bins, tmp)
-        all_rows, summaries, small_resume = [], [], None
+        all_rows, summaries, small_resume, python_cold = [], [], None, None
         for w in selected(workloads(bins, tmp, skip_big)):
             reason = w.skip() if callable(w.skip) else w.skip
             print(f"== {w.name}" + (f": skipped ({reason})" if reason else ""), flush=True)
@@ -813,12 +858,16 @@ def main():
             s = summarize(w.name, w.kind, rows, limits, "")
             if w.name == "small":
                 small_resume = s.get("resume_ms")
-            if w.name == "python" and "resume_ms" in s:
-                cold_rows = python_cold_start(n)
-                all_rows.append(("python-cold-start", cold_rows))
-                cold = statistics.median(r["resume_ms"] for r in cold_rows)
+            if w.name in ("python", "python-hint") and "resume_ms" in s:
+                if python_cold is None:
+                    cold_rows = python_cold_start(n)
+                    all_rows.append(("python-cold-start", cold_rows))
+                    python_cold = statistics.median(r["resume_ms"] for r in cold_rows)
+                cold = python_cold
                 s["cold_start_ms"], s["speedup_vs_cold"] = cold, cold / s["resume_ms"]
                 s["note"] = f"x{cold / s['resume_ms']:.1f} vs cold start ({cold:.0f} ms)"
+                if w.kind == "hint":
+                    s["note"] += ", lazy with the working-set hint of ckpt profile"
             if w.kind == "lazy" and "resume_ms" in s:
                 s["note"] = lazy_note(s)
             if w.name == "threads-64" and "resume_ms" in s and small_resume:

@@ -117,9 +117,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // serves them from here on, before anything of the process touches them.
     let lazy = lazy::begin(ctx, &t);
     layout::create_all(ctx, &t, lazy.as_ref());
-    if let Some(l) = lazy {
-        l.go();
-    }
+    let lazy = lazy.map(lazy::Lazy::go);
     mm::restore(&t);
     fds::restore(ctx, &t);
     // The root of a tree: every other process forked at its pid (each restores
@@ -136,6 +134,10 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // Every process of a tree is restored before any continues.
     tree::release_together(ctx, &t);
     procstate::requeue_signals(&t);
+    // The helper streams from here on (before seccomp, which may forbid close).
+    if let Some(l) = lazy {
+        l.release();
+    }
     procstate::seccomp(&t);
     threads::release_and_leave(ctx, &t)
 }

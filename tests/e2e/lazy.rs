@@ -9,17 +9,25 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// Whether the helper serving `pid` still runs (it is named ckpt-lazy-PID).
+/// Whether the helper serving `pid` still runs (it is named ckpt-lazy-PID; a
+/// zombie waiting for init to reap it has ended).
 fn helper_alive(pid: i32) -> bool {
-    let want = format!("ckpt-lazy-{pid}");
+    let want = format!("(ckpt-lazy-{pid}) ");
     fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
-        fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == want)
+        fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.find(&want).is_some_and(|at| !s[at + want.len()..].starts_with('Z')))
     })
 }
 
 /// Freeze the fixture (MIB MiB, THREADS threads), resume it with CKPT_LAZY=`lazy`,
 /// and return its output and stderr.
 fn run(threads: &str, lazy: &str) -> (Vec<String>, String) {
+    run_with(threads, lazy, |_| {})
+}
+
+/// As [`run`], calling `meanwhile` with the resume file once the resume started
+/// (while the helper streams, for a lazy one).
+fn run_with(threads: &str, lazy: &str, meanwhile: impl FnOnce(&std::path::Path)) -> (Vec<String>, String) {
     let dir = TestDir::new("lazy");
     let (g1, g2) = (dir.gate(), dir.join("gate2"));
     let mut orig = spawn_fixture("lazy", false, &["256", threads, g1.to_str().unwrap(), g2.to_str().unwrap()]);
@@ -30,6 +38,7 @@ fn run(threads: &str, lazy: &str) -> (Vec<String>, String) {
     orig.expect_killed_by_ckpt();
     open_gate(&g1);
     let mut resumed = resume_launch(&img).env("CKPT_LAZY", lazy).spawn();
+    meanwhile(&img);
     resumed.wait_line_starting("checked", RESUME_TIMEOUT);
     // Population ends (bounded), then nothing of the helper is left in the process.
     let t0 = Instant::now();
@@ -61,6 +70,55 @@ fn lazy_equals_eager(threads: &str) {
     if is_root() {
         assert!(!err.contains("lazy resume not available"), "root resumed eagerly: {err}");
     }
+}
+
+/// Wait (bounded) until the helper serving `pid` runs.
+fn wait_helper(pid: i32) {
+    let t0 = Instant::now();
+    while !helper_alive(pid) {
+        assert!(t0.elapsed() < RESUME_TIMEOUT, "no lazy helper for {pid} appeared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The pid the frozen fixture had (and gets back): the image's header says it.
+fn frozen_pid(img: &std::path::Path) -> i32 {
+    let o = std::process::Command::new(ckpt_bin()).args(["info", "--json"]).arg(img).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("ckpt info --json");
+    v["frozen"]["pid"].as_i64().expect("frozen.pid") as i32
+}
+
+/// The resume file removed while its pages stream: the helper keeps its own
+/// mapping of it (the inode lives on), and the results equal an eager resume.
+#[test]
+fn file_deleted_while_streaming() {
+    if !is_root() {
+        return;
+    }
+    let (lazy, _) = run_with("2", "1", |img| {
+        wait_helper(frozen_pid(img));
+        fs::remove_file(img).unwrap();
+    });
+    let (eager, _) = run("2", "0");
+    assert_eq!(lazy, eager, "lazy and eager resumes differ");
+}
+
+/// The resume file replaced (rename over it, as a new freeze to the same name
+/// does) while its pages stream: the process still gets the pages of the file it
+/// started from.
+#[test]
+fn file_replaced_while_streaming() {
+    if !is_root() {
+        return;
+    }
+    let (lazy, _) = run_with("2", "1", |img| {
+        wait_helper(frozen_pid(img));
+        let other = img.with_extension("other");
+        fs::write(&other, vec![0x5a; 1 << 20]).unwrap();
+        fs::rename(&other, img).unwrap();
+    });
+    let (eager, _) = run("2", "0");
+    assert_eq!(lazy, eager, "lazy and eager resumes differ");
 }
 
 #[test]

@@ -75,6 +75,19 @@ struct Server<'a> {
     log: [u8; 4096],
     nlog: usize,
     polls: &'static mut [sys::PollFd],
+    /// The go pipe until the process is released (mod.rs, Serving), and when
+    /// streaming starts anyway (CLOCK_MONOTONIC ns).
+    go: usize,
+    go_deadline: u64,
+}
+
+/// The longest the stream waits for the process's release.
+const RELEASE_WAIT_NS: u64 = 200_000_000;
+
+fn now_ns() -> u64 {
+    let mut ts = [0u64; 2];
+    let _ = sys::clock_gettime(1, &mut ts);
+    ts[0] * 1_000_000_000 + ts[1]
 }
 
 /// Entry of the helper, in a fresh double-forked process; never returns.
@@ -100,7 +113,6 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         // The restore failed before the process could run: nothing to serve.
         sys::exit_group(0)
     }
-    let _ = sys::close(go);
     let len = align_up(ctx.image_base + ctx.file_len, PAGE_SIZE) as usize;
     // SAFETY: a new read-only private mapping of the image file.
     let img = match unsafe { sys::mmap(0, len, sys::PROT_READ, sys::MAP_PRIVATE, ctx.fd as isize, 0) } {
@@ -138,6 +150,8 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         log: [0; 4096],
         nlog: 0,
         polls: polls(),
+        go,
+        go_deadline: now_ns() + RELEASE_WAIT_NS,
     };
     s.targets[0] = Some(Target { fd, done, run: 0, off: 0 });
     s.serve()
@@ -202,9 +216,9 @@ impl Server<'_> {
             let Some(i) = (0..self.used).find(|&i| self.targets[i].is_some()) else {
                 sys::exit_group(0)
             };
-            if self.profile != 0 {
+            if self.profile != 0 || self.go != 0 {
                 self.flush_profile();
-                self.wait_profiling();
+                self.wait();
                 continue;
             }
             if !self.stream(i) {
@@ -232,17 +246,29 @@ impl Server<'_> {
         self.profile = 0;
     }
 
-    /// While profiling nothing streams: sleep until a process has a message or the
-    /// profile's reader closes its end (POLLERR on a pipe's write end, pipe(7)).
-    fn wait_profiling(&mut self) {
+    /// While nothing streams (profiling, or the process not yet released): sleep
+    /// until a process has a message, the profile's reader closes its end (POLLERR
+    /// on a pipe's write end, pipe(7)) or the go pipe ends (POLLHUP once every
+    /// write end is closed).
+    fn wait(&mut self) {
         let mut n = 0;
         for tg in self.targets[..self.used].iter().flatten() {
             self.polls[n] = sys::PollFd { fd: tg.fd as i32, events: sys::POLLIN, revents: 0 };
             n += 1;
         }
-        self.polls[n] = sys::PollFd { fd: self.profile as i32, events: 0, revents: 0 };
-        if sys::poll(&mut self.polls[..n + 1], -1).is_ok() && self.polls[n].revents & (sys::POLLERR | sys::POLLHUP) != 0 {
+        let (p, g) = (n, n + 1);
+        self.polls[p] = sys::PollFd { fd: if self.profile != 0 { self.profile as i32 } else { -1 }, events: 0, revents: 0 };
+        self.polls[g] = sys::PollFd { fd: if self.go != 0 { self.go as i32 } else { -1 }, events: sys::POLLIN, revents: 0 };
+        let timeout = if self.go != 0 { (self.go_deadline.saturating_sub(now_ns()) / 1_000_000) as i32 } else { -1 };
+        if sys::poll(&mut self.polls[..g + 1], timeout).is_err() {
+            return;
+        }
+        if self.polls[p].revents & (sys::POLLERR | sys::POLLHUP) != 0 {
             self.stop_profile();
+        }
+        if self.go != 0 && (self.polls[g].revents != 0 || now_ns() >= self.go_deadline) {
+            let _ = sys::close(self.go);
+            self.go = 0;
         }
     }
 
