@@ -133,15 +133,52 @@ fn multi_threaded() {
 
 /// An ordinary user has no full userfaultfd here: the resume says so in one line
 /// and is eager, with the same results.
-#[test]
-fn as_nobody_falls_back_to_eager() {
+fn as_nobody(threads: &str) {
     let Some(fin) = roundtrip_as_nobody_env("lazy", false, &[("CKPT_LAZY", "1")], |d| {
-        ["64", "0", d.join("gate").to_str().unwrap(), d.join("gate").to_str().unwrap()].map(String::from).to_vec()
+        ["64", threads, d.join("gate").to_str().unwrap(), d.join("gate").to_str().unwrap()].map(String::from).to_vec()
     }) else {
         return;
     };
-    fin.line_starting("ok");
+    assert_eq!(fin.stdout, ["checked", "ok"], "{}", fin.stderr);
     assert!(fin.stderr.contains("lazy resume not available"), "no notice: {}", fin.stderr);
+}
+
+#[test]
+fn as_nobody_falls_back_to_eager() {
+    as_nobody("0");
+}
+
+#[test]
+fn as_nobody_multi_threaded_falls_back_to_eager() {
+    as_nobody("4");
+}
+
+/// A flipped byte in the page data of a lazily resumed VMA: the helper finds it
+/// when its checksum run ends, kills the process and says which range.
+#[test]
+fn corrupt_page_data_kills_the_process() {
+    if !is_root() {
+        return;
+    }
+    let dir = TestDir::new("lazy_corrupt");
+    let (g1, g2) = (dir.gate(), dir.join("gate2"));
+    let mut orig = spawn_fixture("lazy", false, &["256", "0", g1.to_str().unwrap(), g2.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("lazy");
+    freeze_ok(orig.pid(), &img, &[]);
+    orig.expect_killed_by_ckpt();
+    // The middle of the file is the middle of the 256 MiB region, which the
+    // fixture does not read before gate2.
+    let mut bytes = fs::read(&img).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&img, bytes).unwrap();
+    open_gate(&g1);
+    let mut resumed = resume_launch(&img).env("CKPT_LAZY", "1").spawn();
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    assert!(!fin.stdout.iter().any(|l| l == "ok"), "ran to the end on corrupt memory: {:?}", fin.stdout);
+    assert!(fin.stderr.contains("lazy resume: page data checksum mismatch for 0x"), "{}", fin.stderr);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&fin.status), Some(9), "{}", fin.stderr);
 }
 
 fn send(p: &mut Proc, b: &[u8]) {
