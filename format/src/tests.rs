@@ -434,6 +434,10 @@ pub fn valid_parts() -> Parts {
         created_unix: 1_700_000_000,
         flags: 0,
         vdso_syms: Vec::new(),
+        working_set: vec![
+            WorkingSetRange { start: HEAP.0, len: 2 * PAGE_SIZE },
+            WorkingSetRange { start: STACK.1 - PAGE_SIZE, len: PAGE_SIZE },
+        ],
     };
     for (name, offset) in [(&b"__vdso_clock_gettime"[..], 0x100), (b"__vdso_time", 0x180)] {
         let name_off = img.strings.len() as u32;
@@ -736,8 +740,8 @@ fn image_truncated() {
 
 #[test]
 fn wrong_number_of_section_slots() {
-    let img = with_header(&valid_image(), |h| h.nsections = KNOWN_SECTIONS as u32);
-    expect(&img, BS(KNOWN_SECTIONS as u32, "wrong number of section slots"));
+    let img = with_header(&valid_image(), |h| h.nsections = MAX_SECTIONS as u32 - 1);
+    expect(&img, BS(MAX_SECTIONS as u32 - 1, "wrong number of section slots"));
 }
 
 #[test]
@@ -924,6 +928,14 @@ fn section_checksum_of_each_section() {
             },
         );
     }
+}
+
+#[test]
+fn working_set_outside_the_vmas() {
+    let img = image_with(|p| p.working_set[1].start = STACK.1);
+    expect(&img, FormatError::BadWorkingSet { index: 1, what: "range not inside one vma" });
+    let img = image_with(|p| p.working_set.swap(0, 1));
+    expect(&img, FormatError::BadWorkingSet { index: 1, what: "ranges not sorted or overlapping" });
 }
 
 #[test]
@@ -2072,6 +2084,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadVdsoSym { .. } => "vdso_tests::symbols_are_validated_on_read",
             FormatError::BadTree { .. } => "tree_* tests",
             FormatError::BadTreeObject { .. } => "tree_objects_checked, tree_slots",
+            FormatError::BadWorkingSet { .. } => "working_set_outside_the_vmas, working_set::tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2349,6 +2362,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.strings.clear();
     minimal.vdso.clear();
     minimal.vdso_syms.clear();
+    minimal.working_set.clear();
     minimal.process = None;
     minimal.signals.clear();
     minimal.timers.clear();

@@ -855,3 +855,23 @@ pub struct CloneArgs {
     pub set_tid_size: u64,
     pub cgroup: u64,
 }
+
+/// struct pollfd of poll(2).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PollFd {
+    pub fd: i32,
+    pub events: i16,
+    pub revents: i16,
+}
+
+pub const POLLIN: i16 = 0x1;
+pub const POLLERR: i16 = 0x8;
+pub const POLLHUP: i16 = 0x10;
+const SYS_POLL: usize = 7;
+
+/// poll(2) on `fds`, waiting up to `timeout_ms` (-1: no limit).
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Res {
+    // SAFETY: the slice is a writable array of struct pollfd of its length.
+    res(unsafe { syscall3(SYS_POLL, fds.as_mut_ptr() as usize, fds.len(), timeout_ms as isize as usize) })
+}
