@@ -111,8 +111,10 @@ fn check_file_ref(ctx: &Ctx, t: &Tables, v: &Vma, file_size: u64) {
     out::trace("referenced file checked by its contents", v.start, v.end);
 }
 
-/// Create the VMA; returns whether it maps the very file it mapped at the freeze.
-fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
+/// Create the VMA; returns whether it maps the very file it mapped at the freeze,
+/// and the protection it was mapped with (its final one unless pages are to be
+/// written or a referenced file's contents read).
+fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> (bool, usize) {
     let len = (v.end - v.start) as usize;
     let file_ref = v.flags & VMA_FILE_REF != 0;
     let backing = match kind {
@@ -161,7 +163,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
     }
     advise_all(v);
     // A referenced file's clean pages are its own whether or not it is the same inode.
-    same || file_ref
+    (same || file_ref, prot_fill)
 }
 
 /// The protection while filling: writable when pages are to be written.
@@ -317,13 +319,12 @@ pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
             l.register(v);
             continue;
         }
-        let same = create(ctx, t, v, kind, false);
+        let (same, prot) = create(ctx, t, v, kind, false);
         let anon = !matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
-        let wrote = plan.add(t, runs(t, v), same, anon);
+        plan.add(t, runs(t, v), same, anon);
         // create mapped it writable exactly when there are pages to write (or
-        // readable to check a referenced file's contents).
-        let reprotect = (wrote || v.flags & VMA_FILE_REF != 0) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE;
-        plan.finish_later(index, reprotect);
+        // readable to check a referenced file's contents): one mprotect then.
+        plan.finish_later(index, prot != v.prot as usize);
     }
     plan.run(ctx);
     plan.verify(t);
