@@ -154,6 +154,8 @@ pub const MADV_DONTFORK: usize = 10;
 pub const MADV_DONTDUMP: usize = 16;
 pub const MADV_HUGEPAGE: usize = 14;
 pub const MADV_NOHUGEPAGE: usize = 15;
+/// Allocate the range's pages now, writable (madvise(2), Linux 5.14).
+pub const MADV_POPULATE_WRITE: usize = 23;
 
 pub const PR_SET_MM: usize = 35;
 pub const PR_SET_MM_MAP: usize = 14;
@@ -168,6 +170,7 @@ pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
 pub const ENXIO: isize = 6;
 pub const ENOMEM: isize = 12;
+pub const EBUSY: isize = 16;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;
 
@@ -716,6 +719,22 @@ pub fn futex_wait_shared(word: &core::sync::atomic::AtomicU32, expected: u32) {
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: u32) {
     // SAFETY: `word` is a live, aligned u32.
     let _ = unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0) };
+}
+
+const SYS_SCHED_YIELD: usize = 24;
+const SYS_TGKILL: usize = 234;
+
+/// Send `sig` to thread `tid` of thread group `tgid` (tgkill(2)); signal 0 only
+/// checks that the thread exists.
+pub fn tgkill(tgid: usize, tid: usize, sig: usize) -> Res {
+    // SAFETY: integer arguments only.
+    res(unsafe { syscall3(SYS_TGKILL, tgid, tid, sig) })
+}
+
+/// Give up the CPU to another runnable thread (sched_yield(2)).
+pub fn sched_yield() {
+    // SAFETY: no arguments.
+    let _ = unsafe { syscall3(SYS_SCHED_YIELD, 0, 0, 0) };
 }
 
 /// End the calling thread only (exit(2)); the rest of the group runs on.
