@@ -42,6 +42,7 @@ mod locks;
 mod objects;
 mod pipes;
 mod pty;
+mod ptyinput;
 mod ptyqueue;
 mod sockets;
 mod sockopts;
@@ -91,6 +92,7 @@ pub struct FdPlan {
 }
 
 pub use tcppair::end_with_reset;
+pub use locks::needs_proc_locks;
 
 /// One fd's record before its strings and data are placed.
 #[derive(Clone)]

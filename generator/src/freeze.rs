@@ -212,7 +212,8 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
     let pid = g.pid;
     let reader = g.reader();
     let rpid = reader.pid;
-    let all_locks = proc::locks::Prefetch::start();
+    let tids: Vec<i32> = g.threads.iter().map(|t| t.pid).collect();
+    let all_locks = if fdplan::needs_proc_locks(&tids) { proc::locks::Prefetch::start() } else { proc::locks::Prefetch::skip() };
     trace::mark("seized");
     let mut inv = inventory::take(rpid, early).with_context(|| format!("reading the state of pid {pid}"))?;
     trace::mark("inventory");
@@ -518,6 +519,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         out.commit()?;
     }
     let fsync = t_sync.elapsed();
+    trace::mark("committed");
     let frozen = t0.elapsed();
     // A process that is killed is stopped from the seize to its end.
     let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
@@ -525,6 +527,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     if let Some(g) = g {
         fdplan::end_with_reset(&tcp_ends);
         g.kill();
+        trace::mark("killed");
     }
     drop(tcp_ends);
     drop(bar);
