@@ -1,12 +1,14 @@
 //! `ckpt freeze --tree`: a process and every descendant in one file.
 //!
 //! Every process is stopped before any is read ([`walk`]); the objects they share
-//! are planned once ([`shared`]); each process is captured as a single process is
-//! (freeze.rs `capture`), and only then is anything written: the other processes'
-//! images first (to unnamed temporary files), then the root's with the tree
-//! sections, then the others appended after it. A failure anywhere drops every
-//! seized process (they all continue as they were) and the unfinished output.
-//! The originals are killed only once the file is on disk.
+//! are planned once ([`shared`], [`passed`]); each process is captured as a single
+//! process is (freeze.rs `capture`), and only then is anything written: the other
+//! processes' images first (to unnamed temporary files), then the root's with the
+//! tree sections, then the others appended after it ([`assemble`]). A failure
+//! anywhere drops every seized process (they all continue as they were) and the
+//! unfinished output (with `-o -`, what was streamed so far stays with the
+//! reader, as for one process). The originals are killed only once the file is
+//! on disk.
 
 mod assemble;
 mod passed;
