@@ -57,13 +57,16 @@ pub enum SectionKind {
     TreeObjects = 21,
     /// The bytes the tree objects carry (a pipe's buffered bytes), one after another.
     TreeData = 22,
+    /// Pages a lazy resume brings in before the first instruction
+    /// ([`crate::WorkingSetRange`], sorted; `ckpt profile` writes it).
+    WorkingSet = 23,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
-pub const KNOWN_SECTIONS: usize = 23;
+pub const KNOWN_SECTIONS: usize = 24;
 
 impl SectionKind {
     /// The kind stored in section slot `slot`, if this version knows one there.
@@ -95,6 +98,7 @@ impl SectionKind {
         SectionKind::TreeProcs,
         SectionKind::TreeObjects,
         SectionKind::TreeData,
+        SectionKind::WorkingSet,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -122,6 +126,7 @@ impl SectionKind {
             SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
             SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
             SectionKind::TreeData => crate::MAX_TREE_DATA,
+            SectionKind::WorkingSet => crate::MAX_WORKING_SET as u64,
         }
     }
 
@@ -148,6 +153,7 @@ impl SectionKind {
             SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
             SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
             SectionKind::TreeData => 1,
+            SectionKind::WorkingSet => core::mem::size_of::<crate::WorkingSetRange>() as u64,
         }
     }
 
@@ -176,6 +182,7 @@ impl SectionKind {
             SectionKind::TreeProcs => "tree processes",
             SectionKind::TreeObjects => "tree objects",
             SectionKind::TreeData => "tree data",
+            SectionKind::WorkingSet => "working set",
         }
     }
 }
@@ -847,6 +854,8 @@ unsafe impl Pod for Extent {}
 unsafe impl Pod for crate::KernelState {}
 // SAFETY: as above.
 unsafe impl Pod for crate::VdsoSym {}
+// SAFETY: two u64 fields, no padding.
+unsafe impl Pod for crate::WorkingSetRange {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeProc {}
 // SAFETY: as above.

@@ -37,7 +37,7 @@ fn ctty_without_terminal(static_: bool) {
 
 /// The pty tests of this module one at a time: each counts on which indices are
 /// free.
-static PTYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static PTYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The fd_pty fixture started and frozen (the original is killed): its gate, the
 /// image, and the /dev/pts index its pair had.
