@@ -9,7 +9,6 @@ use core::arch::asm;
 
 pub const SYS_READ: usize = 0;
 pub const SYS_WRITE: usize = 1;
-pub const SYS_POLL: usize = 7;
 pub const SYS_OPEN: usize = 2;
 pub const SYS_CLOSE: usize = 3;
 pub const SYS_FSTAT: usize = 5;
@@ -249,14 +248,6 @@ fn res(r: isize) -> Res {
 pub fn write(fd: usize, buf: &[u8]) -> Res {
     // SAFETY: buf is a valid readable slice.
     res(unsafe { syscall3(SYS_WRITE, fd, buf.as_ptr() as usize, buf.len()) })
-}
-
-/// poll(2) on one fd for `events` (POLLIN: 1), at most `ms` milliseconds; returns
-/// the events that came (0 on a timeout).
-pub fn poll1(fd: usize, events: i16, ms: i32) -> Res {
-    let mut p = [fd as i32, events as u16 as i32];
-    // SAFETY: p is one struct pollfd (int fd; short events; short revents), writable.
-    res(unsafe { syscall3(SYS_POLL, p.as_mut_ptr() as usize, 1, ms as isize as usize) }).map(|n| if n == 0 { 0 } else { (p[1] >> 16) as u16 as usize })
 }
 
 pub fn read(fd: usize, buf: &mut [u8]) -> Res {
