@@ -175,7 +175,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family != libc::AF_UNIX && ty == libc::SOCK_DGRAM {
-            return udp_connected(tg, &s, f, (family, ty, proto), name, peer, all, warnings);
+            return udp_connected(tg, &s, f, (family, ty, proto), (name, peer), all, warnings);
         }
         if family != libc::AF_UNIX && ty == libc::SOCK_STREAM {
             if let Some(c) = tcppair::plan(tg, &s, f, family, (&name, &peer), all, warnings) {
@@ -284,7 +284,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
 /// Datagrams queued on it (all from the peer) come back as on a bound socket
 /// ([`dgramqueue`]); `path` then holds the peer's address followed by the
 /// socket's own, the data the datagrams.
-fn udp_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), name: Vec<u8>, peer: Vec<u8>, all: &[FdInfo], warnings: &mut Vec<String>) -> Class {
+fn udp_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), (name, peer): (Vec<u8>, Vec<u8>), all: &[FdInfo], warnings: &mut Vec<String>) -> Class {
     let queued = if bytes_readable(s).unwrap_or(0) > 0 || has_empty_datagram(s) {
         match dgramqueue::capture(tg, s, f, &name, all, warnings) {
             Ok(q) => q,
