@@ -9,6 +9,7 @@ use core::arch::asm;
 
 pub const SYS_READ: usize = 0;
 pub const SYS_WRITE: usize = 1;
+pub const SYS_POLL: usize = 7;
 pub const SYS_OPEN: usize = 2;
 pub const SYS_CLOSE: usize = 3;
 pub const SYS_FSTAT: usize = 5;
