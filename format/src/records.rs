@@ -558,7 +558,9 @@ pub enum FdKind {
     /// Keep whatever the resumer has at this number (stdio pipes, terminals, sockets).
     Inherit = 1,
     /// Reopen `path` with `flags` and seek to `offset` (regular files, directories,
-    /// character devices such as /dev/null).
+    /// character devices such as /dev/null). `aux[0]` [`PATH_TTY_SETTINGS`]: a
+    /// terminal (a virtual console, a serial line) whose struct termios2 (44 bytes)
+    /// and struct winsize (8) are the `data`, set again once it is open.
     Path = 2,
     /// A file deleted while open: the file `aux[0]` of the Files section (which holds
     /// its content, mode and owner), opened again with `flags`; `path` is the path
@@ -625,6 +627,9 @@ pub enum FdKind {
     /// and closes the tree's fds before it continues.
     Tree = 15,
 }
+
+/// `Fd::aux[0]` of an `FdKind::Path` record: a terminal whose settings are its data.
+pub const PATH_TTY_SETTINGS: u64 = 1;
 
 /// `Fd::aux[0]` of an `FdKind::Pty` record: the master (/dev/ptmx).
 pub const PTY_MASTER: u64 = 0;

@@ -1407,6 +1407,24 @@ fn fd_pty_slave_without_master() {
     assert_eq!(validate(&image_with(|p| slave_of(p, 3))), Ok(()));
 }
 
+/// A terminal reopened by path carries exactly its settings, nothing else does.
+#[test]
+fn fd_path_tty_settings() {
+    let path_fd = |aux0: u64, len: u64| {
+        image_with(move |p| {
+            let i = p.fds.iter().position(|f| f.kind == FdKind::Path as u32).unwrap();
+            p.fds[i].aux[0] = aux0;
+            (p.fds[i].data_off, p.fds[i].data_len) = (p.fds[F_PIPE_R].data_off, len);
+        })
+    };
+    let i = valid_parts().fds.iter().position(|f| f.kind == FdKind::Path as u32).unwrap() as u32;
+    let what = "file with unknown flags, or terminal settings of the wrong size";
+    assert_eq!(validate(&path_fd(PATH_TTY_SETTINGS, 52)), Ok(()));
+    expect(&path_fd(PATH_TTY_SETTINGS, 44), BF(i, what));
+    expect(&path_fd(0, 52), BF(i, what));
+    expect(&path_fd(2, 0), BF(i, what));
+}
+
 /// A master's settings, its queued input and its flags must fit its data.
 #[test]
 fn fd_pty_master_data_and_flags() {

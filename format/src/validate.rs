@@ -630,6 +630,13 @@ impl<'a> Tables<'a> {
             match FdKind::from_u32(f.kind) {
                 None => return bad("unknown fd kind"),
                 Some(FdKind::Path) if f.path_len == 0 => return bad("file without a path"),
+                Some(FdKind::Path)
+                    if f.aux[0] > crate::PATH_TTY_SETTINGS
+                        || (f.aux[0] == crate::PATH_TTY_SETTINGS) != (f.data_len == crate::pty::PTY_SETTINGS_LEN as u64)
+                        || (f.aux[0] == 0 && f.data_len != 0) =>
+                {
+                    return bad("file with unknown flags, or terminal settings of the wrong size")
+                }
                 Some(FdKind::Disconnected) => match f.aux[0] {
                     DISC_PIPE if f.aux[1] > 1 => return bad("disconnected pipe end neither read nor write"),
                     DISC_PIPE => {}

@@ -251,14 +251,6 @@ pub fn write(fd: usize, buf: &[u8]) -> Res {
     res(unsafe { syscall3(SYS_WRITE, fd, buf.as_ptr() as usize, buf.len()) })
 }
 
-/// poll(2) on one fd for `events` (POLLIN: 1), at most `ms` milliseconds; returns
-/// the events that came (0 on a timeout).
-pub fn poll1(fd: usize, events: i16, ms: i32) -> Res {
-    let mut p = [fd as i32, events as u16 as i32];
-    // SAFETY: p is one struct pollfd (int fd; short events; short revents), writable.
-    res(unsafe { syscall3(SYS_POLL, p.as_mut_ptr() as usize, 1, ms as isize as usize) }).map(|n| if n == 0 { 0 } else { (p[1] >> 16) as u16 as usize })
-}
-
 pub fn read(fd: usize, buf: &mut [u8]) -> Res {
     // SAFETY: buf is a valid writable slice.
     res(unsafe { syscall3(SYS_READ, fd, buf.as_mut_ptr() as usize, buf.len()) })

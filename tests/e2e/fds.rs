@@ -468,6 +468,16 @@ fn raw_socket_refused() {
     refused_fd("raw", None, &[], &["raw IP socket (SOCK_RAW, protocol 1)"]);
 }
 
+/// A packet socket (AF_PACKET) is refused by name (root only: CAP_NET_RAW).
+#[test]
+fn packet_socket_refused() {
+    if !is_root() {
+        eprintln!("packet_socket_refused: skipped (a packet socket needs CAP_NET_RAW)");
+        return;
+    }
+    refused_fd("packet", None, &[], &["packet socket (AF_PACKET)", "only unix, IPv4 and IPv6"]);
+}
+
 #[test]
 fn pidfd_refused() {
     refused_fd("pidfd", None, &[], &["pidfd", "cannot be restored"]);

@@ -407,3 +407,26 @@ fn pty_fixtures_pass_unfrozen() {
         }
     }
 }
+
+/// A virtual console (/dev/tty1, root only: mode 0600) held with settings of its
+/// own is reopened by its path and gets them back: the vt driver resets them when
+/// the killed original closes it last.
+fn virtual_console(static_: bool) {
+    if !is_root() || fs::metadata("/dev/tty1").is_err() {
+        eprintln!("virtual_console: skipped (needs root and /dev/tty1)");
+        return;
+    }
+    let dir = TestDir::new("fd_vt");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("fd_vt", static_, &[gate.to_str().unwrap(), "/dev/tty1"]);
+    orig.wait_ready();
+    let img = dir.image("fd_vt");
+    let o = freeze_ok(orig.pid(), &img, &[]);
+    assert!(lossy(&o.stderr).is_empty() || !lossy(&o.stderr).contains("fd 3"), "{}", describe_output(&o));
+    orig.expect_killed_by_ckpt();
+    let mut res = resume_launch(&img).spawn();
+    open_gate(&gate);
+    res.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
+}
+
+both_variants!(virtual_console);

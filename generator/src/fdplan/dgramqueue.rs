@@ -1,13 +1,20 @@
 //! Datagrams queued on a bound unix or UDP socket (a server that receives with
-//! recvfrom(2)): each came from a sender whose address the receiver sees. Sent
-//! again at resume from a socket with that same address — the process's own socket
-//! bound to it, or any socket without a name for an unnamed unix sender — each
-//! keeps its boundary and its sender. A datagram from a named socket outside the
-//! process cannot be given its sender again: it is dropped, and a warning counts
-//! them, as it does files passed in them.
+//! recvfrom(2)), or on a UDP socket connect(2)ed to a peer: each came from a
+//! sender whose address the receiver sees (and, connected, accepts only from its
+//! peer, udp(7)). Sent again at resume from a socket with that same address — the
+//! process's own socket bound to it, any socket without a name for an unnamed unix
+//! sender, or, for a UDP sender outside the process, a temporary socket bound to
+//! the sender's address for the moment, which works where that address is free at
+//! resume (the sender has gone, as a client often has; else the restorer warns,
+//! naming the fd and counting the datagrams it could not send) — each keeps its
+//! boundary and its sender. A datagram from a named unix socket outside the
+//! process cannot be given its sender again (binding its path would make a file
+//! there): it is dropped, and a warning counts them, as it does files passed in
+//! them.
 //!
-//! The record's data (with `aux[4]` [`OPT_SENDERS`]): per datagram an i32 sender fd
-//! (-1: no name), a u32 length, the bytes.
+//! The record's data (with `aux[4]` [`OPT_SENDERS`]): per datagram an i32 sender
+//! fd ([`UNNAMED`]: no name; [`BOUND_TO`]: a temporary socket bound to the address
+//! that follows, as a u32 length and the sockaddr), a u32 length, the bytes.
 
 use std::os::fd::OwnedFd;
 
@@ -18,6 +25,10 @@ use crate::proc::fds::{FdInfo, FdTarget};
 
 /// `aux[4]` bit: the data holds datagrams with their senders.
 pub const OPT_SENDERS: u64 = 1 << 8;
+/// Sender of a datagram from an unnamed unix socket.
+pub const UNNAMED: i32 = -1;
+/// Sender of a datagram from a UDP socket outside the process: its address follows.
+pub const BOUND_TO: i32 = -2;
 
 /// Whether a socket bound to `bound` sends with source address `from`: the same
 /// name, or for IP the same port on the wildcard address (the kernel picks the
@@ -51,21 +62,28 @@ fn sender_fd(tg: &Target, all: &[FdInfo], family: i32, addr: &[u8]) -> Option<i3
 pub fn capture(tg: &Target, s: &OwnedFd, f: &FdInfo, name: &[u8], all: &[FdInfo], warnings: &mut Vec<String>) -> Result<Option<Vec<u8>>, String> {
     let q = sockqueue::read(s, false, None).map_err(|e| format!("its queued datagrams cannot be read: {e}"))?;
     let (mut out, mut dropped, mut files) = (Vec::new(), 0, 0);
+    let family = if name.len() >= 2 { u16::from_ne_bytes([name[0], name[1]]) as i32 } else { libc::AF_UNIX };
     for ((m, fds), from) in q.messages.iter().zip(&q.fds).zip(&q.senders) {
         files += fds.len();
-        let family = if name.len() >= 2 { u16::from_ne_bytes([name[0], name[1]]) as i32 } else { libc::AF_UNIX };
-        let sender = if unbound(from) && family == libc::AF_UNIX { Some(-1) } else { sender_fd(tg, all, family, from) };
-        let Some(sender) = sender else {
-            dropped += 1;
-            continue;
-        };
-        out.extend_from_slice(&sender.to_ne_bytes());
+        let sender = if unbound(from) && family == libc::AF_UNIX { Some(UNNAMED) } else { sender_fd(tg, all, family, from) };
+        match sender {
+            Some(fd) => out.extend_from_slice(&fd.to_ne_bytes()),
+            None if family != libc::AF_UNIX && !from.is_empty() => {
+                out.extend_from_slice(&BOUND_TO.to_ne_bytes());
+                out.extend_from_slice(&(from.len() as u32).to_ne_bytes());
+                out.extend_from_slice(from);
+            }
+            None => {
+                dropped += 1;
+                continue;
+            }
+        }
         out.extend_from_slice(&(m.len() as u32).to_ne_bytes());
         out.extend_from_slice(m);
     }
     if dropped > 0 {
         warnings.push(format!(
-            "fd {}: {dropped} datagram(s) queued on {} from senders outside the process are not restored (their address cannot be given again)",
+            "fd {}: {dropped} datagram(s) queued on {} from named unix sockets outside the process are not restored (their address cannot be given again)",
             f.fd,
             describe(name)
         ));

@@ -1,7 +1,9 @@
-//! Fds on files: reopened by path (regular files, directories, devices); files no
+//! Fds on files: reopened by path (regular files, directories, devices; a
+//! terminal device with its settings); files no
 //! path leads to any more (deleted files, memfds) stored once in the Files section
 //! ([`super::objects`]); removed directories made again at resume.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -66,8 +68,42 @@ pub fn path(tg: &Target, f: &FdInfo, p: &Path, warnings: &mut Vec<String>) -> Cl
     // old /dev/pts/N, which belongs to another session after the resume.
     if ft.is_char_device() && tg.tty_nr != 0 && md.rdev() == tg.tty_nr {
         rec.path = b"/dev/tty".to_vec();
+    } else if ft.is_char_device() && !opath {
+        if let Some(settings) = tty_settings(tg, f, md.rdev()) {
+            rec.aux[0] = ckpt_format::PATH_TTY_SETTINGS;
+            rec.blob = Some(settings);
+        }
     }
     Class::Plan(rec)
+}
+
+/// A terminal device other than a pty or /dev/tty, /dev/console, /dev/ptmx (a
+/// virtual console, a serial line): its termios2 and winsize, set again after it
+/// is reopened. A virtual console's settings go back to the defaults on its last
+/// close (the vt driver has TTY_DRIVER_RESET_TERMIOS), as they do when the
+/// original is killed. None for anything else (TCGETS2 fails on a non-terminal).
+fn tty_settings(tg: &Target, f: &FdInfo, rdev: u64) -> Option<Vec<u8>> {
+    const TCGETS2: libc::c_ulong = 0x802c_542a;
+    let major = libc::major(rdev);
+    if major == 5 || (128..=143).contains(&major) {
+        return None;
+    }
+    let d = tg.getfd(f.fd).ok()?;
+    let mut t = [0u8; 44];
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TCGETS2 writes 44 bytes, TIOCGWINSZ a struct winsize.
+    let ok = unsafe {
+        libc::ioctl(d.as_raw_fd(), TCGETS2, t.as_mut_ptr()) == 0 && libc::ioctl(d.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
+    };
+    if !ok {
+        return None;
+    }
+    let mut b = t.to_vec();
+    for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    Some(b)
 }
 
 /// Removed directories met so far: (device, inode) and the first fd on each.

@@ -4,7 +4,8 @@
 //! the same port. A connected socket's peer is elsewhere and its TCP state cannot be
 //! rebuilt by a user-space restorer: such a socket resumes disconnected
 //! ([`disconnected`]). A UDP socket connected to a peer is bound and connected
-//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`). A TCP
+//! again (`aux[2]` [`CONNECTED_DGRAM`], the peer's address in `path`; with its
+//! queued datagrams, the peer's and then its own address). A TCP
 //! connection with both ends in the process is made anew ([`tcppair`]). A bound
 //! unix datagram socket keeps its queued datagrams and their senders
 //! ([`dgramqueue`]; its address then in `path`). Netlink,
@@ -174,7 +175,7 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
     let kind = family_name(family, ty);
     if let Ok(peer) = sockaddr_of(&s, libc::getpeername) {
         if family != libc::AF_UNIX && ty == libc::SOCK_DGRAM {
-            return udp_connected(&s, f, (family, ty, proto), name, peer, warnings);
+            return udp_connected(tg, &s, f, (family, ty, proto), (name, peer), all, warnings);
         }
         if family != libc::AF_UNIX && ty == libc::SOCK_STREAM {
             if let Some(c) = tcppair::plan(tg, &s, f, family, (&name, &peer), all, warnings) {
@@ -279,15 +280,19 @@ pub fn socket(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<String
 /// A UDP socket connect(2)ed to a peer: connectionless, so it is bound and
 /// connected again wherever the peer is (udp(7): connect only sets the default
 /// destination and filters what is received).
-fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), name: Vec<u8>, peer: Vec<u8>, warnings: &mut Vec<String>) -> Class {
-    let n = bytes_readable(s).unwrap_or(0);
-    if n > 0 {
-        warnings.push(format!(
-            "fd {}: the datagrams queued on UDP socket {} are not restored (sent again they would come from another address)",
-            f.fd,
-            describe(&name)
-        ));
-    }
+///
+/// Datagrams queued on it (all from the peer) come back as on a bound socket
+/// ([`dgramqueue`]); `path` then holds the peer's address followed by the
+/// socket's own, the data the datagrams.
+fn udp_connected(tg: &Target, s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), (name, peer): (Vec<u8>, Vec<u8>), all: &[FdInfo], warnings: &mut Vec<String>) -> Class {
+    let queued = if bytes_readable(s).unwrap_or(0) > 0 || has_empty_datagram(s) {
+        match dgramqueue::capture(tg, s, f, &name, all, warnings) {
+            Ok(q) => q,
+            Err(e) => return Class::Refuse(e),
+        }
+    } else {
+        None
+    };
     let mut rec = Planned::new(f, FdKind::Socket);
     match sockstate::capture(s, f.fd, (family, ty, proto), 0) {
         Ok((st, opts)) => (rec.sock, rec.opts) = (st, opts),
@@ -303,11 +308,27 @@ fn udp_connected(s: &OwnedFd, f: &FdInfo, (family, ty, proto): (i32, i32, i32), 
         opts |= OPT_V6ONLY;
     }
     rec.aux = [family as u64, ty as u64, CONNECTED_DGRAM, 0, opts, proto as u64];
-    rec.path = peer;
-    if !unbound(&name) {
-        rec.blob = Some(name);
+    match queued {
+        Some(q) => {
+            rec.path = [peer, name].concat();
+            rec.blob = Some(q);
+            rec.aux[4] |= dgramqueue::OPT_SENDERS;
+        }
+        None => {
+            rec.path = peer;
+            if !unbound(&name) {
+                rec.blob = Some(name);
+            }
+        }
     }
     Class::Plan(rec)
+}
+
+/// Whether an empty datagram is first in `s`'s queue (FIONREAD says 0 then).
+fn has_empty_datagram(s: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: b is writable; MSG_PEEK leaves the datagram queued.
+    unsafe { libc::recv(s.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) == 0 }
 }
 
 fn unix_diag_of(f: &FdInfo) -> Option<super::unix_diag::UnixDiag> {

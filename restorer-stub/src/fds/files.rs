@@ -1,4 +1,4 @@
-//! Files: reopened by path (`Path`); deleted files and memfds opened again from
+//! Files: reopened by path (`Path`; a terminal with its settings); deleted files and memfds opened again from
 //! the one file objects.rs made for them (`Deleted`, `Memfd`); removed directories
 //! made again empty and removed (`DeletedDir`).
 
@@ -62,6 +62,10 @@ pub fn path(cx: &Cx, i: usize) {
         }
         Err(e) => fail_path(f, "cannot reopen", path, e),
     };
+    // (Not on the /dev/null put in a missing file's place.)
+    if f.aux[0] == ckpt_format::PATH_TTY_SETTINGS && sys::is_terminal(x) {
+        tty_settings(cx, f, x);
+    }
     if f.flags & sys::O_PATH == 0 && !seek(f, x) {
         if !cx.ctx.missing_ignore {
             let p = path.strip_suffix(&[0]).unwrap_or(path);
@@ -75,6 +79,19 @@ pub fn path(cx: &Cx, i: usize) {
         return;
     }
     to_temp(cx, i, x);
+}
+
+/// A terminal reopened by path (a virtual console, a serial line): its termios2
+/// and window size set again (a virtual console resets them on its last close).
+fn tty_settings(cx: &Cx, f: &Fd, x: usize) {
+    const TCSETS2: usize = 0x402c_542b;
+    const TIOCSWINSZ: usize = 0x5414;
+    let mut b = [0u8; ckpt_format::pty::PTY_SETTINGS_LEN];
+    let b = super::data::read_small(cx, f, &mut b);
+    if b.len() == ckpt_format::pty::PTY_SETTINGS_LEN {
+        check(f, "TCSETS2", sys::ioctl_set(x, TCSETS2, &b[..44]));
+        check(f, "TIOCSWINSZ", sys::ioctl_set(x, TIOCSWINSZ, &b[44..]));
+    }
 }
 
 /// "/proc/self/fd/N\0" into `buf`.

@@ -25,7 +25,6 @@ const TIOCSWINSZ: usize = 0x5414;
 const TCSETS2: usize = 0x402c_542b;
 const TIOCPKT: usize = 0x5420;
 const TIOCEXCL: usize = 0x540c;
-const POLLIN: i16 = 1;
 /// How many 100 ms waits the echo of the typed input may take.
 const ECHO_POLLS: usize = 50;
 /// Most masters opened to reach a saved index.
@@ -107,7 +106,8 @@ fn input(cx: &Cx, f: &ckpt_format::Fd, m: usize, settings: &[u8]) {
     let mut buf = [0u8; 512];
     let mut polls = 0;
     while left > 0 {
-        if check_input(f, "poll", sys::poll1(m, POLLIN, 100)) == 0 {
+        let mut p = [sys::PollFd { fd: m as i32, events: sys::POLLIN, revents: 0 }];
+        if check_input(f, "poll", sys::poll(&mut p, 100)) == 0 {
             polls += 1;
             if polls > ECHO_POLLS {
                 fail_input(f, "the line discipline did not take every byte within 5 s", 0);

@@ -29,7 +29,8 @@ const OPT_MESSAGES: u64 = 1 << 5;
 pub const OPT_SENDERS: u64 = 1 << 8;
 const OPT_PAIR_SECOND: u64 = 1 << 31;
 const PAIR: u64 = 2;
-/// A UDP socket connected to a peer, whose address is in `path`.
+/// A UDP socket connected to a peer, whose address is in `path` (then its own,
+/// with queued datagrams).
 const CONNECTED_DGRAM: u64 = 7;
 const AF_INET6: u64 = 10;
 const AT_SYMLINK_NOFOLLOW: usize = 0x100;
@@ -151,10 +152,18 @@ pub fn socket(cx: &Cx, i: usize) {
         set(sys::IPPROTO_IPV6, sys::IPV6_V6ONLY, opts & OPT_V6ONLY != 0);
     }
     let senders = opts & OPT_SENDERS != 0;
+    let path = cx.t.string(f.path_off, f.path_len);
+    // A connected UDP socket's peer is in `path`, followed by its own address when
+    // it has queued datagrams.
+    let (peer, own) = if listening == CONNECTED_DGRAM && senders {
+        path.split_at(if family == AF_INET6 { 28 } else { 16 }.min(path.len()))
+    } else {
+        (path, path)
+    };
     if f.data_len != 0 || senders {
         let mut abuf = [0u8; 128];
         // With queued datagrams (their senders) the address is in `path`.
-        let addr = if senders { cx.t.string(f.path_off, f.path_len) } else { data::read_small(cx, f, &mut abuf) };
+        let addr = if senders { own } else { data::read_small(cx, f, &mut abuf) };
         if ip {
             set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
         }
@@ -174,7 +183,6 @@ pub fn socket(cx: &Cx, i: usize) {
         set(sys::SOL_SOCKET, sys::SO_REUSEADDR, true);
     }
     if listening == CONNECTED_DGRAM {
-        let peer = cx.t.string(f.path_off, f.path_len);
         if let Err(e) = sys::connect(x, peer) {
             let mut l = head(f);
             l.s("cannot connect to ");
