@@ -37,6 +37,7 @@ pub mod compat;
 pub mod crc32c;
 mod kernel;
 mod process;
+pub mod pty;
 mod records;
 pub mod sockopts;
 mod tree;

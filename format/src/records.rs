@@ -613,8 +613,11 @@ pub enum FdKind {
     DeletedDir = 13,
     /// One end of a pseudo-terminal whose master is in the process: `aux[0]`
     /// [`PTY_MASTER`] or [`PTY_SLAVE`], `aux[1]` the pair's index (/dev/pts/N),
-    /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
-    /// struct termios2 (44 bytes) and struct winsize (8 bytes).
+    /// `aux[2]` 1 in packet mode (TIOCPKT). A master's `aux[3]` is the length of
+    /// the queued input in its data, `aux[4]` its flags ([`crate::pty::PTY_FLAGS`]),
+    /// `aux[5]` the end-of-file markers in that input; its `data`: the terminal's
+    /// struct termios2 (44 bytes) and struct winsize (8 bytes), the input, the
+    /// output (layout in [`crate::pty`]).
     Pty = 14,
     /// An object of the tree that another process of it shares (a pipe between
     /// the processes of a pipeline): `aux[0]` is the number of the fd the root

@@ -664,6 +664,18 @@ impl<'a> Tables<'a> {
                 }
                 Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
                 Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Pty)
+                    if f.aux[0] == crate::PTY_MASTER
+                        && (f.aux[2] > 1
+                            || f.aux[4] & !crate::pty::PTY_FLAGS != 0
+                            || f.aux[5] > f.aux[3]
+                            || (f.aux[5] != 0) != (f.aux[4] & crate::pty::PTY_EOF_BYTE != 0)
+                            || (f.aux[4] & crate::pty::PTY_ERASE_BYTE != 0 && f.aux[3] < f.aux[5] + 2)
+                            || f.data_len < crate::pty::PTY_SETTINGS_LEN as u64
+                            || f.aux[3] > f.data_len - crate::pty::PTY_SETTINGS_LEN as u64) =>
+                {
+                    return bad("pty master with unknown flags, or queued input not inside its data")
+                }
                 Some(FdKind::Tree) if f.aux[0] < 3 || f.aux[0] >= 1 << 20 || f.data_len != 0 => {
                     return bad("tree fd naming no slot, or with data of its own")
                 }

@@ -34,6 +34,7 @@ mod ptrace;
 mod reader;
 mod regs;
 mod resume;
+mod syscall_batch;
 mod thread_state;
 mod trace;
 mod vdso_syms;

@@ -68,6 +68,9 @@ pub struct Ctx {
     pub tree_slot_base: usize,
     pub tree_nslots: usize,
     pub tree_member: bool,
+    /// A session leader of a tree: its terminal's foreground group to set once
+    /// the tree is released (0: none).
+    pub tree_fg: u32,
 }
 
 impl Ctx {

@@ -18,6 +18,8 @@
 mod arch;
 mod ctx;
 mod fds;
+mod fill;
+mod filler;
 mod gap;
 mod identity;
 mod image;

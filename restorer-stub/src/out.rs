@@ -45,6 +45,8 @@ pub enum Step {
     LockMemory = 115,
     /// A process tree: forking its processes, or one of them failing (tree.rs).
     Tree = 117,
+    /// A pseudo-terminal's queued input, typed into the new pair again (fds/pty.rs).
+    Tty = 118,
 }
 
 // The refusals of format::compat (probe.rs) exit with these steps' codes.
@@ -74,6 +76,7 @@ impl Step {
             Step::Process => "restore process state",
             Step::LockMemory => "lock memory",
             Step::Tree => "restore process tree",
+            Step::Tty => "restore terminal input",
         }
     }
 }
