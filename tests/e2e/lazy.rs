@@ -143,13 +143,11 @@ fn as_nobody(threads: &str) {
     assert!(fin.stderr.contains("lazy resume not available"), "no notice: {}", fin.stderr);
 }
 
+/// Single- and multi-threaded, one after the other (they share the fixture's
+/// directory for nobody).
 #[test]
 fn as_nobody_falls_back_to_eager() {
     as_nobody("0");
-}
-
-#[test]
-fn as_nobody_multi_threaded_falls_back_to_eager() {
     as_nobody("4");
 }
 

@@ -4,9 +4,9 @@
 //! Under `ckpt profile` (a profile fd, see profile.rs in the generator) nothing is
 //! streamed: each fault of the resumed process is answered with its one page and
 //! its address written to the profile fd, until the reader closes it; from then on
-//! the helper streams the rest as usual. Otherwise the pages of the file's
-//! working-set hint, read in before the first instruction (prefetch.rs), count as
-//! settled from the start.
+//! the helper streams the rest as usual. Otherwise the pages read in before the
+//! first instruction (prefetch.rs: the working-set hint, the stacks around the
+//! stack pointers) count as settled from the start.
 //!
 //! One process is served per userfaultfd: the resumed one, and each child it forks
 //! while pages are still owed (UFFD_EVENT_FORK hands the helper a userfaultfd for
@@ -128,9 +128,7 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     let index = Index::build(t);
     let mut done = Done::new(index.nbits);
     if profile == 0 {
-        for r in t.working_set {
-            done.set_range(&index, r.start, r.end());
-        }
+        super::prefetch::for_each_range(t, |start, end| done.set_range(&index, start, end));
     }
     let mut s = Server {
         t,
