@@ -75,7 +75,7 @@ pub struct FreezeArgs {
     /// children, zombies not yet reaped) into one file, and kill them all after:
     /// the resume brings the whole tree back with its PIDs, process groups,
     /// sessions and the pipes between its processes.
-    #[arg(long, conflicts_with = "image")]
+    #[arg(long)]
     pub tree: bool,
     #[command(flatten)]
     pub every: EveryArgs,

@@ -5,6 +5,7 @@
 //! the image into place, then given its final protection and madvise flags.
 
 use crate::ctx::{Ctx, Range};
+use crate::fill;
 use crate::image;
 use crate::out::{self, Line, Step};
 use crate::progress;
@@ -110,8 +111,10 @@ fn check_file_ref(ctx: &Ctx, t: &Tables, v: &Vma, file_size: u64) {
     out::trace("referenced file checked by its contents", v.start, v.end);
 }
 
-/// Create the VMA; returns whether it maps the very file it mapped at the freeze.
-fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
+/// Create the VMA; returns whether it maps the very file it mapped at the freeze,
+/// and the protection it was mapped with (its final one unless pages are to be
+/// written or a referenced file's contents read).
+fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> (bool, usize) {
     let len = (v.end - v.start) as usize;
     let file_ref = v.flags & VMA_FILE_REF != 0;
     let backing = match kind {
@@ -135,12 +138,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
     if v.flags & VMA_NORESERVE != 0 {
         flags |= sys::MAP_NORESERVE;
     }
-    // Mostly-stored anonymous memory: allocate every page in one go rather than
-    // taking a fault per page while the pages are read in.
-    let stored: u64 = runs(t, v).iter().map(|r| r.len).sum();
-    if !lazy && kind != VmaKind::FilePrivate && kind != VmaKind::SharedFile && stored * 2 >= v.end - v.start && stored >= 1 << 20 {
-        flags |= sys::MAP_POPULATE;
-    }
+    // Anonymous pages are allocated chunk by chunk as they are filled (fill.rs).
     if kind == VmaKind::SharedFile {
         flags = (flags & !sys::MAP_PRIVATE) | sys::MAP_SHARED;
     }
@@ -165,7 +163,7 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> bool {
     }
     advise_all(v);
     // A referenced file's clean pages are its own whether or not it is the same inode.
-    same || file_ref
+    (same || file_ref, prot_fill)
 }
 
 /// The protection while filling: writable when pages are to be written.
@@ -299,9 +297,12 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
     }
 }
 
-/// Create, fill and protect every VMA except the kernel-provided ones.
+/// Create, fill and protect every VMA except the kernel-provided ones: every VMA
+/// first, then all their pages at once (fill.rs, on both cores), then each one's
+/// final protection and lock.
 pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
     progress::begin(t.runs.iter().map(|r| r.len).sum());
+    let mut plan = fill::Plan::new(t);
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,
@@ -315,17 +316,26 @@ pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
         if let Some(l) = lazy.filter(|_| crate::lazy::eligible(v)) {
             // Created with its final protection, empty: the helper brings its pages.
             create(ctx, t, v, kind, true);
-            l.register(v);
+            l.register(ctx, t, v);
             continue;
         }
-        let same = create(ctx, t, v, kind, false);
-        // create mapped it writable exactly when fill has pages to write (or readable
-        // to check a referenced file's contents).
-        let wrote = fill(ctx, t, v, same);
-        if (wrote || v.flags & VMA_FILE_REF != 0) && v.prot as usize != sys::PROT_READ | sys::PROT_WRITE {
-            protect(v);
+        let (same, prot) = create(ctx, t, v, kind, false);
+        let anon = !matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
+        plan.add(t, runs(t, v), same, anon);
+        // create mapped it writable exactly when there are pages to write (or
+        // readable to check a referenced file's contents): one mprotect then.
+        plan.finish_later(index, prot != v.prot as usize);
+    }
+    plan.run(ctx);
+    plan.verify(t);
+    for (index, v) in t.vmas.iter().enumerate() {
+        match plan.finish(index) {
+            fill::Finish::Nothing => continue,
+            fill::Finish::Protect => protect(v),
+            fill::Finish::Keep => {}
         }
         lock(v);
     }
+    drop(plan);
     progress::clear();
 }

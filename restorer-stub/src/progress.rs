@@ -49,8 +49,8 @@ pub fn begin(total: u64) {
 
 /// `n` more bytes are in; redraw when it is time.
 pub fn add(n: u64) {
-    let done = DONE.load(Ordering::Relaxed) + n;
-    DONE.store(done, Ordering::Relaxed);
+    // Two threads fill pages (fill.rs).
+    let done = DONE.fetch_add(n, Ordering::Relaxed) + n;
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }

@@ -9,6 +9,7 @@ use core::arch::asm;
 
 pub const SYS_READ: usize = 0;
 pub const SYS_WRITE: usize = 1;
+pub const SYS_POLL: usize = 7;
 pub const SYS_OPEN: usize = 2;
 pub const SYS_CLOSE: usize = 3;
 pub const SYS_FSTAT: usize = 5;
@@ -153,6 +154,8 @@ pub const MADV_DONTFORK: usize = 10;
 pub const MADV_DONTDUMP: usize = 16;
 pub const MADV_HUGEPAGE: usize = 14;
 pub const MADV_NOHUGEPAGE: usize = 15;
+/// Allocate the range's pages now, writable (madvise(2), Linux 5.14).
+pub const MADV_POPULATE_WRITE: usize = 23;
 
 pub const PR_SET_MM: usize = 35;
 pub const PR_SET_MM_MAP: usize = 14;
@@ -167,6 +170,7 @@ pub const EINTR: isize = 4;
 pub const EAGAIN: isize = 11;
 pub const ENXIO: isize = 6;
 pub const ENOMEM: isize = 12;
+pub const EBUSY: isize = 16;
 pub const EADDRINUSE: isize = 98;
 pub const ECONNREFUSED: isize = 111;
 
@@ -245,6 +249,14 @@ fn res(r: isize) -> Res {
 pub fn write(fd: usize, buf: &[u8]) -> Res {
     // SAFETY: buf is a valid readable slice.
     res(unsafe { syscall3(SYS_WRITE, fd, buf.as_ptr() as usize, buf.len()) })
+}
+
+/// poll(2) on one fd for `events` (POLLIN: 1), at most `ms` milliseconds; returns
+/// the events that came (0 on a timeout).
+pub fn poll1(fd: usize, events: i16, ms: i32) -> Res {
+    let mut p = [fd as i32, events as u16 as i32];
+    // SAFETY: p is one struct pollfd (int fd; short events; short revents), writable.
+    res(unsafe { syscall3(SYS_POLL, p.as_mut_ptr() as usize, 1, ms as isize as usize) }).map(|n| if n == 0 { 0 } else { (p[1] >> 16) as u16 as usize })
 }
 
 pub fn read(fd: usize, buf: &mut [u8]) -> Res {
@@ -709,6 +721,22 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: u32) {
     let _ = unsafe { syscall6(SYS_FUTEX, word.as_ptr() as usize, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0) };
 }
 
+const SYS_SCHED_YIELD: usize = 24;
+const SYS_TGKILL: usize = 234;
+
+/// Send `sig` to thread `tid` of thread group `tgid` (tgkill(2)); signal 0 only
+/// checks that the thread exists.
+pub fn tgkill(tgid: usize, tid: usize, sig: usize) -> Res {
+    // SAFETY: integer arguments only.
+    res(unsafe { syscall3(SYS_TGKILL, tgid, tid, sig) })
+}
+
+/// Give up the CPU to another runnable thread (sched_yield(2)).
+pub fn sched_yield() {
+    // SAFETY: no arguments.
+    let _ = unsafe { syscall3(SYS_SCHED_YIELD, 0, 0, 0) };
+}
+
 /// End the calling thread only (exit(2)); the rest of the group runs on.
 pub fn exit_thread(code: i32) -> ! {
     // SAFETY: exit never returns.
@@ -845,4 +873,24 @@ pub struct CloneArgs {
     pub set_tid: u64,
     pub set_tid_size: u64,
     pub cgroup: u64,
+}
+
+/// struct pollfd of poll(2).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PollFd {
+    pub fd: i32,
+    pub events: i16,
+    pub revents: i16,
+}
+
+pub const POLLIN: i16 = 0x1;
+pub const POLLERR: i16 = 0x8;
+pub const POLLHUP: i16 = 0x10;
+const SYS_POLL: usize = 7;
+
+/// poll(2) on `fds`, waiting up to `timeout_ms` (-1: no limit).
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Res {
+    // SAFETY: the slice is a writable array of struct pollfd of its length.
+    res(unsafe { syscall3(SYS_POLL, fds.as_mut_ptr() as usize, fds.len(), timeout_ms as isize as usize) })
 }

@@ -9,9 +9,12 @@
 //! all of them at once. Each leaves through rt_sigreturn on its own frame, saying
 //! "gone" with a futex operation made from the target's own text (sigframe.rs), so
 //! the last thread out can unmap the restorer without pulling code from under
-//! another. The last one is the leader, or, when the leader had already exited
-//! (pthread_exit), the first other thread: the leader then ends again with exit(2)
-//! once the others are released, and the process shows the same zombie leader.
+//! another. The last one is the last thread created, so the leader (which, in
+//! most programs, is the one that goes on first) leaves at once; or, when the
+//! leader had already exited (pthread_exit), the first other thread: the leader
+//! then ends again with exit(2) once the others are released, and the process
+//! shows the same zombie leader. Creating them takes no round trip per thread: the
+//! leader clones them all, and the last one to be ready wakes it once.
 //! Every signal stays blocked in every thread until its own rt_sigreturn.
 
 use crate::arch;
@@ -39,8 +42,10 @@ const CLONE_SETTLS: u64 = 0x80000;
 const CLONE_CHILD_CLEARTID: u64 = 0x200000;
 
 
-/// Threads that have set their state and wait for the release.
+/// Threads that have set their state and wait for the release; the last of them
+/// (the count reaching NTHREADS - 1) wakes the leader, once.
 static READY: AtomicU32 = AtomicU32::new(0);
+static NTHREADS: AtomicU32 = AtomicU32::new(0);
 /// Set to 1 to release every thread.
 static GO: AtomicU32 = AtomicU32::new(0);
 /// Threads (other than the last one out) still running restorer code.
@@ -81,12 +86,15 @@ pub fn current_tid(t: &Tables, saved: u32) -> usize {
     t.thread_index(saved).map_or(0, |i| tid_of(i) as usize)
 }
 
-/// Index of the thread that leaves last and unmaps the gap.
+/// Index of the thread that leaves last and unmaps the gap: a created thread, so
+/// the leader runs its own code as soon as every thread is released, without
+/// waiting for all others to be scheduled and leave first (the last one created,
+/// or the first when an exited leader's ending must be awaited).
 fn last_index(t: &Tables) -> usize {
-    if t.threads[0].flags & THREAD_EXITED != 0 {
-        1
-    } else {
-        0
+    match t.threads.len() {
+        1 => 0,
+        _ if t.threads[0].flags & THREAD_EXITED != 0 => 1,
+        n => n - 1,
     }
 }
 
@@ -105,6 +113,7 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
     THROUGH_TARGET.store(sigframe::all_leave_through_target(ctx, t) as u32, SeqCst);
     let n = t.threads.len();
     LEFT.store((n - 1) as u32, SeqCst);
+    NTHREADS.store(n as u32, SeqCst);
     if n == 1 {
         return;
     }
@@ -126,8 +135,7 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
             set_tid_size: same_ids as u64,
             cgroup: 0,
         };
-        // SAFETY: CLONE_VM thread on its own stack in the gap; thread_main never returns.
-        let r = unsafe { arch::clone3_thread(&args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), thread_main as *const () as usize, i) };
+        let r = create(&args, i);
         if r < 0 {
             Line::new().s("restore thread state failed: cannot create thread ").dec(th.tid as u64)
                 .s(if same_ids { " with its saved thread id: " } else { ": " }).errno(-r).emit();
@@ -149,6 +157,22 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
     out::trace("every thread ready", 1, n as u64);
 }
 
+/// Create thread `i`. A saved id can still be held for a moment by a thread that
+/// has just exited (the page filler, filler.rs, released at exit): EEXIST is
+/// retried, bounded.
+fn create(args: &CloneArgs, i: usize) -> isize {
+    let mut tries = 0;
+    loop {
+        // SAFETY: CLONE_VM thread on its own stack in the gap; thread_main never returns.
+        let r = unsafe { arch::clone3_thread(args as *const CloneArgs as usize, core::mem::size_of::<CloneArgs>(), thread_main as *const () as usize, i) };
+        if r != -sys::EEXIST || args.set_tid_size == 0 || tries == 1000 {
+            return r;
+        }
+        tries += 1;
+        sys::sched_yield();
+    }
+}
+
 /// Entry of each created thread, on its own stack in the gap.
 extern "C" fn thread_main(i: usize) -> ! {
     let t = tables();
@@ -158,18 +182,24 @@ extern "C" fn thread_main(i: usize) -> ! {
     thread::restore(th, true);
     procstate::requeue_thread_signals(t, th.tid);
     let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, th) } else { 0 };
-    READY.fetch_add(1, SeqCst);
-    sys::futex_wake(&READY, 1);
+    if READY.fetch_add(1, SeqCst) + 1 == NTHREADS.load(SeqCst) - 1 {
+        sys::futex_wake(&READY, 1);
+    }
     while GO.load(SeqCst) == 0 {
         sys::futex_wait(&GO, 0);
     }
     if i == last_index(t) {
         leave_last(ctx, t, i, frame)
     }
+    leave_counted(ctx, t, i, frame)
+}
+
+/// Any thread but the last one out: leave, counting itself out of LEFT.
+fn leave_counted(ctx: &Ctx, t: &Tables, i: usize, frame: usize) -> ! {
     if frame == 0 {
         LEFT.fetch_sub(1, SeqCst);
         sys::futex_wake(&LEFT, 1);
-        sigframe::leave_from_gap(ctx, t, th)
+        sigframe::leave_from_gap(ctx, t, &t.threads[i])
     }
     sigframe::leave_signalling(ctx, frame, &LEFT)
 }
@@ -219,5 +249,8 @@ pub fn release_and_leave(ctx: &Ctx, t: &Tables) -> ! {
         sys::exit_thread(0)
     }
     let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, &t.threads[0]) } else { 0 };
-    leave_last(ctx, t, 0, frame)
+    if last_index(t) == 0 {
+        leave_last(ctx, t, 0, frame)
+    }
+    leave_counted(ctx, t, 0, frame)
 }
