@@ -887,7 +887,6 @@ pub struct PollFd {
 pub const POLLIN: i16 = 0x1;
 pub const POLLERR: i16 = 0x8;
 pub const POLLHUP: i16 = 0x10;
-const SYS_POLL: usize = 7;
 
 /// poll(2) on `fds`, waiting up to `timeout_ms` (-1: no limit).
 pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Res {
