@@ -18,7 +18,7 @@ use ckpt_format::{
     MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, PROC_HAVE_IDENTITY,
 };
 
-use crate::inject::Injector;
+use crate::syscall_batch::{Arg, Call};
 use crate::plan::Strings;
 
 const MEMBARRIER_CMD_QUERY: u64 = 0;
@@ -38,23 +38,40 @@ const EXPEDITED: [(u64, u32); 3] = [
     (1 << 7, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_RSEQ),
 ];
 
-fn membarrier(pid: i32, inj: &Injector) -> Result<u32> {
-    let supported = inj.syscall(libc::SYS_membarrier, [MEMBARRIER_CMD_QUERY, 0, 0, 0, 0, 0])?;
+/// The membarrier commands to run inside the process, each with the registration
+/// it tells of: the private expedited ones this kernel supports. The query lists
+/// what the kernel supports, the same for every process, so ckpt asks it itself.
+pub fn membarrier_probes() -> Vec<(Call, u32)> {
+    // SAFETY: membarrier with integer arguments only.
+    let supported = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
     if supported < 0 {
-        return Ok(0); // no membarrier in this kernel: nothing can be registered
+        return Vec::new(); // no membarrier in this kernel: nothing can be registered
     }
+    EXPEDITED
+        .into_iter()
+        .filter(|(cmd, _)| supported as u64 & cmd != 0)
+        .map(|(cmd, reg)| (Call::new(libc::SYS_membarrier, [Arg::Val(cmd), Arg::Val(0), Arg::Val(0), Arg::Val(0), Arg::Val(0), Arg::Val(0)], 0), reg))
+        .collect()
+}
+
+/// The registrations the process made, from the results of its probes.
+pub fn membarrier(pid: i32, probes: &[(Call, u32)], results: &[i64]) -> Result<u32> {
     let mut out = 0;
-    for (cmd, reg) in EXPEDITED.into_iter().filter(|(cmd, _)| supported as u64 & cmd != 0) {
-        match inj.syscall(libc::SYS_membarrier, [cmd, 0, 0, 0, 0, 0])? {
+    for ((call, reg), &r) in probes.iter().zip(results) {
+        match r {
             0 => out |= reg,
             r if r == -(libc::EPERM as i64) => {}
-            r => bail!("membarrier command {cmd:#x} in pid {pid} failed: {}", std::io::Error::from_raw_os_error(-r as i32)),
+            r => {
+                let Arg::Val(cmd) = call.args[0] else { unreachable!("a command number") };
+                bail!("membarrier command {cmd:#x} in pid {pid} failed: {}", std::io::Error::from_raw_os_error(-r as i32))
+            }
         }
     }
     Ok(out)
 }
 
-pub fn capture(pid: i32, inj: &Injector, strings: &mut Strings, p: &mut Process) -> Result<()> {
+/// `status`: the text of /proc/PID/status; `membarrier`: the registrations.
+pub fn capture(pid: i32, status: &str, membarrier: u32, strings: &mut Strings, p: &mut Process) -> Result<()> {
     let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).with_context(|| format!("reading /proc/{pid}/oom_score_adj"))?;
     p.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
     // SAFETY: ioprio_get takes two integers.
@@ -63,13 +80,12 @@ pub fn capture(pid: i32, inj: &Injector, strings: &mut Strings, p: &mut Process)
         bail!("ioprio_get of pid {pid}: {}", std::io::Error::last_os_error());
     }
     p.ioprio = io as u32;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
-    let g = groups(&status).with_context(|| format!("/proc/{pid}/status"))?;
+    let g = groups(status).with_context(|| format!("/proc/{pid}/status"))?;
     let bytes: Vec<u8> = g.iter().flat_map(|g| g.to_ne_bytes()).collect();
     p.groups_off = strings.buf.len() as u32;
     p.groups_len = bytes.len() as u32;
     strings.buf.extend_from_slice(&bytes);
-    p.membarrier = membarrier(pid, inj)?;
+    p.membarrier = membarrier;
     p.flags |= PROC_HAVE_IDENTITY;
     Ok(())
 }

@@ -123,12 +123,59 @@ enum Msg {
     Batch { segs: Vec<(u64, usize)>, buf: Vec<u8>, len: usize, unreadable: usize },
 }
 
-/// The reading side: page map walks and process_vm_readv batches, each batch in one
-/// of a few buffers that come back from the writer once written.
-fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Msg>, free: &Receiver<Vec<u8>>) -> Result<()> {
-    // Every range first, so the progress knows how much is to come.
-    let all = vmas.iter().map(|v| ranges(pm, v)).collect::<Result<Vec<_>>>()?;
-    crate::progress::add_total(all.iter().flatten().map(|(lo, hi)| hi - lo).sum());
+/// Where the reading side gets its buffers and hands its messages: the writing
+/// thread through channels, or the writer itself for a small image.
+trait Feed {
+    /// A buffer to read a batch into; None once the writer has stopped.
+    fn buffer(&mut self) -> Option<Vec<u8>>;
+    /// Hand `m` over; false once the writer has stopped (its error is the one
+    /// reported).
+    fn send(&mut self, m: Msg) -> bool;
+}
+
+/// The writing thread at the other end of two channels.
+struct Channels<'a> {
+    tx: &'a SyncSender<Msg>,
+    free: &'a Receiver<Vec<u8>>,
+}
+
+impl Feed for Channels<'_> {
+    fn buffer(&mut self) -> Option<Vec<u8>> {
+        self.free.recv().ok()
+    }
+    fn send(&mut self, m: Msg) -> bool {
+        self.tx.send(m).is_ok()
+    }
+}
+
+/// The writer called in place, with one buffer going round.
+struct Inline<'a, W: Write> {
+    store: Storing<'a, W>,
+    spare: Option<Vec<u8>>,
+    result: Result<()>,
+}
+
+impl<W: Write> Feed for Inline<'_, W> {
+    fn buffer(&mut self) -> Option<Vec<u8>> {
+        self.result.is_ok().then(|| self.spare.take().unwrap_or_default())
+    }
+    fn send(&mut self, m: Msg) -> bool {
+        match self.store.take(m) {
+            Ok(buf) => {
+                self.spare = buf;
+                true
+            }
+            Err(e) => {
+                self.result = Err(e);
+                false
+            }
+        }
+    }
+}
+
+/// The reading side: process_vm_readv batches of the ranges `all` (one list per
+/// VMA), each batch in a buffer the writer gives back once written.
+fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], all: Vec<Vec<(u64, u64)>>, feed: &mut dyn Feed) -> Result<()> {
     for ((i, v), rs) in vmas.iter().enumerate().zip(all) {
         let pages = v.pages;
         let copies = if pages == Pages::All {
@@ -138,16 +185,16 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Ms
         } else {
             None
         };
-        if tx.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Written), copies }).is_err() {
+        if !feed.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Written), copies }) {
             return Ok(()); // the writer stopped; its error is the one reported
         }
         let mut segs: Vec<(u64, usize)> = Vec::new();
         let mut total = 0usize;
-        let send = |segs: &mut Vec<(u64, usize)>, total: &mut usize| -> bool {
+        let mut send = |segs: &mut Vec<(u64, usize)>, total: &mut usize| -> bool {
             if segs.is_empty() {
                 return true;
             }
-            let Ok(mut buf) = free.recv() else { return false };
+            let Some(mut buf) = feed.buffer() else { return false };
             // Buffers grow to what a batch needs: a small process never pays for
             // (and faults in) three full-size batches.
             if buf.len() < *total {
@@ -155,7 +202,7 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], tx: &SyncSender<Ms
             }
             let unreadable = mem.read_segments(segs, &mut buf[..*total]);
             crate::progress::add_done(*total as u64);
-            let ok = tx.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable }).is_ok();
+            let ok = feed.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable });
             *total = 0;
             ok
         };
@@ -212,51 +259,89 @@ fn store<W: Write>(w: &mut PageWriter<W>, vma: u32, skip_zero: bool, copies: &Op
     Ok(())
 }
 
+/// The writing side's state: the VMA whose batches are being stored.
+struct Storing<'a, W: Write> {
+    w: &'a mut PageWriter<W>,
+    vmas: &'a mut [PlannedVma],
+    cur: Option<Current>,
+}
+
+impl<W: Write> Storing<'_, W> {
+    /// Store one message; the buffer of a batch comes back to be used again.
+    fn take(&mut self, m: Msg) -> Result<Option<Vec<u8>>> {
+        match m {
+            Msg::Vma { vma, skip_zero, copies } => {
+                self.finish_vma();
+                self.w.close_run();
+                self.vmas[vma].vma.first_run = self.w.runs.len() as u32;
+                self.cur = Some((vma, skip_zero, copies));
+                Ok(None)
+            }
+            Msg::Batch { segs, buf, len, unreadable } => {
+                self.w.stats.unreadable_pages += unreadable as u64;
+                let (vma, skip_zero, copies) = self.cur.as_ref().expect("a batch follows its vma");
+                store(self.w, *vma as u32, *skip_zero, copies, &segs, &buf[..len])?;
+                Ok(Some(buf))
+            }
+        }
+    }
+
+    fn finish_vma(&mut self) {
+        if let Some((i, _, _)) = self.cur.take() {
+            self.w.close_run();
+            self.vmas[i].vma.nruns = self.w.runs.len() as u32 - self.vmas[i].vma.first_run;
+        }
+    }
+}
+
+/// Images up to this many bytes of pages are read and written by one thread:
+/// handing a few batches between two threads costs more (a wake-up each, a
+/// time slice on a busy machine) than the overlap saves.
+const INLINE_MAX: u64 = 4 << 20;
+
 /// Read every chosen page of every VMA and stream it into `w`, filling in each
 /// VMA's `first_run`/`nruns`.
 ///
-/// Two stages overlap: a thread reads the target's memory (page map walks and
-/// process_vm_readv, kernel copies) into one of `BUFFERS` batch buffers while this
-/// thread checks the previous batch for zero pages, checksums it and writes it, so
-/// reading, computing and writing use both cores and the disk at once.
+/// Two stages overlap: a thread reads the target's memory (process_vm_readv,
+/// kernel copies) into one of `BUFFERS` batch buffers while this thread checks the
+/// previous batch for zero pages, checksums it and writes it, so reading,
+/// computing and writing use both cores and the disk at once. A small image is
+/// done by this thread alone ([`INLINE_MAX`]).
 pub fn dump<W: Write>(mem: &Mem, pm: &mut Pagemap, vmas: &mut [PlannedVma], w: &mut PageWriter<W>) -> Result<()> {
     const BUFFERS: usize = 3;
+    // Every range first (page map walks), so the progress knows how much is to come.
+    let all = vmas.iter().map(|v| ranges(pm, v)).collect::<Result<Vec<_>>>()?;
+    let total: u64 = all.iter().flatten().map(|(lo, hi)| hi - lo).sum();
+    crate::progress::add_total(total);
+    let ro: Vec<PlannedVma> = vmas.iter().map(|v| PlannedVma { vma: v.vma, pages: v.pages, map: v.map.clone() }).collect();
+    if total <= INLINE_MAX {
+        let mut feed = Inline { store: Storing { w, vmas, cur: None }, spare: None, result: Ok(()) };
+        let read = read_all(mem, pm, &ro, all, &mut feed);
+        feed.store.finish_vma();
+        return feed.result.and(read);
+    }
     let (tx, rx) = sync_channel::<Msg>(BUFFERS);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(BUFFERS);
     for _ in 0..BUFFERS {
         free_tx.send(Vec::new()).expect("the channel has room for every buffer");
     }
-    let ro: Vec<PlannedVma> = vmas.iter().map(|v| PlannedVma { vma: v.vma, pages: v.pages, map: v.map.clone() }).collect();
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_all(mem, pm, &ro, &tx, &free_rx));
-        let mut cur: Option<Current> = None;
-        let finish_vma = |cur: &mut Option<Current>, w: &mut PageWriter<W>, vmas: &mut [PlannedVma]| {
-            if let Some((i, _, _)) = cur.take() {
-                w.close_run();
-                vmas[i].vma.nruns = w.runs.len() as u32 - vmas[i].vma.first_run;
-            }
-        };
+        let reader = s.spawn(move || read_all(mem, pm, &ro, all, &mut Channels { tx: &tx, free: &free_rx }));
+        let mut st = Storing { w, vmas, cur: None };
         let mut result = Ok(());
         for msg in rx.iter() {
-            match msg {
-                Msg::Vma { vma, skip_zero, copies } => {
-                    finish_vma(&mut cur, w, vmas);
-                    w.close_run();
-                    vmas[vma].vma.first_run = w.runs.len() as u32;
-                    cur = Some((vma, skip_zero, copies));
-                }
-                Msg::Batch { segs, buf, len, unreadable } => {
-                    w.stats.unreadable_pages += unreadable as u64;
-                    let (vma, skip_zero, copies) = cur.as_ref().expect("a batch follows its vma");
-                    if let Err(e) = store(w, *vma as u32, *skip_zero, copies, &segs, &buf[..len]) {
-                        result = Err(e);
-                        break;
-                    }
+            match st.take(msg) {
+                Ok(Some(buf)) => {
                     let _ = free_tx.send(buf);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        finish_vma(&mut cur, w, vmas);
+        st.finish_vma();
         drop(rx);
         drop(free_tx);
         let read = reader.join().map_err(|_| anyhow::anyhow!("the page reading thread panicked"))?;

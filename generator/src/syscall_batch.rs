@@ -83,6 +83,9 @@ fn trap_usable(pid: i32, tid: i32) -> bool {
     (st.sig_ign | st.sig_pnd | st.shd_pnd) & bit == 0
 }
 
+/// Each call's raw result (-errno on error) and results area, in order.
+pub type Results = Vec<(i64, Vec<u8>)>;
+
 /// Where each call's results area starts, after the calls; and the total size.
 fn out_offsets(calls: &[Call]) -> (Vec<usize>, usize) {
     let mut at = TABLE + calls.len() * ENTRY;
@@ -120,7 +123,7 @@ fn layout(calls: &[Call], at: u64) -> Vec<u8> {
 /// Run `calls` in the task of `inj` (thread `tid` of process `pid`): each one's
 /// raw result (-errno on error) and results area. In one batch where it can
 /// run, else one by one.
-pub fn run(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Vec<(i64, Vec<u8>)>> {
+pub fn run(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Results> {
     if let Some(done) = batch(inj, pid, tid, calls)? {
         return Ok(done);
     }
@@ -141,7 +144,7 @@ pub fn run(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Vec<(i6
 }
 
 /// [`run`] as one batch; None when a batch cannot be used here.
-fn batch(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Vec<(i64, Vec<u8>)>>> {
+fn batch(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Results>> {
     if calls.len() < 4 || !trap_usable(pid, tid) {
         return Ok(None); // a few calls cost less one by one than the page's mmap and munmap
     }
@@ -154,7 +157,7 @@ fn batch(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Ve
         return Ok(None); // no writable and executable page here: one by one
     }
     let at = at as u64;
-    let ran = (|| -> Result<Vec<(i64, Vec<u8>)>> {
+    let ran = (|| -> Result<Results> {
         let bytes = layout(calls, at);
         inj.write_at(at, &bytes)?;
         inj.run_code(at, at + TABLE as u64, calls.len() as u64, at + CODE.len() as u64)?;

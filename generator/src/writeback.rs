@@ -7,7 +7,8 @@
 //! a range without waiting for it to complete, but it may wait for room in the
 //! device's queue: so the requests, one per few MiB written, are made by a thread of
 //! their own, and the writer never waits for the disk. The fsync that makes the file
-//! durable before the original is killed then has little left to do.
+//! durable before the original is killed then has little left to do. The thread
+//! starts with the first full step: a file smaller than that is left to the fsync.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -24,29 +25,47 @@ pub struct Writeback<'a> {
     pos: u64,
     /// Start of the range written since the last request.
     from: u64,
-    /// Ranges (offset, length) for the thread that asks for their writeback.
+    /// Ranges (offset, length) for the thread that asks for their writeback,
+    /// started with the first request: a file smaller than [`STEP`] needs none.
     requests: Option<Sender<(u64, u64)>>,
     flusher: Option<JoinHandle<()>>,
+    /// No second descriptor could be had: the fsync does all the work.
+    no_flusher: bool,
 }
 
 impl<'a> Writeback<'a> {
     pub fn new(file: &'a File) -> Writeback<'a> {
-        let (tx, rx) = channel::<(u64, u64)>();
-        // Without a second descriptor there is no flusher: the fsync does all the work.
-        let flusher = file.try_clone().ok().map(|f| {
-            std::thread::spawn(move || {
-                for (off, len) in rx {
-                    // SAFETY: plain integer arguments on an open fd; a failure (a file
-                    // system without the call) only leaves the work to the fsync.
-                    unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+        Writeback { file, pos: 0, from: 0, requests: None, flusher: None, no_flusher: false }
+    }
+
+    /// The channel to the flushing thread, started on first use.
+    fn flusher(&mut self) -> Option<&Sender<(u64, u64)>> {
+        if self.requests.is_none() && !self.no_flusher {
+            let (tx, rx) = channel::<(u64, u64)>();
+            match self.file.try_clone() {
+                Ok(f) => {
+                    self.flusher = Some(std::thread::spawn(move || {
+                        for (off, len) in rx {
+                            // SAFETY: plain integer arguments on an open fd; a failure (a file
+                            // system without the call) only leaves the work to the fsync.
+                            unsafe { libc::sync_file_range(f.as_raw_fd(), off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+                        }
+                    }));
+                    self.requests = Some(tx);
                 }
-            })
-        });
-        Writeback { file, pos: 0, from: 0, requests: flusher.is_some().then_some(tx), flusher }
+                Err(_) => self.no_flusher = true,
+            }
+        }
+        self.requests.as_ref()
     }
 
     fn start_writeback(&mut self) {
-        if self.pos > self.from {
+        if self.pos >= self.from + STEP {
+            let range = (self.from, self.pos - self.from);
+            if let Some(tx) = self.flusher() {
+                let _ = tx.send(range);
+            }
+        } else if self.pos > self.from {
             if let Some(tx) = &self.requests {
                 let _ = tx.send((self.from, self.pos - self.from));
             }
