@@ -33,7 +33,12 @@ Ratios (1.0 = as fast as the limit; higher is faster than the limit):
                 parallel resumes), as the load of a shared machine drifts
   python        cold start (spawn until the first timestamp, imports included)
                 over resume time
+  python-hint   the same for the python workload profiled with `ckpt profile` (one
+                answer, a 2 s window) and then resumed lazily with that hint
   threads-64    its resume time minus that of the single-threaded small program
+  lazy-1g/4g    the mem workloads resumed with CKPT_LAZY=1: first instruction (resume
+                ms), until every page is in (populated ms), and how much slower the
+                program's own work runs meanwhile (slowdown; see lazy_resume)
 
 Results: a table on stdout, target/bench/runs.csv (one row per workload and
 run), target/bench/summary.csv, target/bench/limits.csv and a plot
@@ -86,11 +91,11 @@ def become_subreaper():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def spawn(argv, stdin=None, stdout=None, stderr=None, session=True):
+def spawn(argv, stdin=None, stdout=None, stderr=None, session=True, env=None):
     """posix_spawn argv with the given fds as 0, 1, 2 (others are close-on-exec)."""
     actions = [(os.POSIX_SPAWN_DUP2, fd, target)
                for target, fd in enumerate((stdin, stdout, stderr)) if fd is not None]
-    pid = os.posix_spawnp(str(argv[0]), [str(a) for a in argv], os.environ,
+    pid = os.posix_spawnp(str(argv[0]), [str(a) for a in argv], env or os.environ,
                          file_actions=actions, setsid=session)
     LIVE.add(pid)
     return pid
@@ -392,7 +397,8 @@ def measure_limits(bins, tmp):
 class Workload:
     """A program to freeze and resume. kind: "mem" (ratios by bytes), "small"
     (resume against fork+exec), "x8" (8 resumes at once), "leave" (freeze with
-    --leave-running only)."""
+    --leave-running only), "lazy" (resumed with CKPT_LAZY=1: lazy_resume), "hint"
+    (profiled with `ckpt profile` first, then resumed lazily with its hint)."""
 
     def __init__(self, name, argv, kind="small", ready_s=120, skip=None):
         self.name, self.argv, self.kind, self.ready_s, self.skip = name, argv, kind, ready_s, skip
@@ -414,8 +420,11 @@ def workloads(bins, tmp, skip_big):
         Workload("threads-8", [wl, "threads", 8]),
         Workload("threads-64", [wl, "threads", 64]),
         Workload("python", py, skip=LazyReason(numpy_or_reason)),
+        Workload("python-hint", py, "hint", skip=LazyReason(numpy_or_reason)),
         Workload("java", java, skip=LazyReason(lambda: java_or_reason(tmp))),
         Workload("resume-x8", [wl, "small"], "x8"),
+        Workload("lazy-1g", [wl, "mem", 1024], "lazy"),
+        Workload("lazy-4g", [wl, "mem", 4096], "lazy", skip=big),
         Workload("leave-running-1g", [wl, "mem", 1024], "leave"),
         Workload("leave-running-4g", [wl, "mem", 4096], "leave", skip=big),
     ]
@@ -514,13 +523,110 @@ def one_run(w, tmp, bins):
         if w.kind in ("small", "x8"):
             row["fork_exec_ms"] = statistics.median(time_to_stamps([[bins["stamp"]]] * copies)
                                                     for _ in range(3))
-        if w.kind != "leave":
+        if w.kind == "hint":
+            row["profile_ms"] = profile(path)
+        if w.kind == "lazy":
+            row.update(lazy_resume(path, run.pid))
+        elif w.kind != "leave":
             row["resume_ms"] = resume(path, copies)
     except BenchError as e:
         row["error"] = str(e)
     finally:
         path.unlink(missing_ok=True)
     return row
+
+
+def profile(path, window="2s", timeout=120):
+    """`ckpt profile path`: the program gets one byte (it answers, then waits); once
+    the window is over and the file rewritten, its end of input ends it. Returns the
+    wall time of the profile run in ms (window included)."""
+    rin, win = os.pipe()
+    os.write(win, b"x")
+    rout, wout = os.pipe()
+    rerr, werr = os.pipe()
+    t0 = time.perf_counter()
+    cpid = spawn([CKPT, "profile", path, "--for", window], stdin=rin, stdout=wout, stderr=werr)
+    for fd in (rin, wout, werr):
+        os.close(fd)
+    out, err = Reader(rout, "profiled program"), Reader(rerr, "ckpt profile")
+    said = []
+    try:
+        line = out.line(timeout)
+        if line is None or not line.isdigit():
+            raise BenchError(f"the profiled program did not answer: {line!r}")
+        while (line := err.line(timeout)) is not None and not line.startswith("ckpt profile:"):
+            said.append(line)
+        if line is None:
+            raise BenchError("ckpt profile failed: " + " | ".join(said[-3:]))
+    finally:
+        os.close(win)
+        done = wait_exit(cpid, timeout)
+        os.close(rout)
+        os.close(rerr)
+        if done is None:
+            kill(cpid)
+        reap_orphans()
+    if done is None or done[0] != 0:
+        raise BenchError(f"ckpt profile did not end well ({'timeout' if done is None else exit_text(done[0])})")
+    return (time.perf_counter() - t0) * 1e3
+
+
+def helper_alive(pid):
+    """Whether the lazy-resume helper serving pid runs (it is named ckpt-lazy-PID).
+    A zombie has ended: the bench is a subreaper, so the orphaned helper's zombie
+    waits for the bench's reap_orphans."""
+    want = f"(ckpt-lazy-{pid}) "
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        at = stat.find(want)
+        if at > 0 and stat[at + len(want)] != "Z":
+            return True
+    return False
+
+
+def lazy_resume(path, pid, timeout=120):
+    """Resume path with CKPT_LAZY=1 (a bench/workload.c program frozen as pid, which
+    it gets back). resume_ms: exec until the first timestamp (the first instruction:
+    the restarted read returns at once); populated_ms: exec until the helper is gone
+    (every page in); slowdown: the median of the workload's own unit of work ('w')
+    run while pages arrive, over the median of the same once all are in."""
+    rin, win = os.pipe()
+    os.write(win, b"x")
+    rout, wout = os.pipe()
+    STDERR_LOG.seek(0)
+    STDERR_LOG.truncate()
+    t0 = realtime_ns()
+    cpid = spawn([path], stdin=rin, stdout=wout, stderr=STDERR_LOG.fileno(),
+                 env=dict(os.environ, CKPT_LAZY="1", CKPT_QUIET="1"))
+    os.close(rin)
+    os.close(wout)
+    reader = Reader(rout, Path(path).name)
+    procs = [(cpid, win, reader)]
+    try:
+        line = reader.line(timeout)
+        if line is None or not line.isdigit():
+            raise BenchError(f"resume failed: {line!r}: {tail(STDERR_LOG.name)}")
+        row = {"resume_ms": (int(line) - t0) / 1e6}
+        during, after = [], []
+        deadline = time.monotonic() + timeout
+        while helper_alive(pid):
+            if time.monotonic() > deadline:
+                raise BenchError(f"the lazy helper of {pid} still runs after {timeout} s")
+            os.write(win, b"w")
+            during.append(int(reader.line(timeout).split()[1]))
+        row["populated_ms"] = (realtime_ns() - t0) / 1e6
+        for _ in range(max(9, len(during))):
+            os.write(win, b"w")
+            after.append(int(reader.line(timeout).split()[1]))
+        if during:
+            row["slowdown"] = statistics.median(during) / statistics.median(after)
+        return row
+    finally:
+        finish(procs)
 
 
 def python_cold_start(n):
@@ -554,7 +660,8 @@ def describe(row):
 
 # ---------------------------------------------------------------- report
 
-METRICS = ("freeze_ms", "stopped_ms", "fsync_ms", "resume_ms", "file_mib", "rss_mib", "fork_exec_ms")
+METRICS = ("freeze_ms", "stopped_ms", "fsync_ms", "resume_ms", "file_mib", "rss_mib", "fork_exec_ms",
+           "populated_ms", "slowdown", "profile_ms")
 
 
 def summarize(name, kind, rows, limits, extra):
@@ -576,6 +683,16 @@ def summarize(name, kind, rows, limits, extra):
                                               for r in rows if "resume_ms" in r)
     s["note"] = extra
     return s
+
+
+def lazy_note(s):
+    """First instruction, full population and the work slowdown of a lazy resume."""
+    note = f"lazy: first instruction {num(s['resume_ms'])} ms"
+    if "populated_ms" in s:
+        note += f", all in {num(s['populated_ms'])} ms"
+    if "slowdown" in s:
+        note += f", own work x{s['slowdown']:.2f} slower while populating"
+    return note
 
 
 def num(v):
@@ -729,7 +846,7 @@ def main():
         bins = compile_helpers(tmp)
         print("== machine limits", flush=True)
         limits = measure_limits(bins, tmp)
-        all_rows, summaries, small_resume = [], [], None
+        all_rows, summaries, small_resume, python_cold = [], [], None, None
         for w in selected(workloads(bins, tmp, skip_big)):
             reason = w.skip() if callable(w.skip) else w.skip
             print(f"== {w.name}" + (f": skipped ({reason})" if reason else ""), flush=True)
@@ -741,12 +858,18 @@ def main():
             s = summarize(w.name, w.kind, rows, limits, "")
             if w.name == "small":
                 small_resume = s.get("resume_ms")
-            if w.name == "python" and "resume_ms" in s:
-                cold_rows = python_cold_start(n)
-                all_rows.append(("python-cold-start", cold_rows))
-                cold = statistics.median(r["resume_ms"] for r in cold_rows)
+            if w.name in ("python", "python-hint") and "resume_ms" in s:
+                if python_cold is None:
+                    cold_rows = python_cold_start(n)
+                    all_rows.append(("python-cold-start", cold_rows))
+                    python_cold = statistics.median(r["resume_ms"] for r in cold_rows)
+                cold = python_cold
                 s["cold_start_ms"], s["speedup_vs_cold"] = cold, cold / s["resume_ms"]
                 s["note"] = f"x{cold / s['resume_ms']:.1f} vs cold start ({cold:.0f} ms)"
+                if w.kind == "hint":
+                    s["note"] += ", lazy with the working-set hint of ckpt profile"
+            if w.kind == "lazy" and "resume_ms" in s:
+                s["note"] = lazy_note(s)
             if w.name == "threads-64" and "resume_ms" in s and small_resume:
                 s["resume_minus_small_ms"] = s["resume_ms"] - small_resume
                 s["note"] = f"{s['resume_ms'] - small_resume:+.2f} ms vs small"

@@ -11,7 +11,9 @@
  *
  * Protocol (the same for every workload of the bench): once set up, print
  * "ready" and block in read(0). Each byte read makes the program print its
- * CLOCK_REALTIME in nanoseconds at once; end of file makes it exit 0. Frozen
+ * CLOCK_REALTIME in nanoseconds at once; end of file makes it exit 0. The byte
+ * 'w' instead runs a fixed unit of work (CPU and a 64 KiB buffer, none of the
+ * workload's memory) and prints "work NS", its CLOCK_MONOTONIC duration. Frozen
  * while blocked in that read, the resumed program restarts the read on the
  * resumer's stdin, so the first thing it does is print its clock. */
 #define _GNU_SOURCE
@@ -123,6 +125,25 @@ static void setup_threads(int n)
 	pthread_mutex_unlock(&lock);
 }
 
+static long long now_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The same work each time: 1M xorshift steps written round a 64 KiB buffer. */
+static long long work_unit(void)
+{
+	static uint64_t buf[8192];
+	uint64_t seed = 0x94d049bb133111ebULL;
+	long long t0 = now_ns(CLOCK_MONOTONIC);
+	for (size_t i = 0; i < (1UL << 20); i++)
+		buf[i % 8192] ^= xorshift64(&seed);
+	long long t = now_ns(CLOCK_MONOTONIC) - t0;
+	return buf[seed % 8192] == 42 ? t + 1 : t; /* keeps the loop */
+}
+
 /* Print CLOCK_REALTIME for every byte on stdin; exit at end of file. */
 static void serve(void)
 {
@@ -136,9 +157,10 @@ static void serve(void)
 				continue;
 			die("read");
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		snprintf(line, sizeof line, "%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+		if (c == 'w')
+			snprintf(line, sizeof line, "work %lld\n", work_unit());
+		else
+			snprintf(line, sizeof line, "%lld\n", now_ns(CLOCK_REALTIME));
 		say(line);
 	}
 }

@@ -155,11 +155,17 @@ pub fn have_hw() -> bool {
 
 /// CRC-32C of `data`, with the hardware instruction when `hw` is true.
 pub fn crc32c(data: &[u8], hw: bool) -> u32 {
+    update(0, data, hw)
+}
+
+/// Continue a CRC-32C over `data` (`crc32c(a ++ b) == update(crc32c(a), b)`), with
+/// the hardware instruction when `hw` is true.
+pub fn update(crc: u32, data: &[u8], hw: bool) -> u32 {
     if hw {
         // SAFETY: callers pass hw = have_hw().
-        unsafe { update_hw_3way(0, data) }
+        unsafe { update_hw_3way(crc, data) }
     } else {
-        update_sw(0, data)
+        update_sw(crc, data)
     }
 }
 
@@ -220,5 +226,10 @@ mod tests {
     fn incremental_equals_whole() {
         let a = update_sw(0, b"hello ");
         assert_eq!(update_sw(a, b"world"), update_sw(0, b"hello world"));
+        let hw = have_hw();
+        let data: [u8; 100] = core::array::from_fn(|i| (i * 53 + 7) as u8);
+        for cut in 0..data.len() {
+            assert_eq!(update(crc32c(&data[..cut], hw), &data[cut..], hw), crc32c(&data, hw), "cut at {cut}");
+        }
     }
 }

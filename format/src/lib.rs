@@ -13,8 +13,8 @@
 //!              each with its own crc32c in its PageRun record
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
-//!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData
-//!              (SectionKind order; a tree's other processes' own images follow
+//!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData,
+//!              WorkingSet (SectionKind order; a tree's other processes' own images follow
 //!              the image, see tree.rs):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
@@ -37,12 +37,14 @@ pub mod compat;
 pub mod crc32c;
 mod kernel;
 mod process;
+pub mod pty;
 mod records;
 pub mod sockopts;
 mod tree;
 mod validate;
 mod vdso;
 #[cfg(test)] mod vdso_tests;
+mod working_set;
 #[cfg(test)] mod tests;
 /// The image writer. Not part of the library: it needs an allocator and the stub,
 /// which links this crate, has none. The generator and the fuzz targets compile the
@@ -57,6 +59,7 @@ pub use sockopts::{SockOpt, MAX_SOCKOPTS};
 pub use tree::*;
 pub use validate::*;
 pub use vdso::*;
+pub use working_set::{WorkingSetRange, MAX_WORKING_SET};
 
 /// First bytes of every image. Deliberately not `\x7fELF`, so binfmt_misc can tell a
 /// raw image from the self-contained executable.

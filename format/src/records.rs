@@ -57,13 +57,16 @@ pub enum SectionKind {
     TreeObjects = 21,
     /// The bytes the tree objects carry (a pipe's buffered bytes), one after another.
     TreeData = 22,
+    /// Pages a lazy resume brings in before the first instruction
+    /// ([`crate::WorkingSetRange`], sorted; `ckpt profile` writes it).
+    WorkingSet = 23,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 24;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
-pub const KNOWN_SECTIONS: usize = 23;
+pub const KNOWN_SECTIONS: usize = 24;
 
 impl SectionKind {
     /// The kind stored in section slot `slot`, if this version knows one there.
@@ -95,6 +98,7 @@ impl SectionKind {
         SectionKind::TreeProcs,
         SectionKind::TreeObjects,
         SectionKind::TreeData,
+        SectionKind::WorkingSet,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -122,6 +126,7 @@ impl SectionKind {
             SectionKind::TreeProcs => crate::MAX_TREE_PROCS as u64,
             SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
             SectionKind::TreeData => crate::MAX_TREE_DATA,
+            SectionKind::WorkingSet => crate::MAX_WORKING_SET as u64,
         }
     }
 
@@ -148,6 +153,7 @@ impl SectionKind {
             SectionKind::TreeProcs => core::mem::size_of::<crate::TreeProc>() as u64,
             SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
             SectionKind::TreeData => 1,
+            SectionKind::WorkingSet => core::mem::size_of::<crate::WorkingSetRange>() as u64,
         }
     }
 
@@ -176,6 +182,7 @@ impl SectionKind {
             SectionKind::TreeProcs => "tree processes",
             SectionKind::TreeObjects => "tree objects",
             SectionKind::TreeData => "tree data",
+            SectionKind::WorkingSet => "working set",
         }
     }
 }
@@ -606,8 +613,11 @@ pub enum FdKind {
     DeletedDir = 13,
     /// One end of a pseudo-terminal whose master is in the process: `aux[0]`
     /// [`PTY_MASTER`] or [`PTY_SLAVE`], `aux[1]` the pair's index (/dev/pts/N),
-    /// `aux[2]` 1 in packet mode (TIOCPKT). The master's `data`: the terminal's
-    /// struct termios2 (44 bytes) and struct winsize (8 bytes).
+    /// `aux[2]` 1 in packet mode (TIOCPKT). A master's `aux[3]` is the length of
+    /// the queued input in its data, `aux[4]` its flags ([`crate::pty::PTY_FLAGS`]),
+    /// `aux[5]` the end-of-file markers in that input; its `data`: the terminal's
+    /// struct termios2 (44 bytes) and struct winsize (8 bytes), the input, the
+    /// output (layout in [`crate::pty`]).
     Pty = 14,
     /// An object of the tree that another process of it shares (a pipe between
     /// the processes of a pipeline): `aux[0]` is the number of the fd the root
@@ -844,6 +854,8 @@ unsafe impl Pod for Extent {}
 unsafe impl Pod for crate::KernelState {}
 // SAFETY: as above.
 unsafe impl Pod for crate::VdsoSym {}
+// SAFETY: two u64 fields, no padding.
+unsafe impl Pod for crate::WorkingSetRange {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeProc {}
 // SAFETY: as above.

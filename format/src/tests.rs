@@ -434,6 +434,10 @@ pub fn valid_parts() -> Parts {
         created_unix: 1_700_000_000,
         flags: 0,
         vdso_syms: Vec::new(),
+        working_set: vec![
+            WorkingSetRange { start: HEAP.0, len: 2 * PAGE_SIZE },
+            WorkingSetRange { start: STACK.1 - PAGE_SIZE, len: PAGE_SIZE },
+        ],
     };
     for (name, offset) in [(&b"__vdso_clock_gettime"[..], 0x100), (b"__vdso_time", 0x180)] {
         let name_off = img.strings.len() as u32;
@@ -736,8 +740,8 @@ fn image_truncated() {
 
 #[test]
 fn wrong_number_of_section_slots() {
-    let img = with_header(&valid_image(), |h| h.nsections = KNOWN_SECTIONS as u32);
-    expect(&img, BS(KNOWN_SECTIONS as u32, "wrong number of section slots"));
+    let img = with_header(&valid_image(), |h| h.nsections = MAX_SECTIONS as u32 - 1);
+    expect(&img, BS(MAX_SECTIONS as u32 - 1, "wrong number of section slots"));
 }
 
 #[test]
@@ -924,6 +928,14 @@ fn section_checksum_of_each_section() {
             },
         );
     }
+}
+
+#[test]
+fn working_set_outside_the_vmas() {
+    let img = image_with(|p| p.working_set[1].start = STACK.1);
+    expect(&img, FormatError::BadWorkingSet { index: 1, what: "range not inside one vma" });
+    let img = image_with(|p| p.working_set.swap(0, 1));
+    expect(&img, FormatError::BadWorkingSet { index: 1, what: "ranges not sorted or overlapping" });
 }
 
 #[test]
@@ -1387,11 +1399,38 @@ fn fd_pty_slave_without_master() {
         p.fds[6].aux = [PTY_SLAVE, index, 0, 0, 0, 0];
         p.fds[5].kind = FdKind::Pty as u32;
         p.fds[5].aux = [PTY_MASTER, 3, 0, 0, 0, 0];
+        (p.fds[5].data_off, p.fds[5].data_len) = (p.fds[F_PIPE_R].data_off, 52);
         p.fds[5].desc = 0;
         p.fds[6].desc = 0;
     };
     expect(&image_with(|p| slave_of(p, 4)), BF(6, "pty slave without its master"));
     assert_eq!(validate(&image_with(|p| slave_of(p, 3))), Ok(()));
+}
+
+/// A master's settings, its queued input and its flags must fit its data.
+#[test]
+fn fd_pty_master_data_and_flags() {
+    use crate::pty::{PTY_EOF_BYTE, PTY_LOCKED};
+    let master = |aux: [u64; 6], len: u64| {
+        image_with(move |p| {
+            p.fds[5].kind = FdKind::Pty as u32;
+            p.fds[5].aux = aux;
+            (p.fds[5].data_off, p.fds[5].data_len) = (p.fds[F_PIPE_R].data_off, len);
+            p.fds[5].desc = 0;
+            p.fds[6].desc = 0;
+        })
+    };
+    let what = "pty master with unknown flags, or queued input not inside its data";
+    assert_eq!(validate(&master([PTY_MASTER, 3, 1, 10, PTY_LOCKED | PTY_EOF_BYTE | 0x400, 2], 62)), Ok(()));
+    expect(&master([PTY_MASTER, 3, 0, 0, 0, 0], 51), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 11, 0, 0], 62), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 2, 0, 0, 0], 52), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 0, 1 << 24, 0], 52), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 10, PTY_EOF_BYTE, 11], 62), BF(5, what));
+    expect(&master([PTY_MASTER, 3, 0, 10, 0, 1], 62), BF(5, what));
+    let erase = crate::pty::PTY_ERASE_BYTE | PTY_EOF_BYTE | 0x07_0400;
+    assert_eq!(validate(&master([PTY_MASTER, 3, 0, 3, erase, 1], 62)), Ok(()));
+    expect(&master([PTY_MASTER, 3, 0, 2, erase, 1], 62), BF(5, what));
 }
 
 #[test]
@@ -2045,6 +2084,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadVdsoSym { .. } => "vdso_tests::symbols_are_validated_on_read",
             FormatError::BadTree { .. } => "tree_* tests",
             FormatError::BadTreeObject { .. } => "tree_objects_checked, tree_slots",
+            FormatError::BadWorkingSet { .. } => "working_set_outside_the_vmas, working_set::tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2322,6 +2362,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.strings.clear();
     minimal.vdso.clear();
     minimal.vdso_syms.clear();
+    minimal.working_set.clear();
     minimal.process = None;
     minimal.signals.clear();
     minimal.timers.clear();
@@ -2816,6 +2857,21 @@ fn tree_pids_and_parents() {
     expect(&with_tree(|p| p.tree_procs[2].ppid = 4244), BTP(2, "parent not before its child in the tree"));
     expect(&with_tree(|p| p.tree_procs[1].flags = 8), BTP(1, "unknown process flags"));
     expect(&with_tree(|p| p.tree_procs[1].nslots = 9), BTP(1, "slot range differs from the root's"));
+    expect(&with_tree(|p| p.tree_procs[1]._reserved = 1), BTP(1, "reserved field not zero"));
+    let fg = "a foreground group on no session leader, or no group of its session in the tree";
+    expect(&with_tree(|p| p.tree_procs[1].fg_pgid = 4242), BTP(1, fg));
+    expect(&with_tree(|p| p.tree_procs[0].fg_pgid = 4242), BTP(0, fg));
+    expect(
+        &with_tree(|p| {
+            (p.tree_procs[1].sid, p.tree_procs[1].pgid) = (4243, 4243);
+            p.tree_procs[1].fg_pgid = 4242;
+        }),
+        BTP(1, fg),
+    );
+    assert!(validate(&with_tree(|p| {
+        (p.tree_procs[1].sid, p.tree_procs[1].pgid, p.tree_procs[1].fg_pgid) = (4243, 4243, 4243);
+    }))
+    .is_ok());
 }
 
 #[test]
@@ -2846,7 +2902,7 @@ fn tree_slots() {
 fn tree_objects_checked() {
     expect(&with_tree(|p| p.tree_objects[0].kind = 9), BTO(0, "unknown tree object kind"));
     expect(&with_tree(|p| p.tree_objects[0].creator = 4243), BTO(0, "created by another process than the root"));
-    expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown pipe flags"));
+    expect(&with_tree(|p| p.tree_objects[0].flags = 4), BTO(0, "unknown object flags"));
     expect(&with_tree(|p| p.tree_objects[0].data_len = 13), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
     expect(&with_tree(|p| p.tree_objects[0].capacity = 4), BTO(0, "bytes outside the tree data or beyond the pipe's capacity"));
     expect(
@@ -2869,6 +2925,19 @@ fn tree_objects_checked() {
         &with_tree(|p| p.tree_procs.clear()),
         BTO(0, "tree objects without tree processes"),
     );
+}
+
+#[test]
+fn tree_root_fd_hidden_flag() {
+    let root_fd = |flags: u32| {
+        with_tree(|p| {
+            let fd = p.fds.iter().find(|f| f.fd > 2).unwrap().fd;
+            let o = &mut p.tree_objects[0];
+            (o.kind, o.capacity, o.data_len, o.flags) = (TREE_OBJ_ROOT_FD, fd as u64, 0, flags);
+        })
+    };
+    assert!(!matches!(validate(&root_fd(TREE_ROOT_FD_HIDDEN)), Err(FormatError::BadTreeObject { .. })));
+    expect(&root_fd(TREE_ROOT_FD_HIDDEN | 1), BTO(0, "unknown object flags"));
 }
 
 #[test]

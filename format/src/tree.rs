@@ -35,6 +35,12 @@ pub struct TreeProc {
     /// every record. The first [`TREE_CONTROL_SLOTS`] synchronise the release.
     pub slot_base: u32,
     pub nslots: u32,
+    /// For a session leader other than the root with a controlling terminal: the
+    /// terminal's foreground process group (a job-control shell's running job),
+    /// a group of the tree, set again with TIOCSPGRP once every group exists.
+    /// Zero otherwise.
+    pub fg_pgid: u32,
+    pub _reserved: u32,
 }
 
 /// [`TreeProc::flags`]: an exited child its parent had not reaped yet.
@@ -83,7 +89,10 @@ pub const TREE_OBJ_MEMORY: u32 = 2;
 /// An open file description the root holds at fd `capacity` and other processes
 /// of the tree share (a listening socket of a pre-forking server, a file whose
 /// offset moves for all): the root's own restore makes it, then puts it at the
-/// slot before it forks.
+/// slot before it forks. With [`TREE_ROOT_FD_HIDDEN`] the root did not hold it:
+/// another process made it and passed it down (a socket pair, an eventfd, a
+/// locked file); the root makes it at a number above its own fds only for the
+/// tree and closes that number once the slot has it.
 pub const TREE_OBJ_ROOT_FD: u32 = 3;
 /// Fds a tree object of this kind takes in the slots.
 pub const fn tree_object_slots(kind: u32) -> u32 {
@@ -97,6 +106,9 @@ pub const fn tree_object_slots(kind: u32) -> u32 {
 pub const TREE_PIPE_READ_NONBLOCK: u32 = 1;
 /// [`TreeObject::flags`] of a pipe: its write end was O_NONBLOCK.
 pub const TREE_PIPE_WRITE_NONBLOCK: u32 = 2;
+/// [`TreeObject::flags`] of a [`TREE_OBJ_ROOT_FD`]: the root holds the fd only for
+/// the tree (see there).
+pub const TREE_ROOT_FD_HIDDEN: u32 = 4;
 /// `aux[2]` of an `FdKind::Tree` record: the slot holds the root's pty master and
 /// the fd is a slave of it, opened from the master (TIOCGPTPEER) with `flags`'s
 /// access mode: a shell in a terminal emulator's or tmux's pane.
@@ -131,6 +143,12 @@ impl Tables<'_> {
             }
             if p.flags & !crate::TREE_ZOMBIE != 0 {
                 return bad("unknown process flags");
+            }
+            if p._reserved != 0 {
+                return bad("reserved field not zero");
+            }
+            if p.fg_pgid != 0 && (i == 0 || p.sid != p.pid || p.flags != 0 || !procs.iter().any(|q| q.pgid == p.fg_pgid && q.sid == p.sid)) {
+                return bad("a foreground group on no session leader, or no group of its session in the tree");
             }
             if (p.slot_base, p.nslots) != (root.slot_base, root.nslots) {
                 return bad("slot range differs from the root's");
@@ -174,10 +192,13 @@ impl Tables<'_> {
             if o.creator != root.pid {
                 return bad("created by another process than the root");
             }
-            if o.flags & !(crate::TREE_PIPE_READ_NONBLOCK | crate::TREE_PIPE_WRITE_NONBLOCK) != 0
-                || (o.kind != TREE_OBJ_PIPE && o.flags != 0)
-            {
-                return bad("unknown pipe flags");
+            let known = match o.kind {
+                TREE_OBJ_PIPE => crate::TREE_PIPE_READ_NONBLOCK | crate::TREE_PIPE_WRITE_NONBLOCK,
+                TREE_OBJ_ROOT_FD => TREE_ROOT_FD_HIDDEN,
+                _ => 0,
+            };
+            if o.flags & !known != 0 {
+                return bad("unknown object flags");
             }
             if o.kind == TREE_OBJ_MEMORY && (o.capacity == 0 || o.capacity > 1 << 62) {
                 return bad("memory of no size or beyond the largest file offset");

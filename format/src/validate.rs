@@ -38,6 +38,7 @@ pub enum FormatError {
     BadVdsoSym { index: u32, what: &'static str },
     BadTree { index: u32, what: &'static str },
     BadTreeObject { index: u32, what: &'static str },
+    BadWorkingSet { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -66,6 +67,7 @@ impl FormatError {
             | FormatError::BadVdsoSym { what, .. }
             | FormatError::BadTree { what, .. }
             | FormatError::BadTreeObject { what, .. }
+            | FormatError::BadWorkingSet { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -88,7 +90,8 @@ impl FormatError {
             | FormatError::BadSockOpt { index, .. }
             | FormatError::BadVdsoSym { index, .. }
             | FormatError::BadTree { index, .. }
-            | FormatError::BadTreeObject { index, .. } => Some(index as u64),
+            | FormatError::BadTreeObject { index, .. }
+            | FormatError::BadWorkingSet { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -131,6 +134,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadSockOpt { index, what } => write!(f, "socket option {index}: {what}"),
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
             FormatError::BadVdsoSym { index, what } => write!(f, "vdso symbol {index}: {what}"),
+            FormatError::BadWorkingSet { index, what } => write!(f, "working set range {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -251,6 +255,8 @@ pub struct Tables<'a> {
     pub tree_procs: &'a [crate::TreeProc],
     pub tree_objects: &'a [crate::TreeObject],
     pub tree_data: &'a [u8],
+    /// Pages to bring in first on a lazy resume; empty without a hint.
+    pub working_set: &'a [crate::WorkingSetRange],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -326,10 +332,12 @@ impl<'a> Tables<'a> {
         let tree_procs = records(section_bytes(h, buf, lo, SectionKind::TreeProcs, hw)?, SectionKind::TreeProcs)?;
         let tree_objects = records(section_bytes(h, buf, lo, SectionKind::TreeObjects, hw)?, SectionKind::TreeObjects)?;
         let tree_data = section_bytes(h, buf, lo, SectionKind::TreeData, hw)?;
+        let working_set = records(section_bytes(h, buf, lo, SectionKind::WorkingSet, hw)?, SectionKind::WorkingSet)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
             locks, files, extents, sockets, kernel: kernel.first(), sockopts, vdso_syms, tree_procs, tree_objects, tree_data,
+            working_set,
         };
         t.check(h)?;
         Ok(t)
@@ -349,6 +357,7 @@ impl<'a> Tables<'a> {
         self.check_process()?;
         self.check_kernel()?;
         self.check_vdso_syms()?;
+        crate::working_set::check(self.working_set, self.vmas)?;
         self.check_tree()
     }
 
@@ -655,6 +664,18 @@ impl<'a> Tables<'a> {
                 }
                 Some(FdKind::Socket) if f.aux[2] >= crate::SOCK_ROLES => return bad("unknown socket role"),
                 Some(FdKind::Pty) if f.aux[0] > crate::PTY_SLAVE => return bad("pty end neither master nor slave"),
+                Some(FdKind::Pty)
+                    if f.aux[0] == crate::PTY_MASTER
+                        && (f.aux[2] > 1
+                            || f.aux[4] & !crate::pty::PTY_FLAGS != 0
+                            || f.aux[5] > f.aux[3]
+                            || (f.aux[5] != 0) != (f.aux[4] & crate::pty::PTY_EOF_BYTE != 0)
+                            || (f.aux[4] & crate::pty::PTY_ERASE_BYTE != 0 && f.aux[3] < f.aux[5] + 2)
+                            || f.data_len < crate::pty::PTY_SETTINGS_LEN as u64
+                            || f.aux[3] > f.data_len - crate::pty::PTY_SETTINGS_LEN as u64) =>
+                {
+                    return bad("pty master with unknown flags, or queued input not inside its data")
+                }
                 Some(FdKind::Tree) if f.aux[0] < 3 || f.aux[0] >= 1 << 20 || f.data_len != 0 => {
                     return bad("tree fd naming no slot, or with data of its own")
                 }

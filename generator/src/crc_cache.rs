@@ -10,7 +10,7 @@
 //! line per range, and read from there when the identity matches. A missing or
 //! unreadable cache only costs the reading; a malformed line is ignored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +29,11 @@ pub struct Key {
 }
 
 impl Key {
+    /// The file's (device, inode).
+    pub fn file(md: &Metadata) -> (u64, u64) {
+        (md.dev(), md.ino())
+    }
+
     pub fn new(md: &Metadata, from: u64, to: u64) -> Key {
         Key {
             dev: md.dev(),
@@ -70,6 +75,14 @@ pub struct Cache {
     path: Option<PathBuf>,
     known: HashMap<Key, u32>,
     new: Vec<(Key, u32)>,
+    /// Lines in the cache file when it was read.
+    lines: usize,
+}
+
+/// The device and inode a cache line is about (its first two fields).
+fn file_of(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.splitn(3, ' ');
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
 fn cache_path() -> Option<PathBuf> {
@@ -81,12 +94,15 @@ fn cache_path() -> Option<PathBuf> {
 }
 
 impl Cache {
-    /// The cache of this user (empty when there is none, or CKPT_CRC_CACHE=0).
-    pub fn load() -> Cache {
+    /// The cache of this user (empty when there is none, or CKPT_CRC_CACHE=0),
+    /// keeping only the lines of the files `wanted` (device, inode): the cache
+    /// holds thousands of lines of other processes' files, and parsing all of
+    /// them costs more than the few this freeze looks up.
+    pub fn load(wanted: &HashSet<(u64, u64)>) -> Cache {
         let path = if std::env::var_os("CKPT_CRC_CACHE").is_some_and(|v| v == "0") { None } else { cache_path() };
         let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-        let known = text.lines().filter_map(Key::parse).collect();
-        Cache { path, known, new: Vec::new() }
+        let known = text.lines().filter(|l| file_of(l).is_some_and(|f| wanted.contains(&f))).filter_map(Key::parse).collect();
+        Cache { path, known, new: Vec::new(), lines: text.lines().count() }
     }
 
     pub fn get(&self, k: &Key) -> Option<u32> {
@@ -107,7 +123,7 @@ impl Cache {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let restart = self.known.len() + self.new.len() > MAX_LINES;
+        let restart = self.lines + self.new.len() > MAX_LINES;
         let f = OpenOptions::new().create(true).append(!restart).write(true).truncate(restart).open(&path);
         let Ok(mut f): std::io::Result<File> = f else { return };
         let text: String = self.new.iter().map(|(k, c)| k.line(*c)).collect();
@@ -127,5 +143,7 @@ mod tests {
         assert_eq!(Key::parse(k.line(0xdeadbeef).trim_end()), Some((k, 0xdeadbeef)));
         assert_eq!(Key::parse("1 2 3"), None);
         assert_eq!(Key::parse("a 2 3 4 5 6 7 8"), None);
+        assert_eq!(file_of(k.line(1).trim_end()), Some(Key::file(&md)));
+        assert_eq!(file_of("x 2 3"), None);
     }
 }

@@ -33,6 +33,7 @@
 mod anon;
 mod dgramqueue;
 mod disconnected;
+mod exports;
 mod files;
 mod inflight;
 mod inet_diag;
@@ -41,6 +42,7 @@ mod locks;
 mod objects;
 mod pipes;
 mod pty;
+mod ptyinput;
 mod ptyqueue;
 mod sockets;
 mod sockopts;
@@ -85,9 +87,12 @@ pub struct FdPlan {
     /// The TCP ends made anew at resume, held until the original is killed
     /// ([`tcppair::end_with_reset`]).
     pub tcp_ends: Vec<std::os::fd::OwnedFd>,
+    /// The made-up numbers of [`Sources::exports`], in their order.
+    pub exported: Vec<i32>,
 }
 
 pub use tcppair::end_with_reset;
+pub use locks::needs_proc_locks;
 
 /// One fd's record before its strings and data are placed.
 #[derive(Clone)]
@@ -290,6 +295,8 @@ pub(crate) fn add_bytes(strings: &mut Strings, b: &[u8]) -> (u32, u32) {
 pub struct Sources<'a> {
     pub fds: &'a [FdInfo],
     pub locks: crate::proc::locks::Prefetch,
+    /// Files of other processes of a tree this plan makes ([`exports`]).
+    pub exports: Vec<std::os::fd::OwnedFd>,
 }
 
 pub fn plan(
@@ -301,11 +308,13 @@ pub fn plan(
     strings: &mut Strings,
     warnings: &mut Vec<String>,
 ) -> Result<FdPlan> {
-    let Sources { fds, locks: all_locks } = src;
+    let Sources { fds, locks: all_locks, exports } = src;
     let tg = Target::new(t, fds.last().map_or(2, |f| f.fd));
     let pid = tg.pid;
-    let real = fds;
     let mut all = fds.to_vec();
+    let exported = exports::adopt(&tg, exports, &mut all).map_err(|e| anyhow::anyhow!("pid {pid}: {e}"))?;
+    // The fds whose locks are taken again: the process's own and the tree's.
+    let real = all.clone();
     if let Err(e) = inflight::discover(&tg, &mut all) {
         bail!("pid {pid}: {e}");
     }
@@ -339,6 +348,8 @@ pub fn plan(
     let name = |f: &FdInfo| {
         if tg.is_inflight(f.fd) {
             format!("fd {} ({}, a file in flight: passed in a queued message)", f.fd, f.link)
+        } else if tg.is_exported(f.fd) {
+            format!("fd {} ({}, shared by other processes of the tree)", f.fd, f.link)
         } else {
             format!("fd {} ({})", f.fd, f.link)
         }
@@ -409,13 +420,24 @@ pub fn plan(
     }
     out.epoll = epoll;
     crate::trace::mark("fds: records");
-    out.locks = locks::plan(pid, real, &out, all_locks)?;
+    out.locks = locks::plan(pid, &real, &out, all_locks)?;
     crate::trace::mark("fds: locks");
     out.files = objects.files;
     out.extents = objects.extents;
     out.extent_data = objects.data;
     out.tcp_ends = tg.take_tcp_ends();
+    out.exported = exported;
     Ok(out)
+}
+
+/// A duplicate of fd `fd` of the process stopped under `t` (pidfd_getfd(2)).
+pub fn take_fd(t: &Seized, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    Target::new(t, fd).getfd(fd)
+}
+
+/// The inode of the peer of unix socket `ino` (sock_diag(7)), if connected.
+pub fn unix_peer(ino: u64) -> Option<u64> {
+    unix_diag::unix_diag(ino).ok().map(|d| d.peer as u64).filter(|&p| p != 0)
 }
 
 /// The buffered bytes and capacity of the pipe whose read end is `fd` in the

@@ -83,7 +83,8 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
     Pending(std::thread::spawn(move || {
         let hw = crc32c::have_hw();
         let mut buf = Vec::new();
-        let mut cache = crc_cache::Cache::load();
+        let wanted = files.values().filter_map(|f| f.metadata().ok()).map(|md| crc_cache::Key::file(&md)).collect();
+        let mut cache = crc_cache::Cache::load(&wanted);
         let mut out = Vec::with_capacity(work.len());
         for (i, path, from, to) in work {
             let file = &files[&path];

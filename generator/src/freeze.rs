@@ -190,13 +190,20 @@ pub struct Captured {
     extent_data: Vec<Vec<u8>>,
     file_crcs: Option<crate::fileref::Pending>,
     pub tcp_ends: Vec<std::os::fd::OwnedFd>,
+    /// The made-up fd numbers of [`ExtraFds::exports`], in their order.
+    pub exported: Vec<i32>,
     pub nthreads: usize,
     pub exe: Option<String>,
 }
 
 /// Fds the caller plans itself (a process tree's shared pipes): left out of the
-/// fd plan and added as they are.
-pub type ExtraFds = Vec<Fd>;
+/// fd plan and added as they are; and files of other processes the plan makes
+/// too (a tree's root makes what processes below it share: fdplan/exports.rs).
+#[derive(Default)]
+pub struct ExtraFds {
+    pub fds: Vec<Fd>,
+    pub exports: Vec<std::os::fd::OwnedFd>,
+}
 
 /// Read process `g` (stopped) into a [`Captured`]: its inventory, memory plan, fds
 /// (those in `extra` as given), kernel state and threads.
@@ -205,20 +212,21 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
     let pid = g.pid;
     let reader = g.reader();
     let rpid = reader.pid;
-    let all_locks = proc::locks::Prefetch::start();
+    let tids: Vec<i32> = g.threads.iter().map(|t| t.pid).collect();
+    let all_locks = if fdplan::needs_proc_locks(&tids) { proc::locks::Prefetch::start() } else { proc::locks::Prefetch::skip() };
     trace::mark("seized");
     let mut inv = inventory::take(rpid, early).with_context(|| format!("reading the state of pid {pid}"))?;
     trace::mark("inventory");
-    inv.fds.retain(|f| !extra.iter().any(|e| e.fd == f.fd));
+    inv.fds.retain(|f| !extra.fds.iter().any(|e| e.fd == f.fd));
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {pid}"))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {pid}"))?;
     trace::mark("plan");
     let file_crcs = (!o.embed_files).then(|| fileref::reference(&mut vmas, &strings.buf));
     trace::mark("file references");
-    let mut fdp = fdplan::plan(reader, fdplan::Sources { fds: &inv.fds, locks: all_locks }, &mut vmas, &mem, o.strict_fds, &mut strings, warnings)?;
+    let mut fdp = fdplan::plan(reader, fdplan::Sources { fds: &inv.fds, locks: all_locks, exports: extra.exports }, &mut vmas, &mem, o.strict_fds, &mut strings, warnings)?;
     trace::mark("fds planned");
-    merge_fds(&mut fdp, extra);
+    merge_fds(&mut fdp, extra.fds);
 
     let gd = gadgets::find(&mem, &vmas);
     if gd.syscall == 0 {
@@ -318,6 +326,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         extent_data: fdp.extent_data,
         file_crcs,
         tcp_ends: fdp.tcp_ends,
+        exported: fdp.exported,
         nthreads,
         exe: inv.exe,
     })
@@ -325,7 +334,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
 
 /// Add the records planned by the caller, keeping the fds in ascending order and
 /// the blobs pointing at their records.
-fn merge_fds(fdp: &mut fdplan::FdPlan, extra: ExtraFds) {
+fn merge_fds(fdp: &mut fdplan::FdPlan, extra: Vec<Fd>) {
     if extra.is_empty() {
         return;
     }
@@ -452,7 +461,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
             kids.join(" ")
         ));
     }
-    let mut c = capture(o, &g, Vec::new(), early_maps, &mut warnings)?;
+    let mut c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings)?;
     // Every piece of state but the pages is read: a process that runs on is let go
     // now, its pages read from a copy-on-write copy of its memory.
     let cow = if use_cow { c.copy_on_write(&g, &mut warnings)? } else { None };
@@ -510,6 +519,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         out.commit()?;
     }
     let fsync = t_sync.elapsed();
+    trace::mark("committed");
     let frozen = t0.elapsed();
     // A process that is killed is stopped from the seize to its end.
     let stopped = stopped.unwrap_or_else(|| t_seize.elapsed());
@@ -517,6 +527,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     if let Some(g) = g {
         fdplan::end_with_reset(&tcp_ends);
         g.kill();
+        trace::mark("killed");
     }
     drop(tcp_ends);
     drop(bar);

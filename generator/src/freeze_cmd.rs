@@ -75,7 +75,7 @@ pub struct FreezeArgs {
     /// children, zombies not yet reaped) into one file, and kill them all after:
     /// the resume brings the whole tree back with its PIDs, process groups,
     /// sessions and the pipes between its processes.
-    #[arg(long, conflicts_with = "image")]
+    #[arg(long)]
     pub tree: bool,
     #[command(flatten)]
     pub every: EveryArgs,
@@ -123,6 +123,7 @@ impl FreezeArgs {
 
 /// Run `ckpt freeze`; returns the exit code.
 pub fn run(a: FreezeArgs) -> u8 {
+    crate::trace::mark("command line read");
     if let Some(interval) = a.every.every {
         if a.output.as_os_str() == "-" || a.leave_stopped || a.json {
             return usage(a.json, "--every writes a file again and again: it takes neither `-o -`, --leave-stopped nor --json");

@@ -83,6 +83,35 @@ impl<'a> Injector<'a> {
         self.scratch + off as u64
     }
 
+    /// Read the task's memory at `addr`.
+    pub fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        self.mem.read_exact_at(buf, addr).with_context(|| format!("reading {addr:#x} of pid {}", self.t.pid))
+    }
+
+    /// Write the task's memory at `addr` (/proc/PID/mem writes even to memory the
+    /// task cannot write).
+    pub fn write_at(&self, addr: u64, buf: &[u8]) -> Result<()> {
+        self.mem.write_all_at(buf, addr).with_context(|| format!("writing {addr:#x} of pid {}", self.t.pid))
+    }
+
+    /// Run code the caller placed in the task at `rip`, with `rbx` and `r12` set
+    /// (its arguments), until its closing `int3` at `end - 1`; every signal but
+    /// SIGTRAP stays blocked meanwhile. The caller checks that SIGTRAP may be used
+    /// ([`Seized::cont_until_trap`]).
+    pub fn run_code(&self, rip: u64, rbx: u64, r12: u64, end: u64) -> Result<()> {
+        let mut r = self.orig;
+        r.orig_rax = u64::MAX;
+        (r.rip, r.rbx, r.r12) = (rip, rbx, r12);
+        self.t.set_regs(&r)?;
+        self.t.set_sigmask(!(1u64 << (libc::SIGTRAP - 1)))?;
+        let done = self.t.cont_until_trap(end);
+        self.t.set_sigmask(!0)?;
+        if let Err(rip) = done? {
+            bail!("injected code in pid {} stopped at {rip:#x}, not at its end {end:#x}", self.t.pid);
+        }
+        Ok(())
+    }
+
     /// Run system call `nr` in the task; returns its raw result (-errno on error).
     pub fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
         let mut r = self.orig;

@@ -28,11 +28,13 @@ mod periodic;
 mod plan;
 mod proc;
 mod procstate;
+mod profile;
 mod progress;
 mod ptrace;
 mod reader;
 mod regs;
 mod resume;
+mod syscall_batch;
 mod thread_state;
 mod trace;
 mod vdso_syms;
@@ -108,6 +110,25 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Record the pages a lazy resume of FILE touches first and store them in the
+    /// file as its working-set hint.
+    ///
+    /// FILE is resumed lazily (CKPT_LAZY=1) with this terminal; every page the process
+    /// touches during the window (or until it ends) is recorded in order, then the
+    /// file is rewritten with those pages as its hint (replacing one it had) and marked
+    /// to resume lazily: later lazy resumes read the hinted pages in before the first
+    /// instruction. The process runs on; ckpt profile exits as it does. Needs what
+    /// a lazy resume needs (root here: see CKPT_LAZY in the README).
+    #[command(after_help = outcome::RESTORE_CODES_HELP)]
+    Profile {
+        file: PathBuf,
+        /// Write the profiled file here instead of replacing FILE.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// How long to record (500ms, 2s, 1m).
+        #[arg(long = "for", value_name = "DURATION", default_value = "2s", value_parser = periodic::parse_interval)]
+        window: std::time::Duration,
+    },
     /// Show what is inside a .resume or raw image file.
     Info {
         file: PathBuf,
@@ -159,6 +180,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Freeze(_) | Cmd::Run { .. } => unreachable!("main runs freeze and run itself"),
         Cmd::Resume { quiet, file, args } => resume::run(&file, &args, quiet),
         Cmd::Restorer { output } => resume::write_restorer(&output),
+        Cmd::Profile { file, output, window } => {
+            let code = profile::run(&file, output.as_deref(), window)?;
+            std::process::exit(code)
+        }
         Cmd::Info { file, json } => info::run(&file, json),
         Cmd::Check { file } => match check::run(&file)? {
             true => Ok(()),

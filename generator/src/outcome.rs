@@ -59,14 +59,14 @@ impl Stage {
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 done; 1 other error; 2 usage; 3 the process cannot be frozen \
 (no such process, not permitted, zombie, privileged, traced); 4 the output cannot be created; 5 reading the \
 process failed; 6 writing or syncing the output failed. A resume file (or `ckpt resume`) that cannot resume \
-exits 100-117, see `ckpt resume --help`.";
+exits 100-118, see `ckpt resume --help`.";
 
 /// The restorer's exit codes (restorer-stub/src/out.rs `Step`), for `--help`.
 pub const RESTORE_CODES_HELP: &str = "Exit codes of a resume that fails (the restore step, named on stderr with \
 the address range and errno): 100 open image, 101 invalid image, 102 CPU lacks xstate features, 103 different \
 vdso/kernel, 104 no gap, 105 unmap, 106 move vdso, 107 map VMA, 108 fill pages/checksum, 109 protect, 110 \
 PR_SET_MM_MAP, 111 fds, 112 thread state, 113 rt_sigreturn, 114 process state, 115 lock memory, 116 kernel check, 117 process tree (one of its processes failed: every \
-process of the tree is killed). Once resumed, the process exits as it would have.";
+process of the tree is killed), 118 terminal input (a pseudo-terminal's queued input could not be typed into its new pair). Once resumed, the process exits as it would have.";
 
 /// A freeze that completed.
 #[derive(Debug, Serialize)]
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_restore_code_is_documented() {
-        for code in 100..=117 {
+        for code in 100..=118 {
             assert!(RESTORE_CODES_HELP.contains(&format!(" {code} ")), "{code}");
         }
     }

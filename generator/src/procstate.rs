@@ -8,6 +8,7 @@
 //! shows them, which is not how they must be set again (see `rearm_expired`).
 
 use crate::inject::Injector;
+use crate::syscall_batch::{Arg, Call};
 use crate::plan::Strings;
 use crate::ptrace::Seized;
 use anyhow::{bail, Context, Result};
@@ -130,53 +131,59 @@ fn read_tty(pid: i32, p: &mut Process) {
 pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Captured> {
     let pid = t.pid;
     let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
-    for sig in 1..=64u64 {
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
-            continue;
-        }
-        let r = inj.syscall(libc::SYS_rt_sigaction, [sig, 0, inj.ptr(0), 8, 0, 0])?;
-        ok(r, "rt_sigaction", pid)?;
-        let mut b = [0u8; 32];
-        inj.read(0, &mut b)?;
-        p.sigactions[sig as usize - 1] = SigAction { handler: u64_at(&b, 0), flags: u64_at(&b, 1), restorer: u64_at(&b, 2), mask: u64_at(&b, 3) };
-    }
-    let old = ok(inj.syscall(libc::SYS_umask, [0, 0, 0, 0, 0, 0])?, "umask", pid)?;
-    ok(inj.syscall(libc::SYS_umask, [old as u64, 0, 0, 0, 0, 0])?, "umask", pid)?;
-    p.umask = old as u32;
-    p.personality = ok(inj.syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])?, "personality", pid)? as u32;
-    inj.write(0, &[0u8; 8])?;
-    ok(inj.syscall(libc::SYS_prctl, [PR_GET_PDEATHSIG, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_PDEATHSIG", pid)?;
-    let mut b = [0u8; 4];
-    inj.read(0, &mut b)?;
-    p.pdeathsig = u32::from_le_bytes(b);
-    p.dumpable = ok(inj.syscall(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])?, "PR_GET_DUMPABLE", pid)? as u32;
-    if ok(inj.syscall(libc::SYS_prctl, [PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0])?, "PR_GET_NO_NEW_PRIVS", pid)? == 1 {
-        p.flags |= PROC_NO_NEW_PRIVS;
-    }
-    if ok(inj.syscall(libc::SYS_prctl, [PR_GET_THP_DISABLE, 0, 0, 0, 0, 0])?, "PR_GET_THP_DISABLE", pid)? == 1 {
-        p.flags |= PROC_THP_DISABLE;
-    }
-    for which in 0..3u64 {
-        ok(inj.syscall(libc::SYS_getitimer, [which, inj.ptr(0), 0, 0, 0, 0])?, "getitimer", pid)?;
-        let mut b = [0u8; 32];
-        inj.read(0, &mut b)?;
-        p.itimers[which as usize] = [u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3)];
-    }
-    rearm_itimer_real(&mut p.itimers[0]);
     let mut timers = match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
         Ok(text) => parse_timers(&text)?,
         Err(_) => Vec::new(),
     };
-    for tm in &mut timers {
-        if tm.notify & !libc::SIGEV_THREAD_ID == libc::SIGEV_THREAD {
-            bail!("pid {pid} has a POSIX timer ({}) that notifies by starting a thread, which cannot be restored yet", tm.id);
-        }
-        ok(inj.syscall(libc::SYS_timer_gettime, [tm.id as u64, inj.ptr(0), 0, 0, 0, 0])?, "timer_gettime", pid)?;
-        let mut b = [0u8; 32];
-        inj.read(0, &mut b)?;
-        tm.interval = [u64_at(&b, 0), u64_at(&b, 1)];
-        tm.value = [u64_at(&b, 2), u64_at(&b, 3)];
+    if let Some(tm) = timers.iter().find(|tm| tm.notify & !libc::SIGEV_THREAD_ID == libc::SIGEV_THREAD) {
+        bail!("pid {pid} has a POSIX timer ({}) that notifies by starting a thread, which cannot be restored yet", tm.id);
     }
+    // Every read below is independent of the others: one batch (syscall_batch.rs).
+    let sigs: Vec<u64> = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64).collect();
+    let v = Arg::Val;
+    let mut calls: Vec<Call> = sigs.iter().map(|&sig| Call::new(libc::SYS_rt_sigaction, [v(sig), v(0), Arg::Out, v(8), v(0), v(0)], 32)).collect();
+    let prctl = |op: u64, out: bool| Call::new(libc::SYS_prctl, [v(op), if out { Arg::Out } else { v(0) }, v(0), v(0), v(0), v(0)], if out { 8 } else { 0 });
+    calls.extend([
+        Call::new(libc::SYS_personality, [v(0xffff_ffff), v(0), v(0), v(0), v(0), v(0)], 0),
+        prctl(PR_GET_PDEATHSIG, true),
+        prctl(PR_GET_DUMPABLE, false),
+        prctl(PR_GET_NO_NEW_PRIVS, false),
+        prctl(PR_GET_THP_DISABLE, false),
+    ]);
+    calls.extend((0..3u64).map(|which| Call::new(libc::SYS_getitimer, [v(which), Arg::Out, v(0), v(0), v(0), v(0)], 32)));
+    calls.extend(timers.iter().map(|tm| Call::new(libc::SYS_timer_gettime, [v(tm.id as u64), Arg::Out, v(0), v(0), v(0), v(0)], 32)));
+    let done = crate::syscall_batch::run(inj, pid, t.pid, &calls)?;
+    let mut done = done.iter();
+    let mut next = |what: &str| -> Result<(i64, &[u8])> {
+        let (r, out) = done.next().expect("one result per call");
+        Ok((ok(*r, what, pid)?, out))
+    };
+    for &sig in &sigs {
+        let (_, b) = next("rt_sigaction")?;
+        p.sigactions[sig as usize - 1] = SigAction { handler: u64_at(b, 0), flags: u64_at(b, 1), restorer: u64_at(b, 2), mask: u64_at(b, 3) };
+    }
+    p.personality = next("personality")?.0 as u32;
+    p.pdeathsig = u32::from_le_bytes(next("PR_GET_PDEATHSIG")?.1[..4].try_into().unwrap());
+    p.dumpable = next("PR_GET_DUMPABLE")?.0 as u32;
+    if next("PR_GET_NO_NEW_PRIVS")?.0 == 1 {
+        p.flags |= PROC_NO_NEW_PRIVS;
+    }
+    if next("PR_GET_THP_DISABLE")?.0 == 1 {
+        p.flags |= PROC_THP_DISABLE;
+    }
+    for which in 0..3 {
+        let (_, b) = next("getitimer")?;
+        p.itimers[which] = [u64_at(b, 0), u64_at(b, 1), u64_at(b, 2), u64_at(b, 3)];
+    }
+    rearm_itimer_real(&mut p.itimers[0]);
+    for tm in &mut timers {
+        let (_, b) = next("timer_gettime")?;
+        tm.interval = [u64_at(b, 0), u64_at(b, 1)];
+        tm.value = [u64_at(b, 2), u64_at(b, 3)];
+    }
+    let old = ok(inj.syscall(libc::SYS_umask, [0, 0, 0, 0, 0, 0])?, "umask", pid)?;
+    ok(inj.syscall(libc::SYS_umask, [old as u64, 0, 0, 0, 0, 0])?, "umask", pid)?;
+    p.umask = old as u32;
     timers.sort_by_key(|t| t.id);
 
     for (res, lim) in p.rlimits.iter_mut().enumerate().take(NLIMITS) {

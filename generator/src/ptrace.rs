@@ -269,6 +269,40 @@ impl Seized {
         Err(PtraceError::Call { pid, what: "SYSCALL (no syscall stops)", source: std::io::ErrorKind::Interrupted.into() })
     }
 
+    /// Let the task run (PTRACE_CONT) until the `int3` ending injected code traps
+    /// with rip at `end`. The SIGTRAP that int3 forces (do_int3_user() ->
+    /// force_sig()) reaches us as a signal-delivery stop and is never delivered:
+    /// the next resume passes signal 0. The caller makes sure SIGTRAP is neither
+    /// blocked nor ignored nor already pending, so forcing it changes no
+    /// disposition (force_sig_info_to_task() resets only a blocked or ignored one)
+    /// and the trap is ours. Returns rip otherwise, for the error.
+    pub fn cont_until_trap(&self, end: u64) -> Result<Result<(), u64>, PtraceError> {
+        let pid = self.pid;
+        for _ in 0..16 {
+            // SAFETY: no pointers; signal 0.
+            if unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0usize, 0usize) } != 0 {
+                return Err(PtraceError::Call { pid, what: "CONT", source: errno() });
+            }
+            self.in_signal_stop.set(false);
+            let status = self.wait()?;
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                return Err(PtraceError::Exited { pid, how: "during injected code".into() });
+            }
+            // A queued interrupt reports first as an event stop (see run_syscall).
+            if status >> 16 != 0 {
+                continue;
+            }
+            let sig = libc::WSTOPSIG(status);
+            if sig == libc::SIGTRAP {
+                let rip = self.regs()?.rip;
+                return Ok(if rip == end { Ok(()) } else { Err(rip) });
+            }
+            // A signal that cannot be blocked: kept for the image and the detach.
+            self.note_signal_stop(sig);
+        }
+        Err(PtraceError::Call { pid, what: "CONT (no trap of the injected code)", source: std::io::ErrorKind::Interrupted.into() })
+    }
+
     /// Put the task back into a plain PTRACE_INTERRUPT stop after injected system
     /// calls: PTRACE_CONT ends the syscall-stop mode, and the queued interrupt stops
     /// the task again before it reaches user mode. Without this, a tracer that dies

@@ -8,6 +8,7 @@
 //! seized process (they all continue as they were) and the unfinished output.
 //! The originals are killed only once the file is on disk.
 
+mod passed;
 mod shared;
 mod walk;
 
@@ -17,7 +18,7 @@ use crate::output::Output;
 use crate::proc::{self, fds::FdInfo};
 use crate::{fdplan, progress};
 use anyhow::{bail, Context, Result};
-use ckpt_format::{align_up, tree_data_start, TreeProc, PAGE_SIZE, TREE_ZOMBIE};
+use ckpt_format::{align_up, tree_data_start, TreeProc, PAGE_SIZE, TREE_ROOT_FD_HIDDEN, TREE_ZOMBIE};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -77,15 +78,26 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         nobj.push(n);
     }
     let sh = shared::plan(&members, &fds, &shm, &nobj)?;
+    // The root makes what the processes below it passed down: a duplicate of each.
+    let mut exports = Vec::new();
+    for &(i, fd) in &sh.passed {
+        let g = members[i].group.as_ref().expect("a live member");
+        exports.push(fdplan::take_fd(g.reader(), fd).with_context(|| format!("taking fd {fd} of pid {} for the root to make", members[i].pid))?);
+    }
     let mut caps: Vec<Option<Captured>> = Vec::new();
-    for (m, extra) in members.iter().zip(sh.extra.iter()) {
+    for (i, (m, fds)) in members.iter().zip(sh.extra.iter()).enumerate() {
+        let extra = freeze::ExtraFds { fds: fds.clone(), exports: if i == 0 { std::mem::take(&mut exports) } else { Vec::new() } };
         caps.push(match &m.group {
-            Some(g) => Some(freeze::capture(o, g, extra.clone(), None, &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
+            Some(g) => Some(freeze::capture(o, g, extra, None, &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
             None => None,
         });
     }
 
     let mut objects = sh.objects.clone();
+    let made = caps[0].as_ref().map(|c| c.exported.clone()).unwrap_or_default();
+    for o in objects.iter_mut().filter(|o| o.flags & TREE_ROOT_FD_HIDDEN != 0) {
+        o.capacity = made[o.capacity as usize] as u64;
+    }
     let mut data = sh.data.clone();
     for &(ino, slot) in &sh.memory {
         let files: Vec<(u64, Vec<u8>)> = caps.iter().flatten().filter_map(|c| c.file_content(ino)).collect();
@@ -100,8 +112,15 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let mut images: Vec<(u64, File)> = Vec::new();
     let mut next = 0u64;
     let mut stats_all = crate::pages::Stats::default();
+    let fg = |i: usize, m: &walk::Member| {
+        // A session leader below the root whose terminal's foreground group is one
+        // of its session's groups in the tree (a job-control shell's job).
+        let ok = i > 0 && m.group.is_some() && m.sid == m.pid && m.tpgid > 0 && members.iter().any(|q| q.pgid == m.tpgid && q.sid == m.sid && q.group.is_some());
+        if ok { m.tpgid as u32 } else { 0 }
+    };
     for (i, (m, c)) in members.iter().zip(caps.iter_mut()).enumerate() {
         let mut rec = TreeProc {
+            fg_pgid: fg(i, m),
             pid: m.pid as u32,
             ppid: m.ppid as u32,
             pgid: m.pgid as u32,

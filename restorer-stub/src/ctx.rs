@@ -50,6 +50,9 @@ pub struct Ctx {
     pub missing_ignore: bool,
     /// Resume lazily (lazy/): CKPT_LAZY=1, or the file's HDR_LAZY unless CKPT_LAZY=0.
     pub lazy: bool,
+    /// `ckpt profile`: the fd (>= 3) the lazy helper writes the faulting addresses
+    /// to (CKPT_LAZY_PROFILE_FD), or 0.
+    pub profile_fd: usize,
     /// Offsets (ns) of CLOCK_MONOTONIC and CLOCK_BOOTTIME for a time namespace,
     /// when probe.rs found this machine's clocks behind the freeze's; zero if not.
     pub timens: [u64; 2],
@@ -65,6 +68,9 @@ pub struct Ctx {
     pub tree_slot_base: usize,
     pub tree_nslots: usize,
     pub tree_member: bool,
+    /// A session leader of a tree: its terminal's foreground group to set once
+    /// the tree is released (0: none).
+    pub tree_fg: u32,
 }
 
 impl Ctx {

@@ -302,6 +302,7 @@ pub fn restore(ctx: &Ctx, t: &Tables) {
         build(&cx, i);
     }
     files::removed_dirs_done(&cx);
+    pty::finish(&cx);
     // Every socket exists: datagrams queued on bound sockets are sent from their
     // senders, to names not yet removed again.
     dgramqueue::replay(&cx);

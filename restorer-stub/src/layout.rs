@@ -316,7 +316,7 @@ pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
         if let Some(l) = lazy.filter(|_| crate::lazy::eligible(v)) {
             // Created with its final protection, empty: the helper brings its pages.
             create(ctx, t, v, kind, true);
-            l.register(v);
+            l.register(ctx, t, v);
             continue;
         }
         let (same, prot) = create(ctx, t, v, kind, false);

@@ -85,6 +85,7 @@ pub unsafe extern "C" fn entry(sp: *const usize) -> ! {
     tree::root_of(&mut ctx, &t);
     ctx.missing_ignore = ctx.hdr.flags & ckpt_format::HDR_MISSING_FILES_IGNORE != 0 || st.env_is(b"CKPT_MISSING_FILES", b"ignore");
     ctx.lazy = st.env_flag(b"CKPT_LAZY") || (ctx.hdr.flags & ckpt_format::HDR_LAZY != 0 && !st.env_is(b"CKPT_LAZY", b"0"));
+    ctx.profile_fd = st.env_num(b"CKPT_LAZY_PROFILE_FD").filter(|&fd| (3..1 << 20).contains(&fd)).unwrap_or(0) as usize;
     ctx.cur = selfmaps::read_specials();
     let plan = probe::check(&ctx, &t);
     ctx.timens = plan.timens.unwrap_or([0, 0]);
@@ -118,9 +119,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // serves them from here on, before anything of the process touches them.
     let lazy = lazy::begin(ctx, &t);
     layout::create_all(ctx, &t, lazy.as_ref());
-    if let Some(l) = lazy {
-        l.go();
-    }
+    let lazy = lazy.map(lazy::Lazy::go);
     mm::restore(&t);
     fds::restore(ctx, &t);
     // The root of a tree: every other process forked at its pid (each restores
@@ -137,6 +136,10 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // Every process of a tree is restored before any continues.
     tree::release_together(ctx, &t);
     procstate::requeue_signals(&t);
+    // The helper streams from here on (before seccomp, which may forbid close).
+    if let Some(l) = lazy {
+        l.release();
+    }
     procstate::seccomp(&t);
     threads::release_and_leave(ctx, &t)
 }

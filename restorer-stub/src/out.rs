@@ -2,12 +2,21 @@
 //! which errno) and the step-by-step trace enabled by `CKPT_TRACE=1`.
 
 use crate::sys;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static TRACE: AtomicBool = AtomicBool::new(false);
+/// CLOCK_MONOTONIC (us) when tracing began: each trace line says how long after.
+static TRACE_T0: AtomicU64 = AtomicU64::new(0);
+
+fn now_us() -> u64 {
+    let mut ts = [0u64; 2];
+    let _ = sys::clock_gettime(1, &mut ts);
+    ts[0] * 1_000_000 + ts[1] / 1000
+}
 
 pub fn set_trace(on: bool) {
     TRACE.store(on, Ordering::Relaxed);
+    TRACE_T0.store(now_us(), Ordering::Relaxed);
 }
 
 pub fn tracing() -> bool {
@@ -36,6 +45,8 @@ pub enum Step {
     LockMemory = 115,
     /// A process tree: forking its processes, or one of them failing (tree.rs).
     Tree = 117,
+    /// A pseudo-terminal's queued input, typed into the new pair again (fds/pty.rs).
+    Tty = 118,
 }
 
 // The refusals of format::compat (probe.rs) exit with these steps' codes.
@@ -65,6 +76,7 @@ impl Step {
             Step::Process => "restore process state",
             Step::LockMemory => "lock memory",
             Step::Tree => "restore process tree",
+            Step::Tty => "restore terminal input",
         }
     }
 }
@@ -199,10 +211,12 @@ pub fn errno_name(e: isize) -> &'static str {
     }
 }
 
-/// Print a trace line for a step on a range, when tracing.
+/// Print a trace line for a step on a range, when tracing, with the microseconds
+/// since the restorer started (where the time of a resume goes).
 pub fn trace(what: &str, lo: u64, hi: u64) {
     if tracing() {
-        Line::new().s(what).s(" ").range(lo, hi).emit();
+        let us = now_us().saturating_sub(TRACE_T0.load(Ordering::Relaxed));
+        Line::new().s("+").dec(us).s("us ").s(what).s(" ").range(lo, hi).emit();
     }
 }
 

@@ -9,6 +9,7 @@ use core::arch::asm;
 
 pub const SYS_READ: usize = 0;
 pub const SYS_WRITE: usize = 1;
+pub const SYS_POLL: usize = 7;
 pub const SYS_OPEN: usize = 2;
 pub const SYS_CLOSE: usize = 3;
 pub const SYS_FSTAT: usize = 5;
@@ -248,6 +249,14 @@ fn res(r: isize) -> Res {
 pub fn write(fd: usize, buf: &[u8]) -> Res {
     // SAFETY: buf is a valid readable slice.
     res(unsafe { syscall3(SYS_WRITE, fd, buf.as_ptr() as usize, buf.len()) })
+}
+
+/// poll(2) on one fd for `events` (POLLIN: 1), at most `ms` milliseconds; returns
+/// the events that came (0 on a timeout).
+pub fn poll1(fd: usize, events: i16, ms: i32) -> Res {
+    let mut p = [fd as i32, events as u16 as i32];
+    // SAFETY: p is one struct pollfd (int fd; short events; short revents), writable.
+    res(unsafe { syscall3(SYS_POLL, p.as_mut_ptr() as usize, 1, ms as isize as usize) }).map(|n| if n == 0 { 0 } else { (p[1] >> 16) as u16 as usize })
 }
 
 pub fn read(fd: usize, buf: &mut [u8]) -> Res {
@@ -864,4 +873,23 @@ pub struct CloneArgs {
     pub set_tid: u64,
     pub set_tid_size: u64,
     pub cgroup: u64,
+}
+
+/// struct pollfd of poll(2).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PollFd {
+    pub fd: i32,
+    pub events: i16,
+    pub revents: i16,
+}
+
+pub const POLLIN: i16 = 0x1;
+pub const POLLERR: i16 = 0x8;
+pub const POLLHUP: i16 = 0x10;
+
+/// poll(2) on `fds`, waiting up to `timeout_ms` (-1: no limit).
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Res {
+    // SAFETY: the slice is a writable array of struct pollfd of its length.
+    res(unsafe { syscall3(SYS_POLL, fds.as_mut_ptr() as usize, fds.len(), timeout_ms as isize as usize) })
 }

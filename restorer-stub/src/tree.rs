@@ -4,7 +4,8 @@
 //! The root, with its own PID back and before its memory exists, creates the
 //! objects the processes share at the tree's fd "slots" (numbers above every fd
 //! any of them uses); once its own fds are restored it puts the descriptions it
-//! shares there too and forks its children; each child sets its process group or
+//! shares there too (and those it made only for the processes below it, whose
+//! own numbers it then closes) and forks its children; each child sets its process group or
 //! session, forks its own children the same way and then executes this restorer
 //! again on its own image (`CKPT_TREE_AT`), keeping its PID and the slots (they
 //! are not close-on-exec). A zombie is a child
@@ -21,7 +22,7 @@ use crate::out::{self, Line, Step};
 use crate::pid;
 use crate::startup::Startup;
 use crate::sys::{self, call};
-use ckpt_format::{Tables, TreeObject, TreeProc, TREE_OBJ_MEMORY, TREE_OBJ_PIPE, TREE_OBJ_ROOT_FD, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ZOMBIE};
+use ckpt_format::{Tables, TreeObject, TreeProc, TREE_OBJ_MEMORY, TREE_OBJ_PIPE, TREE_OBJ_ROOT_FD, TREE_PIPE_READ_NONBLOCK, TREE_PIPE_WRITE_NONBLOCK, TREE_ROOT_FD_HIDDEN, TREE_ZOMBIE};
 
 const SYS_SETPGID: usize = 109;
 const SYS_SETSID: usize = 112;
@@ -52,6 +53,7 @@ pub fn member_of(st: &Startup, ctx: &mut Ctx) {
         out::fail_msg(Step::Tree, "CKPT_TREE_AT/CKPT_TREE_SLOTS/CKPT_TREE_NSLOTS out of range", b"");
     }
     ctx.tree_member = true;
+    ctx.tree_fg = st.env_num(b"CKPT_TREE_FG").filter(|&g| g > 0 && g < 1 << 22).unwrap_or(0) as u32;
     ctx.tree_slot_base = base as usize;
     ctx.tree_nslots = n as usize;
     // From the root image's start (image::open adds it).
@@ -194,6 +196,11 @@ pub fn fork_all(ctx: &Ctx, t: &Tables) {
         if let Err(e) = sys::dup3(o.capacity as usize, o.slot as usize, 0) {
             fail(root.pid, "dup3 of a shared fd to its tree slot", e);
         }
+        // Made only for the processes below (a socket pair, an eventfd a child
+        // passed down): not one of the root's own fds.
+        if o.flags & TREE_ROOT_FD_HIDDEN != 0 {
+            let _ = sys::close(o.capacity as usize);
+        }
     }
     fork_children(ctx, t, root.pid);
 }
@@ -256,12 +263,13 @@ fn exec_own_image(ctx: &Ctx, p: &TreeProc) -> ! {
     let mut slots = [0u8; 48];
     let mut n = [0u8; 48];
     let mut img = [0u8; 48];
+    let mut fg = [0u8; 48];
     // The processes' images follow the root's, whose size the root knows.
     let off = ckpt_format::tree_data_start(ctx.hdr.image_size) + p.image_off;
     let at = out::cstr(&mut at, &[b"CKPT_TREE_AT="], &[off], b"");
     let slots = out::cstr(&mut slots, &[b"CKPT_TREE_SLOTS="], &[p.slot_base as u64], b"");
     let n = out::cstr(&mut n, &[b"CKPT_TREE_NSLOTS="], &[p.nslots as u64], b"");
-    let mut env: [usize; 8] = [0; 8];
+    let mut env: [usize; 9] = [0; 9];
     env[0] = at.as_ptr() as usize;
     env[1] = slots.as_ptr() as usize;
     env[2] = n.as_ptr() as usize;
@@ -273,6 +281,10 @@ fn exec_own_image(ctx: &Ctx, p: &TreeProc) -> ! {
     }
     if ctx.missing_ignore {
         env[k] = c"CKPT_MISSING_FILES=ignore".as_ptr() as usize;
+        k += 1;
+    }
+    if p.fg_pgid != 0 {
+        env[k] = out::cstr(&mut fg, &[b"CKPT_TREE_FG="], &[p.fg_pgid as u64], b"").as_ptr() as usize;
     }
     let mut argv: [usize; 3] = [c"ckpt-restore".as_ptr() as usize, 0, 0];
     if !ctx.embedded {
@@ -310,11 +322,35 @@ pub fn release_together(ctx: &Ctx, t: &Tables) {
                 _ => sys::exit_group(Step::Tree as i32),
             }
         }
+        if ctx.tree_fg != 0 {
+            foreground(me, ctx.tree_fg);
+        }
     } else {
         wait_for_all(t, base);
     }
     let _ = sys::close_range(base, end - 1);
     out::trace("tree released (slots)", base as u64, end as u64);
+}
+
+/// A session leader: its terminal's foreground group back (tcsetpgrp(3) is
+/// TIOCSPGRP on the controlling terminal; every group of the tree exists once it
+/// is released). Allowed from outside the foreground group because every signal,
+/// SIGTTOU too, is blocked here (tty_check_change()). On failure the leader's
+/// own group stays in the foreground, and a warning says so.
+fn foreground(me: u32, pgid: u32) {
+    const TIOCSPGRP: usize = 0x5410;
+    let r = sys::open(b"/dev/tty\0", (sys::O_RDWR | sys::O_NOCTTY) as usize | sys::O_CLOEXEC, 0)
+        .and_then(|fd| {
+            let r = sys::ioctl_set(fd, TIOCSPGRP, &(pgid as i32));
+            let _ = sys::close(fd);
+            r
+        });
+    if let Err(e) = r {
+        Line::new().s("ckpt: warning: pid ").dec(me as u64).s(": cannot give its terminal back to process group ")
+            .dec(pgid as u64).s(": ").errno(e).s("; its own group stays in the foreground").emit();
+    } else {
+        out::trace("terminal foreground group set (pid, pgid)", me as u64, pgid as u64);
+    }
 }
 
 fn wait_for_all(t: &Tables, base: usize) {

@@ -1,8 +1,9 @@
 //! Process trees (`ckpt freeze --tree`): a process frozen with every descendant and
 //! resumed as the same tree — PIDs, parents, zombies, pipes between its processes
 //! with their buffered bytes — as root and as an ordinary user (inside the PID
-//! namespace the resume makes); objects it cannot share again are refused by
-//! name; one process failing at resume fails the whole tree (exit 117).
+//! namespace the resume makes), objects passed down by any process of it;
+//! objects it cannot share again are refused by name; one process failing at
+//! resume fails the whole tree (exit 117).
 //!
 //! Each test prints its freeze and resume times (`--nocapture` shows them).
 
@@ -141,23 +142,74 @@ fn eventfd_passed_down() {
     tree_basic_resumes("eventfd", "eventfd_passed_down");
 }
 
-/// An eventfd two processes other than the root share (the root closed its own)
-/// cannot be made once by the root and given to both: the freeze refuses, naming
-/// it and the pids, writes nothing, and the tree runs on.
+/// An eventfd two processes other than the root share (the root gave it to two
+/// children and closed its own) is one object again: the root's restore makes
+/// it and both children take it; the third child reads the writer's 5.
 #[test]
-fn eventfd_shared_below_the_root_is_refused() {
-    let dir = TestDir::new("tree_eventfd_kids");
+fn eventfd_shared_below_the_root() {
+    tree_basic_resumes("eventfd-kids", "eventfd_shared_below_the_root");
+}
+
+/// A child makes a unix socket pair, an eventfd and a locked file and forks a
+/// grandchild that keeps one end, the eventfd and the file's open description:
+/// after the resume the pair carries the bytes queued at the freeze and the ones
+/// written after, the eventfd is one counter, the file's offset moves for both
+/// and the child still holds its flock.
+#[test]
+fn objects_passed_down_below_the_root() {
+    passed_down(false);
+}
+
+/// The same, frozen and resumed by an ordinary user.
+#[test]
+fn objects_passed_down_below_the_root_as_nobody() {
+    passed_down(true);
+}
+
+fn passed_down(nobody: bool) {
+    let Some(run) = Runner::new("tree_below", nobody) else { return };
+    let base = run.path().to_path_buf();
+    let fx = base.join("tree_below");
+    fs::copy(fixture("tree_below", false), &fx).unwrap();
+    let (gate, file) = (base.join("gate"), base.join("locked"));
+    let mut orig = run.launch(&fx).arg(&gate).arg(&file).label("tree_below").spawn();
+    let line = orig.wait_line_starting("pids ", READY_TIMEOUT);
+    let pids: Vec<i32> = line["pids ".len()..].split_whitespace().map(|s| s.parse().expect("a pid")).collect();
+    for k in &pids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let img = base.join("below.resume");
+    let tf = run.freeze(orig.pid(), &img);
+    orig.expect_killed_by_ckpt();
+    let t = Instant::now();
+    let mut resumed = run.launch(&img).label("resumed tree_below").spawn();
+    run.track(&mut resumed, &pids);
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report(&run.label("objects_passed_down_below_the_root"), tf, t.elapsed());
+}
+
+/// An epoll instance two processes other than the root share (the root closed its
+/// own): its registrations belong to the process that made them, so it cannot be
+/// made once and given to both: the freeze refuses, naming it and the pids,
+/// writes nothing, and the tree runs on.
+#[test]
+fn epoll_shared_below_the_root_is_refused() {
+    let dir = TestDir::new("tree_epoll_kids");
     let gate = dir.gate();
-    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "eventfd-kids"]);
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "epoll-kids"]);
     let kids = children_of(&orig);
     for k in &kids {
         orig.track_pid(*k);
     }
     orig.wait_ready();
-    let img = dir.image("tree_eventfd_kids");
+    let img = dir.image("tree_epoll_kids");
     let o = freeze(orig.pid(), &img, &["--tree"]);
     let err = assert_freeze_error(&o);
-    assert!(err.contains("[eventfd]") && err.contains(&format!("pid {}", kids[1])), "the refusal names the eventfd and the pids: {err}");
+    assert!(err.contains("[eventpoll]") && err.contains(&format!("pid {}", kids[1])), "the refusal names the epoll instance and the pids: {err}");
     assert!(!img.exists(), "a refused freeze left {}", img.display());
     orig.assert_running();
     open_gate(&gate);
@@ -371,14 +423,97 @@ fn check_pool(before: &[String], fin: &Finished) {
     assert_eq!(fin.line_starting("sum "), format!("sum {want}"));
 }
 
+/// Where a tree test runs: as the caller in its own test directory, or as user
+/// nobody in a directory that user can write, with a copy of ckpt it can run.
+enum Runner {
+    Caller(TestDir),
+    Nobody(OpenDir, std::path::PathBuf),
+}
+
+impl Runner {
+    /// None (the test is skipped) for nobody when the tests do not run as root.
+    fn new(name: &str, nobody: bool) -> Option<Runner> {
+        if !nobody {
+            return Some(Runner::Caller(TestDir::new(name)));
+        }
+        if !is_root() {
+            eprintln!("{name}_as_nobody: skipped (needs root to switch to nobody)");
+            return None;
+        }
+        let dir = OpenDir::new(&format!("{name}-nobody"));
+        let ck = dir.path.join("ckpt");
+        fs::copy(ckpt_bin(), &ck).unwrap();
+        Some(Runner::Nobody(dir, ck))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Runner::Caller(d) => d.path(),
+            Runner::Nobody(d, _) => &d.path,
+        }
+    }
+
+    /// `program` (an absolute path: nobody cannot run the shims under /root).
+    fn launch(&self, program: &Path) -> Launch {
+        match self {
+            Runner::Caller(_) => Launch::new(program),
+            Runner::Nobody(d, _) => d.launch_as_nobody(program),
+        }
+    }
+
+    fn command(&self, program: &Path) -> std::process::Command {
+        match self {
+            Runner::Caller(_) => std::process::Command::new(program),
+            Runner::Nobody(d, _) => d.as_nobody(program),
+        }
+    }
+
+    /// `ckpt freeze --tree` of `pid`, checked; how long it took.
+    fn freeze(&self, pid: i32, img: &Path) -> Duration {
+        match self {
+            Runner::Caller(_) => freeze_tree(pid, img),
+            Runner::Nobody(d, ck) => freeze_tree_as_nobody(d, ck, pid, img),
+        }
+    }
+
+    /// PIDs of the original tree to kill on drop: only as the caller (as nobody
+    /// the resumed tree's PIDs live in its own PID namespace, and the same
+    /// numbers outside are someone else's).
+    fn track(&self, p: &mut Proc, pids: &[i32]) {
+        if matches!(self, Runner::Caller(_)) {
+            for &k in pids {
+                p.track_pid(k);
+            }
+        }
+    }
+
+    fn label(&self, what: &str) -> String {
+        match self {
+            Runner::Caller(_) => what.to_string(),
+            Runner::Nobody(..) => format!("{what}_as_nobody"),
+        }
+    }
+}
+
 /// A pre-forking server (python: a master and 2 workers accepting on one listening
 /// socket) frozen between requests: after the resume the workers answer on the
 /// same port, from their own PIDs.
 #[test]
 fn preforking_server_answers_after() {
+    preforking_server(false);
+}
+
+/// The same server run, frozen and resumed by an ordinary user (with the system's
+/// python3; the workers answer with their PIDs inside the resume's PID namespace).
+#[test]
+fn preforking_server_answers_after_as_nobody() {
+    preforking_server(true);
+}
+
+fn preforking_server(nobody: bool) {
     use std::io::Read;
-    let dir = TestDir::new("tree_prefork");
-    let script = dir.join("server.py");
+    let Some(run) = Runner::new("tree_prefork", nobody) else { return };
+    let script = run.path().join("server.py");
     fs::write(
         &script,
         "import os, socket, sys\n\
@@ -399,7 +534,8 @@ fn preforking_server_answers_after() {
          \x20   os.wait()\n",
     )
     .unwrap();
-    let mut orig = Launch::new(python3()).arg(&script).label("prefork").spawn();
+    let py = if nobody { Path::new("/usr/bin/python3") } else { python3() };
+    let mut orig = run.launch(py).arg(&script).label("prefork").spawn();
     let workers: Vec<i32> = orig.wait_line_starting("workers ", READY_TIMEOUT)["workers ".len()..].split_whitespace().map(|w| w.parse().unwrap()).collect();
     for w in &workers {
         orig.track_pid(*w);
@@ -423,14 +559,12 @@ fn preforking_server_answers_after() {
         s
     };
     assert!(ask().starts_with("pong "));
-    let img = dir.image("prefork");
-    let tf = freeze_tree(orig.pid(), &img);
+    let img = run.path().join("prefork.resume");
+    let tf = run.freeze(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     let t = Instant::now();
-    let mut resumed = resume_launch(&img).spawn();
-    for w in &workers {
-        resumed.track_pid(*w);
-    }
+    let mut resumed = run.launch(&img).label("resumed prefork").spawn();
+    run.track(&mut resumed, &workers);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
         let a = ask();
@@ -438,7 +572,7 @@ fn preforking_server_answers_after() {
         assert!(workers.contains(&pid), "answered by {pid}, not one of the workers {workers:?}");
         seen.insert(pid);
     }
-    report("preforking_server_answers_after (to 6 answers)", tf, t.elapsed());
+    report(&format!("{} (to 6 answers)", run.label("preforking_server_answers_after")), tf, t.elapsed());
     resumed.assert_running();
 }
 
@@ -447,8 +581,18 @@ fn preforking_server_answers_after() {
 /// tree (built first in the same directory, so no path differs).
 #[test]
 fn make_j2_mid_build() {
-    let dir = TestDir::new("tree_make");
-    let src = dir.join("proj");
+    make_j2(false);
+}
+
+/// The same build, run, frozen and resumed by an ordinary user.
+#[test]
+fn make_j2_mid_build_as_nobody() {
+    make_j2(true);
+}
+
+fn make_j2(nobody: bool) {
+    let Some(run) = Runner::new("tree_make", nobody) else { return };
+    let src = run.path().join("proj");
     fs::create_dir(&src).unwrap();
     let mut protos = String::new();
     let mut calls = Vec::new();
@@ -467,9 +611,14 @@ fn make_j2_mid_build() {
          clean:\n\trm -f app *.o\n",
     )
     .unwrap();
+    if nobody {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o777)).unwrap();
+    }
     let outputs = ["app", "main.o", "f1.o", "f2.o", "f3.o", "f4.o", "f5.o", "f6.o", "f7.o", "f8.o"];
+    let make_bin = Path::new("/usr/bin/make");
     let make = |args: &[&str]| {
-        let mut c = std::process::Command::new("make");
+        let mut c = run.command(make_bin);
         c.arg("-s").arg("-C").arg(&src).args(args);
         let o = run_with_timeout(c, BUILD_TIMEOUT).expect("make");
         assert!(o.status.success(), "make {args:?}\n{}", describe_output(&o));
@@ -478,22 +627,143 @@ fn make_j2_mid_build() {
     let clean: Vec<Vec<u8>> = outputs.iter().map(|f| fs::read(src.join(f)).unwrap()).collect();
     make(&["clean"]);
 
-    let mut orig = Launch::new("make").arg("-j2").arg("-C").arg(&src).label("make -j2").spawn();
+    let mut orig = run.launch(make_bin).arg("-j2").arg("-C").arg(&src).label("make -j2").spawn();
     let deadline = Instant::now() + READY_TIMEOUT;
     while !src.join("main.o").exists() {
         assert!(Instant::now() < deadline, "the build made no object");
         std::thread::sleep(POLL);
     }
-    let img = dir.image("make");
-    let tf = freeze_tree(orig.pid(), &img);
+    let img = run.path().join("make.resume");
+    let tf = run.freeze(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
     assert!(!src.join("app").exists(), "the build ended before the freeze");
     let t = Instant::now();
-    let fin = resume_launch(&img).spawn().wait_output(BUILD_TIMEOUT);
+    let fin = run.launch(&img).label("resumed make").spawn().wait_output(BUILD_TIMEOUT);
     fin.assert_success();
     for (f, want) in outputs.iter().zip(&clean) {
         let got = fs::read(src.join(f)).unwrap_or_else(|e| panic!("{f} after the resumed build: {e}\n{fin}"));
         assert!(got == *want, "{f} differs from the clean build's\n{fin}");
     }
-    report("make_j2_mid_build", tf, t.elapsed());
+    report(&run.label("make_j2_mid_build"), tf, t.elapsed());
+}
+
+/// Field 8 of /proc/PID/stat: the foreground process group of its terminal.
+fn tpgid(pid: i32) -> Option<i32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().nth(5)?.parse().ok()
+}
+
+/// A job-control shell (bash -i in a tmux pane) with a job in the foreground,
+/// frozen with its tmux server: after the resume the job's group is the
+/// terminal's foreground group again, so Ctrl-C reaches the job (the shell
+/// reports its status 130) and not the shell, which answers the next command.
+#[test]
+fn job_control_shell_keeps_its_foreground_job() {
+    let _one = crate::fds_tty::PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("tree_fg");
+    let t = Tmux::new("tree-fg");
+    t.cmd(&["new-session", "-d", "-s", "w", "env PS1='$ ' bash --norc --noprofile -i"]);
+    t.cmd(&["send-keys", "-t", "w", "echo before-$((6*7))", "Enter"]);
+    t.watch_until("w", "before-42", READY_TIMEOUT);
+    let server: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pid}"]).trim().parse().unwrap();
+    let shell: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
+    t.cmd(&["send-keys", "-t", "w", "sleep 300", "Enter"]);
+    let t0 = Instant::now();
+    let job = loop {
+        if let Some(g) = tpgid(shell).filter(|&g| g > 0 && g != shell) {
+            break g;
+        }
+        assert!(t0.elapsed() < READY_TIMEOUT, "the job never became the foreground group");
+        std::thread::sleep(POLL);
+    };
+    let img = dir.image("tree-fg");
+    let tf = freeze_tree(server, &img);
+    while [server, shell, job].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < READY_TIMEOUT, "a process of the tree still runs after the freeze");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t1 = Instant::now();
+    let mut res = resume_launch(&img).label("resumed tmux tree").spawn();
+    res.track_pid(job);
+    res.track_pid(shell);
+    while tpgid(shell) != Some(job) {
+        assert!(t1.elapsed() < READY_TIMEOUT, "the job {job} is not the foreground group after the resume ({:?})\n{}", tpgid(shell), res.describe());
+        assert!(res.try_status().is_none(), "the resumed server ended\n{}", res.describe());
+        std::thread::sleep(POLL);
+    }
+    let resumed_in = t1.elapsed();
+    t.cmd(&["send-keys", "-t", "w", "C-c"]);
+    t.cmd(&["send-keys", "-t", "w", "echo rc=$? after-$((6*7))", "Enter"]);
+    t.watch_until("w", "rc=130 after-42", RESUME_TIMEOUT);
+    assert_eq!(tpgid(shell), Some(shell), "the shell is in the foreground again after its job");
+    report("job_control_shell_keeps_its_foreground_job (to the job in the foreground)", tf, resumed_in);
+    t.cmd(&["kill-server"]);
+    res.wait_exit(RESUME_TIMEOUT);
+    let t2 = Instant::now();
+    while proc_state(shell).is_some_and(|s| s != 'Z') {
+        assert!(t2.elapsed() < RESUME_TIMEOUT, "the pane's shell {shell} outlived its server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: getuid cannot fail.
+    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+}
+
+/// `--tree --image`: the tree as a raw image, resumed with `ckpt resume` (each
+/// process runs the restorer on its own image through the file's fd), and
+/// described by `ckpt info`.
+#[test]
+fn raw_image_of_a_tree_resumes_with_ckpt_resume() {
+    let dir = TestDir::new("tree_raw");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap(), "shm"]);
+    let kids = children_of(&orig);
+    orig.wait_ready();
+    let img = dir.join("tree.ckpt");
+    let t = Instant::now();
+    let o = freeze(orig.pid(), &img, &["--tree", "--image"]);
+    assert!(o.status.success(), "freeze --tree --image failed\n{}", describe_output(&o));
+    let tf = t.elapsed();
+    orig.expect_killed_by_ckpt();
+    assert_eq!(&fs::read(&img).unwrap()[..8], b"CKPTIMG\x01", "raw image magic");
+    let mut info = std::process::Command::new(ckpt_bin());
+    info.arg("info").arg(&img);
+    let o = run_with_timeout(info, FREEZE_TIMEOUT).expect("ckpt info");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("process tree (3 processes)"), "{text}");
+    let t = Instant::now();
+    let mut resumed = Launch::new(ckpt_bin()).arg("resume").arg(&img).label("ckpt resume of a tree").spawn();
+    for k in &kids {
+        resumed.track_pid(*k);
+    }
+    open_gate(&gate);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
+    report("raw_image_of_a_tree_resumes_with_ckpt_resume", tf, t.elapsed());
+}
+
+/// `--tree -o -` is refused before anything is stopped, naming the reason; the
+/// tree runs on and nothing is written.
+#[test]
+fn tree_to_stdout_is_refused() {
+    let dir = TestDir::new("tree_stdout");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("tree_basic", false, &[gate.to_str().unwrap()]);
+    let kids = children_of(&orig);
+    for k in &kids {
+        orig.track_pid(*k);
+    }
+    orig.wait_ready();
+    let mut cmd = std::process::Command::new(ckpt_bin());
+    cmd.arg("freeze").arg("--tree").arg(orig.pid().to_string()).arg("-o").arg("-");
+    let o = run_with_timeout(cmd, FREEZE_TIMEOUT).expect("ckpt freeze --tree -o -");
+    assert!(!o.status.success(), "freeze --tree -o - succeeded\n{}", describe_output(&o));
+    assert!(o.stdout.is_empty(), "a refused freeze wrote {} bytes", o.stdout.len());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--tree") && err.contains("-o -"), "{err}");
+    orig.assert_running();
+    open_gate(&gate);
+    let fin = orig.wait_output(RESUME_TIMEOUT);
+    fin.assert_success();
+    fin.line_starting("ok");
 }

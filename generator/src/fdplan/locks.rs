@@ -5,10 +5,17 @@
 //! Each fd's fdinfo lists the locks of its open file description (flock, OFD) and
 //! the process's POSIX locks taken through that description (show_fd_locks(),
 //! fs/proc/fd.c): fds sharing one description all list the same locks, which are
-//! taken once. A POSIX lock belongs to the process, and one that no fd lists (its
-//! file open only through a mapping) could not be taken again: /proc/locks is
-//! checked for such locks, and they are refused, as are leases and locks through
-//! the resumer's own stdio.
+//! taken once. A POSIX lock belongs to the process's fd table, and one that no fd
+//! lists could not be taken again: such locks are refused, as are leases and
+//! locks through the resumer's own stdio.
+//!
+//! With one fd table, every POSIX lock is listed: the fd it was taken through is
+//! still open, since closing any fd of a file drops all the process's POSIX locks
+//! on it (filp_flush() calls locks_remove_posix(), fs/open.c, fs/locks.c; close,
+//! dup2 over an fd, close_range and exec's close-on-exec all end there). Only a
+//! thread with a table of its own (clone without CLONE_FILES, or
+//! unshare(CLONE_FILES)) can hold a lock no fdinfo of the process shows; then
+//! /proc/locks is read (slow: proc/locks.rs) and checked for them ([`needs_proc_locks`]).
 
 use anyhow::{bail, Result};
 use ckpt_format::{FdKind, FileLock, LOCK_FLOCK, LOCK_OFD, LOCK_POSIX};
@@ -16,6 +23,18 @@ use ckpt_format::{FdKind, FileLock, LOCK_FLOCK, LOCK_OFD, LOCK_POSIX};
 use super::FdPlan;
 use crate::proc::fds::FdInfo;
 use crate::proc::locks::{self, LockKind, LockLine};
+
+/// Whether /proc/locks must be read: some thread of the process (`tids`, the one
+/// its fds are read through first) has another fd table (kcmp(2) KCMP_FILES), or
+/// kcmp cannot tell.
+pub fn needs_proc_locks(tids: &[i32]) -> bool {
+    const KCMP_FILES: libc::c_long = 2;
+    let Some((&first, rest)) = tids.split_first() else { return false };
+    rest.iter().any(|&t| {
+        // SAFETY: kcmp takes integers only.
+        unsafe { libc::syscall(libc::SYS_kcmp, first as libc::c_long, t as libc::c_long, KCMP_FILES, 0 as libc::c_long, 0 as libc::c_long) != 0 }
+    })
+}
 
 fn kind_name(kind: u32) -> &'static str {
     match kind {

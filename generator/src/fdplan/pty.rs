@@ -6,11 +6,14 @@
 //! so the slave is never opened here (opening and closing it would hang up a
 //! master whose slave was never opened).
 //!
-//! Bytes the terminal wrote that the master has not read yet come back in order
-//! ([`ptyqueue`], after the settings in the record's data). Bytes typed into the
-//! terminal and not yet read by its slave side cannot be taken without running
-//! them through the line discipline again (echo, signals, line editing): they are
-//! not restored, and a warning counts them.
+//! Bytes the terminal wrote that the master has not read yet, and bytes typed
+//! into it that its slave side has not read, come back in order ([`ptyqueue`],
+//! [`super::ptyinput`]; the record's data is laid out in `ckpt_format::pty`). The
+//! input is taken only when the process holds the slave open too (through its
+//! fd: a slave fd of our own would fail to open on a locked or exclusive terminal,
+//! and hang it up on closing were it the last); a slave held only by another
+//! process (a tree's child) keeps its input where it is, not looked at. The slave's lock (TIOCGPTLCK) and
+//! exclusive mode (TIOCGEXCL) come back too.
 //! A slave whose master is outside the process is a path like any other (or the
 //! controlling terminal, [`super::files`]).
 
@@ -19,11 +22,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::target::{bytes_readable, Target};
 use super::{ptyqueue, Class, Planned};
+use ckpt_format::pty::{PTY_EOF_BYTE, PTY_ERASE_BYTE, PTY_EXCLUSIVE, PTY_LOCKED};
 use crate::proc::fds::{FdInfo, FdTarget};
 use ckpt_format::{FdKind, PTY_MASTER, PTY_SLAVE};
 
 const TCGETS2: libc::c_ulong = 0x802c_542a;
 const TIOCGPKT: libc::c_ulong = 0x8004_5438;
+const TIOCGPTLCK: libc::c_ulong = 0x8004_5439;
+const TIOCGEXCL: libc::c_ulong = 0x8004_5440;
 
 /// major/minor of /dev/ptmx; the slaves' majors (UNIX98_PTY_SLAVE_MAJOR, 8 of them).
 const PTMX: (u32, u32) = (5, 2);
@@ -47,6 +53,13 @@ fn master_index(tg: &Target, f: &FdInfo) -> Option<u32> {
         return None;
     }
     index_of(&tg.getfd(f.fd).ok()?)
+}
+
+/// The index of the pty slave `f` is open on.
+fn slave_index(tg: &Target, f: &FdInfo) -> Option<u32> {
+    let md = std::fs::metadata(tg.proc_fd_path(f.fd)).ok()?;
+    let (major, minor) = dev(md.rdev());
+    (md.file_type().is_char_device() && SLAVE_MAJORS.contains(&major)).then_some((major - SLAVE_MAJORS.start()) * 256 + minor)
 }
 
 /// `f` as one end of a pty whose master the process holds; None when it is not.
@@ -81,18 +94,48 @@ pub fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<Stri
         for v in [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel] {
             blob.extend_from_slice(&v.to_ne_bytes());
         }
-        // Output not read yet follows the settings ([`ptyqueue`]).
-        let out = bytes_readable(&m).unwrap_or(0);
-        if out > 0 && pkt != 0 {
-            warnings.push(format!("fd {}: {out} bytes the terminal /dev/pts/{index} wrote, not yet read, are not restored (packet mode)", f.fd));
-        } else if out > 0 {
-            match ptyqueue::peek_output(&m, out, &t) {
-                Ok(b) => blob.extend_from_slice(&b),
-                Err(e) => warnings.push(format!("fd {}: the {out} bytes the terminal /dev/pts/{index} wrote, not yet read, are not restored: {e}", f.fd)),
+        let slaves: Vec<&FdInfo> = all.iter().filter(|o| o.fd > 2 && slave_index(tg, o) == Some(index)).collect();
+        let mut flags = 0;
+        let mut lck: libc::c_int = 0;
+        // SAFETY: TIOCGPTLCK (Linux 3.8) writes an int.
+        if unsafe { libc::ioctl(m.as_raw_fd(), TIOCGPTLCK, &mut lck) } == 0 && lck != 0 {
+            flags |= PTY_LOCKED;
+        }
+        // The process's slave fd the queues are reached through: one it reads
+        // through, if any.
+        let pick = slaves.iter().find(|o| o.access_mode() != libc::O_WRONLY as u32).or(slaves.first());
+        let slave = pick.and_then(|o| {
+            let mode = o.access_mode();
+            let fd = tg.getfd(o.fd).ok()?;
+            Some(ptyqueue::Slave { fd, read: mode != libc::O_WRONLY as u32, write: mode != libc::O_RDONLY as u32 })
+        });
+        if let Some(sl) = &slave {
+            let mut excl: libc::c_int = 0;
+            // SAFETY: TIOCGEXCL (Linux 3.8) writes an int.
+            if unsafe { libc::ioctl(sl.fd.as_raw_fd(), TIOCGEXCL, &mut excl) } == 0 && excl != 0 {
+                flags |= PTY_EXCLUSIVE;
             }
         }
+        // The queues follow the settings ([`ptyqueue`]).
+        let out = bytes_readable(&m).unwrap_or(0);
+        let q = match ptyqueue::take_and_put_back(&m, &t, pkt != 0, out, slave.as_ref()) {
+            Ok(q) => q,
+            Err(e) => {
+                warnings.push(format!("fd {}: the bytes queued in the terminal /dev/pts/{index} (typed and not read, or written and not read) are not restored: {e}", f.fd));
+                ptyqueue::Queues::default()
+            }
+        };
+        let input_len = q.input.bytes.len() as u64;
+        blob.extend_from_slice(&q.input.bytes);
+        blob.extend_from_slice(&q.output);
+        if let Some(b) = q.input.eof_byte {
+            flags |= PTY_EOF_BYTE | (b as u64) << 8;
+        }
+        if let Some(b) = q.input.erase_byte {
+            flags |= PTY_ERASE_BYTE | (b as u64) << 16;
+        }
         rec.blob = Some(blob);
-        rec.aux = [PTY_MASTER, index as u64, (pkt != 0) as u64, 0, 0, 0];
+        rec.aux = [PTY_MASTER, index as u64, (pkt != 0) as u64, input_len, flags, q.input.eofs as u64];
         return Some(Class::Plan(rec));
     }
     if !SLAVE_MAJORS.contains(&major) {
@@ -102,9 +145,6 @@ pub fn classify(tg: &Target, f: &FdInfo, all: &[FdInfo], warnings: &mut Vec<Stri
     let has_master = all.iter().any(|o| o.fd > 2 && matches!(o.target, FdTarget::File(_)) && master_index(tg, o) == Some(index));
     if !has_master {
         return None;
-    }
-    if let Some(n) = tg.getfd(f.fd).ok().and_then(|s| bytes_readable(&s).ok()).filter(|&n| n > 0) {
-        warnings.push(format!("fd {}: {n} bytes typed into /dev/pts/{index}, not yet read, are not restored", f.fd));
     }
     rec.aux = [PTY_SLAVE, index as u64, 0, 0, 0, 0];
     Some(Class::Plan(rec))

@@ -48,6 +48,9 @@ pub struct Target {
     inflight: RefCell<Vec<(i32, OwnedFd)>>,
     /// The first made-up number (above every fd of the target).
     first_inflight: i32,
+    /// How many of the first made-up numbers are files of other processes of a
+    /// tree rather than files in flight ([`super::exports`]).
+    exported: std::cell::Cell<i32>,
     /// Socket queues already peeked, by socket inode: a zero-length datagram once
     /// peeked is skipped by every later peek at an offset (skb->peeked,
     /// __skb_try_recv_from_queue()), so each queue is peeked once.
@@ -81,7 +84,7 @@ impl Target {
             Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
         };
         let tty_nr = crate::proc::stat::read_stat(pid).map_or(0, |s| s.tty_nr);
-        Target { pid, tty_nr, pidfd, inflight: RefCell::new(Vec::new()), first_inflight: highest_fd.max(2) + 1, queues: Default::default(), tcp_ends: Default::default() }
+        Target { pid, tty_nr, pidfd, inflight: RefCell::new(Vec::new()), first_inflight: highest_fd.max(2) + 1, exported: Default::default(), queues: Default::default(), tcp_ends: Default::default() }
     }
 
     /// The queue of socket `ino` if it was peeked before.
@@ -104,7 +107,18 @@ impl Target {
 
     /// Whether `fd` is a made-up number of a file in flight.
     pub fn is_inflight(&self, fd: i32) -> bool {
-        fd >= self.first_inflight
+        fd >= self.first_inflight + self.exported.get()
+    }
+
+    /// Whether `fd` is a made-up number of a file of another process of the tree.
+    pub fn is_exported(&self, fd: i32) -> bool {
+        fd >= self.first_inflight && fd < self.first_inflight + self.exported.get()
+    }
+
+    /// The file just adopted at `fd` is another process's ([`super::exports`]).
+    pub fn mark_exported(&self, fd: i32) {
+        debug_assert_eq!(fd, self.first_inflight + self.exported.get());
+        self.exported.set(self.exported.get() + 1);
     }
 
     /// Our own fd holding in-flight file `fd`.

@@ -186,6 +186,9 @@ pub struct Totals {
     pub pages_stored: u64,
     pub stored_bytes: u64,
     pub mapped_bytes: u64,
+    /// Pages and ranges of the working-set hint (`ckpt profile`).
+    pub working_set_pages: u64,
+    pub working_set_ranges: usize,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -310,6 +313,8 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         pages_stored: stored_bytes / PAGE_SIZE,
         stored_bytes,
         mapped_bytes: t.vmas.iter().map(|v| v.end - v.start).sum(),
+        working_set_pages: t.working_set.iter().map(|r| r.len / PAGE_SIZE).sum(),
+        working_set_ranges: t.working_set.len(),
     };
     let gadget = |a: u64| (a != 0).then(|| hex(a));
 

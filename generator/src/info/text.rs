@@ -202,6 +202,12 @@ pub fn render(r: &Report) -> String {
     o.kv("page runs", tt.runs);
     o.kv("pages stored", tt.pages_stored);
     o.kv("stored", stored_share(tt));
+    if tt.working_set_ranges != 0 {
+        o.kv("working set", format!(
+            "{} pages in {} ranges, read in before the first instruction of a lazy resume (ckpt profile)",
+            tt.working_set_pages, tt.working_set_ranges
+        ));
+    }
     o.0
 }
 

@@ -87,20 +87,30 @@ pub fn parse_fdinfo(text: &str) -> Result<Vec<LockLine>, TextError> {
     Ok(out)
 }
 
-/// Every lock of /proc/locks (waiters skipped, unreadable lines too).
-/// /proc/locks read on a thread of its own: the read takes the kernel's file-lock
-/// rwsem for writing (locks_start(), fs/locks.c), whose percpu_down_write waits
-/// for an RCU grace period, milliseconds even when there are few locks. Started
-/// once the target is stopped, it overlaps the rest of the capture.
-pub struct Prefetch(std::thread::JoinHandle<std::io::Result<Vec<LockLine>>>);
+/// Every lock of /proc/locks (waiters skipped, unreadable lines too), read on a
+/// thread of its own when it is needed at all: the read takes the kernel's
+/// file-lock rwsem for writing (locks_start(), fs/locks.c), whose
+/// percpu_down_write waits for an RCU grace period, about 6 ms here even when
+/// there are few locks. Started once the target is stopped, it overlaps the rest
+/// of the capture; [`Prefetch::skip`] when no lock can be missing from fdinfo
+/// (fdplan/locks.rs says when).
+pub struct Prefetch(Option<std::thread::JoinHandle<std::io::Result<Vec<LockLine>>>>);
 
 impl Prefetch {
     pub fn start() -> Prefetch {
-        Prefetch(std::thread::spawn(read_all))
+        Prefetch(Some(std::thread::spawn(read_all)))
+    }
+
+    /// /proc/locks is not read: [`Prefetch::get`] gives no lock.
+    pub fn skip() -> Prefetch {
+        Prefetch(None)
     }
 
     pub fn get(self) -> std::io::Result<Vec<LockLine>> {
-        self.0.join().unwrap_or_else(|_| Err(std::io::Error::other("the /proc/locks reading thread panicked")))
+        match self.0 {
+            None => Ok(Vec::new()),
+            Some(h) => h.join().unwrap_or_else(|_| Err(std::io::Error::other("the /proc/locks reading thread panicked"))),
+        }
     }
 }
 

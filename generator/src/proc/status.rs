@@ -124,6 +124,11 @@ pub fn read_status(pid: i32) -> Result<Status, ProcError> {
     read_parsed(pid, "status", parse)
 }
 
+/// Read and parse `/proc/PID/task/TID/status` (SigPnd is that thread's).
+pub fn read_status_of(pid: i32, tid: i32) -> Result<Status, ProcError> {
+    read_parsed(pid, &format!("task/{tid}/status"), parse)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

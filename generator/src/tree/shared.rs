@@ -11,9 +11,10 @@
 //! root makes, which every image's file of that inode names (`FILE_IN_TREE`).
 //! Sockets and files a process shares with one of the root's fds (a pre-forking
 //! server's listening socket) are made by the root's own restore and taken from
-//! it. Objects shared in the tree that it cannot recreate shared are refused by
-//! name (eventfd and epoll instances, sockets not held by the root), so nothing
-//! loses its sharing silently.
+//! it; those a process below the root made and passed down are made by the root
+//! too ([`super::passed`]). Objects shared in the tree that it cannot recreate
+//! shared are refused by name (an epoll instance shared below the root), so
+//! nothing loses its sharing silently.
 
 use super::walk::Member;
 use crate::fdplan;
@@ -33,6 +34,9 @@ pub struct Shared {
     /// Memory several processes share (inode, slot): its tree object is made once
     /// every process is captured ([`memory_object`]), from their images' files.
     pub memory: Vec<(u64, u32)>,
+    /// (member, fd) of each description the root makes for the processes below
+    /// it ([`super::passed`]); the `capacity` of its object is its index here.
+    pub passed: Vec<(usize, i32)>,
 }
 
 /// Members holding each object named by `key`.
@@ -123,7 +127,8 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
         }
         slot += tree_object_slots(TREE_OBJ_PIPE);
     }
-    let resolved = root_descriptions(members, fds, &mut objects, &mut extra, &mut slot);
+    let mut resolved = root_descriptions(members, fds, &mut objects, &mut extra, &mut slot);
+    let passed = super::passed::plan(members, fds, &mut objects, &mut extra, &mut slot, &mut resolved);
     refuse_shared(members, fds, &extra, &resolved)?;
     let mut memory = Vec::new();
     for ino in shared_memory(fds, shm) {
@@ -133,12 +138,12 @@ pub fn plan(members: &[Member], fds: &[Vec<FdInfo>], shm: &[Vec<u64>], nobj: &[u
     if objects.len() > MAX_TREE_OBJECTS as usize || data.len() as u64 > MAX_TREE_DATA {
         bail!("the tree shares {} pipes holding {} bytes, more than the format's {MAX_TREE_OBJECTS} / {MAX_TREE_DATA}", objects.len(), data.len());
     }
-    Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base, memory })
+    Ok(Shared { objects, data, extra, slot_base, nslots: slot - slot_base, memory, passed })
 }
 
 /// kcmp(2) KCMP_FILE: whether fd `a` of `pa` and fd `b` of `pb` are one open file
 /// description (we trace both, which PTRACE_MODE_READ asks for).
-fn same_description(pa: i32, a: i32, pb: i32, b: i32) -> bool {
+pub(super) fn same_description(pa: i32, a: i32, pb: i32, b: i32) -> bool {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: kcmp takes integers only.
     unsafe { libc::syscall(libc::SYS_kcmp, pa as libc::c_long, pb as libc::c_long, KCMP_FILE, a as libc::c_long, b as libc::c_long) == 0 }
@@ -266,8 +271,8 @@ fn shareable_anon(f: &FdInfo) -> bool {
 fn refuse_shared(members: &[Member], fds: &[Vec<FdInfo>], extra: &[Vec<Fd>], resolved: &BTreeSet<u64>) -> Result<()> {
     let mut problems = Vec::new();
     let pid_of = |i: usize| members[i].group.as_ref().map(|g| g.reader().pid);
-    // Eventfds and epoll instances not taken from the root's: one shared by two
-    // other processes cannot be made once and given to both.
+    // Epoll instances not taken from the root's (eventfds are, see passed.rs): one
+    // shared by two other processes cannot be made once and given to both.
     let anon: Vec<(usize, &FdInfo)> = fds
         .iter()
         .enumerate()

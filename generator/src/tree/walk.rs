@@ -21,23 +21,38 @@ pub struct Member {
     pub group: Option<Group>,
     /// A zombie's wait status.
     pub status: u32,
+    /// The foreground process group of its controlling terminal (field 8 of
+    /// /proc/PID/stat; 0 without a terminal).
+    pub tpgid: i32,
 }
 
-/// (state, ppid, pgrp, session, exit_code) from /proc/PID/stat.
-fn ids(pid: i32) -> Result<(char, i32, i32, i32, u32)> {
+/// What /proc/PID/stat says of a process's place in the tree.
+struct Ids {
+    state: char,
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    /// exit_code (field 52): a zombie's wait status.
+    status: u32,
+    /// The foreground group of its terminal (field 8; 0 without a terminal).
+    tpgid: i32,
+}
+
+fn ids(pid: i32) -> Result<Ids> {
     let st = proc::stat::read_stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
-    Ok((st.state, st.ppid, num(2), num(3), st.exit_code as u32))
+    let tpgid = if st.tty_nr != 0 { num(5).max(0) } else { 0 };
+    Ok(Ids { state: st.state, ppid: st.ppid, pgid: num(2), sid: num(3), status: st.exit_code as u32, tpgid })
 }
 
 /// Seize `root` and every descendant; the root's checks are the caller's.
 pub fn seize_all(root: i32, after: After, force: bool) -> Result<Vec<Member>> {
-    let (_, ppid, pgid, sid, _) = ids(root)?;
+    let r = ids(root)?;
     let g = Group::seize(root, release(after))?;
-    let mut members = vec![Member { pid: root, ppid, pgid, sid, group: Some(g), status: 0 }];
+    let mut members = vec![Member { pid: root, ppid: r.ppid, pgid: r.pgid, sid: r.sid, group: Some(g), status: 0, tpgid: r.tpgid }];
     loop {
         let mut found = false;
         let mut i = 0;
@@ -54,7 +69,7 @@ pub fn seize_all(root: i32, after: After, force: bool) -> Result<Vec<Member>> {
                     continue;
                 }
                 found = true;
-                let (state, ppid, pgid, sid, status) = ids(k)?;
+                let Ids { state, ppid, pgid, sid, status, tpgid } = ids(k)?;
                 if ppid != parent {
                     continue; // reparented meanwhile: no longer ours
                 }
@@ -66,12 +81,12 @@ pub fn seize_all(root: i32, after: After, force: bool) -> Result<Vec<Member>> {
                         // A child still runs while its parent is stopped: it may
                         // have exited since it was listed (its parent cannot reap it).
                         Err(e) => match ids(k) {
-                            Ok((st, _, _, _, status)) if st == 'Z' || st == 'X' => (None, status),
+                            Ok(i) if i.state == 'Z' || i.state == 'X' => (None, i.status),
                             _ => return Err(e).with_context(|| format!("stopping child {k} of pid {parent}")),
                         },
                     }
                 };
-                members.push(Member { pid: k, ppid, pgid, sid, group, status });
+                members.push(Member { pid: k, ppid, pgid, sid, group, status, tpgid });
             }
             i += 1;
         }

@@ -56,6 +56,11 @@ pub fn copy_to(cx: &Cx, f: &Fd, out: usize) {
 
 /// Write record `f`'s data from byte `skip` on to `out`; the checksum covers all.
 pub fn copy_tail(cx: &Cx, f: &Fd, skip: u64, out: usize) {
+    copy_range(cx, f, skip, f.data_len, out);
+}
+
+/// Write bytes `skip..end` of record `f`'s data to `out`; the checksum covers all.
+pub fn copy_range(cx: &Cx, f: &Fd, skip: u64, end: u64, out: usize) {
     let mut buf = [0u8; CHUNK];
     let mut crc = 0;
     let mut pos = 0u64;
@@ -64,7 +69,8 @@ pub fn copy_tail(cx: &Cx, f: &Fd, skip: u64, out: usize) {
         read_image(cx, f, &mut buf[..n], f.data_off + pos);
         crc = update(crc, &buf[..n], cx.ctx.hw_crc);
         let from = skip.saturating_sub(pos).min(n as u64) as usize;
-        write_all(f, out, &buf[from..n]);
+        let to = end.saturating_sub(pos).clamp(from as u64, n as u64) as usize;
+        write_all(f, out, &buf[from..to]);
         pos += n as u64;
     }
     check_crc(f, crc);

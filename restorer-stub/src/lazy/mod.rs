@@ -20,6 +20,7 @@
 //! with EFAULT). Without it the resume is eager, with a one-line notice saying so.
 
 mod pages;
+mod prefetch;
 mod server;
 mod uffd;
 
@@ -36,6 +37,11 @@ pub struct Lazy {
     uffd: usize,
     /// Write end of the pipe the helper waits on before it serves anything.
     go: usize,
+    /// `ckpt profile`'s fd (the helper's copy writes to it), or 0.
+    profile_fd: usize,
+    /// The intermediate child of the double fork, reaped in [`Lazy::go`]: by then
+    /// it has long exited, so the restore does not wait for it to be scheduled.
+    intermediate: usize,
 }
 
 /// Whether a VMA's pages are left to the helper: private anonymous memory with
@@ -58,8 +64,17 @@ fn eager(why: &str, e: isize) -> Option<Lazy> {
     None
 }
 
-/// Decide on a lazy resume and start its helper, which waits for [`go`].
+/// Decide on a lazy resume and start its helper, which waits for [`Lazy::go`].
+/// The process keeps no copy of `ckpt profile`'s fd either way.
 pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
+    let l = start(ctx, t);
+    if l.is_none() && ctx.profile_fd != 0 {
+        let _ = sys::close(ctx.profile_fd);
+    }
+    l
+}
+
+fn start(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     if !ctx.lazy || !t.vmas.iter().any(eligible) {
         return None;
     }
@@ -90,20 +105,17 @@ pub fn begin(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
             sys::exit_thread(0)
         }
         Ok(child) => {
-            let mut status = 0i32;
-            // SAFETY: status is a live int; no rusage.
-            let _ = unsafe { call(SYS_WAIT4, [child, &mut status as *mut i32 as usize, WALL, 0, 0, 0]) };
+            let _ = sys::close(rd);
+            out::trace("lazy resume: helper started", 0, 0);
+            Some(Lazy { uffd: fd, go: wr, profile_fd: ctx.profile_fd, intermediate: child })
         }
         Err(e) => {
             let _ = sys::close(fd);
             let _ = sys::close(rd);
             let _ = sys::close(wr);
-            return eager("fork of the helper", e);
+            eager("fork of the helper", e)
         }
     }
-    let _ = sys::close(rd);
-    out::trace("lazy resume: helper started", 0, 0);
-    Some(Lazy { uffd: fd, go: wr })
 }
 
 /// fork(2) by clone3 with no exit signal: neither the intermediate child nor the
@@ -128,17 +140,44 @@ fn fork() -> sys::Res {
 }
 
 impl Lazy {
-    /// Register a freshly created eligible VMA instead of filling it.
-    pub fn register(&self, v: &Vma) {
+    /// Register a freshly created eligible VMA instead of filling it (but for the
+    /// pages of the working-set hint, unless this resume records a new one).
+    pub fn register(&self, ctx: &Ctx, t: &Tables, v: &Vma) {
+        if self.profile_fd == 0 {
+            prefetch::fill(ctx, t, v);
+        }
         out::trace("lazy: registered with userfaultfd", v.start, v.end);
         out::check(uffd::register(self.uffd, v.start, v.end - v.start), Step::MapVma, v.start, v.end);
     }
 
-    /// Every VMA exists: let the helper serve, and drop the process's own copy of
-    /// the userfaultfd (the helper's keeps the registration alive).
-    pub fn go(self) {
+    /// Every VMA exists: let the helper serve faults, and drop the process's own
+    /// copy of the userfaultfd (the helper's keeps the registration alive).
+    pub fn go(self) -> Serving {
+        let mut status = 0i32;
+        // SAFETY: status is a live int; no rusage.
+        let _ = unsafe { call(SYS_WAIT4, [self.intermediate, &mut status as *mut i32 as usize, WALL, 0, 0, 0]) };
         let _ = sys::write(self.go, b"g");
-        let _ = sys::close(self.go);
         let _ = sys::close(self.uffd);
+        if self.profile_fd != 0 {
+            let _ = sys::close(self.profile_fd);
+        }
+        Serving { go: self.go }
+    }
+}
+
+/// The helper serves faults; it streams nothing until [`Serving::release`] (or
+/// the process's end, or a time limit), so that the rest of the restore does not
+/// share the CPU and the mm's lock with the stream (UFFDIO_COPY holds mmap_lock
+/// for reading; mmap, mprotect and clone take it for writing).
+pub struct Serving {
+    go: usize,
+}
+
+impl Serving {
+    /// The process is about to continue: the helper sees the end of the go pipe
+    /// (close-on-exec, so a process of a tree that executes the restorer holds no
+    /// copy) and starts streaming.
+    pub fn release(self) {
+        let _ = sys::close(self.go);
     }
 }

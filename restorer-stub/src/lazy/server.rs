@@ -1,6 +1,13 @@
 //! The helper's loop: answer faults, follow the process's changes of layout, and
 //! stream the rest of its pages in file order until nothing is owed.
 //!
+//! Under `ckpt profile` (a profile fd, see profile.rs in the generator) nothing is
+//! streamed: each fault of the resumed process is answered with its one page and
+//! its address written to the profile fd, until the reader closes it; from then on
+//! the helper streams the rest as usual. Otherwise the pages of the file's
+//! working-set hint, read in before the first instruction (prefetch.rs), count as
+//! settled from the start.
+//!
 //! One process is served per userfaultfd: the resumed one, and each child it forks
 //! while pages are still owed (UFFD_EVENT_FORK hands the helper a userfaultfd for
 //! the child, whose missing pages are the parent's at the fork). Faults of every
@@ -12,7 +19,7 @@ use super::uffd::{self, Filled, Msg};
 use crate::ctx::Ctx;
 use crate::out::Line;
 use crate::sys::{self, call};
-use ckpt_format::crc32c::crc32c;
+use ckpt_format::crc32c;
 use ckpt_format::{align_up, Tables, PAGE_SIZE};
 
 /// The most one background copy brings in.
@@ -47,8 +54,9 @@ struct Server<'a> {
     used: usize,
     hw_crc: bool,
     pid: usize,
-    /// Runs whose checksum was verified, in order: runs below this were checked.
-    checked: usize,
+    /// The checksum of the runs, computed in file order a chunk ahead of the
+    /// stream (see [`Server::verify_upto`]).
+    crc: Verify,
     /// Faults read while an event was being handled, answered after it (target,
     /// address). One that does not fit is answered anyway, later: by the
     /// background copy of its page, or by the end of the registration.
@@ -60,6 +68,26 @@ struct Server<'a> {
     /// move needs the range's owed pages. Settled at the next other event.
     unmapped: [(usize, u64, u64); 16],
     nunmapped: usize,
+    /// `ckpt profile`'s fd while it reads (0 once it stopped), the faulting page
+    /// addresses not yet written to it (u64, native order), and the fds to poll
+    /// while nothing streams.
+    profile: usize,
+    log: [u8; 4096],
+    nlog: usize,
+    polls: &'static mut [sys::PollFd],
+    /// The go pipe until the process is released (mod.rs, Serving), and when
+    /// streaming starts anyway (CLOCK_MONOTONIC ns).
+    go: usize,
+    go_deadline: u64,
+}
+
+/// The longest the stream waits for the process's release.
+const RELEASE_WAIT_NS: u64 = 200_000_000;
+
+fn now_ns() -> u64 {
+    let mut ts = [0u64; 2];
+    let _ = sys::clock_gettime(1, &mut ts);
+    ts[0] * 1_000_000_000 + ts[1]
 }
 
 /// Entry of the helper, in a fresh double-forked process; never returns.
@@ -78,13 +106,13 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     name[10..10 + n].copy_from_slice(&d[..n]);
     // SAFETY: a NUL-terminated name of 16 bytes at most.
     let _ = unsafe { sys::prctl(PR_SET_NAME, name.as_ptr() as usize, 0, 0) };
-    keep_only(&mut [2, fd, go, ctx.fd]);
+    let profile = ctx.profile_fd;
+    keep_only(&mut [2, fd, go, ctx.fd, if profile != 0 { profile } else { 2 }]);
     let mut b = [0u8; 1];
     if !matches!(sys::read(go, &mut b), Ok(1)) {
         // The restore failed before the process could run: nothing to serve.
         sys::exit_group(0)
     }
-    let _ = sys::close(go);
     let len = align_up(ctx.image_base + ctx.file_len, PAGE_SIZE) as usize;
     // SAFETY: a new read-only private mapping of the image file.
     let img = match unsafe { sys::mmap(0, len, sys::PROT_READ, sys::MAP_PRIVATE, ctx.fd as isize, 0) } {
@@ -98,7 +126,12 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
     };
     let _ = sys::close(ctx.fd);
     let index = Index::build(t);
-    let done = Done::new(index.nbits);
+    let mut done = Done::new(index.nbits);
+    if profile == 0 {
+        for r in t.working_set {
+            done.set_range(&index, r.start, r.end());
+        }
+    }
     let mut s = Server {
         t,
         img,
@@ -108,14 +141,27 @@ pub fn run(ctx: &Ctx, t: &Tables, pid: usize, fd: usize, go: usize) -> ! {
         used: 1,
         hw_crc: ctx.hw_crc,
         pid,
-        checked: 0,
+        crc: Verify { run: 0, off: 0, crc: 0 },
         deferred: [(0, 0); 256],
         ndeferred: 0,
         unmapped: [(0, 0, 0); 16],
         nunmapped: 0,
+        profile,
+        log: [0; 4096],
+        nlog: 0,
+        polls: polls(),
+        go,
+        go_deadline: now_ns() + RELEASE_WAIT_NS,
     };
     s.targets[0] = Some(Target { fd, done, run: 0, off: 0 });
     s.serve()
+}
+
+/// Where the checksum stands: bytes `[0, off)` of run `run` give `crc`.
+struct Verify {
+    run: usize,
+    off: u64,
+    crc: u32,
 }
 
 fn targets() -> &'static mut [Option<Target>] {
@@ -126,6 +172,13 @@ fn targets() -> &'static mut [Option<Target>] {
     }
     // SAFETY: MAX_TARGETS entries were written; the memory is never freed.
     unsafe { core::slice::from_raw_parts_mut(p, MAX_TARGETS) }
+}
+
+fn polls() -> &'static mut [sys::PollFd] {
+    let n = MAX_TARGETS + 1;
+    let p = super::pages::alloc(n * core::mem::size_of::<sys::PollFd>()) as *mut sys::PollFd;
+    // SAFETY: a zeroed allocation of n pollfds (all-zero is a valid PollFd), never freed.
+    unsafe { core::slice::from_raw_parts_mut(p, n) }
 }
 
 fn kill(pid: usize) -> ! {
@@ -163,9 +216,59 @@ impl Server<'_> {
             let Some(i) = (0..self.used).find(|&i| self.targets[i].is_some()) else {
                 sys::exit_group(0)
             };
+            if self.profile != 0 || self.go != 0 {
+                self.flush_profile();
+                self.wait();
+                continue;
+            }
             if !self.stream(i) {
                 self.close(i);
             }
+        }
+    }
+
+    /// Write the recorded fault addresses to the profile fd; a reader that is gone
+    /// (EPIPE: SIGPIPE is blocked here) ends the profile.
+    fn flush_profile(&mut self) {
+        let mut at = 0;
+        while at < self.nlog && self.profile != 0 {
+            match sys::write(self.profile, &self.log[at..self.nlog]) {
+                Ok(n) => at += n,
+                Err(sys::EINTR) => {}
+                Err(_) => self.stop_profile(),
+            }
+        }
+        self.nlog = 0;
+    }
+
+    fn stop_profile(&mut self) {
+        let _ = sys::close(self.profile);
+        self.profile = 0;
+    }
+
+    /// While nothing streams (profiling, or the process not yet released): sleep
+    /// until a process has a message, the profile's reader closes its end (POLLERR
+    /// on a pipe's write end, pipe(7)) or the go pipe ends (POLLHUP once every
+    /// write end is closed).
+    fn wait(&mut self) {
+        let mut n = 0;
+        for tg in self.targets[..self.used].iter().flatten() {
+            self.polls[n] = sys::PollFd { fd: tg.fd as i32, events: sys::POLLIN, revents: 0 };
+            n += 1;
+        }
+        let (p, g) = (n, n + 1);
+        self.polls[p] = sys::PollFd { fd: if self.profile != 0 { self.profile as i32 } else { -1 }, events: 0, revents: 0 };
+        self.polls[g] = sys::PollFd { fd: if self.go != 0 { self.go as i32 } else { -1 }, events: sys::POLLIN, revents: 0 };
+        let timeout = if self.go != 0 { (self.go_deadline.saturating_sub(now_ns()) / 1_000_000) as i32 } else { -1 };
+        if sys::poll(&mut self.polls[..g + 1], timeout).is_err() {
+            return;
+        }
+        if self.polls[p].revents & (sys::POLLERR | sys::POLLHUP) != 0 {
+            self.stop_profile();
+        }
+        if self.go != 0 && (self.polls[g].revents != 0 || now_ns() >= self.go_deadline) {
+            let _ = sys::close(self.go);
+            self.go = 0;
         }
     }
 
@@ -271,13 +374,22 @@ impl Server<'_> {
             Some((s, bit)) if !self.targets[i].as_ref().is_some_and(|tg| tg.done.test(bit)) => Some((*s, bit)),
             _ => None,
         };
+        if i == 0 && self.profile != 0 {
+            if self.nlog == self.log.len() {
+                self.flush_profile();
+            }
+            self.log[self.nlog..self.nlog + 8].copy_from_slice(&addr.to_ne_bytes());
+            self.nlog += 8;
+        }
         let Some((s, bit)) = owed else {
             return self.put(i, addr, None, PAGE_SIZE, None, depth);
         };
         let Some(r) = self.index.run_at(self.t, &s, addr) else {
             return self.put(i, addr, None, PAGE_SIZE, Some(bit), depth);
         };
-        let end = (r.addr + r.len).min(addr + AROUND);
+        // A profile records each page the process touches: one page per fault.
+        let around = if self.profile != 0 { PAGE_SIZE } else { AROUND };
+        let end = (r.addr + r.len).min(addr + around);
         let tg = self.targets[i].as_ref().ok_or(())?;
         let mut n = 1;
         while addr + n * PAGE_SIZE < end && !tg.done.test(bit + n) {
@@ -368,17 +480,16 @@ impl Server<'_> {
         let t = self.t;
         loop {
             let Some(tg) = self.targets[i].as_mut() else { return false };
-            let Some(r) = t.runs.get(tg.run) else { return false };
+            let Some(r) = t.runs.get(tg.run) else {
+                // Runs served by faults alone are checked too before the end.
+                self.verify_upto(t.runs.len(), 0);
+                return false;
+            };
             if !super::eligible(&t.vmas[r.vma as usize]) || tg.off >= r.len {
                 tg.run += 1;
                 tg.off = 0;
                 continue;
             }
-            let run = tg.run;
-            if run >= self.checked {
-                self.verify(run);
-            }
-            let tg = self.targets[i].as_mut().unwrap_or_else(|| sys::exit_group(1));
             let Some((_, bit)) = self.index.find(r.addr + tg.off) else {
                 tg.off = r.len;
                 continue;
@@ -392,22 +503,42 @@ impl Server<'_> {
             while n < max && !tg.done.test(bit + n) {
                 n += 1;
             }
-            let (addr, src) = (r.addr + tg.off, r.data_off + tg.off);
+            let (run, addr, src) = (tg.run, r.addr + tg.off, r.data_off + tg.off);
             tg.off += n * PAGE_SIZE;
+            let upto = tg.off;
+            self.verify_upto(run, upto);
             return self.put(i, addr, Some(src), n * PAGE_SIZE, Some(bit), 0).is_ok();
         }
     }
 
-    /// Check a run's bytes in the file before streaming it. A mismatch means the
-    /// process may already run on corrupt pages: it is killed, with the range named.
-    fn verify(&mut self, run: usize) {
-        let r = &self.t.runs[run];
-        let at = (self.base + r.data_off) as usize;
-        if crc32c(&self.img[at..at + r.len as usize], self.hw_crc) != r.crc {
-            Line::new().s("lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
-                .s(" (corrupted image); the process is killed").emit();
-            kill(self.pid);
+    /// Checksum the image's runs in file order up to `off` bytes into run `run`.
+    /// A run is checked when the cursor reaches its end: a mismatch means the
+    /// process may already run on corrupt pages, and it is killed, with the range
+    /// named. Checking as the stream goes, rather than a whole run before its first
+    /// chunk, keeps the helper answering faults: a run can be gigabytes long.
+    fn verify_upto(&mut self, run: usize, off: u64) {
+        let t = self.t;
+        while (self.crc.run, self.crc.off) < (run, off) {
+            let Some(r) = t.runs.get(self.crc.run) else { return };
+            // The eager fill checked the others.
+            if !super::eligible(&t.vmas[r.vma as usize]) {
+                self.crc = Verify { run: self.crc.run + 1, off: 0, crc: 0 };
+                continue;
+            }
+            let end = if self.crc.run < run { r.len } else { off.min(r.len) };
+            let at = (self.base + r.data_off + self.crc.off) as usize;
+            let bytes = &self.img[at..at + (end - self.crc.off) as usize];
+            self.crc.crc = crc32c::update(self.crc.crc, bytes, self.hw_crc);
+            self.crc.off = end;
+            if end < r.len {
+                return;
+            }
+            if self.crc.crc != r.crc {
+                Line::new().s("lazy resume: page data checksum mismatch for ").range(r.addr, r.addr + r.len)
+                    .s(" (corrupted image); the process is killed").emit();
+                kill(self.pid);
+            }
+            self.crc = Verify { run: self.crc.run + 1, off: 0, crc: 0 };
         }
-        self.checked = run + 1;
     }
 }
