@@ -73,7 +73,7 @@ pub unsafe fn update_hw_3way(crc: u32, data: &[u8]) -> u32 {
         // SAFETY: same CPU requirement as ours.
         return unsafe { update_hw(crc, data) };
     }
-    let k = data.len() / 3 & !7;
+    let k = (data.len() / 3) & !7;
     let (a, rest) = data.split_at(k);
     let (b, rest) = rest.split_at(k);
     let (c, tail) = rest.split_at(k);

@@ -81,7 +81,10 @@ pub fn restore(th: &Thread, created: bool) {
         let r = unsafe { sys::rseq(th.rseq_addr, th.rseq_len, 0, th.rseq_sig) };
         out::check(r, Step::Thread, th.rseq_addr, th.rseq_addr + th.rseq_len as u64);
     }
-    out::check(sys::arch_prctl(sys::ARCH_SET_FS, th.regs.fs_base), Step::Thread, th.regs.fs_base, 0);
+    // A created thread got its fs base from clone3's CLONE_SETTLS (threads.rs).
+    if !created {
+        out::check(sys::arch_prctl(sys::ARCH_SET_FS, th.regs.fs_base), Step::Thread, th.regs.fs_base, 0);
+    }
     if th.regs.gs_base != 0 {
         out::check(sys::arch_prctl(sys::ARCH_SET_GS, th.regs.gs_base), Step::Thread, th.regs.gs_base, 0);
     }
@@ -90,7 +93,8 @@ pub fn restore(th: &Thread, created: bool) {
         let r = unsafe { sys::set_robust_list(th.robust_list, th.robust_len) };
         out::check(r, Step::Thread, th.robust_list, th.robust_list + th.robust_len);
     }
-    if th.tid_address != 0 {
+    // A created thread got its clear_child_tid from clone3's CLONE_CHILD_CLEARTID.
+    if th.tid_address != 0 && !created {
         // SAFETY: the word is in restored target memory.
         let _ = unsafe { sys::set_tid_address(th.tid_address) };
     }
