@@ -13,14 +13,6 @@ use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 /// The filler's stack (its work is a loop of system calls and checksums).
 pub const STACK: u64 = 64 * 1024;
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_SYSVSEM: u64 = 0x40000;
-const CLONE_CHILD_CLEARTID: u64 = 0x200000;
-
 /// Non-zero while the filler runs; the kernel zeroes it and wakes the leader when
 /// the thread exits (CLONE_CHILD_CLEARTID).
 static RUNNING: AtomicU32 = AtomicU32::new(0);
@@ -34,7 +26,7 @@ pub fn start(stack: u64, f: extern "C" fn()) -> Filler {
     RUNNING.store(1, SeqCst);
     ENTRY.store(f as usize, SeqCst);
     let args = CloneArgs {
-        flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_CHILD_CLEARTID,
+        flags: sys::CLONE_THREAD_FLAGS | sys::CLONE_CHILD_CLEARTID,
         pidfd: 0,
         child_tid: RUNNING.as_ptr() as u64,
         parent_tid: 0,

@@ -851,6 +851,13 @@ pub unsafe fn mremap_dup(old: usize, len: usize, new: usize) -> Res {
     res(unsafe { syscall6(SYS_MREMAP, old, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, new, 0) })
 }
 
+/// clone(2) flags of the threads the restorer creates (include/uapi/linux/sched.h):
+/// one address space, fs info, fd table, signal handlers, thread group and SysV
+/// undo list, as pthread_create makes them.
+pub const CLONE_THREAD_FLAGS: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
+pub const CLONE_SETTLS: u64 = 0x80000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+
 /// struct clone_args of clone3(2) (include/uapi/linux/sched.h, CLONE_ARGS_SIZE_VER2).
 #[repr(C)]
 pub struct CloneArgs {

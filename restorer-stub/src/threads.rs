@@ -32,15 +32,6 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 /// for the fallback that builds the frame and xstate on this stack).
 pub const STACK: u64 = 64 * 1024;
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_SYSVSEM: u64 = 0x40000;
-const CLONE_SETTLS: u64 = 0x80000;
-const CLONE_CHILD_CLEARTID: u64 = 0x200000;
-
 
 /// Threads that have set their state and wait for the release; the last of them
 /// (the count reaching NTHREADS - 1) wakes the leader, once.
@@ -123,7 +114,7 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
         let tid = th.tid as i32;
         let stack = ctx.thread_stacks + (i - 1) * STACK as usize;
         let args = CloneArgs {
-            flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_CHILD_CLEARTID,
+            flags: sys::CLONE_THREAD_FLAGS | sys::CLONE_SETTLS | sys::CLONE_CHILD_CLEARTID,
             pidfd: 0,
             child_tid: th.tid_address,
             parent_tid: 0,

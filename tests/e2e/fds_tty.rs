@@ -82,18 +82,7 @@ fn pty_pair_as_nobody(static_: bool) {
 /// and the resumed process's master reads the same bytes first, unchanged by a
 /// second pass through output processing.
 fn pty_unread_output(static_: bool) {
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TestDir::new("fd_ptyout");
-    let gate = dir.gate();
-    let mut orig = spawn_fixture("fd_ptyout", static_, &[gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("fd_ptyout");
-    let o = freeze_ok(orig.pid(), &img, &["--leave-running"]);
-    let err = lossy(&o.stderr);
-    assert!(!err.contains("not restored"), "the freeze lost something:\n{err}");
-    open_gate(&gate);
-    orig.wait_output(RESUME_TIMEOUT).assert_success().line_starting("ok");
-    resume(&img).assert_success().line_starting("ok");
+    left_running_and_resumed_say_ok("fd_ptyout", &[], static_);
 }
 
 fn pty_unread_output_as_nobody(static_: bool) {
@@ -108,14 +97,20 @@ fn pty_unread_output_as_nobody(static_: bool) {
 /// echo waiting at its master and nothing more; in canonical mode the line being
 /// typed at the freeze is completed after the resume.
 fn pty_typed_input(mode: &[&str], static_: bool) {
+    left_running_and_resumed_say_ok("fd_ptyin", mode, static_);
+}
+
+/// Freezes `fixture` (gate first, then `args`) with --leave-running, expecting no
+/// "not restored" warning; then both the original and the resumed copy say "ok".
+fn left_running_and_resumed_say_ok(fixture: &str, args: &[&str], static_: bool) {
     let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TestDir::new("fd_ptyin");
+    let dir = TestDir::new(fixture);
     let gate = dir.gate();
-    let mut args = vec![gate.to_str().unwrap()];
-    args.extend_from_slice(mode);
-    let mut orig = spawn_fixture("fd_ptyin", static_, &args);
+    let mut all = vec![gate.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut orig = spawn_fixture(fixture, static_, &all);
     orig.wait_ready();
-    let img = dir.image("fd_ptyin");
+    let img = dir.image(fixture);
     let o = freeze_ok(orig.pid(), &img, &["--leave-running"]);
     let err = lossy(&o.stderr);
     assert!(!err.contains("not restored"), "the freeze lost something:\n{err}");

@@ -51,16 +51,7 @@ fn zombie_and_pipe() {
     let o = run_with_timeout(info, FREEZE_TIMEOUT).expect("ckpt info");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("process tree (3 processes)") && text.contains("zombie, wait status 0x700"), "{text}");
-    let t = Instant::now();
-    let mut resumed = resume_launch(&img).spawn();
-    for k in &kids {
-        resumed.track_pid(*k);
-    }
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
-    report("zombie_and_pipe", tf, t.elapsed());
+    resume_to_ok(&img, &kids, &gate, "zombie_and_pipe", tf);
 }
 
 /// The same as user nobody: the tree resumes inside a new PID namespace, where
@@ -116,12 +107,18 @@ fn tree_basic_resumes(mode: &str, name: &str) {
     let img = dir.image(name);
     let tf = freeze_tree(orig.pid(), &img);
     orig.expect_killed_by_ckpt();
+    resume_to_ok(&img, &kids, &gate, name, tf);
+}
+
+/// Resumes the tree_basic tree in `img` (its children `kids` tracked), opens its
+/// gate and expects the root's "ok"; reports the freeze and resume times.
+fn resume_to_ok(img: &Path, kids: &[i32], gate: &Path, name: &str, tf: Duration) {
     let t = Instant::now();
-    let mut resumed = resume_launch(&img).spawn();
-    for k in &kids {
+    let mut resumed = resume_launch(img).spawn();
+    for k in kids {
         resumed.track_pid(*k);
     }
-    open_gate(&gate);
+    open_gate(gate);
     let fin = resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
     fin.line_starting("ok");
@@ -776,16 +773,7 @@ fn tree_streamed_to_stdout_resumes() {
     assert!(o.status.success(), "freeze --tree -o - failed\n{}", describe_output(&o));
     orig.expect_killed_by_ckpt();
     fs::set_permissions(&img, fs::Permissions::from_mode(0o700)).unwrap();
-    let t = Instant::now();
-    let mut resumed = resume_launch(&img).spawn();
-    for k in &kids {
-        resumed.track_pid(*k);
-    }
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
-    fin.assert_success();
-    fin.line_starting("ok");
-    report("tree_streamed_to_stdout_resumes", tf, t.elapsed());
+    resume_to_ok(&img, &kids, &gate, "tree_streamed_to_stdout_resumes", tf);
 }
 
 /// A shell whose standard output is a file (`exec > out.txt`) with two background
