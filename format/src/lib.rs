@@ -65,7 +65,7 @@ pub use working_set::{WorkingSetRange, MAX_WORKING_SET};
 /// raw image from the self-contained executable.
 pub const MAGIC: [u8; 8] = *b"CKPTIMG\x01";
 /// Layout version; bump on any change to a record.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The only page size this format supports (x86_64).
 pub const PAGE_SIZE: u64 = 4096;
 /// Where page data starts, relative to the image.

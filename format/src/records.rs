@@ -63,7 +63,7 @@ pub enum SectionKind {
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
-pub const MAX_SECTIONS: usize = 24;
+pub const MAX_SECTIONS: usize = 32;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
 pub const KNOWN_SECTIONS: usize = 24;
