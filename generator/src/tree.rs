@@ -99,6 +99,8 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         });
     }
 
+    warnings.extend(pty_input_left(&members, &sh.extra));
+
     let mut objects = sh.objects.clone();
     let made = caps[0].as_ref().map(|c| c.exported.clone()).unwrap_or_default();
     for o in objects.iter_mut().filter(|o| o.flags & TREE_ROOT_FD_HIDDEN != 0) {
@@ -217,4 +219,32 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let mut report = Report::new(o.pid, o.output.clone(), total, nthreads, nvmas, stats_all, [frozen, stopped, fsync], exe);
     report.warnings = warnings;
     Ok(report)
+}
+
+/// Bytes typed into a pty whose slave only a process below the root holds (the
+/// shell in a tmux pane) and that it has not read yet: the root's master is made
+/// anew at resume and they are not typed into it again, so each is named here.
+/// FIONREAD on a slave is TIOCINQ (n_tty_ioctl()): in canonical mode it counts
+/// whole lines only, so a line still being typed is left out of the count.
+fn pty_input_left(members: &[walk::Member], extra: &[Vec<ckpt_format::Fd>]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (m, fds) in members.iter().zip(extra) {
+        let Some(g) = &m.group else { continue };
+        for f in fds.iter().filter(|f| f.kind == ckpt_format::FdKind::Tree as u32 && f.aux[2] & ckpt_format::TREE_FD_PTY_PEER != 0) {
+            if !seen.insert(f.aux[1]) {
+                continue;
+            }
+            let Ok(dup) = fdplan::take_fd(g.reader(), f.fd) else { continue };
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&dup), libc::FIONREAD, &mut n) } == 0 && n > 0 {
+                out.push(format!(
+                    "pid {} fd {}: {n} bytes typed into its terminal and not yet read are not restored (its pty master is the root's, made anew at resume)",
+                    m.pid, f.fd
+                ));
+            }
+        }
+    }
+    out
 }

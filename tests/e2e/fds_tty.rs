@@ -387,6 +387,41 @@ fn tmux_tree_shell_answers_send_keys() {
     let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
 }
 
+/// A tmux pane whose program (`sleep`) never reads its terminal, with a line typed
+/// into it: frozen with `--tree`, the freeze names the bytes the pane's process
+/// had not read, which the new master at resume does not get again.
+#[test]
+fn tmux_tree_unread_typed_input_is_named() {
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("pty_tmux_typed");
+    let t = Tmux::new("typed-server");
+    t.cmd(&["new-session", "-d", "-s", "w", "stty -echo; echo up; exec sleep 1000"]);
+    t.watch_until("w", "up", READY_TIMEOUT);
+    let server: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pid}"]).trim().parse().unwrap();
+    let sleeper: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
+    t.cmd(&["send-keys", "-t", "w", "typed", "Enter"]);
+    let img = dir.image("tmux-typed");
+    // The line reaches the slave's queue through tmux and the line discipline.
+    let t0 = Instant::now();
+    let fz = loop {
+        let fz = freeze_ok(server, &img, &["--tree", "--leave-running"]);
+        if lossy(&fz.stderr).contains("bytes typed") || t0.elapsed() > READY_TIMEOUT {
+            break fz;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want = format!("pid {sleeper} fd 0: 6 bytes typed into its terminal and not yet read are not restored");
+    assert!(lossy(&fz.stderr).contains(&want), "no warning {want:?}\n{}", describe_output(&fz));
+    t.cmd(&["kill-server"]);
+    let t0 = Instant::now();
+    while [server, sleeper].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < RESUME_TIMEOUT, "the server {server} or its pane {sleeper} outlived kill-server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: getuid cannot fail.
+    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+}
+
 /// The pty fixtures pass their own checks without any freeze (a failure here is
 /// the fixture's, or a kernel that handles typed input otherwise than they say).
 #[test]
