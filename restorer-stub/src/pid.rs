@@ -115,7 +115,10 @@ pub fn take_original(ctx: &Ctx, t: &Tables, keep_pdeathsig: bool) -> bool {
 pub(crate) fn fork_at(want: u32) -> sys::Res {
     let mut r = fork_as(Some(want as i32));
     let mut tries = 0;
-    while r == Err(sys::EEXIST) && tries < 400 && is_zombie(want) {
+    // A zombie is waited for (its parent reaps it); a PID no task shows is one being
+    // released (release_task() frees the number after the task is unhashed, as for
+    // the page filler's thread id): a short while only.
+    while r == Err(sys::EEXIST) && (tries < 400 && is_zombie(want) || tries < 25 && !exists(want)) {
         let ts = [0u64, 20_000_000];
         // SAFETY: a valid timespec.
         let _ = unsafe { call(35 /* nanosleep */, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
@@ -231,6 +234,19 @@ const SA_RESTORER: u64 = 0x0400_0000;
 /// Installed in the namespace init so relayed signals are queued; never runs (every
 /// signal stays blocked there).
 extern "C" fn init_handler(_: i32) {}
+
+/// Whether a task with id `pid` shows in /proc.
+fn exists(pid: u32) -> bool {
+    let mut buf = [0u8; 32];
+    let path = crate::out::cstr(&mut buf, &[b"/proc/"], &[pid as u64], b"/stat");
+    match sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0) {
+        Ok(fd) => {
+            let _ = sys::close(fd);
+            true
+        }
+        Err(e) => e != sys::ENOENT,
+    }
+}
 
 /// Whether process `pid` exists only as a zombie (state Z or X in /proc/PID/stat).
 pub(crate) fn is_zombie(pid: u32) -> bool {
