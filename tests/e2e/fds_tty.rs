@@ -250,11 +250,7 @@ fn script_with_its_child() {
         describe_output(&fz)
     );
     orig.expect_killed_by_ckpt();
-    let t0 = Instant::now();
-    while proc_state(shell).is_some_and(|s| s != 'Z') {
-        assert!(t0.elapsed() < READY_TIMEOUT, "script's shell {shell} still runs after script was killed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ended(&[shell], READY_TIMEOUT, "script's shell, after script was killed");
     let mut res = resume_launch(&img).spawn();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(res.try_status().is_none(), "the resumed script ended instead of waiting for its child\n{}", res.describe());
@@ -313,11 +309,7 @@ fn tmux_server_with_its_shell() {
         "no warning naming the pane's shell {shell}\n{}",
         describe_output(&fz)
     );
-    let t0 = Instant::now();
-    while [server, shell].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
-        assert!(t0.elapsed() < READY_TIMEOUT, "the server {server} or its shell {shell} still runs after the freeze");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ended(&[server, shell], READY_TIMEOUT, "the tmux server or its shell, after the freeze");
     let mut res = resume_launch(&img).label("resumed tmux server").spawn();
     let t0 = Instant::now();
     let sessions = loop {
@@ -338,8 +330,7 @@ fn tmux_server_with_its_shell() {
     t.cmd(&["kill-server"]);
     res.wait_exit(RESUME_TIMEOUT);
     // The socket file stays behind (the original server was killed): removed here.
-    // SAFETY: getuid cannot fail.
-    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+    t.remove_socket();
 }
 
 /// A tmux server frozen with `--tree`, the interactive shell in its pane with it:
@@ -358,11 +349,7 @@ fn tmux_tree_shell_answers_send_keys() {
     let shell: i32 = t.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).trim().parse().unwrap();
     let img = dir.image("tmux-tree");
     freeze_ok(server, &img, &["--tree"]);
-    let t0 = Instant::now();
-    while [server, shell].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
-        assert!(t0.elapsed() < READY_TIMEOUT, "the server {server} or its shell {shell} still runs after the freeze");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ended(&[server, shell], READY_TIMEOUT, "the tmux server or its shell, after the freeze");
     let mut res = resume_launch(&img).label("resumed tmux tree").spawn();
     let t0 = Instant::now();
     while std::process::Command::new("tmux").args(["-L", t.socket(), "list-sessions"]).output().map_or(true, |o| !o.status.success()) {
@@ -378,13 +365,8 @@ fn tmux_tree_shell_answers_send_keys() {
     assert!(seen.last.contains("before-42"), "{}", seen.last);
     t.cmd(&["kill-server"]);
     res.wait_exit(RESUME_TIMEOUT);
-    let t0 = Instant::now();
-    while proc_state(shell).is_some_and(|s| s != 'Z') {
-        assert!(t0.elapsed() < RESUME_TIMEOUT, "the pane's shell {shell} outlived its server");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: getuid cannot fail.
-    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+    wait_ended(&[shell], RESUME_TIMEOUT, "the pane's shell, after its server ended");
+    t.remove_socket();
 }
 
 /// A tmux pane whose program (`sleep`) never reads its terminal, with a line typed
@@ -413,13 +395,8 @@ fn tmux_tree_unread_typed_input_is_named() {
     let want = format!("pid {sleeper} fd 0: 6 bytes typed into its terminal and not yet read are not restored");
     assert!(lossy(&fz.stderr).contains(&want), "no warning {want:?}\n{}", describe_output(&fz));
     t.cmd(&["kill-server"]);
-    let t0 = Instant::now();
-    while [server, sleeper].iter().any(|&p| proc_state(p).is_some_and(|s| s != 'Z')) {
-        assert!(t0.elapsed() < RESUME_TIMEOUT, "the server {server} or its pane {sleeper} outlived kill-server");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: getuid cannot fail.
-    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+    wait_ended(&[server, sleeper], RESUME_TIMEOUT, "the tmux server or its pane, after kill-server");
+    t.remove_socket();
 }
 
 /// The pty fixtures pass their own checks without any freeze (a failure here is

@@ -710,13 +710,8 @@ fn job_control_shell_keeps_its_foreground_job() {
     report("job_control_shell_keeps_its_foreground_job (to the job in the foreground)", tf, resumed_in);
     t.cmd(&["kill-server"]);
     res.wait_exit(RESUME_TIMEOUT);
-    let t2 = Instant::now();
-    while proc_state(shell).is_some_and(|s| s != 'Z') {
-        assert!(t2.elapsed() < RESUME_TIMEOUT, "the pane's shell {shell} outlived its server");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: getuid cannot fail.
-    let _ = fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, t.socket()));
+    wait_ended(&[shell], RESUME_TIMEOUT, "the pane's shell, after its server ended");
+    t.remove_socket();
 }
 
 /// `--tree --image`: the tree as a raw image, resumed with `ckpt resume` (each

@@ -19,6 +19,16 @@ pub fn proc_state(pid: i32) -> Option<char> {
     stat_fields(pid)?.first()?.chars().next()
 }
 
+/// Wait until every one of `pids` has ended (gone, or a zombie not yet reaped), at
+/// most `timeout`; `what` names them and why they should have ended.
+pub fn wait_ended(pids: &[i32], timeout: Duration, what: &str) {
+    let t0 = Instant::now();
+    while let Some(p) = pids.iter().find(|&&p| proc_state(p).is_some_and(|s| s != 'Z')) {
+        assert!(t0.elapsed() < timeout, "{what}: pid {p} still runs");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Start time (field 22 of /proc/PID/stat).
 pub fn proc_starttime(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()

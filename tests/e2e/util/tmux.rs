@@ -18,6 +18,13 @@ impl Tmux {
         Tmux { socket: format!("ckpt-test-{name}-{}", std::process::id()) }
     }
 
+    /// Remove the server's socket file, which a killed server (not one that exited)
+    /// leaves behind in /tmp/tmux-UID.
+    pub fn remove_socket(&self) {
+        // SAFETY: getuid cannot fail.
+        let _ = std::fs::remove_file(format!("/tmp/tmux-{}/{}", unsafe { libc::getuid() }, self.socket));
+    }
+
     /// The server's socket name (`tmux -L`).
     pub fn socket(&self) -> &str {
         &self.socket
