@@ -1,0 +1,285 @@
+//! `--leave-running` with a stop that does not grow with the target's memory:
+//! its big private anonymous VMAs are copied while it runs, and only the pages
+//! it wrote meanwhile are copied again while it is stopped.
+//!
+//! 1. [`start`], the target running: its smaps is read, the VMAs worth it are
+//!    chosen (private, writable, anonymous, at least [`MIN_VMA`] resident, and
+//!    [`MIN_TOTAL`] in all); all threads are stopped just long enough to inject a
+//!    userfaultfd that registers them in write-protect mode (uffd_wp.rs) and let
+//!    go again. From ckpt's side, PAGEMAP_SCAN then write-protects their pages
+//!    and lists the ones holding data (wp_scan.rs), which are copied into a
+//!    temporary file next to the output (stash.rs), the target running on.
+//! 2. [`Precopy::snapshot`], at the freeze's stop (all threads stopped, state
+//!    captured as for any freeze): for each VMA still registered with the same
+//!    range, the pages holding data now and not written since their protection
+//!    are taken from the copy; written or new ones, and every page of any other
+//!    VMA, are copied now. A page dropped meanwhile (MADV_DONTNEED, reclaimed
+//!    MADV_FREE) no longer holds data: it resumes as zero, as it reads in the
+//!    target. The userfaultfd is unregistered and closed in the target, which is
+//!    then let go; the writer reads every page from the snapshot.
+//!
+//! Anything that keeps this from working (a target with a userfaultfd of its
+//! own, seccomp filters, a kernel without WP_ASYNC or PAGEMAP_SCAN) makes the
+//! caller use the copy-on-write fork instead (cow.rs); the reason is traced
+//! (CKPT_TRACE=1). A freeze that fails after step 1 removes the userfaultfd
+//! again (the drop), so the target is left as it was found.
+
+use crate::gadgets;
+use crate::group::Group;
+use crate::inject::Injector;
+use crate::memory::Mem;
+use crate::pagemap::{Pagemap, Recorded};
+use crate::plan::{self, Pages, PlannedVma, Strings};
+use crate::proc::maps::Mapping;
+use crate::ptrace::{Release, Seized};
+use crate::stash::{Extent, Snapshot, Stash};
+use crate::wp_scan::WpScan;
+use crate::{proc, trace, uffd_wp};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A VMA is tracked from this many resident bytes on...
+pub const MIN_VMA: u64 = 1 << 20;
+/// ...when the tracked VMAs hold this many in all; below, the fork of the
+/// copy-on-write freeze costs less than the extra stop.
+pub const MIN_TOTAL: u64 = 32 << 20;
+
+/// The userfaultfd in the target and what was copied while it ran.
+pub struct Precopy {
+    pid: i32,
+    /// Its fd number in the target while it is there.
+    fd: Option<i32>,
+    /// The registered VMAs.
+    ranges: Vec<(u64, u64)>,
+    syscall_at: u64,
+    stash: Option<Stash>,
+    /// Where the pre-copied ranges are in the stash.
+    copied: Vec<Extent>,
+    /// How long the target was stopped for the injection.
+    pub stopped: Duration,
+}
+
+/// VmFlags of a VMA registered with a userfaultfd: missing, write-protect,
+/// minor-fault mode (proc(5)).
+const UFFD_FLAGS: [&str; 3] = ["um", "uw", "ui"];
+
+/// The VMAs to track, or why none are.
+fn choose(pid: i32, maps: &[Mapping]) -> Result<Vec<(u64, u64)>> {
+    if let Some(m) = maps.iter().find(|m| UFFD_FLAGS.iter().any(|f| m.has_flag(f))) {
+        bail!("pid {pid} has a userfaultfd of its own (VMA {:x}-{:x} is registered)", m.start, m.end);
+    }
+    let anon = |m: &&Mapping| m.name.is_empty() || m.name == "[heap]" || m.name.starts_with("[anon:");
+    let ranges: Vec<&Mapping> = maps.iter().filter(|m| !m.shared && m.write && anon(m) && m.rss + m.swap >= MIN_VMA).collect();
+    let total: u64 = ranges.iter().map(|m| m.rss + m.swap).sum();
+    if total < MIN_TOTAL {
+        bail!("pid {pid} has {} MiB in big private anonymous VMAs, less than the {} MiB worth a pre-copy", total >> 20, MIN_TOTAL >> 20);
+    }
+    Ok(ranges.iter().map(|m| (m.start, m.end)).collect())
+}
+
+/// Set up the tracking and copy the chosen VMAs while pid `pid` runs; the stash
+/// goes into `dir`. An error says why the pre-copy is not used (the target is
+/// then as it was).
+pub fn start(pid: i32, dir: &Path) -> Result<Precopy> {
+    let st = proc::status::read_status(pid)?;
+    if st.seccomp != 0 {
+        // A filter could refuse the injected userfaultfd(2), or kill the task for it.
+        bail!("pid {pid} runs under seccomp filters");
+    }
+    let maps = proc::maps::read_smaps(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
+    let ranges = choose(pid, &maps)?;
+    let vmas = plan::plan(&maps, &mut Strings::default())?;
+    let mem = Mem::open(pid).with_context(|| format!("opening the memory of pid {pid}"))?;
+    let syscall_at = gadgets::find(&mem, &vmas).syscall;
+    if syscall_at == 0 {
+        bail!("pid {pid}: no `syscall` instruction in its executable memory");
+    }
+    let stash = Stash::create(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut pc = Precopy { pid, fd: None, ranges, syscall_at, stash: Some(stash), copied: Vec::new(), stopped: Duration::ZERO };
+
+    let t0 = Instant::now();
+    let g = Group::seize(pid, Release::Continue)?;
+    let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+    let fd = {
+        let t = g.reader();
+        let inj = Injector::new(t, t.regs()?, syscall_at, writable)?;
+        uffd_wp::install(&inj, &format!("pid {pid}"), &pc.ranges)?
+    };
+    pc.fd = Some(fd);
+    drop(g);
+    pc.stopped = t0.elapsed();
+    trace::mark(&format!("pre-copy: userfaultfd {fd} registered over {} VMAs; the target was stopped {:.3} ms for it", pc.ranges.len(), pc.stopped.as_secs_f64() * 1e3));
+
+    let wp = WpScan::open(pid).with_context(|| format!("opening the page map of pid {pid}"))?;
+    let mut held = Vec::new();
+    for &(lo, hi) in &pc.ranges {
+        held.extend(wp.protect(lo, hi)?.into_iter().map(|h| (h.start, h.end)));
+    }
+    trace::mark("pre-copy: pages write-protected");
+    let stash = pc.stash.as_mut().expect("the stash exists until the snapshot");
+    let (copied, _) = stash.copy(&mem, &held).with_context(|| format!("copying the memory of pid {pid} into {}", dir.display()))?;
+    pc.copied = copied;
+    trace::mark(&format!("pre-copy: {} MiB copied while the target ran", stash.len() >> 20));
+    Ok(pc)
+}
+
+/// What the pages are read from once the target runs on: a copy, which a
+/// death of the target no longer affects.
+pub struct Copied;
+
+impl crate::emit::Alive for Copied {
+    fn alive(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Append the parts of `[lo, hi)` covered by `copied` (address order) to
+/// `clean`, and the rest to `again`.
+fn split(copied: &[Extent], lo: u64, hi: u64, clean: &mut Vec<Extent>, again: &mut Vec<(u64, u64)>) {
+    let mut a = lo;
+    let mut i = copied.partition_point(|e| e.addr + e.len <= a);
+    while a < hi {
+        match copied.get(i) {
+            Some(e) if e.addr <= a => {
+                let end = (e.addr + e.len).min(hi);
+                clean.push(Extent { addr: a, len: end - a, off: e.off + (a - e.addr) });
+                a = end;
+                i += 1;
+            }
+            next => {
+                let end = next.map_or(hi, |e| e.addr.min(hi));
+                again.push((a, end));
+                a = end;
+            }
+        }
+    }
+}
+
+impl Precopy {
+    /// The fd number of the userfaultfd in the target, to leave out of its fds.
+    pub fn fd(&self) -> Option<i32> {
+        self.fd
+    }
+
+    /// With every thread of the target stopped and `vmas` planned: the snapshot
+    /// the pages are written from, and the page map answers that go with it;
+    /// then the userfaultfd is removed from the target (through `t`).
+    /// `mem`/`pm` read the stopped target.
+    pub fn snapshot(&mut self, vmas: &[PlannedVma], mem: &Mem, pm: &mut Pagemap, t: &Seized, writable: &dyn Fn(u64, u64) -> bool) -> Result<(Arc<Snapshot>, Arc<Recorded>)> {
+        let wp = WpScan::open(t.pid).with_context(|| format!("opening the page map of pid {}", self.pid))?;
+        let mut rec = Recorded::default();
+        let mut clean: Vec<Extent> = Vec::new();
+        let mut again: Vec<(u64, u64)> = Vec::new();
+        let (mut reused, mut tracked) = (0u64, 0usize);
+        for v in vmas {
+            let key = (v.vma.start, v.vma.end);
+            let what = || format!("reading the page map of {:x}-{:x} of pid {}", key.0, key.1, self.pid);
+            match v.pages {
+                Pages::Populated if self.ranges.contains(&key) && v.map.has_flag("uw") => {
+                    tracked += 1;
+                    let held = wp.held(key.0, key.1).with_context(what)?;
+                    let mut populated: Vec<(u64, u64)> = Vec::new();
+                    for h in held {
+                        if h.written {
+                            again.push((h.start, h.end));
+                        } else {
+                            let n = clean.len();
+                            split(&self.copied, h.start, h.end, &mut clean, &mut again);
+                            reused += clean[n..].iter().map(|e| e.len).sum::<u64>();
+                        }
+                        match populated.last_mut() {
+                            Some(l) if l.1 == h.start => l.1 = h.end,
+                            _ => populated.push((h.start, h.end)),
+                        }
+                    }
+                    rec.populated.insert(key, populated);
+                }
+                Pages::None => {}
+                Pages::Populated => {
+                    let r = pm.populated(key.0, key.1).with_context(what)?;
+                    again.extend(&r);
+                    rec.populated.insert(key, r);
+                }
+                Pages::All => {
+                    again.push(key);
+                    rec.copies.insert(key, pm.private_copies(key.0, key.1).with_context(what)?);
+                }
+                Pages::Written => {
+                    let r = pm.private_copies(key.0, key.1).with_context(what)?;
+                    again.extend(&r);
+                    rec.copies.insert(key, r);
+                }
+            }
+        }
+        trace::mark(&format!("pre-copy: page maps read at the stop ({tracked} of {} tracked VMAs unchanged)", self.ranges.len()));
+        again.sort_unstable();
+        let stash = self.stash.as_mut().expect("the stash exists until the snapshot");
+        let before = stash.len();
+        let (fresh, unreadable) = stash.copy(mem, &again).with_context(|| format!("copying the pages of pid {} at the stop", self.pid))?;
+        trace::mark(&format!(
+            "pre-copy: {:.1} MiB copied at the stop, {:.1} MiB taken from the pre-copy",
+            (stash.len() - before) as f64 / (1 << 20) as f64,
+            reused as f64 / (1 << 20) as f64
+        ));
+        if unreadable > 0 {
+            bail!("{unreadable} pages of pid {} could not be read at the stop", self.pid);
+        }
+        self.remove(t, writable)?;
+        clean.extend(fresh);
+        let snap = Snapshot::new(self.stash.take().expect("the stash exists until the snapshot"), clean);
+        Ok((Arc::new(snap), Arc::new(rec)))
+    }
+
+    /// Unregister and close the userfaultfd in the target, stopped in `t`.
+    pub fn remove(&mut self, t: &Seized, writable: &dyn Fn(u64, u64) -> bool) -> Result<()> {
+        let Some(fd) = self.fd else { return Ok(()) };
+        let inj = Injector::new(t, t.regs()?, self.syscall_at, writable)?;
+        uffd_wp::remove(&inj, &format!("pid {}", self.pid), fd, &self.ranges)?;
+        self.fd = None;
+        trace::mark("pre-copy: userfaultfd removed from the target");
+        Ok(())
+    }
+}
+
+impl Drop for Precopy {
+    /// A freeze that failed (or fell back) with the userfaultfd still in the
+    /// target stops it once more to remove it.
+    fn drop(&mut self) {
+        if self.fd.is_none() {
+            return;
+        }
+        let r = (|| -> Result<()> {
+            let g = Group::seize(self.pid, Release::Continue)?;
+            let maps = proc::maps::read_maps(g.reader().pid)?;
+            let writable = |lo: u64, hi: u64| maps.iter().any(|m| m.start <= lo && hi <= m.end && m.write);
+            self.remove(g.reader(), &writable)
+        })();
+        if let Err(e) = r {
+            eprintln!("ckpt: warning: pid {}: the userfaultfd {} ckpt put in it could not be removed: {e:#}", self.pid, self.fd.unwrap_or(-1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_takes_copied_parts_and_leaves_the_rest() {
+        let copied = [Extent { addr: 0x1000, len: 0x2000, off: 0 }, Extent { addr: 0x5000, len: 0x1000, off: 0x2000 }];
+        let (mut clean, mut again) = (Vec::new(), Vec::new());
+        split(&copied, 0x2000, 0x7000, &mut clean, &mut again);
+        assert_eq!(clean, [Extent { addr: 0x2000, len: 0x1000, off: 0x1000 }, Extent { addr: 0x5000, len: 0x1000, off: 0x2000 }]);
+        assert_eq!(again, [(0x3000, 0x5000), (0x6000, 0x7000)]);
+    }
+
+    #[test]
+    fn a_target_with_its_own_userfaultfd_is_not_tracked() {
+        let mut m = Mapping { start: 0x1000, end: 0x10_0000_0000, write: true, rss: 1 << 30, ..Default::default() };
+        assert_eq!(choose(1, std::slice::from_ref(&m)).unwrap(), [(0x1000, 0x10_0000_0000)]);
+        m.vm_flags = vec!["rd".into(), "uw".into()];
+        assert!(choose(1, &[m]).unwrap_err().to_string().contains("userfaultfd of its own"));
+    }
+}
