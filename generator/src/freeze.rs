@@ -206,8 +206,6 @@ pub struct Captured {
 pub struct ExtraFds {
     pub fds: Vec<Fd>,
     pub exports: Vec<std::os::fd::OwnedFd>,
-    /// Fds ckpt itself put in the process (precopy.rs), left out.
-    pub hidden: Vec<i32>,
 }
 
 /// Read process `g` (stopped) into a [`Captured`]: its inventory, memory plan, fds
@@ -222,7 +220,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
     trace::mark("seized");
     let mut inv = inventory::take(rpid, early).with_context(|| format!("reading the state of pid {pid}"))?;
     trace::mark("inventory");
-    inv.fds.retain(|f| !extra.fds.iter().any(|e| e.fd == f.fd) && !extra.hidden.contains(&f.fd));
+    inv.fds.retain(|f| !extra.fds.iter().any(|e| e.fd == f.fd));
     let mem = Mem::open(rpid).with_context(|| format!("opening the memory of pid {pid}"))?;
     let mut strings = Strings::default();
     let mut vmas = plan::plan(&inv.maps, &mut strings).with_context(|| format!("pid {pid}"))?;
@@ -407,13 +405,11 @@ impl Captured {
     }
 
     /// Read the pages from here on from what `p` copied, with the written pages
-    /// copied again now (the process is stopped), and remove its userfaultfd, so
-    /// the process can be let go. False, with the reason traced and the
-    /// userfaultfd removed, if that failed: the caller falls back to the fork.
+    /// copied again now (the process is stopped), so the process can be let go.
+    /// False, with the reason traced, if that failed: the caller falls back to
+    /// the fork.
     pub fn use_precopy(&mut self, p: &mut precopy::Precopy, g: &Group) -> bool {
-        let vmas = &self.vmas;
-        let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-        let made = p.snapshot(vmas, &self.mem, &mut self.pm, g.reader(), &writable).and_then(|(snap, rec)| {
+        let made = p.snapshot(&self.vmas, &self.mem, &mut self.pm).and_then(|(snap, rec)| {
             let mem = Mem::from_snapshot(g.pid, snap).with_context(|| format!("opening the memory of pid {}", g.pid))?;
             let pm = Pagemap::recorded(g.reader().pid, rec).with_context(|| format!("opening the page map of pid {}", g.pid))?;
             Ok((mem, pm))
@@ -425,9 +421,6 @@ impl Captured {
             }
             Err(e) => {
                 trace::mark(&format!("pre-copy not used: {e:#}"));
-                if let Err(e) = p.remove(g.reader(), &writable) {
-                    trace::mark(&format!("pre-copy: {e:#}"));
-                }
                 false
             }
         }
@@ -494,8 +487,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
             kids.join(" ")
         ));
     }
-    let extra = ExtraFds { hidden: pre.as_ref().and_then(|p| p.fd()).into_iter().collect(), ..Default::default() };
-    let mut c = capture(o, &g, extra, early_maps, &mut warnings)?;
+    let mut c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings)?;
     // Every piece of state but the pages is read: a process that runs on is let go
     // now, its pages read from what was copied while it ran and the pages it
     // wrote since, copied now, or else from a copy-on-write copy of its memory.
@@ -514,6 +506,11 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         Some(g)
     };
     trace::mark("released");
+    if let Some(p) = pre.take() {
+        // Ends the tracking, in ckpt: no longer part of the stop.
+        drop(p);
+        trace::mark("pre-copy: userfaultfd closed");
+    }
     if let (Some(cp), Some(early)) = (&cow, &c.early_maps) {
         cow::verify_flags(early, cp).with_context(|| format!("pid {}", o.pid))?;
         trace::mark("flags checked");

@@ -5,24 +5,26 @@
 //! 1. [`start`], the target running: its smaps is read, the VMAs worth it are
 //!    chosen (private, writable, anonymous, at least [`MIN_VMA`] resident, and
 //!    [`MIN_TOTAL`] in all); all threads are stopped just long enough to inject a
-//!    userfaultfd that registers them in write-protect mode (uffd_wp.rs) and let
-//!    go again. From ckpt's side, PAGEMAP_SCAN then write-protects their pages
-//!    and lists the ones holding data (wp_scan.rs), which are copied into a
-//!    temporary file next to the output (stash.rs), the target running on.
+//!    userfaultfd(2), which ckpt takes over (uffd_wp.rs), and let go again. From
+//!    ckpt's side, the VMAs are registered in write-protect mode, and
+//!    PAGEMAP_SCAN write-protects their pages and lists the ones holding data
+//!    (wp_scan.rs), which are copied into a temporary file next to the output
+//!    (stash.rs), the target running on.
 //! 2. [`Precopy::snapshot`], at the freeze's stop (all threads stopped, state
 //!    captured as for any freeze): for each VMA still registered with the same
 //!    range, the pages holding data now and not written since their protection
 //!    are taken from the copy; written or new ones, and every page of any other
 //!    VMA, are copied now. A page dropped meanwhile (MADV_DONTNEED, reclaimed
 //!    MADV_FREE) no longer holds data: it resumes as zero, as it reads in the
-//!    target. The userfaultfd is unregistered and closed in the target, which is
-//!    then let go; the writer reads every page from the snapshot.
+//!    target. The target is let go, then ckpt closes the userfaultfd, which
+//!    ends the tracking; the writer reads every page from the snapshot.
 //!
 //! Anything that keeps this from working (a target with a userfaultfd of its
 //! own, seccomp filters, a kernel without WP_ASYNC or PAGEMAP_SCAN) makes the
 //! caller use the copy-on-write fork instead (cow.rs); the reason is traced
-//! (CKPT_TRACE=1). A freeze that fails after step 1 removes the userfaultfd
-//! again (the drop), so the target is left as it was found.
+//! (CKPT_TRACE=1). The target's fd table never holds the userfaultfd while it
+//! runs, and a freeze that fails ends the tracking by closing ckpt's fd (the
+//! drop), so the target is left as it was found.
 
 use crate::gadgets;
 use crate::group::Group;
@@ -31,7 +33,7 @@ use crate::memory::Mem;
 use crate::pagemap::{Pagemap, Recorded};
 use crate::plan::{self, Pages, PlannedVma, Strings};
 use crate::proc::maps::Mapping;
-use crate::ptrace::{Release, Seized};
+use crate::ptrace::Release;
 use crate::stash::{Extent, Snapshot, Stash};
 use crate::wp_scan::WpScan;
 use crate::{proc, trace, uffd_wp};
@@ -46,14 +48,16 @@ pub const MIN_VMA: u64 = 1 << 20;
 /// copy-on-write freeze costs less than the extra stop.
 pub const MIN_TOTAL: u64 = 32 << 20;
 
-/// The userfaultfd in the target and what was copied while it ran.
+/// The tracking of the target's writes and what was copied while it ran.
 pub struct Precopy {
     pid: i32,
-    /// Its fd number in the target while it is there.
-    fd: Option<i32>,
+    /// Held until the target is let go after the snapshot.
+    _tracker: uffd_wp::Tracker,
     /// The registered VMAs.
     ranges: Vec<(u64, u64)>,
-    syscall_at: u64,
+    /// The target's page map (opened through a live thread; the open file
+    /// keeps reading the process's memory whichever thread exits).
+    wp: WpScan,
     stash: Option<Stash>,
     /// Where the pre-copied ranges are in the stash.
     copied: Vec<Extent>,
@@ -91,32 +95,33 @@ pub fn start(pid: i32, dir: &Path) -> Result<Precopy> {
     let maps = proc::maps::read_smaps(pid).with_context(|| format!("reading the memory map of pid {pid}"))?;
     let ranges = choose(pid, &maps)?;
     let vmas = plan::plan(&maps, &mut Strings::default())?;
-    let mem = Mem::open(pid).with_context(|| format!("opening the memory of pid {pid}"))?;
-    let syscall_at = gadgets::find(&mem, &vmas).syscall;
+    let syscall_at = gadgets::find(&Mem::open(pid).with_context(|| format!("opening the memory of pid {pid}"))?, &vmas).syscall;
     if syscall_at == 0 {
         bail!("pid {pid}: no `syscall` instruction in its executable memory");
     }
     let stash = Stash::create(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let mut pc = Precopy { pid, fd: None, ranges, syscall_at, stash: Some(stash), copied: Vec::new(), stopped: Duration::ZERO };
 
     let t0 = Instant::now();
     let g = Group::seize(pid, Release::Continue)?;
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-    let fd = {
+    let tid = g.reader().pid;
+    let tracker = {
         let t = g.reader();
         let inj = Injector::new(t, t.regs()?, syscall_at, writable)?;
-        uffd_wp::install(&inj, &format!("pid {pid}"), &pc.ranges)?
+        uffd_wp::create(&inj, pid, tid)?
     };
-    pc.fd = Some(fd);
+    let wp = WpScan::open(tid).with_context(|| format!("opening the page map of pid {pid}"))?;
+    let mem = Mem::open(tid).with_context(|| format!("opening the memory of pid {pid}"))?;
     drop(g);
-    pc.stopped = t0.elapsed();
-    trace::mark(&format!("pre-copy: userfaultfd {fd} registered over {} VMAs; the target was stopped {:.3} ms for it", pc.ranges.len(), pc.stopped.as_secs_f64() * 1e3));
-
-    let wp = WpScan::open(pid).with_context(|| format!("opening the page map of pid {pid}"))?;
+    let stopped = t0.elapsed();
+    trace::mark(&format!("pre-copy: userfaultfd created; the target was stopped {:.3} ms for it", stopped.as_secs_f64() * 1e3));
+    tracker.track(&ranges)?;
+    trace::mark(&format!("pre-copy: {} VMAs registered", ranges.len()));
     let mut held = Vec::new();
-    for &(lo, hi) in &pc.ranges {
+    for &(lo, hi) in &ranges {
         held.extend(wp.protect(lo, hi)?.into_iter().map(|h| (h.start, h.end)));
     }
+    let mut pc = Precopy { pid, _tracker: tracker, ranges, wp, stash: Some(stash), copied: Vec::new(), stopped };
     trace::mark("pre-copy: pages write-protected");
     let stash = pc.stash.as_mut().expect("the stash exists until the snapshot");
     let (copied, _) = stash.copy(&mem, &held).with_context(|| format!("copying the memory of pid {pid} into {}", dir.display()))?;
@@ -135,40 +140,47 @@ impl crate::emit::Alive for Copied {
     }
 }
 
-/// Append the parts of `[lo, hi)` covered by `copied` (address order) to
-/// `clean`, and the rest to `again`.
-fn split(copied: &[Extent], lo: u64, hi: u64, clean: &mut Vec<Extent>, again: &mut Vec<(u64, u64)>) {
-    let mut a = lo;
-    let mut i = copied.partition_point(|e| e.addr + e.len <= a);
-    while a < hi {
-        match copied.get(i) {
-            Some(e) if e.addr <= a => {
-                let end = (e.addr + e.len).min(hi);
-                clean.push(Extent { addr: a, len: end - a, off: e.off + (a - e.addr) });
-                a = end;
-                i += 1;
-            }
-            next => {
-                let end = next.map_or(hi, |e| e.addr.min(hi));
-                again.push((a, end));
-                a = end;
-            }
+/// Sorted ranges with the adjacent ones joined.
+fn merge(r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (lo, hi) in r {
+        match out.last_mut() {
+            Some(l) if l.1 == lo => l.1 = hi,
+            _ => out.push((lo, hi)),
         }
     }
+    out
+}
+
+/// The parts of the pre-copied `copied` (address order) inside `vma` and
+/// outside the `changed` ranges (address order).
+fn unchanged(copied: &[Extent], vma: (u64, u64), changed: &[(u64, u64)]) -> Vec<Extent> {
+    let mut out = Vec::new();
+    let mut i = copied.partition_point(|e| e.addr + e.len <= vma.0);
+    let mut a = vma.0;
+    for &(lo, hi) in changed.iter().chain(std::iter::once(&(vma.1, vma.1))) {
+        // [a, lo) is unchanged.
+        while let Some(e) = copied.get(i).filter(|e| e.addr < lo) {
+            let (s, t) = (e.addr.max(a), (e.addr + e.len).min(lo));
+            if s < t {
+                out.push(Extent { addr: s, len: t - s, off: e.off + (s - e.addr) });
+            }
+            if e.addr + e.len > lo {
+                break;
+            }
+            i += 1;
+        }
+        a = hi;
+    }
+    out
 }
 
 impl Precopy {
-    /// The fd number of the userfaultfd in the target, to leave out of its fds.
-    pub fn fd(&self) -> Option<i32> {
-        self.fd
-    }
-
     /// With every thread of the target stopped and `vmas` planned: the snapshot
-    /// the pages are written from, and the page map answers that go with it;
-    /// then the userfaultfd is removed from the target (through `t`).
+    /// the pages are written from, and the page map answers that go with it.
     /// `mem`/`pm` read the stopped target.
-    pub fn snapshot(&mut self, vmas: &[PlannedVma], mem: &Mem, pm: &mut Pagemap, t: &Seized, writable: &dyn Fn(u64, u64) -> bool) -> Result<(Arc<Snapshot>, Arc<Recorded>)> {
-        let wp = WpScan::open(t.pid).with_context(|| format!("opening the page map of pid {}", self.pid))?;
+    pub fn snapshot(&mut self, vmas: &[PlannedVma], mem: &Mem, pm: &mut Pagemap) -> Result<(Arc<Snapshot>, Arc<Recorded>)> {
+        let wp = &self.wp;
         let mut rec = Recorded::default();
         let mut clean: Vec<Extent> = Vec::new();
         let mut again: Vec<(u64, u64)> = Vec::new();
@@ -179,22 +191,21 @@ impl Precopy {
             match v.pages {
                 Pages::Populated if self.ranges.contains(&key) && v.map.has_flag("uw") => {
                     tracked += 1;
-                    let held = wp.held(key.0, key.1).with_context(what)?;
-                    let mut populated: Vec<(u64, u64)> = Vec::new();
-                    for h in held {
-                        if h.written {
+                    // Pages still protected are as they were copied; the others
+                    // were written, faulted in, or dropped since.
+                    let changed = wp.unprotected(key.0, key.1).with_context(what)?;
+                    let kept = unchanged(&self.copied, key, &changed);
+                    let mut populated: Vec<(u64, u64)> = kept.iter().map(|e| (e.addr, e.addr + e.len)).collect();
+                    for &(lo, hi) in &changed {
+                        for h in wp.held(lo, hi).with_context(what)? {
                             again.push((h.start, h.end));
-                        } else {
-                            let n = clean.len();
-                            split(&self.copied, h.start, h.end, &mut clean, &mut again);
-                            reused += clean[n..].iter().map(|e| e.len).sum::<u64>();
-                        }
-                        match populated.last_mut() {
-                            Some(l) if l.1 == h.start => l.1 = h.end,
-                            _ => populated.push((h.start, h.end)),
+                            populated.push((h.start, h.end));
                         }
                     }
-                    rec.populated.insert(key, populated);
+                    reused += kept.iter().map(|e| e.len).sum::<u64>();
+                    clean.extend(kept);
+                    populated.sort_unstable();
+                    rec.populated.insert(key, merge(populated));
                 }
                 Pages::None => {}
                 Pages::Populated => {
@@ -226,39 +237,9 @@ impl Precopy {
         if unreadable > 0 {
             bail!("{unreadable} pages of pid {} could not be read at the stop", self.pid);
         }
-        self.remove(t, writable)?;
         clean.extend(fresh);
         let snap = Snapshot::new(self.stash.take().expect("the stash exists until the snapshot"), clean);
         Ok((Arc::new(snap), Arc::new(rec)))
-    }
-
-    /// Unregister and close the userfaultfd in the target, stopped in `t`.
-    pub fn remove(&mut self, t: &Seized, writable: &dyn Fn(u64, u64) -> bool) -> Result<()> {
-        let Some(fd) = self.fd else { return Ok(()) };
-        let inj = Injector::new(t, t.regs()?, self.syscall_at, writable)?;
-        uffd_wp::remove(&inj, &format!("pid {}", self.pid), fd, &self.ranges)?;
-        self.fd = None;
-        trace::mark("pre-copy: userfaultfd removed from the target");
-        Ok(())
-    }
-}
-
-impl Drop for Precopy {
-    /// A freeze that failed (or fell back) with the userfaultfd still in the
-    /// target stops it once more to remove it.
-    fn drop(&mut self) {
-        if self.fd.is_none() {
-            return;
-        }
-        let r = (|| -> Result<()> {
-            let g = Group::seize(self.pid, Release::Continue)?;
-            let maps = proc::maps::read_maps(g.reader().pid)?;
-            let writable = |lo: u64, hi: u64| maps.iter().any(|m| m.start <= lo && hi <= m.end && m.write);
-            self.remove(g.reader(), &writable)
-        })();
-        if let Err(e) = r {
-            eprintln!("ckpt: warning: pid {}: the userfaultfd {} ckpt put in it could not be removed: {e:#}", self.pid, self.fd.unwrap_or(-1));
-        }
     }
 }
 
@@ -267,12 +248,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_takes_copied_parts_and_leaves_the_rest() {
-        let copied = [Extent { addr: 0x1000, len: 0x2000, off: 0 }, Extent { addr: 0x5000, len: 0x1000, off: 0x2000 }];
-        let (mut clean, mut again) = (Vec::new(), Vec::new());
-        split(&copied, 0x2000, 0x7000, &mut clean, &mut again);
-        assert_eq!(clean, [Extent { addr: 0x2000, len: 0x1000, off: 0x1000 }, Extent { addr: 0x5000, len: 0x1000, off: 0x2000 }]);
-        assert_eq!(again, [(0x3000, 0x5000), (0x6000, 0x7000)]);
+    fn unchanged_parts_are_the_copied_ones_outside_changed_ranges() {
+        let copied = [Extent { addr: 0x1000, len: 0x3000, off: 0 }, Extent { addr: 0x6000, len: 0x2000, off: 0x3000 }];
+        let got = unchanged(&copied, (0x2000, 0x7000), &[(0x3000, 0x4000), (0x5000, 0x6800)]);
+        assert_eq!(
+            got,
+            [Extent { addr: 0x2000, len: 0x1000, off: 0x1000 }, Extent { addr: 0x6800, len: 0x800, off: 0x3800 }]
+        );
+        assert_eq!(unchanged(&copied, (0x1000, 0x8000), &[]), copied);
+        assert!(unchanged(&copied, (0x1000, 0x8000), &[(0x1000, 0x8000)]).is_empty());
     }
 
     #[test]

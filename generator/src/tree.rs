@@ -92,7 +92,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     }
     let mut caps: Vec<Option<Captured>> = Vec::new();
     for (i, (m, fds)) in members.iter().zip(sh.extra.iter()).enumerate() {
-        let extra = freeze::ExtraFds { fds: fds.clone(), exports: if i == 0 { std::mem::take(&mut exports) } else { Vec::new() }, hidden: Vec::new() };
+        let extra = freeze::ExtraFds { fds: fds.clone(), exports: if i == 0 { std::mem::take(&mut exports) } else { Vec::new() } };
         caps.push(match &m.group {
             Some(g) => Some(freeze::capture(o, g, extra, None, &mut warnings).with_context(|| format!("pid {} of the tree", m.pid))?),
             None => None,
