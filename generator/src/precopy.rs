@@ -115,7 +115,10 @@ pub fn start(pid: i32, dir: &Path) -> Result<Precopy> {
     drop(g);
     let stopped = t0.elapsed();
     trace::mark(&format!("pre-copy: userfaultfd created; the target was stopped {:.3} ms for it", stopped.as_secs_f64() * 1e3));
-    tracker.track(&ranges)?;
+    let ranges = tracker.track(&ranges)?;
+    if ranges.is_empty() {
+        bail!("pid {pid}: none of its VMAs could be registered");
+    }
     trace::mark(&format!("pre-copy: {} VMAs registered", ranges.len()));
     let mut held = Vec::new();
     for &(lo, hi) in &ranges {
@@ -205,6 +208,9 @@ impl Precopy {
                     reused += kept.iter().map(|e| e.len).sum::<u64>();
                     clean.extend(kept);
                     populated.sort_unstable();
+                    if let Some(w) = populated.windows(2).find(|w| w[0].1 > w[1].0) {
+                        bail!("pid {}: ranges {:x}-{:x} and {:x}-{:x} of VMA {:x}-{:x} overlap (changed {changed:x?})", self.pid, w[0].0, w[0].1, w[1].0, w[1].1, key.0, key.1);
+                    }
                     rec.populated.insert(key, merge(populated));
                 }
                 Pages::None => {}

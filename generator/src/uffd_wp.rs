@@ -87,14 +87,21 @@ impl Tracker {
         Ok(())
     }
 
-    /// Enable WP_ASYNC and register `ranges` in write-protect mode.
-    pub fn track(&self, ranges: &[(u64, u64)]) -> Result<()> {
+    /// Enable WP_ASYNC and register `ranges` in write-protect mode; returns the
+    /// ranges registered. A range the target unmapped or changed since its maps
+    /// were read is refused (EINVAL: not one whole anonymous VMA any more,
+    /// userfaultfd_register()) and left out, with the reason traced.
+    pub fn track(&self, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
         let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
         self.ioctl("UFFDIO_API with UFFD_FEATURE_WP_ASYNC", UFFDIO_API, &mut api)?;
+        let mut done = Vec::new();
         for &(lo, hi) in ranges {
             let mut reg = [lo, hi - lo, UFFDIO_REGISTER_MODE_WP, 0];
-            self.ioctl(&format!("UFFDIO_REGISTER (write-protect mode) of {lo:x}-{hi:x}"), UFFDIO_REGISTER, &mut reg)?;
+            match self.ioctl(&format!("UFFDIO_REGISTER (write-protect mode) of {lo:x}-{hi:x}"), UFFDIO_REGISTER, &mut reg) {
+                Ok(()) => done.push((lo, hi)),
+                Err(e) => crate::trace::mark(&format!("pre-copy: {e:#}; that range is read at the stop")),
+            }
         }
-        Ok(())
+        Ok(done)
     }
 }

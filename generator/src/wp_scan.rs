@@ -89,6 +89,7 @@ impl WpScan {
     fn walk(&self, start: u64, end: u64, flags: u64, anyof: u64, mask: u64, ret: u64, mut each: impl FnMut(&PageRegion)) -> io::Result<()> {
         let mut regions = vec![PageRegion::default(); 1024];
         let mut at = start;
+        let mut done = start;
         while at < end {
             let mut arg = PmScanArg {
                 size: std::mem::size_of::<PmScanArg>() as u64,
@@ -109,7 +110,15 @@ impl WpScan {
                 let e = io::Error::last_os_error();
                 return Err(io::Error::new(e.kind(), format!("PAGEMAP_SCAN of {at:x}-{end:x} in pid {}: {e}", self.pid)));
             }
-            regions[..n as usize].iter().for_each(&mut each);
+            // A call that filled `regions` may report again, in the next call,
+            // the region it stopped in: only what lies past the last one counts.
+            for r in &regions[..n as usize] {
+                let start = r.start.max(done);
+                if start < r.end {
+                    each(&PageRegion { start, ..*r });
+                    done = r.end;
+                }
+            }
             if arg.walk_end <= at {
                 break;
             }
