@@ -4,7 +4,7 @@
 //!
 //! 1. [`start`], the target running: its smaps is read, the VMAs worth it are
 //!    chosen (private, writable, anonymous, at least [`MIN_VMA`] resident, and
-//!    [`MIN_TOTAL`] in all); all threads are stopped just long enough to inject a
+//!    [`MIN_TOTAL`] in all); one thread is stopped just long enough to inject a
 //!    userfaultfd(2), which ckpt takes over (uffd_wp.rs), and let go again. From
 //!    ckpt's side, the VMAs are registered in write-protect mode, and
 //!    PAGEMAP_SCAN write-protects their pages and lists the ones holding data
@@ -27,13 +27,12 @@
 //! drop), so the target is left as it was found.
 
 use crate::gadgets;
-use crate::group::Group;
 use crate::inject::Injector;
 use crate::memory::Mem;
 use crate::pagemap::{Pagemap, Recorded};
 use crate::plan::{self, Pages, PlannedVma, Strings};
 use crate::proc::maps::Mapping;
-use crate::ptrace::Release;
+use crate::ptrace::Seized;
 use crate::stash::{Extent, Snapshot, Stash};
 use crate::wp_scan::WpScan;
 use crate::{proc, trace, uffd_wp};
@@ -61,7 +60,7 @@ pub struct Precopy {
     stash: Option<Stash>,
     /// Where the pre-copied ranges are in the stash.
     copied: Vec<Extent>,
-    /// How long the target was stopped for the injection.
+    /// How long one thread of the target was stopped for the injection.
     pub stopped: Duration,
 }
 
@@ -101,20 +100,26 @@ pub fn start(pid: i32, dir: &Path) -> Result<Precopy> {
     }
     let stash = Stash::create(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
 
+    // One thread is enough for the injected call (the mm is the process's);
+    // the others run on.
+    let tid = proc::threads(pid)?
+        .into_iter()
+        .find(|&tid| crate::group::state_letter(pid, tid) != 'Z' as u32)
+        .with_context(|| format!("pid {pid} has no live thread"))?;
     let t0 = Instant::now();
-    let g = Group::seize(pid, Release::Continue)?;
+    let mut t = Seized::seize(tid)?;
+    t.request_stop()?;
+    t.wait_stop()?;
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-    let tid = g.reader().pid;
     let tracker = {
-        let t = g.reader();
-        let inj = Injector::new(t, t.regs()?, syscall_at, writable)?;
+        let inj = Injector::new(&t, t.regs()?, syscall_at, writable)?;
         uffd_wp::create(&inj, pid, tid)?
     };
+    drop(t);
+    let stopped = t0.elapsed();
+    trace::mark(&format!("pre-copy: userfaultfd created; thread {tid} was stopped {:.3} ms for it", stopped.as_secs_f64() * 1e3));
     let wp = WpScan::open(tid).with_context(|| format!("opening the page map of pid {pid}"))?;
     let mem = Mem::open(tid).with_context(|| format!("opening the memory of pid {pid}"))?;
-    drop(g);
-    let stopped = t0.elapsed();
-    trace::mark(&format!("pre-copy: userfaultfd created; the target was stopped {:.3} ms for it", stopped.as_secs_f64() * 1e3));
     let ranges = tracker.track(&ranges)?;
     if ranges.is_empty() {
         bail!("pid {pid}: none of its VMAs could be registered");
