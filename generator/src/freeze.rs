@@ -408,8 +408,8 @@ impl Captured {
     /// copied again now (the process is stopped), so the process can be let go.
     /// False, with the reason traced, if that failed: the caller falls back to
     /// the fork.
-    pub fn use_precopy(&mut self, p: &mut precopy::Precopy, g: &Group) -> bool {
-        let made = p.snapshot(&self.vmas, &self.mem, &mut self.pm).and_then(|(snap, rec)| {
+    pub fn use_precopy(&mut self, p: &mut precopy::Precopy, changed: precopy::Changed, g: &Group) -> bool {
+        let made = p.snapshot(&self.vmas, &self.mem, &mut self.pm, changed).and_then(|(snap, rec)| {
             let mem = Mem::from_snapshot(g.pid, snap).with_context(|| format!("opening the memory of pid {}", g.pid))?;
             let pm = Pagemap::recorded(g.reader().pid, rec).with_context(|| format!("opening the page map of pid {}", g.pid))?;
             Ok((mem, pm))
@@ -487,11 +487,21 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
             kids.join(" ")
         ));
     }
-    let mut c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings)?;
+    // The pre-copy's scan for changed pages reads only the page map: it runs on
+    // the other core while the rest of the state is captured.
+    let (c, changed) = std::thread::scope(|s| {
+        let scan = pre.as_ref().map(|p| s.spawn(|| p.changed()));
+        let c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings);
+        (c, scan.map(|h| h.join()))
+    });
+    let mut c = c?;
     // Every piece of state but the pages is read: a process that runs on is let go
     // now, its pages read from what was copied while it ran and the pages it
     // wrote since, copied now, or else from a copy-on-write copy of its memory.
-    let precopied = pre.as_mut().is_some_and(|p| c.use_precopy(p, &g));
+    let precopied = match (pre.as_mut(), changed) {
+        (Some(p), Some(Ok(changed))) => c.use_precopy(p, changed, &g),
+        _ => false,
+    };
     trace::mark("pre-copy snapshot");
     let cow = if use_cow && !precopied { c.copy_on_write(&g, &mut warnings)? } else { None };
     trace::mark("copy-on-write fork");

@@ -160,6 +160,9 @@ fn merge(r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+/// Per registered VMA, the ranges changed since their protection.
+pub struct Changed(Vec<((u64, u64), Vec<(u64, u64)>)>);
+
 /// The parts of the pre-copied `copied` (address order) inside `vma` and
 /// outside the `changed` ranges (address order).
 fn unchanged(copied: &[Extent], vma: (u64, u64), changed: &[(u64, u64)]) -> Vec<Extent> {
@@ -187,7 +190,22 @@ impl Precopy {
     /// With every thread of the target stopped and `vmas` planned: the snapshot
     /// the pages are written from, and the page map answers that go with it.
     /// `mem`/`pm` read the stopped target.
-    pub fn snapshot(&mut self, vmas: &[PlannedVma], mem: &Mem, pm: &mut Pagemap) -> Result<(Arc<Snapshot>, Arc<Recorded>)> {
+    /// With every thread of the target stopped: the ranges of each registered
+    /// VMA that changed since their protection (wp_scan.rs). Reads only the page
+    /// map, so it runs beside the capture of the rest of the state; a VMA the scan
+    /// refuses (no longer registered: unmapped or replaced) is left out and read
+    /// as any other.
+    pub fn changed(&self) -> Changed {
+        let r = self.ranges.iter().filter_map(|&(lo, hi)| self.wp.unprotected(lo, hi).ok().map(|c| ((lo, hi), c))).collect();
+        trace::mark("pre-copy: changed pages listed");
+        Changed(r)
+    }
+
+    /// With every thread of the target stopped and `vmas` planned: the snapshot
+    /// the pages are written from, and the page map answers that go with it.
+    /// `mem`/`pm` read the stopped target; `changed` is [`Precopy::changed`],
+    /// found at this stop.
+    pub fn snapshot(&mut self, vmas: &[PlannedVma], mem: &Mem, pm: &mut Pagemap, changed: Changed) -> Result<(Arc<Snapshot>, Arc<Recorded>)> {
         let wp = &self.wp;
         let mut rec = Recorded::default();
         let mut clean: Vec<Extent> = Vec::new();
@@ -197,14 +215,14 @@ impl Precopy {
             let key = (v.vma.start, v.vma.end);
             let what = || format!("reading the page map of {:x}-{:x} of pid {}", key.0, key.1, self.pid);
             match v.pages {
-                Pages::Populated if self.ranges.contains(&key) && v.map.has_flag("uw") => {
+                Pages::Populated if v.map.has_flag("uw") && changed.0.iter().any(|c| c.0 == key) => {
                     tracked += 1;
                     // Pages still protected are as they were copied; the others
                     // were written, faulted in, or dropped since.
-                    let changed = wp.unprotected(key.0, key.1).with_context(what)?;
-                    let kept = unchanged(&self.copied, key, &changed);
+                    let changed = &changed.0.iter().find(|c| c.0 == key).expect("just found").1;
+                    let kept = unchanged(&self.copied, key, changed);
                     let mut populated: Vec<(u64, u64)> = kept.iter().map(|e| (e.addr, e.addr + e.len)).collect();
-                    for &(lo, hi) in &changed {
+                    for &(lo, hi) in changed {
                         for h in wp.held(lo, hi).with_context(what)? {
                             again.push((h.start, h.end));
                             populated.push((h.start, h.end));
