@@ -160,8 +160,11 @@ fn merge(r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+/// An address range, `[start, end)`.
+type Range = (u64, u64);
+
 /// Per registered VMA, the ranges changed since their protection.
-pub struct Changed(Vec<((u64, u64), Vec<(u64, u64)>)>);
+pub struct Changed(Vec<(Range, Vec<Range>)>);
 
 /// The parts of the pre-copied `copied` (address order) inside `vma` and
 /// outside the `changed` ranges (address order).
