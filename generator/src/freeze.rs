@@ -48,6 +48,8 @@ pub struct Options {
     /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
     /// the process runs on while they are written.
     pub cow: bool,
+    /// Store the pages compressed (compress.rs, HDR_COMPRESSED).
+    pub compress: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -253,7 +255,8 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         gadget_sigreturn: gd.sigreturn,
         pid: pid as u32,
         kernel_release: proc::kernel_release(),
-        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 },
+        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 }
+            | if o.compress { ckpt_format::HDR_COMPRESSED } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };
@@ -364,6 +367,7 @@ impl Captured {
     /// Write the image (a `.resume` executable when `resume_exe`); returns the page
     /// statistics, the bytes written and the image's own size.
     pub fn write(&mut self, sink: Sink, g: &dyn emit::Alive, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
+        let compress = self.parts.flags & ckpt_format::HDR_COMPRESSED != 0;
         let mut src = emit::Source {
             mem: &self.mem,
             pm: &mut self.pm,
@@ -373,6 +377,7 @@ impl Captured {
             extent_data: &self.extent_data,
             resume_exe,
             file_crcs: self.file_crcs.take(),
+            compress,
         };
         match sink {
             Sink::File(f) => emit::to_file(&mut src, f, g),

@@ -93,6 +93,7 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         embed_files: false,
         cow: true,
         tree: false,
+        compress: false,
     }
 }
 

@@ -217,6 +217,11 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
         wrote = true;
         // In pieces, so the progress moves during a run of gigabytes.
         let mut done = 0;
+        if crate::decompress::active(ctx) {
+            crate::decompress::fill(ctx, r.addr, r.len);
+            progress::add(r.len);
+            done = r.len;
+        }
         while done < r.len {
             let n = (r.len - done).min(FILL_PIECE);
             image::read_at(ctx, (r.addr + done) as usize, n as usize, r.data_off + done, Step::FillPages);
@@ -303,6 +308,7 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
 pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
     progress::begin(t.runs.iter().map(|r| r.len).sum());
     let mut plan = fill::Plan::new(t);
+    let _buffers = crate::decompress::prepare(ctx, t);
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,

@@ -17,6 +17,7 @@
 #[path = "arch/x86_64.rs"]
 mod arch;
 mod ctx;
+mod decompress;
 mod fds;
 mod fill;
 mod filler;
