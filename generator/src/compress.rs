@@ -91,6 +91,41 @@ impl Packer {
     }
 }
 
+/// Read `buf.len()` bytes of a compressed image's pages from `addr` on (inside one
+/// run) out of `file`, whose image starts at `base`: each chunk's stored bytes are
+/// checked against their CRC-32C and decoded. For `ckpt info`, `convert` and `core`.
+pub fn read_pages(file: &std::fs::File, base: u64, chunks: &[PageChunk], addr: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = addr + buf.len() as u64;
+    let (mut stored, mut whole) = (Vec::new(), Vec::new());
+    let mut a = addr;
+    while a < end {
+        let i = chunks.partition_point(|c| c.addr + c.len as u64 <= a);
+        let Some(c) = chunks.get(i).filter(|c| c.addr <= a) else {
+            anyhow::bail!("no compressed chunk holds the page at {a:#x}");
+        };
+        let range = || format!("compressed chunk {:#x}-{:#x}", c.addr, c.addr + c.len as u64);
+        stored.resize(c.stored_len as usize, 0);
+        file.read_exact_at(&mut stored, base + c.data_off).map_err(anyhow::Error::from).map_err(|e| e.context(range()))?;
+        if ckpt_format::crc32c::crc32c(&stored, ckpt_format::crc32c::have_hw()) != c.crc {
+            anyhow::bail!("{}: checksum mismatch (corrupted image)", range());
+        }
+        let bytes: &[u8] = if c.is_raw() {
+            &stored
+        } else {
+            whole.resize(c.len as usize, 0);
+            match lz4_flex::block::decompress_into(&stored, &mut whole) {
+                Ok(n) if n == whole.len() => &whole,
+                _ => anyhow::bail!("{}: does not decode to its length (corrupted image)", range()),
+            }
+        };
+        let to = (c.addr + c.len as u64).min(end);
+        buf[(a - addr) as usize..(to - addr) as usize].copy_from_slice(&bytes[(a - c.addr) as usize..(to - c.addr) as usize]);
+        a = to;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
