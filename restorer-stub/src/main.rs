@@ -16,6 +16,7 @@
 
 #[path = "arch/x86_64.rs"]
 mod arch;
+mod backing;
 mod ctx;
 mod fds;
 mod fill;
