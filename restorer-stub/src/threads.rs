@@ -14,8 +14,8 @@
 //! leader had already exited (pthread_exit), the first other thread: the leader
 //! then ends again with exit(2) once the others are released, and the process
 //! shows the same zombie leader. Creating them takes no round trip per thread:
-//! they are created as a tree (the leader creates two, each of those two more, and
-//! so on, on every core at once), and the last one to be ready wakes the leader once.
+//! the leader and the first thread it creates each create half of the others, on
+//! two cores at once, and the last one to be ready wakes the leader once.
 //! Every signal stays blocked in every thread until its own rt_sigreturn.
 
 use crate::arch;
@@ -127,16 +127,27 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
     out::trace("every thread ready", 1, n as u64);
 }
 
-/// Create the children of thread `i` in the creation tree, threads 2i + 1 and
-/// 2i + 2 (the leader is thread 0). Each created thread creates its own children
-/// before anything else, so after the first few, threads are created on every core
-/// at once instead of one clone3(2) after another by the leader; and before its
-/// own state is set, so each starts with the leader's scheduling and name, as
+/// The threads thread `i` creates: the leader (0) creates thread 1 and then half
+/// of the rest, thread 1 the other half. So two threads call clone3(2) at once,
+/// one per core, at the price of one wait for a new thread to be scheduled (a
+/// deeper tree waits once per level, which on a loaded machine costs more than it
+/// saves). Thread 1 creates its share before anything else, and before its own
+/// state is set, so each thread starts with the leader's scheduling and name, as
 /// when the leader created them all.
+fn creates(i: usize, n: usize) -> core::ops::Range<usize> {
+    let mid = 2 + (n.saturating_sub(2)) / 2;
+    match i {
+        0 if n > 1 => 1..mid,
+        1 => mid..n,
+        _ => 0..0,
+    }
+}
+
+/// Create the threads thread `i` creates ([`creates`]).
 fn create_children(ctx: &Ctx, t: &Tables, i: usize) {
     let same_ids = SAME_IDS.load(SeqCst) != 0;
-    for c in [2 * i + 1, 2 * i + 2] {
-        let Some(th) = t.threads.get(c) else { break };
+    for c in creates(i, t.threads.len()) {
+        let th = &t.threads[c];
         let tid = th.tid as i32;
         let stack = ctx.thread_stacks + (c - 1) * STACK as usize;
         let args = CloneArgs {
