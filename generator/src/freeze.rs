@@ -102,7 +102,7 @@ pub fn precheck(pid: i32, force: bool) -> Result<()> {
 pub fn children(pid: i32) -> Vec<String> {
     let tids = proc::threads(pid).unwrap_or_default();
     tids.iter()
-        .filter_map(|tid| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .filter_map(|tid| proc::read_file_text(format!("/proc/{pid}/task/{tid}/children")).ok())
         .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect()
 }
@@ -233,6 +233,7 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         bail!("pid {pid}: no `syscall` instruction in its executable memory to read its kernel state with");
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+    trace::mark("gadgets");
     let seccomp_filters = seccomp(g)?;
     let state = {
         let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;

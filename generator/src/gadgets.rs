@@ -70,6 +70,9 @@ pub fn search(text: &[u8], base: u64, g: &mut Gadgets) {
 
 /// Find both gadgets in the executable VMAs that will be restored, reading each in
 /// chunks (overlapping by a pattern's length) and stopping as soon as both are found.
+/// The chunks are read with process_vm_readv (memory.rs), several times faster than
+/// /proc/PID/mem, which copies page by page through a bounce buffer
+/// (access_remote_vm()): in glibc the `syscall; ret` lies some 400 KiB into the text.
 pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
     const CHUNK: u64 = 256 << 10;
     const OVERLAP: u64 = 16;
@@ -85,9 +88,8 @@ pub fn find(mem: &Mem, vmas: &[PlannedVma]) -> Gadgets {
         let mut at = v.vma.start;
         while at < v.vma.end {
             let n = (v.vma.end - at).min(CHUNK + OVERLAP) as usize;
-            if mem.read_exact(at, &mut buf[..n]).is_err() {
-                continue 'vmas;
-            }
+            // Unreadable pages read as zeros, in which no pattern matches.
+            mem.read_segments(&[(at, n)], &mut buf[..n]);
             search(&buf[..n], at, &mut g);
             if g.syscall_ret != 0 && g.sigreturn != 0 {
                 break 'vmas;

@@ -137,7 +137,7 @@ fn umask_of(status: &str) -> Option<u32> {
 pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Captured> {
     let pid = t.pid;
     let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
-    let mut timers = match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
+    let mut timers = match crate::proc::read_file_text(format!("/proc/{pid}/timers")) {
         Ok(text) => parse_timers(&text)?,
         Err(_) => Vec::new(),
     };
@@ -160,12 +160,13 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     calls.extend(timers.iter().map(|tm| Call::new(libc::SYS_timer_gettime, [v(tm.id as u64), Arg::Out, v(0), v(0), v(0), v(0)], 32)));
     let probes = crate::identity::membarrier_probes();
     calls.extend(probes.iter().map(|(c, _)| *c));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = crate::proc::read_file_text(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
     let umask = umask_of(&status);
     if umask.is_none() {
         calls.push(Call::new(libc::SYS_umask, [v(0); 6], 0));
     }
     let done = crate::syscall_batch::run(inj, pid, t.pid, &calls)?;
+    crate::trace::mark("process state: injected batch");
     let membarrier = crate::identity::membarrier(pid, &probes, &done[done.len() - probes.len() - umask.is_none() as usize..].iter().map(|d| d.0).collect::<Vec<_>>())?;
     let mut done = done.iter();
     let mut next = |what: &str| -> Result<(i64, &[u8])> {
@@ -226,7 +227,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
         }
     }
     (p.cwd_off, p.cwd_len) = strings.add(&cwd);
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = crate::proc::read_file_text(format!("/proc/{pid}/comm")).unwrap_or_default();
     let comm = comm.trim_end_matches('\n').as_bytes();
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 

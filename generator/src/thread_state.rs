@@ -34,7 +34,7 @@ use crate::inject::word;
 /// The thread's name from /proc/PID/task/TID/comm.
 fn comm(pid: i32, tid: i32) -> [u8; 16] {
     let mut comm = [0u8; 16];
-    let name = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
+    let name = proc::read_file_text(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
     let name = name.trim_end_matches('\n').as_bytes();
     let n = name.len().min(15);
     comm[..n].copy_from_slice(&name[..n]);
