@@ -48,6 +48,8 @@ pub struct Options {
     /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
     /// the process runs on while they are written.
     pub cow: bool,
+    /// Store the pages compressed (compress.rs, HDR_COMPRESSED).
+    pub compress: bool,
     /// With `cow`, copy a process with much anonymous memory while it runs and
     /// only its written pages while it is stopped (precopy.rs), rather than fork it.
     pub precopy: bool,
@@ -105,7 +107,7 @@ pub fn precheck(pid: i32, force: bool) -> Result<()> {
 pub fn children(pid: i32) -> Vec<String> {
     let tids = proc::threads(pid).unwrap_or_default();
     tids.iter()
-        .filter_map(|tid| std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .filter_map(|tid| proc::read_file_text(format!("/proc/{pid}/task/{tid}/children")).ok())
         .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect()
 }
@@ -151,13 +153,15 @@ struct Threads {
     signals: Vec<PendingSignal>,
 }
 
-fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, warnings: &mut Vec<String>) -> Result<Threads> {
+/// `injected`: what the system calls run in each thread told, in the order of
+/// `g.threads`.
+fn capture_threads(g: &Group, mem: &Mem, injected: Vec<thread_state::Injected>, warnings: &mut Vec<String>) -> Result<Threads> {
     let mut out = Threads { records: Vec::new(), xstate: Vec::new(), signals: Vec::new() };
     if g.leader_exited {
         out.records.push(thread_state::exited_leader(g.pid));
     }
-    for t in &g.threads {
-        let c = thread_state::capture(g.pid, t, g.state_before(t.pid), mem, syscall_at, writable)
+    for (t, inj) in g.threads.iter().zip(injected) {
+        let c = thread_state::capture(g.pid, t, g.state_before(t.pid), mem, inj)
             .with_context(|| format!("reading the state of thread {} of pid {}", t.pid, g.pid))?;
         let mut th = c.thread;
         if !c.xstate.is_empty() {
@@ -175,6 +179,30 @@ fn capture_threads(g: &Group, mem: &Mem, syscall_at: u64, writable: &dyn Fn(u64,
         bail!("pid {} has {} threads, more than the format's {MAX_THREADS}", g.pid, out.records.len());
     }
     Ok(out)
+}
+
+/// The system calls run inside the process: the process-wide ones and the first
+/// thread's own in one batch, then each other thread's own from the same code
+/// page (syscall_batch.rs), which is unmapped at the end, whatever happened.
+fn inject_all(g: &Group, syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, strings: &mut Strings) -> Result<(procstate::Captured, Vec<thread_state::Injected>)> {
+    let (pid, reader) = (g.pid, g.reader());
+    let inj = Injector::new(reader, reader.regs()?, syscall_at, writable)?;
+    let ps = procstate::capture(reader, &inj, &thread_state::calls(), strings).with_context(|| format!("reading the kernel state of pid {pid}"))?;
+    let others = || -> Result<Vec<thread_state::Injected>> {
+        let mut all = vec![thread_state::injected(reader.pid, inj.task_sigmask(), &ps.own).with_context(|| format!("pid {pid}"))?];
+        for t in &g.threads[1..] {
+            all.push(
+                thread_state::inject(pid, t, ps.page.as_ref(), syscall_at, writable)
+                    .with_context(|| format!("reading the state of thread {} of pid {pid}", t.pid))?,
+            );
+        }
+        Ok(all)
+    };
+    let all = others();
+    if let Some(p) = ps.page {
+        p.unmap(&inj, pid)?;
+    }
+    Ok((ps.state, all?))
 }
 
 /// Everything one process's image needs, read while every process being frozen
@@ -236,13 +264,11 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         bail!("pid {pid}: no `syscall` instruction in its executable memory to read its kernel state with");
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
+    trace::mark("gadgets");
     let seccomp_filters = seccomp(g)?;
-    let state = {
-        let inj = Injector::new(reader, reader.regs()?, gd.syscall, writable)?;
-        procstate::capture(reader, &inj, &mut strings).with_context(|| format!("reading the kernel state of pid {pid}"))?
-    };
+    let (state, injected) = inject_all(g, gd.syscall, &writable, &mut strings)?;
     trace::mark("process state");
-    let threads = capture_threads(g, &mem, gd.syscall, &writable, warnings)?;
+    let threads = capture_threads(g, &mem, injected, warnings)?;
     trace::mark("threads");
     if gd.syscall_ret == 0 {
         warnings.push(format!("pid {pid}: no `syscall; ret` and rt_sigreturn instructions in the target's text: the restorer will leave one mapping behind"));
@@ -256,7 +282,8 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         gadget_sigreturn: gd.sigreturn,
         pid: pid as u32,
         kernel_release: proc::kernel_release(),
-        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 },
+        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 }
+            | if o.compress { ckpt_format::HDR_COMPRESSED } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };
@@ -367,6 +394,7 @@ impl Captured {
     /// Write the image (a `.resume` executable when `resume_exe`); returns the page
     /// statistics, the bytes written and the image's own size.
     pub fn write(&mut self, sink: Sink, g: &dyn emit::Alive, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
+        let compress = self.parts.flags & ckpt_format::HDR_COMPRESSED != 0;
         let mut src = emit::Source {
             mem: &self.mem,
             pm: &mut self.pm,
@@ -376,6 +404,7 @@ impl Captured {
             extent_data: &self.extent_data,
             resume_exe,
             file_crcs: self.file_crcs.take(),
+            compress,
         };
         match sink {
             Sink::File(f) => emit::to_file(&mut src, f, g),

@@ -82,6 +82,11 @@ pub struct FreezeArgs {
     /// sessions and the pipes between its processes.
     #[arg(long)]
     pub tree: bool,
+    /// Store the memory compressed (LZ4): a smaller file for a slow disk or a
+    /// copy to another machine, at the cost of CPU time at freeze and resume.
+    /// Not with --lazy or --tree.
+    #[arg(long, conflicts_with_all = ["lazy", "tree"])]
+    pub compress: bool,
     #[command(flatten)]
     pub every: EveryArgs,
 }
@@ -123,6 +128,7 @@ impl FreezeArgs {
             cow: !self.no_cow,
             precopy: !self.no_precopy,
             tree: self.tree,
+            compress: self.compress,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod binfmt;
 mod check;
+mod compress;
 mod convert;
 mod docs;
 mod core_file;

@@ -94,6 +94,7 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         cow: true,
         precopy: true,
         tree: false,
+        compress: false,
     }
 }
 

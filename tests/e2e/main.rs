@@ -28,6 +28,7 @@ mod binfmt;
 mod clocks;
 mod cli;
 mod compat;
+mod compress;
 mod corrupt;
 mod errors;
 mod fds;
