@@ -968,6 +968,29 @@ fn section_checksum_of_each_section() {
     }
 }
 
+/// The phase-2 parse of tables already verified skips the checksums, and still
+/// validates every record.
+#[test]
+fn parse_verified_skips_checksums_only() {
+    let valid = valid_image();
+    let img = with_header(&valid, |h| h.sections[SectionKind::Vmas as usize].crc ^= 1);
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&img[lo as usize..hi as usize]);
+    assert!(matches!(Tables::parse(&h, buf.bytes(), lo, false), Err(FormatError::SectionChecksum { .. })));
+    let t = Tables::parse_verified(&h, buf.bytes(), lo).unwrap();
+    assert_eq!(t.vmas.len(), Tables::parse(&header_of(&valid), Aligned::new(&valid[lo as usize..hi as usize]).bytes(), lo, false).unwrap().vmas.len());
+    let bad = image_with(|p| p.working_set[1].start = STACK.1);
+    let h = check_header(&bad, bad.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&bad[lo as usize..hi as usize]);
+    assert_eq!(
+        Tables::parse_verified(&h, buf.bytes(), lo).map(|_| ()),
+        Tables::parse(&h, buf.bytes(), lo, false).map(|_| ())
+    );
+    assert!(Tables::parse_verified(&h, buf.bytes(), lo).is_err());
+}
+
 #[test]
 fn compressed_image_parses() {
     let img = compressed_image();

@@ -66,7 +66,9 @@ fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
 
 fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, chunks: Chunks, data_end: u64) -> Result<(Header, Vec<u8>)> {
     if let Some(c) = src.file_crcs.take() {
+        crate::trace::mark("pages written");
         c.apply(src.vmas)?;
+        crate::trace::mark("file checksums joined");
     }
     src.parts.runs = runs;
     if let Some((chunks, raw, stored)) = chunks {

@@ -1,4 +1,4 @@
-//! Streaming the target's pages into the image: read in batches of up to 8 MiB,
+//! Streaming the target's pages into the image: read in batches of up to 1 MiB,
 //! drop all-zero pages where allowed, and coalesce consecutive stored pages into page
 //! runs (each with its CRC-32C), written one after another at page-aligned offsets.
 
@@ -10,7 +10,11 @@ use ckpt_format::{crc32c, PageRun, PAGE_SIZE, RUN_FILE_CLEAN};
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-const BATCH: usize = 8 << 20;
+/// Bytes of one batch. Each buffer is fresh memory, paid for by a page fault and
+/// a zeroing per page (and freed at the end): three 8 MiB buffers cost a python
+/// process's 18 MiB freeze some 6,000 faults. A 1 MiB batch keeps that at 768
+/// faults, while a GiB still takes only 1,024 batches (a hand-over each).
+const BATCH: usize = 1 << 20;
 const MAX_SEGS: usize = 1024;
 const PAGE: usize = PAGE_SIZE as usize;
 
@@ -54,10 +58,15 @@ fn page_crc(crc: u32, data: &[u8], hw: bool) -> u32 {
     }
 }
 
+/// Whether a page is all zeros. Checked 64 bytes at a time (the OR of eight
+/// words, which the compiler vectorizes) and left at the first block with a set
+/// bit: a page of data usually has one in its first block, so only zero pages
+/// are read whole.
 fn is_zero(page: &[u8]) -> bool {
-    let words = page.chunks_exact(8);
-    let tail = words.remainder();
-    words.fold(0u64, |acc, c| acc | u64::from_ne_bytes(c.try_into().unwrap())) == 0 && tail.iter().all(|&b| b == 0)
+    let blocks = page.chunks_exact(64);
+    let tail = blocks.remainder();
+    blocks.into_iter().all(|b| b.chunks_exact(8).fold(0u64, |acc, c| acc | u64::from_ne_bytes(c.try_into().unwrap())) == 0)
+        && tail.iter().all(|&b| b == 0)
 }
 
 impl<W: Write> PageWriter<W> {
@@ -409,8 +418,10 @@ mod tests {
     #[test]
     fn zero_detection() {
         assert!(is_zero(&[0u8; PAGE]));
-        let mut p = [0u8; PAGE];
-        p[PAGE - 1] = 1;
-        assert!(!is_zero(&p));
+        for at in [0, 63, 64, 2049, PAGE - 1] {
+            let mut p = [0u8; PAGE];
+            p[at] = 1;
+            assert!(!is_zero(&p), "a set byte at {at}");
+        }
     }
 }

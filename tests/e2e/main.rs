@@ -42,6 +42,7 @@ mod locks;
 mod memory;
 mod periodic;
 mod pids;
+mod precopy;
 mod procstate;
 mod progress;
 mod python;
