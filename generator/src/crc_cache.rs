@@ -6,15 +6,19 @@
 //! file whose device, inode, size, mtime and ctime are unchanged has unchanged
 //! bytes: any write updates mtime and ctime, and ctime cannot be set back by a
 //! user (utimensat(2) sets only atime and mtime, and sets ctime to now). So the
-//! checksums are kept in `$XDG_CACHE_HOME/ckpt/file-crcs` (or `~/.cache/...`), one
-//! line per range, and read from there when the identity matches. A missing or
-//! unreadable cache only costs the reading; a malformed line is ignored.
+//! checksums are kept under `$XDG_CACHE_HOME/ckpt/file-crcs.d/` (or
+//! `~/.cache/...`), one small file per mapped file named by its device and inode,
+//! one line per range, and read from there when the identity matches. A freeze
+//! opens only the entries of the files it maps: one cache of every file ever seen
+//! (thousands of lines) cost more to parse than the checksums it saved for a small
+//! process. A missing or unreadable entry only costs the reading; a malformed line
+//! is ignored.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::Metadata;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A file's identity and a byte range of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,63 +50,73 @@ impl Key {
         }
     }
 
+    /// The line of an entry file (device and inode are its name).
     fn line(&self, crc: u32) -> String {
-        format!("{} {} {} {} {} {} {} {:08x}\n", self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, self.from, self.to, crc)
+        format!("{} {} {} {} {} {:08x}\n", self.size, self.mtime_ns, self.ctime_ns, self.from, self.to, crc)
     }
 
-    fn parse(line: &str) -> Option<(Key, u32)> {
+    fn parse(dev: u64, ino: u64, line: &str) -> Option<(Key, u32)> {
         let f: Vec<&str> = line.split(' ').collect();
-        if f.len() != 8 {
+        if f.len() != 6 {
             return None;
         }
         let key = Key {
-            dev: f[0].parse().ok()?,
-            ino: f[1].parse().ok()?,
-            size: f[2].parse().ok()?,
-            mtime_ns: f[3].parse().ok()?,
-            ctime_ns: f[4].parse().ok()?,
-            from: f[5].parse().ok()?,
-            to: f[6].parse().ok()?,
+            dev,
+            ino,
+            size: f[0].parse().ok()?,
+            mtime_ns: f[1].parse().ok()?,
+            ctime_ns: f[2].parse().ok()?,
+            from: f[3].parse().ok()?,
+            to: f[4].parse().ok()?,
         };
-        Some((key, u32::from_str_radix(f[7], 16).ok()?))
+        Some((key, u32::from_str_radix(f[5], 16).ok()?))
+    }
+
+    /// The same file in the same state (the range aside).
+    fn same_file(&self, o: &Key) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (o.dev, o.ino, o.size, o.mtime_ns, o.ctime_ns)
     }
 }
 
-/// Lines beyond which the cache starts again from the entries of one freeze.
-const MAX_LINES: usize = 20_000;
+/// Entry files beyond which the oldest half is removed (checked only when an
+/// entry is added: files of removed programs leave entries nobody reads).
+const MAX_FILES: usize = 4096;
 
 pub struct Cache {
-    path: Option<PathBuf>,
+    dir: Option<PathBuf>,
     known: HashMap<Key, u32>,
     new: Vec<(Key, u32)>,
-    /// Lines in the cache file when it was read.
-    lines: usize,
 }
 
-/// The device and inode a cache line is about (its first two fields).
-fn file_of(line: &str) -> Option<(u64, u64)> {
-    let mut f = line.splitn(3, ' ');
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
-}
-
-fn cache_path() -> Option<PathBuf> {
+fn cache_dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
     };
-    Some(base.join("ckpt").join("file-crcs"))
+    Some(base.join("ckpt").join("file-crcs.d"))
+}
+
+fn entry_name(dev: u64, ino: u64) -> String {
+    format!("{dev}-{ino}")
 }
 
 impl Cache {
     /// The cache of this user (empty when there is none, or CKPT_CRC_CACHE=0),
-    /// keeping only the lines of the files `wanted` (device, inode): the cache
-    /// holds thousands of lines of other processes' files, and parsing all of
-    /// them costs more than the few this freeze looks up.
+    /// with the entries of the files `wanted` (device, inode).
     pub fn load(wanted: &HashSet<(u64, u64)>) -> Cache {
-        let path = if std::env::var_os("CKPT_CRC_CACHE").is_some_and(|v| v == "0") { None } else { cache_path() };
-        let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-        let known = text.lines().filter(|l| file_of(l).is_some_and(|f| wanted.contains(&f))).filter_map(Key::parse).collect();
-        Cache { path, known, new: Vec::new(), lines: text.lines().count() }
+        let dir = if std::env::var_os("CKPT_CRC_CACHE").is_some_and(|v| v == "0") { None } else { cache_dir() };
+        Cache::load_from(dir, wanted)
+    }
+
+    fn load_from(dir: Option<PathBuf>, wanted: &HashSet<(u64, u64)>) -> Cache {
+        let mut known = HashMap::new();
+        if let Some(d) = &dir {
+            for &(dev, ino) in wanted {
+                let Ok(text) = std::fs::read_to_string(d.join(entry_name(dev, ino))) else { continue };
+                known.extend(text.lines().filter_map(|l| Key::parse(dev, ino, l)));
+            }
+        }
+        Cache { dir, known, new: Vec::new() }
     }
 
     pub fn get(&self, k: &Key) -> Option<u32> {
@@ -113,22 +127,54 @@ impl Cache {
         self.new.push((k, crc));
     }
 
-    /// Append the new entries (best effort: a cache that cannot be written only
-    /// means the next freeze reads the files again).
+    /// Write the entries of the files that got new checksums (best effort: a cache
+    /// that cannot be written only means the next freeze reads the files again).
+    /// Each entry file is replaced whole (a temporary file renamed over it, so a
+    /// concurrent freeze reads the old or the new one), keeping the lines of the
+    /// file's present state and dropping those of an earlier one.
     pub fn save(self) {
-        let Some(path) = self.path else { return };
+        let Some(dir) = self.dir else { return };
         if self.new.is_empty() {
             return;
         }
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
         }
-        let restart = self.lines + self.new.len() > MAX_LINES;
-        let f = OpenOptions::new().create(true).append(!restart).write(true).truncate(restart).open(&path);
-        let Ok(mut f): std::io::Result<File> = f else { return };
-        let text: String = self.new.iter().map(|(k, c)| k.line(*c)).collect();
-        // One write of whole lines: concurrent freezes append whole lines.
-        let _ = f.write_all(text.as_bytes());
+        let mut added = false;
+        let mut files: Vec<(u64, u64)> = self.new.iter().map(|(k, _)| (k.dev, k.ino)).collect();
+        files.sort_unstable();
+        files.dedup();
+        for (dev, ino) in files {
+            let new: Vec<&(Key, u32)> = self.new.iter().filter(|(k, _)| (k.dev, k.ino) == (dev, ino)).collect();
+            let now = &new[0].0;
+            let mut text: String = self.known.iter().filter(|(k, _)| k.same_file(now)).map(|(k, c)| k.line(*c)).collect();
+            text.extend(new.iter().map(|(k, c)| k.line(*c)));
+            let path = dir.join(entry_name(dev, ino));
+            added |= !path.exists();
+            let tmp = dir.join(format!(".{}.{}", entry_name(dev, ino), std::process::id()));
+            let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(text.as_bytes()));
+            if written.is_err() || std::fs::rename(&tmp, &path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        if added {
+            prune(&dir);
+        }
+    }
+}
+
+/// Remove the older half of the entries once there are more than [`MAX_FILES`].
+fn prune(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
+    if entries.len() <= MAX_FILES {
+        return;
+    }
+    let mut aged: Vec<(std::time::SystemTime, PathBuf)> =
+        entries.iter().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
+    aged.sort();
+    for (_, p) in aged.iter().take(aged.len() / 2) {
+        let _ = std::fs::remove_file(p);
     }
 }
 
@@ -140,10 +186,41 @@ mod tests {
     fn lines_round_trip_and_bad_ones_are_ignored() {
         let md = std::fs::metadata("/proc/self/exe").unwrap();
         let k = Key::new(&md, 4096, 8192);
-        assert_eq!(Key::parse(k.line(0xdeadbeef).trim_end()), Some((k, 0xdeadbeef)));
-        assert_eq!(Key::parse("1 2 3"), None);
-        assert_eq!(Key::parse("a 2 3 4 5 6 7 8"), None);
-        assert_eq!(file_of(k.line(1).trim_end()), Some(Key::file(&md)));
-        assert_eq!(file_of("x 2 3"), None);
+        let (dev, ino) = Key::file(&md);
+        assert_eq!(Key::parse(dev, ino, k.line(0xdeadbeef).trim_end()), Some((k, 0xdeadbeef)));
+        assert_eq!(Key::parse(dev, ino, "1 2 3"), None);
+        assert_eq!(Key::parse(dev, ino, "a 2 3 4 5 6"), None);
+    }
+
+    #[test]
+    fn saved_entries_are_found_again_and_an_older_state_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("ckpt-crc-cache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let md = std::fs::metadata("/proc/self/exe").unwrap();
+        let file = Key::file(&md);
+        let wanted: HashSet<(u64, u64)> = [file].into_iter().collect();
+        let (a, b) = (Key::new(&md, 0, 4096), Key::new(&md, 4096, 8192));
+        let mut c = Cache::load_from(Some(dir.clone()), &wanted);
+        assert_eq!(c.get(&a), None);
+        c.put(a, 1);
+        c.save();
+        let mut c = Cache::load_from(Some(dir.clone()), &wanted);
+        assert_eq!(c.get(&a), Some(1));
+        c.put(b, 2);
+        c.save();
+        let c = Cache::load_from(Some(dir.clone()), &wanted);
+        assert_eq!((c.get(&a), c.get(&b)), (Some(1), Some(2)));
+        // The same inode in another state: its old lines go at the next save.
+        let mut changed = a;
+        changed.size += 1;
+        let mut c = Cache::load_from(Some(dir.clone()), &wanted);
+        assert_eq!(c.get(&changed), None);
+        c.put(changed, 3);
+        c.save();
+        let text = std::fs::read_to_string(dir.join(entry_name(file.0, file.1))).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let c = Cache::load_from(Some(dir.clone()), &wanted);
+        assert_eq!((c.get(&changed), c.get(&a)), (Some(3), None));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -85,6 +85,7 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
         let mut buf = Vec::new();
         let wanted = files.values().filter_map(|f| f.metadata().ok()).map(|md| crc_cache::Key::file(&md)).collect();
         let mut cache = crc_cache::Cache::load(&wanted);
+        crate::trace::mark("file checksums: cache read");
         let mut out = Vec::with_capacity(work.len());
         for (i, path, from, to) in work {
             let file = &files[&path];
@@ -103,6 +104,7 @@ pub fn reference(vmas: &mut [PlannedVma], strings: &[u8]) -> Pending {
             out.push((i, crc));
         }
         cache.save();
+        crate::trace::mark("file checksums: done");
         Ok(out)
     }))
 }

@@ -30,14 +30,14 @@ pub struct Group {
 
 /// The state letter of /proc/PID/task/TID/stat (proc(5): the field after the comm).
 pub fn state_letter(pid: i32, tid: i32) -> u32 {
-    let stat = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/stat"))).unwrap_or_default();
+    let stat = proc::read_file_text(proc::proc_path(pid, &format!("task/{tid}/stat"))).unwrap_or_default();
     stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?') as u32
 }
 
 /// Whether the leader of `pid` is a zombie whose other threads still run.
 fn leader_is_zombie(pid: i32) -> bool {
     let task = proc::proc_path(pid, &format!("task/{pid}/status"));
-    std::fs::read_to_string(task)
+    proc::read_file_text(task)
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("State:")).map(|l| l.contains('Z')))
         .unwrap_or(false)

@@ -72,7 +72,7 @@ pub fn membarrier(pid: i32, probes: &[(Call, u32)], results: &[i64]) -> Result<u
 
 /// `status`: the text of /proc/PID/status; `membarrier`: the registrations.
 pub fn capture(pid: i32, status: &str, membarrier: u32, strings: &mut Strings, p: &mut Process) -> Result<()> {
-    let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).with_context(|| format!("reading /proc/{pid}/oom_score_adj"))?;
+    let oom = crate::proc::read_file_text(format!("/proc/{pid}/oom_score_adj")).with_context(|| format!("reading /proc/{pid}/oom_score_adj"))?;
     p.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
     // SAFETY: ioprio_get takes two integers.
     let io = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, pid) };

@@ -11,7 +11,7 @@
 use ckpt_format::{KernelState, CLK_BOOTTIME, CLK_MONOTONIC, CLK_MONOTONIC_COARSE, CLK_MONOTONIC_RAW, KERNEL_HAVE_CLOCKS};
 
 fn read_num(path: &str) -> u64 {
-    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    crate::proc::read_file_text(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Offsets (ns) of the monotonic and boottime clocks of `pid`'s time namespace

@@ -1,5 +1,6 @@
 //! The output file: created without a name (O_TMPFILE) in the target directory,
-//! owner only, fsynced, and only then given its name, so a failed, interrupted or
+//! owner only, flushed (fdatasync(2): the size and blocks of a new file are data it
+//! needs, its timestamps are not), and only then given its name, so a failed, interrupted or
 //! killed freeze never leaves a file that looks valid (open(2): O_TMPFILE; the file
 //! is linked in through /proc/self/fd with AT_SYMLINK_FOLLOW, which needs no
 //! privilege, linkat(2)). Filesystems without O_TMPFILE get a hidden temporary name
@@ -22,6 +23,9 @@ pub struct Output {
     /// The hidden temporary name, when O_TMPFILE was not available.
     named_tmp: Option<PathBuf>,
     pub file: File,
+    /// The directory, opened before the freeze starts: its fsync, which makes the
+    /// name durable, is on the path to the kill, its open need not be.
+    dir_file: Option<File>,
     committed: bool,
 }
 
@@ -65,7 +69,8 @@ impl Output {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot create the output {} in {}", path.display(), dir.display())),
         };
-        Ok(Output { path: path.to_path_buf(), dir, named_tmp, file, committed: false })
+        let dir_file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir).ok();
+        Ok(Output { path: path.to_path_buf(), dir, named_tmp, file, dir_file, committed: false })
     }
 
     /// Give the anonymous file the name `to`.
@@ -84,7 +89,7 @@ impl Output {
     /// Make the file durable and give it its name (replacing an existing file).
     pub fn commit(mut self) -> Result<()> {
         let p = self.path.clone();
-        self.file.sync_all().with_context(|| format!("fsync of {}", p.display()))?;
+        self.file.sync_data().with_context(|| format!("fdatasync of {}", p.display()))?;
         let tmp = match self.named_tmp.take() {
             Some(t) => t,
             None => match self.link_as(&p) {
@@ -109,6 +114,10 @@ impl Output {
     }
 
     fn sync_dir(&self) -> Result<()> {
+        if let Some(d) = &self.dir_file {
+            let _ = d.sync_all();
+            return Ok(());
+        }
         let d = cpath(&self.dir)?;
         // SAFETY: d is a valid NUL-terminated path; the fd is closed right after.
         let fd = unsafe { libc::open(d.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };

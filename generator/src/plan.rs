@@ -84,6 +84,8 @@ fn describe(m: &Mapping) -> String {
 /// Classify every mapping; refuse what cannot be restored yet.
 pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> {
     let mut out = Vec::new();
+    // A library is mapped in four or five VMAs: one stat(2) per file, not per VMA.
+    let mut stats: std::collections::HashMap<&str, Option<std::fs::Metadata>> = std::collections::HashMap::new();
     for m in maps {
         if m.name == "[vsyscall]" {
             continue; // fixed by the kernel; cannot be mapped or unmapped
@@ -132,7 +134,7 @@ pub fn plan(maps: &[Mapping], strings: &mut Strings) -> Result<Vec<PlannedVma>> 
             // path may name another file by now (then mtime stays 0: no match).
             vma.file_dev = libc::makedev(m.dev_major, m.dev_minor);
             vma.file_ino = m.inode;
-            if let Ok(md) = std::fs::metadata(path) {
+            if let Some(md) = stats.entry(path).or_insert_with(|| std::fs::metadata(path).ok()) {
                 use std::os::unix::fs::MetadataExt;
                 vma.file_size = md.len();
                 if md.dev() == vma.file_dev && md.ino() == vma.file_ino {

@@ -134,10 +134,46 @@ fn umask_of(status: &str) -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
 }
 
-pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Captured> {
+/// The process-wide state read through thread `t`, with the results of that
+/// thread's `own` calls (run in the same batch), and the page the batch ran in,
+/// left mapped for the other threads' calls (syscall_batch.rs; None where no
+/// batch can run: the calls then ran one by one).
+pub struct WithThread {
+    pub state: Captured,
+    pub own: crate::syscall_batch::Results,
+    pub page: Option<crate::syscall_batch::Page>,
+}
+
+/// Read the process-wide state through thread `t` (injector `inj`); `own`: calls
+/// of that thread's own, run in the same batch.
+pub fn capture(t: &Seized, inj: &Injector, own: &[Call], strings: &mut Strings) -> Result<WithThread> {
+    let pid = t.pid;
+    let page = crate::syscall_batch::Page::map(inj, pid, t.pid, &batch_size_hint(own))?;
+    match capture_on(t, inj, page.as_ref(), own, strings) {
+        Ok((state, own)) => Ok(WithThread { state, own, page }),
+        Err(e) => {
+            if let Some(p) = page {
+                let _ = p.unmap(inj, pid);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Calls as many and as large as the batch of [`capture_on`] at most (a page
+/// fits up to 40 POSIX timers more; a process with more runs its calls one by one).
+fn batch_size_hint(own: &[Call]) -> Vec<Call> {
+    let v = Arg::Val;
+    let big = Call::new(libc::SYS_getpid, [v(0), Arg::Out, v(0), v(0), v(0), v(0)], 32);
+    let mut calls = vec![big; 64 + 5 + 3 + 40 + 3 + 1];
+    calls.extend_from_slice(own);
+    calls
+}
+
+fn capture_on(t: &Seized, inj: &Injector, page: Option<&crate::syscall_batch::Page>, own: &[Call], strings: &mut Strings) -> Result<(Captured, crate::syscall_batch::Results)> {
     let pid = t.pid;
     let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
-    let mut timers = match std::fs::read_to_string(format!("/proc/{pid}/timers")) {
+    let mut timers = match crate::proc::read_file_text(format!("/proc/{pid}/timers")) {
         Ok(text) => parse_timers(&text)?,
         Err(_) => Vec::new(),
     };
@@ -160,12 +196,15 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     calls.extend(timers.iter().map(|tm| Call::new(libc::SYS_timer_gettime, [v(tm.id as u64), Arg::Out, v(0), v(0), v(0), v(0)], 32)));
     let probes = crate::identity::membarrier_probes();
     calls.extend(probes.iter().map(|(c, _)| *c));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = crate::proc::read_file_text(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
     let umask = umask_of(&status);
     if umask.is_none() {
         calls.push(Call::new(libc::SYS_umask, [v(0); 6], 0));
     }
-    let done = crate::syscall_batch::run(inj, pid, t.pid, &calls)?;
+    calls.extend_from_slice(own);
+    let mut done = crate::syscall_batch::run_on(page, inj, pid, t.pid, &calls)?;
+    crate::trace::mark("process state: injected batch");
+    let own_done = done.split_off(done.len() - own.len());
     let membarrier = crate::identity::membarrier(pid, &probes, &done[done.len() - probes.len() - umask.is_none() as usize..].iter().map(|d| d.0).collect::<Vec<_>>())?;
     let mut done = done.iter();
     let mut next = |what: &str| -> Result<(i64, &[u8])> {
@@ -226,7 +265,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
         }
     }
     (p.cwd_off, p.cwd_len) = strings.add(&cwd);
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = crate::proc::read_file_text(format!("/proc/{pid}/comm")).unwrap_or_default();
     let comm = comm.trim_end_matches('\n').as_bytes();
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
@@ -235,7 +274,7 @@ pub fn capture(t: &Seized, inj: &Injector, strings: &mut Strings) -> Result<Capt
     let mut signals: Vec<PendingSignal> =
         t.pending(true)?.into_iter().map(|info| PendingSignal { thread: 0, signo: info[0] as u32, info }).collect();
     rearm_expired(&mut timers, &mut signals);
-    Ok(Captured { process: p, timers, signals })
+    Ok((Captured { process: p, timers, signals }, own_done))
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 use crate::memory::Mem;
 use anyhow::{bail, Context, Result};
 use ckpt_format::Regs;
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -36,11 +35,15 @@ pub enum Restart {
     Interrupted { nr: u64 },
 }
 
-/// Decode the instruction at `rip - 2` and confirm it is `syscall`.
-pub fn is_syscall_insn(bytes: [u8; 2], ip: u64) -> bool {
-    let mut d = Decoder::with_ip(64, &bytes, ip, DecoderOptions::NONE);
-    let i = d.decode();
-    i.mnemonic() == Mnemonic::Syscall && i.len() == 2
+/// The encoding of `syscall`: its only one (no prefix changes its meaning or
+/// length in 64-bit mode; the unit tests decode it).
+pub const SYSCALL: [u8; 2] = [0x0f, 0x05];
+
+/// Whether the two bytes before rip are a `syscall` instruction. Compared, not
+/// decoded: the decoder builds its tables on first use, a few hundred
+/// microseconds of every freeze, for a fixed two-byte encoding.
+pub fn is_syscall_insn(bytes: [u8; 2]) -> bool {
+    bytes == SYSCALL
 }
 
 /// Apply the restart rules to `regs`, given the two bytes before rip.
@@ -61,7 +64,7 @@ pub fn fix_syscall_restart(regs: &mut Regs, before_rip: [u8; 2]) -> Result<Resta
         regs.rax = (-EINTR) as u64;
         return Ok(Restart::Interrupted { nr });
     }
-    if !is_syscall_insn(before_rip, regs.rip - 2) {
+    if !is_syscall_insn(before_rip) {
         bail!(
             "stopped in system call {nr} but the instruction before rip {:#x} is not `syscall` (bytes {:02x} {:02x})",
             regs.rip, before_rip[0], before_rip[1]
@@ -96,6 +99,14 @@ pub fn fix_rseq(mem: &Mem, rseq_addr: u64, regs: &mut Regs) -> Result<Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_syscall_encoding_decodes_as_syscall() {
+        use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+        let i = Decoder::with_ip(64, &SYSCALL, 0x1000, DecoderOptions::NONE).decode();
+        assert_eq!((i.mnemonic(), i.len()), (Mnemonic::Syscall, 2));
+        assert!(!is_syscall_insn([0x0f, 0x34]), "sysenter");
+    }
 
     fn regs(orig: i64, rax: i64) -> Regs {
         Regs { orig_rax: orig as u64, rax: rax as u64, rip: 0x1002, ..Default::default() }

@@ -17,6 +17,11 @@
 //! blocked; otherwise, or when the page cannot be mapped executable (W^X
 //! policies such as PR_SET_MDWE), [`run`] says so and the caller injects the calls
 //! one by one.
+//!
+//! The page can also be kept ([`Page`]) for every thread of the process: a
+//! freeze maps it once, runs the process-wide calls and the first thread's own
+//! in one batch, each other thread's own calls (sigaltstack, clear_child_tid)
+//! in one batch each, and unmaps it.
 
 use crate::inject::{checked, Injector};
 use anyhow::Result;
@@ -120,6 +125,77 @@ fn layout(calls: &[Call], at: u64) -> Vec<u8> {
     b
 }
 
+/// The page(s) the loop and its calls are written into, mapped once in the
+/// process and used by each of its threads in turn (every thread of a process
+/// shares its memory), then unmapped: a thread's own calls then cost one round
+/// trip instead of two per call.
+pub struct Page {
+    at: u64,
+    size: u64,
+}
+
+impl Page {
+    /// Map a page big enough for `calls` (and any shorter list) in the process
+    /// of `inj` (thread `tid` of `pid`); None when no batch can run there: the
+    /// trap cannot be used in that thread, or no writable and executable page can
+    /// be mapped (W^X policies such as PR_SET_MDWE).
+    pub fn map(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Page>> {
+        if !trap_usable(pid, tid) {
+            return Ok(None);
+        }
+        let size = out_offsets(calls).1.next_multiple_of(4096) as u64;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let at = inj.syscall(libc::SYS_mmap, [0, size, prot, flags, u64::MAX, 0])?;
+        if (-4095..0).contains(&at) {
+            return Ok(None);
+        }
+        Ok(Some(Page { at: at as u64, size }))
+    }
+
+    /// Run `calls` in the task of `inj` (thread `tid` of `pid`) from this page;
+    /// None when the trap cannot be used in that thread, or the calls do not fit.
+    pub fn run(&self, inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Results>> {
+        let (offs, len) = out_offsets(calls);
+        if len as u64 > self.size || !trap_usable(pid, tid) {
+            return Ok(None);
+        }
+        let at = self.at;
+        let bytes = layout(calls, at);
+        inj.write_at(at, &bytes)?;
+        inj.run_code(at, at + TABLE as u64, calls.len() as u64, at + CODE.len() as u64)?;
+        let mut back = vec![0u8; bytes.len()];
+        inj.read_at(at, &mut back)?;
+        Ok(Some(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (crate::inject::word(&back, (TABLE + i * ENTRY) / 8 + 7) as i64, back[offs[i]..offs[i] + c.out].to_vec()))
+                .collect(),
+        ))
+    }
+
+    /// Unmap the page, through any thread of the process.
+    pub fn unmap(self, inj: &Injector, pid: i32) -> Result<()> {
+        let r = inj.syscall(libc::SYS_munmap, [self.at, self.size, 0, 0, 0, 0])?;
+        checked(r, &format!("munmap of the injected code at {:#x}", self.at), &format!("pid {pid}"))?;
+        Ok(())
+    }
+}
+
+/// Run `calls` in the task of `inj` (thread `tid` of process `pid`): each one's
+/// raw result (-errno on error) and results area. From `page` where it can run;
+/// else, with no page (none could be mapped), one by one; else as [`run`].
+pub fn run_on(page: Option<&Page>, inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Results> {
+    match page {
+        Some(p) => match p.run(inj, pid, tid, calls)? {
+            Some(done) => Ok(done),
+            None => run(inj, pid, tid, calls),
+        },
+        None => one_by_one(inj, calls),
+    }
+}
+
 /// Run `calls` in the task of `inj` (thread `tid` of process `pid`): each one's
 /// raw result (-errno on error) and results area. In one batch where it can
 /// run, else one by one.
@@ -127,6 +203,11 @@ pub fn run(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Results
     if let Some(done) = batch(inj, pid, tid, calls)? {
         return Ok(done);
     }
+    one_by_one(inj, calls)
+}
+
+/// Each call injected on its own (two ptrace stops each).
+fn one_by_one(inj: &Injector, calls: &[Call]) -> Result<Results> {
     calls
         .iter()
         .map(|c| {
@@ -143,36 +224,17 @@ pub fn run(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Results
         .collect()
 }
 
-/// [`run`] as one batch; None when a batch cannot be used here.
+/// [`run`] as one batch on a page of its own; None when a batch cannot be used here.
 fn batch(inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Results>> {
-    if calls.len() < 4 || !trap_usable(pid, tid) {
+    if calls.len() < 4 {
         return Ok(None); // a few calls cost less one by one than the page's mmap and munmap
     }
-    let (offs, len) = out_offsets(calls);
-    let size = len.next_multiple_of(4096) as u64;
-    let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let at = inj.syscall(libc::SYS_mmap, [0, size, prot, flags, u64::MAX, 0])?;
-    if (-4095..0).contains(&at) {
-        return Ok(None); // no writable and executable page here: one by one
-    }
-    let at = at as u64;
-    let ran = (|| -> Result<Results> {
-        let bytes = layout(calls, at);
-        inj.write_at(at, &bytes)?;
-        inj.run_code(at, at + TABLE as u64, calls.len() as u64, at + CODE.len() as u64)?;
-        let mut back = vec![0u8; bytes.len()];
-        inj.read_at(at, &mut back)?;
-        Ok(calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (crate::inject::word(&back, (TABLE + i * ENTRY) / 8 + 7) as i64, back[offs[i]..offs[i] + c.out].to_vec()))
-            .collect())
-    })();
-    let unmapped = inj.syscall(libc::SYS_munmap, [at, size, 0, 0, 0, 0]);
+    let Some(page) = Page::map(inj, pid, tid, calls)? else { return Ok(None) };
+    let ran = page.run(inj, pid, tid, calls);
+    let unmapped = page.unmap(inj, pid);
     let ran = ran?;
-    checked(unmapped?, &format!("munmap of the injected code at {at:#x}"), &format!("pid {pid}"))?;
-    Ok(Some(ran))
+    unmapped?;
+    Ok(ran)
 }
 
 #[cfg(test)]

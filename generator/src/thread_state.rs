@@ -8,6 +8,7 @@
 //! (procstate.rs).
 
 use crate::inject::Injector;
+use crate::syscall_batch::{Arg, Call};
 use crate::memory::Mem;
 use crate::proc;
 use crate::ptrace::Seized;
@@ -34,7 +35,7 @@ use crate::inject::word;
 /// The thread's name from /proc/PID/task/TID/comm.
 fn comm(pid: i32, tid: i32) -> [u8; 16] {
     let mut comm = [0u8; 16];
-    let name = std::fs::read_to_string(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
+    let name = proc::read_file_text(proc::proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
     let name = name.trim_end_matches('\n').as_bytes();
     let n = name.len().min(15);
     comm[..n].copy_from_slice(&name[..n]);
@@ -67,30 +68,54 @@ fn scheduling(tid: i32) -> Result<(u32, u32, i32)> {
     Ok((policy as u32, param.sched_priority as u32, nice))
 }
 
-/// Read everything one stopped thread owns. `syscall_at` is a `syscall` instruction
-/// in the target's text; `writable` says whether a range is writable target memory
-/// (the injected calls' scratch area lies below the thread's red zone).
-/// `state`: the thread's state letter before it was stopped (group.rs).
-pub fn capture(pid: i32, t: &Seized, state: u32, mem: &Mem, syscall_at: u64, writable: impl Fn(u64, u64) -> bool) -> Result<Captured> {
+/// What only the thread itself can tell, read by system calls run in it: its
+/// blocked mask as it was, its sigaltstack and its clear_child_tid address.
+pub struct Injected {
+    pub sigmask: u64,
+    ss: (u64, u32, u64),
+    tid_address: u64,
+}
+
+/// The system calls [`Injected`] is read with: sigaltstack(NULL, &old) and
+/// prctl(PR_GET_TID_ADDRESS, &addr).
+pub fn calls() -> [Call; 2] {
+    let v = Arg::Val;
+    [
+        Call::new(libc::SYS_sigaltstack, [v(0), Arg::Out, v(0), v(0), v(0), v(0)], 24),
+        Call::new(libc::SYS_prctl, [v(PR_GET_TID_ADDRESS), Arg::Out, v(0), v(0), v(0), v(0)], 8),
+    ]
+}
+
+/// [`Injected`] from the results of [`calls`] run in thread `tid`, whose blocked
+/// mask before the injection was `sigmask`.
+pub fn injected(tid: i32, sigmask: u64, done: &[(i64, Vec<u8>)]) -> Result<Injected> {
+    let [(ss_r, ss), (tid_r, addr)] = done else { bail!("thread {tid}: {} results for the 2 injected calls", done.len()) };
+    ok(*ss_r, "sigaltstack", tid)?;
+    ok(*tid_r, "PR_GET_TID_ADDRESS", tid)?;
+    Ok(Injected { sigmask, ss: (word(ss, 0), word(ss, 1) as u32, word(ss, 2)), tid_address: word(addr, 0) })
+}
+
+/// Run [`calls`] in thread `t` (from `page`, the process's injected code page,
+/// where it can run: one round trip) and read [`Injected`] from them.
+/// `syscall_at` is a `syscall` instruction in the target's text; `writable` says
+/// whether a range is writable target memory (the injected calls' scratch area
+/// lies below the thread's red zone).
+pub fn inject(pid: i32, t: &Seized, page: Option<&crate::syscall_batch::Page>, syscall_at: u64, writable: impl Fn(u64, u64) -> bool) -> Result<Injected> {
+    let inj = Injector::new(t, t.regs()?, syscall_at, writable)?;
+    let done = crate::syscall_batch::run_on(page, &inj, pid, t.pid, &calls())?;
+    injected(t.pid, inj.task_sigmask(), &done)
+}
+
+/// Read everything one stopped thread owns; `inj`: what the system calls run in
+/// it told ([`inject`]). `state`: the thread's state letter before it was
+/// stopped (group.rs).
+pub fn capture(pid: i32, t: &Seized, state: u32, mem: &Mem, inj: Injected) -> Result<Captured> {
     let tid = t.pid;
     let orig = t.regs()?;
     let xstate = t.xstate()?;
     let rseq = t.rseq()?;
     let (robust_list, robust_len) = t.robust_list();
-    let sigmask;
-    let (ss, tid_address) = {
-        let inj = Injector::new(t, orig, syscall_at, writable)?;
-        sigmask = inj.task_sigmask();
-        ok(inj.syscall(libc::SYS_sigaltstack, [0, inj.ptr(0), 0, 0, 0, 0])?, "sigaltstack", tid)?;
-        let mut b = [0u8; 24];
-        inj.read(0, &mut b)?;
-        let ss = (word(&b, 0), word(&b, 1) as u32, word(&b, 2));
-        inj.write(0, &[0u8; 8])?;
-        ok(inj.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, inj.ptr(0), 0, 0, 0, 0])?, "PR_GET_TID_ADDRESS", tid)?;
-        let mut b = [0u8; 8];
-        inj.read(0, &mut b)?;
-        (ss, u64::from_le_bytes(b))
-    };
+    let Injected { sigmask, ss, tid_address } = inj;
 
     let mut warnings = Vec::new();
     let mut r = orig;

@@ -200,7 +200,11 @@ extern "C" fn work() {
             // Best effort: without it (EINVAL before 5.14) the read faults pages in.
             let _ = sys::madvise(c.addr as usize, c.len as usize, sys::MADV_POPULATE_WRITE);
         }
-        image::read_at(ctx, c.addr as usize, c.len as usize, c.off, Step::FillPages);
+        if crate::decompress::active(ctx) {
+            crate::decompress::fill(ctx, c.addr, c.len);
+        } else {
+            image::read_at(ctx, c.addr as usize, c.len as usize, c.off, Step::FillPages);
+        }
         // SAFETY: the chunk was just written in a mapped, readable range.
         let data = unsafe { core::slice::from_raw_parts(c.addr as *const u8, c.len as usize) };
         // SAFETY: slot i belongs to this chunk; verify reads it after both threads end.

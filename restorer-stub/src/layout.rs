@@ -263,6 +263,11 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
         wrote = true;
         // In pieces, so the progress moves during a run of gigabytes.
         let mut done = 0;
+        if crate::decompress::active(ctx) {
+            crate::decompress::fill(ctx, r.addr, r.len);
+            progress::add(r.len);
+            done = r.len;
+        }
         while done < r.len {
             let n = (r.len - done).min(FILL_PIECE);
             image::read_at(ctx, (r.addr + done) as usize, n as usize, r.data_off + done, Step::FillPages);
@@ -349,6 +354,7 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
 pub fn create_all<'a>(ctx: &Ctx, t: &Tables<'a>, lazy: Option<&crate::lazy::Lazy>) {
     progress::begin(t.runs.iter().map(|r| r.len).sum());
     let mut plan = fill::Plan::new(t);
+    let _buffers = crate::decompress::prepare(ctx, t);
     let mut last = LastFile::new();
     let mut advice = PendingAdvice::default();
     for (index, v) in t.vmas.iter().enumerate() {

@@ -18,6 +18,7 @@
 mod arch;
 mod backing;
 mod ctx;
+mod decompress;
 mod fds;
 mod fill;
 mod filler;

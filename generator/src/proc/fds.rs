@@ -326,7 +326,7 @@ pub fn read_one(pid: i32, fd: i32) -> Result<Option<FdInfo>, ProcError> {
         Err(e) => return Err(io_error(pid, &link_path, e)),
     };
     let info_path = proc_path(pid, &format!("fdinfo/{fd}"));
-    let text = match std::fs::read(&info_path) {
+    let text = match super::read_file(&info_path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(io_error(pid, &info_path, e)),

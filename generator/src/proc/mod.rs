@@ -122,10 +122,44 @@ pub(crate) fn io_error(pid: i32, path: &Path, e: io::Error) -> ProcError {
     }
 }
 
+/// Read a whole file of /proc (or /sys) in as few read(2) calls as it takes.
+/// The files say size 0, so `std::fs::read` first asks fstat(2) and lseek(2) for
+/// a size, then reads 32 bytes, 32, 64, ... (eight calls for a status file);
+/// a seq_file fills a large buffer in one call (seq_read_iter()), so here a
+/// small file takes two reads: its text, then the end.
+pub fn read_file(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// [`read_file`] as text (invalid UTF-8 bytes become U+FFFD).
+pub fn read_file_text(path: impl AsRef<Path>) -> io::Result<String> {
+    let b = read_file(path)?;
+    Ok(match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
 /// Read a whole `/proc/PID/FILE` as bytes.
 pub(crate) fn read_bytes(pid: i32, file: &str) -> Result<Vec<u8>, ProcError> {
     let path = proc_path(pid, file);
-    std::fs::read(&path).map_err(|e| io_error(pid, &path, e))
+    read_file(&path).map_err(|e| io_error(pid, &path, e))
 }
 
 /// Read a whole `/proc/PID/FILE` as text. File names inside (smaps, status Name)
@@ -186,7 +220,7 @@ pub fn cmdline(pid: i32) -> Result<Vec<String>, ProcError> {
 
 /// The running kernel's release (`/proc/sys/kernel/osrelease`), or "unknown".
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+    read_file_text("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
 }
