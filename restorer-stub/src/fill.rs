@@ -29,7 +29,9 @@ const POPULATE_MIN: u64 = 64 << 10;
 /// Fills of at least this many bytes are shared with a second thread. Starting it
 /// and waiting for its exit costs about 0.1 ms; allocating and reading 4 MiB costs
 /// about 2 ms on one core (python with numpy imported has 18 MiB to fill: 15 ms on
-/// one thread, 10 ms on two). Below it the second thread would barely start.
+/// one thread, 10 ms on two). Below it the second thread would barely start. It
+/// is started only when a core is free for it (filler::core_free): on a loaded
+/// machine the fill waited for it to be scheduled and was slower than alone.
 const TWO_THREADS_MIN: u64 = 4 << 20;
 
 /// One piece of a run: `[addr, addr + len)` from image offset `off`.
@@ -142,7 +144,7 @@ impl Plan {
         PLAN.store(self as *const Plan as usize, SeqCst);
         CTX.store(ctx as *const Ctx as usize, SeqCst);
         NEXT.store(0, SeqCst);
-        let helper = if self.bytes >= TWO_THREADS_MIN {
+        let helper = if self.bytes >= TWO_THREADS_MIN && filler::core_free() {
             Some(filler::start(self.area + self.area_len - filler::STACK, work))
         } else {
             None

@@ -72,9 +72,57 @@ fn open_shared(t: &Tables, v: &Vma) -> usize {
 }
 
 fn advise(v: &Vma, bit: u32, advice: usize) {
-    if v.flags & bit != 0 {
+    advise_range(v.start, v.end, v.flags, bit, advice);
+}
+
+fn advise_range(start: u64, end: u64, flags: u32, bit: u32, advice: usize) {
+    if flags & bit != 0 {
         // Advice is best effort: e.g. MADV_HUGEPAGE fails without THP support.
-        let _ = sys::madvise(v.start as usize, (v.end - v.start) as usize, advice);
+        let _ = sys::madvise(start as usize, (end - start) as usize, advice);
+    }
+}
+
+/// The VMA flags that stand for an madvise(2) advice.
+const ADVICE_FLAGS: u32 = VMA_HUGEPAGE | VMA_NOHUGEPAGE | VMA_DONTFORK | VMA_DONTDUMP | VMA_SEQ_READ | VMA_RAND_READ
+    | VMA_MERGEABLE | VMA_WIPEONFORK;
+
+/// Advice for adjacent VMAs with the same advice, given once for all of them:
+/// madvise(2) applies to every VMA of its range, and a thread's stack and its guard
+/// page (both MADV_NOHUGEPAGE under glibc) then take one call instead of two.
+#[derive(Default)]
+struct PendingAdvice {
+    start: u64,
+    end: u64,
+    flags: u32,
+}
+
+impl PendingAdvice {
+    /// VMA `v` was just created: add it to the range, or give the range its advice
+    /// and start a new one.
+    fn add(&mut self, v: &Vma) {
+        let flags = v.flags & ADVICE_FLAGS;
+        if flags == self.flags && v.start == self.end && self.end != 0 {
+            self.end = v.end;
+            return;
+        }
+        self.flush();
+        *self = PendingAdvice { start: v.start, end: v.end, flags };
+    }
+
+    /// Give the range its advice (before any of its pages is filled).
+    fn flush(&mut self) {
+        let (s, e, f) = (self.start, self.end, self.flags);
+        if f != 0 {
+            advise_range(s, e, f, VMA_HUGEPAGE, sys::MADV_HUGEPAGE);
+            advise_range(s, e, f, VMA_NOHUGEPAGE, sys::MADV_NOHUGEPAGE);
+            advise_range(s, e, f, VMA_DONTFORK, sys::MADV_DONTFORK);
+            advise_range(s, e, f, VMA_DONTDUMP, sys::MADV_DONTDUMP);
+            advise_range(s, e, f, VMA_SEQ_READ, sys::MADV_SEQUENTIAL);
+            advise_range(s, e, f, VMA_RAND_READ, sys::MADV_RANDOM);
+            advise_range(s, e, f, VMA_MERGEABLE, sys::MADV_MERGEABLE);
+            advise_range(s, e, f, VMA_WIPEONFORK, sys::MADV_WIPEONFORK);
+        }
+        *self = PendingAdvice::default();
     }
 }
 
@@ -160,7 +208,6 @@ fn create<'a>(ctx: &Ctx, t: &Tables<'a>, v: &Vma, kind: VmaKind, lazy: bool, las
     if check {
         check_file_ref(ctx, t, v, backing.map_or(0, |b| b.2));
     }
-    advise_all(v);
     // A referenced file's clean pages are its own whether or not it is the same inode.
     (same || file_ref, prot_fill)
 }
@@ -309,6 +356,7 @@ pub fn create_all<'a>(ctx: &Ctx, t: &Tables<'a>, lazy: Option<&crate::lazy::Lazy
     let mut plan = fill::Plan::new(t);
     let _buffers = crate::decompress::prepare(ctx, t);
     let mut last = LastFile::new();
+    let mut advice = PendingAdvice::default();
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,
@@ -323,11 +371,13 @@ pub fn create_all<'a>(ctx: &Ctx, t: &Tables<'a>, lazy: Option<&crate::lazy::Lazy
         if let Some(l) = lazy.filter(|_| crate::lazy::eligible(v)) {
             // Created with its final protection, empty: the helper brings its pages.
             create(ctx, t, v, kind, true, &mut last);
+            advise_all(v);
             last.close();
             l.register(ctx, t, v);
             continue;
         }
         let (same, prot) = create(ctx, t, v, kind, false, &mut last);
+        advice.add(v);
         let anon = !matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
         plan.add(t, runs(t, v), same, anon);
         // create mapped it writable exactly when there are pages to write (or
@@ -335,6 +385,7 @@ pub fn create_all<'a>(ctx: &Ctx, t: &Tables<'a>, lazy: Option<&crate::lazy::Lazy
         plan.finish_later(index, prot != v.prot as usize);
     }
     last.close();
+    advice.flush();
     plan.run(ctx);
     plan.verify(t);
     for (index, v) in t.vmas.iter().enumerate() {
