@@ -10,11 +10,12 @@
 //!                magic "CKPTIMG\x01", version, sizes, CPU needs,
 //!                section table [Section; MAX_SECTIONS], header checksum
 //! 4096         page data: one run after another, each 4 KiB aligned,
-//!              each with its own crc32c in its PageRun record
+//!              each with its own crc32c in its PageRun record; in a compressed
+//!              image (HDR_COMPRESSED) the runs' chunks, packed (compress.rs)
 //! tables       Threads, Vmas, PageRuns, Mm, Fds, Strings, Xstate, Vdso, Process,
 //!              Signals, Timers, Epoll, Seccomp, Locks, Files, Extents, Sockets,
 //!              Kernel, SockOpts, VdsoSyms, TreeProcs, TreeObjects, TreeData,
-//!              WorkingSet (SectionKind order; a tree's other processes' own images follow
+//!              WorkingSet, Chunks (SectionKind order; a tree's other processes' own images follow
 //!              the image, see tree.rs):
 //!              each section 8-byte aligned and checked by its own crc32c
 //! ```
@@ -33,6 +34,7 @@
 extern crate self as ckpt_format;
 
 pub mod compat;
+mod compress;
 #[cfg(test)] mod compat_tests;
 pub mod crc32c;
 mod kernel;
@@ -52,6 +54,7 @@ mod working_set;
 #[cfg(test)]
 pub mod write;
 
+pub use compress::{chunk_at, chunk_end, PageChunk, COMPRESS_CHUNK, HDR_COMPRESSED, MAX_CHUNKS};
 pub use kernel::*;
 pub use process::*;
 pub use records::*;

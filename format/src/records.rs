@@ -60,13 +60,16 @@ pub enum SectionKind {
     /// Pages a lazy resume brings in before the first instruction
     /// ([`crate::WorkingSetRange`], sorted; `ckpt profile` writes it).
     WorkingSet = 23,
+    /// The stored pieces of the page runs of a compressed image
+    /// ([`crate::PageChunk`], in run order; see compress.rs).
+    Chunks = 24,
 }
 
 /// Number of slots in the section table; slots past the last kind must be empty.
 pub const MAX_SECTIONS: usize = 32;
 /// Number of section kinds this version knows (their numbers need not be dense:
 /// a slot no kind has must be empty).
-pub const KNOWN_SECTIONS: usize = 24;
+pub const KNOWN_SECTIONS: usize = 25;
 
 impl SectionKind {
     /// The kind stored in section slot `slot`, if this version knows one there.
@@ -99,6 +102,7 @@ impl SectionKind {
         SectionKind::TreeObjects,
         SectionKind::TreeData,
         SectionKind::WorkingSet,
+        SectionKind::Chunks,
     ];
 
     /// Most entries (bytes for blobs) a section may hold, checked on read so a
@@ -127,6 +131,7 @@ impl SectionKind {
             SectionKind::TreeObjects => crate::MAX_TREE_OBJECTS as u64,
             SectionKind::TreeData => crate::MAX_TREE_DATA,
             SectionKind::WorkingSet => crate::MAX_WORKING_SET as u64,
+            SectionKind::Chunks => crate::MAX_CHUNKS as u64,
         }
     }
 
@@ -154,6 +159,7 @@ impl SectionKind {
             SectionKind::TreeObjects => core::mem::size_of::<crate::TreeObject>() as u64,
             SectionKind::TreeData => 1,
             SectionKind::WorkingSet => core::mem::size_of::<crate::WorkingSetRange>() as u64,
+            SectionKind::Chunks => core::mem::size_of::<crate::PageChunk>() as u64,
         }
     }
 
@@ -183,6 +189,7 @@ impl SectionKind {
             SectionKind::TreeObjects => "tree objects",
             SectionKind::TreeData => "tree data",
             SectionKind::WorkingSet => "working set",
+            SectionKind::Chunks => "compressed chunks",
         }
     }
 }
@@ -863,6 +870,8 @@ unsafe impl Pod for crate::VdsoSym {}
 unsafe impl Pod for crate::WorkingSetRange {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeProc {}
+// SAFETY: two u64 and four u32 fields, no padding.
+unsafe impl Pod for crate::PageChunk {}
 // SAFETY: as above.
 unsafe impl Pod for crate::TreeObject {}
 // SAFETY: u8 and u64 accept every bit pattern.

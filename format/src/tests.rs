@@ -438,6 +438,7 @@ pub fn valid_parts() -> Parts {
             WorkingSetRange { start: HEAP.0, len: 2 * PAGE_SIZE },
             WorkingSetRange { start: STACK.1 - PAGE_SIZE, len: PAGE_SIZE },
         ],
+        chunks: Vec::new(),
     };
     for (name, offset) in [(&b"__vdso_clock_gettime"[..], 0x100), (b"__vdso_time", 0x180)] {
         let name_off = img.strings.len() as u32;
@@ -468,6 +469,42 @@ pub fn build(p: &Parts) -> Vec<u8> {
 
 pub fn valid_image() -> Vec<u8> {
     build(&valid_parts())
+}
+
+/// The valid image as `--compress` stores it: each run cut into chunks (stored raw
+/// here: the format does not decode them), the runs' data offsets 0.
+pub fn compressed_parts() -> Parts {
+    let mut p = valid_parts();
+    p.img.flags |= HDR_COMPRESSED;
+    let mut chunks = Vec::new();
+    for (i, r) in p.img.runs.iter_mut().enumerate() {
+        let bytes = p.data.iter().find(|(o, _)| *o == r.data_off).expect("run data").1.clone();
+        let mut a = r.addr;
+        while a < r.addr + r.len {
+            let e = chunk_end(a, r.addr + r.len);
+            let at = (a - r.addr) as usize;
+            let len = (e - a) as u32;
+            let crc = crc32c(&bytes[at..at + len as usize], false);
+            chunks.push(PageChunk { addr: a, data_off: r.data_off + at as u64, len, stored_len: len, crc, run: i as u32 });
+            a = e;
+        }
+        r.data_off = 0;
+    }
+    p.img.chunks = chunks;
+    p
+}
+
+pub fn compressed_image() -> Vec<u8> {
+    build(&compressed_parts())
+}
+
+/// An image in which section `kind` is not empty.
+fn image_holding(kind: SectionKind) -> Vec<u8> {
+    if kind == SectionKind::Chunks {
+        compressed_image()
+    } else {
+        valid_image()
+    }
 }
 
 /// The valid image after `f` changed its parts (checksums all correct).
@@ -578,8 +615,9 @@ fn section(img: &[u8], kind: SectionKind) -> Section {
     *header_of(img).section(kind)
 }
 
-/// The section laid out last in the valid image.
-const LAST: SectionKind = SectionKind::ALL[KNOWN_SECTIONS - 1];
+/// The section laid out last in the valid image (Chunks, after it, is empty in an
+/// image that is not compressed).
+const LAST: SectionKind = SectionKind::WorkingSet;
 
 const BS: fn(u32, &'static str) -> FormatError = |section, what| FormatError::BadSection { section, what };
 const BT: fn(u32, &'static str) -> FormatError = |index, what| FormatError::BadThread { index, what };
@@ -637,7 +675,7 @@ fn valid_image_parses() {
 
 #[test]
 fn layout_matches_the_generator() {
-    let img = valid_image();
+    let img = compressed_image();
     let h = header_of(&img);
     let mut prev_end = TABLES_AT;
     for kind in SectionKind::ALL {
@@ -902,8 +940,8 @@ fn tables_buffer_shorter_than_the_span() {
 
 #[test]
 fn section_checksum_of_each_section() {
-    let valid = valid_image();
     for kind in SectionKind::ALL {
+        let valid = image_holding(kind);
         let s = section(&valid, kind);
         let mut img = valid.clone();
         let at = (s.offset + s.size / 2) as usize;
@@ -928,6 +966,75 @@ fn section_checksum_of_each_section() {
             },
         );
     }
+}
+
+/// The phase-2 parse of tables already verified skips the checksums, and still
+/// validates every record.
+#[test]
+fn parse_verified_skips_checksums_only() {
+    let valid = valid_image();
+    let img = with_header(&valid, |h| h.sections[SectionKind::Vmas as usize].crc ^= 1);
+    let h = check_header(&img, img.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&img[lo as usize..hi as usize]);
+    assert!(matches!(Tables::parse(&h, buf.bytes(), lo, false), Err(FormatError::SectionChecksum { .. })));
+    let t = Tables::parse_verified(&h, buf.bytes(), lo).unwrap();
+    assert_eq!(t.vmas.len(), Tables::parse(&header_of(&valid), Aligned::new(&valid[lo as usize..hi as usize]).bytes(), lo, false).unwrap().vmas.len());
+    let bad = image_with(|p| p.working_set[1].start = STACK.1);
+    let h = check_header(&bad, bad.len() as u64).unwrap();
+    let (lo, hi) = tables_span(&h);
+    let buf = Aligned::new(&bad[lo as usize..hi as usize]);
+    assert_eq!(
+        Tables::parse_verified(&h, buf.bytes(), lo).map(|_| ()),
+        Tables::parse(&h, buf.bytes(), lo, false).map(|_| ())
+    );
+    assert!(Tables::parse_verified(&h, buf.bytes(), lo).is_err());
+}
+
+#[test]
+fn compressed_image_parses() {
+    let img = compressed_image();
+    let p = compressed_parts();
+    let n = validate_with(&img, false, |h, t| {
+        assert_ne!(h.flags & HDR_COMPRESSED, 0);
+        assert_eq!(t.chunks, &p.chunks[..]);
+        for c in t.chunks {
+            let d = &img[c.data_off as usize..(c.data_off + c.stored_len as u64) as usize];
+            assert_eq!(crc32c(d, false), c.crc);
+        }
+        stub_view(h, t, &img).expect("the stub's view of the compressed image");
+        t.chunks.len()
+    });
+    assert_eq!(n, Ok(p.runs.len()));
+}
+
+#[test]
+fn compressed_image_checks_runs_and_chunks() {
+    // Chunks without the flag; the flag taken off a compressed image (its runs hold
+    // no data); the flag without chunks.
+    let img = build(&{
+        let mut p = valid_parts();
+        p.img.chunks = compressed_parts().img.chunks;
+        p
+    });
+    expect(&img, FormatError::BadChunk { index: 0, what: "chunks in an image without compressed pages" });
+    let img = with_header(&compressed_image(), |h| h.flags &= !HDR_COMPRESSED);
+    expect(&img, BR(0, "data outside the image"));
+    let img = with_header(&valid_image(), |h| h.flags |= HDR_COMPRESSED);
+    expect(&img, BR(0, "data offset set in a compressed image"));
+    // A chunk's stored bytes past the image; a run a chunk short.
+    let img = build(&{
+        let mut p = compressed_parts();
+        p.img.chunks[2].data_off = 1 << 40;
+        p
+    });
+    expect(&img, FormatError::BadChunk { index: 2, what: "data outside the image" });
+    let img = build(&{
+        let mut p = compressed_parts();
+        p.img.chunks.pop();
+        p
+    });
+    expect(&img, BR(3, "not covered by its chunks"));
 }
 
 #[test]
@@ -2103,6 +2210,7 @@ fn every_error_variant_has_a_test() {
             FormatError::BadTree { .. } => "tree_* tests",
             FormatError::BadTreeObject { .. } => "tree_objects_checked, tree_slots",
             FormatError::BadWorkingSet { .. } => "working_set_outside_the_vmas, working_set::tests",
+            FormatError::BadChunk { .. } => "compressed_image_*, compress::tests",
         }
     }
     assert!(!test_of(FormatError::BadMagic).is_empty());
@@ -2235,6 +2343,9 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
                     r.addr
                 ));
             }
+            if h.flags & HDR_COMPRESSED != 0 {
+                continue; // its chunks are checked below
+            }
             let d_end = r
                 .data_off
                 .checked_add(r.len)
@@ -2246,6 +2357,20 @@ pub fn stub_view(h: &Header, t: &Tables, img: &[u8]) -> Result<(), String> {
                     r.data_off
                 ));
             }
+        }
+    }
+    // decompress.rs: each chunk is found by its address, its stored bytes read from
+    // the image into a buffer of COMPRESS_CHUNK bytes and decoded into its run.
+    for (i, c) in t.chunks.iter().enumerate() {
+        let r = t.runs.get(c.run as usize).ok_or_else(|| format!("chunk {i}: no run {}", c.run))?;
+        if c.addr < r.addr || c.addr + c.len as u64 > r.addr + r.len || c.len as u64 > COMPRESS_CHUNK {
+            return Err(format!("chunk {i}: [{:#x}, +{:#x}) outside its run", c.addr, c.len));
+        }
+        if c.stored_len > c.len || c.data_off.checked_add(c.stored_len as u64).is_none_or(|e| e > h.image_size) {
+            return Err(format!("chunk {i}: stored bytes outside the image or the buffer"));
+        }
+        if chunk_at(t.chunks, c.addr) != Some(c) {
+            return Err(format!("chunk {i}: not found by its address"));
         }
     }
     // mm::restore: auxv words and the executable path.
@@ -2359,8 +2484,8 @@ pub fn fix_crcs(img: &mut [u8]) {
 }
 
 /// The images the fuzzer starts from: the valid image, one without an XSAVE area
-/// (header and thread xstate_size 0), and a minimal one (one anonymous VMA with one
-/// run, no fds, no strings, no vdso copy).
+/// (header and thread xstate_size 0), a minimal one (one anonymous VMA with one
+/// run, no fds, no strings, no vdso copy), and the valid image compressed.
 pub fn base_images() -> Vec<Vec<u8>> {
     let full = valid_parts();
     let mut no_xstate = full.clone();
@@ -2394,7 +2519,7 @@ pub fn base_images() -> Vec<Vec<u8>> {
     minimal.mm.cmdline_off = 0;
     minimal.gadget_sigreturn = 0;
     minimal.gadget_syscall_ret = 0;
-    let images = vec![build(&full), build(&no_xstate), build(&minimal)];
+    let images = vec![build(&full), build(&no_xstate), build(&minimal), compressed_image()];
     for img in &images {
         assert_eq!(validate(img), Ok(()), "base image must be valid");
     }

@@ -39,6 +39,7 @@ pub enum FormatError {
     BadTree { index: u32, what: &'static str },
     BadTreeObject { index: u32, what: &'static str },
     BadWorkingSet { index: u32, what: &'static str },
+    BadChunk { index: u32, what: &'static str },
 }
 
 impl FormatError {
@@ -68,6 +69,7 @@ impl FormatError {
             | FormatError::BadTree { what, .. }
             | FormatError::BadTreeObject { what, .. }
             | FormatError::BadWorkingSet { what, .. }
+            | FormatError::BadChunk { what, .. }
             | FormatError::BadMm { what } => what,
         }
     }
@@ -91,7 +93,8 @@ impl FormatError {
             | FormatError::BadVdsoSym { index, .. }
             | FormatError::BadTree { index, .. }
             | FormatError::BadTreeObject { index, .. }
-            | FormatError::BadWorkingSet { index, .. } => Some(index as u64),
+            | FormatError::BadWorkingSet { index, .. }
+            | FormatError::BadChunk { index, .. } => Some(index as u64),
             _ => None,
         }
     }
@@ -135,6 +138,7 @@ impl core::fmt::Display for FormatError {
             FormatError::BadKernel { what } => write!(f, "kernel state: {what}"),
             FormatError::BadVdsoSym { index, what } => write!(f, "vdso symbol {index}: {what}"),
             FormatError::BadWorkingSet { index, what } => write!(f, "working set range {index}: {what}"),
+            FormatError::BadChunk { index, what } => write!(f, "compressed chunk {index}: {what}"),
             _ => f.write_str(self.what()),
         }
     }
@@ -257,6 +261,8 @@ pub struct Tables<'a> {
     pub tree_data: &'a [u8],
     /// Pages to bring in first on a lazy resume; empty without a hint.
     pub working_set: &'a [crate::WorkingSetRange],
+    /// The stored pieces of the runs of a compressed image; empty otherwise.
+    pub chunks: &'a [crate::PageChunk],
 }
 
 /// Iterates the filters of a validated seccomp section: (instruction count, bytes).
@@ -281,7 +287,9 @@ impl<'a> Iterator for SeccompFilters<'a> {
     }
 }
 
-fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: bool) -> Result<&'a [u8], FormatError> {
+/// A section's bytes, its checksum verified unless `crc` is None (else it says
+/// whether to use the SSE4.2 CRC).
+fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, crc: Option<bool>) -> Result<&'a [u8], FormatError> {
     let s = h.section(kind);
     if s.size == 0 {
         return Ok(&[]);
@@ -290,6 +298,7 @@ fn section_bytes<'a>(h: &Header, buf: &'a [u8], lo: u64, kind: SectionKind, hw: 
     let b = buf
         .get(start..start + s.size as usize)
         .ok_or(FormatError::Truncated { need: s.offset + s.size, have: lo + buf.len() as u64 })?;
+    let Some(hw) = crc else { return Ok(b) };
     let computed = crc32c(b, hw);
     if computed != s.crc {
         return Err(FormatError::SectionChecksum { section: kind, stored: s.crc, computed });
@@ -309,6 +318,19 @@ impl<'a> Tables<'a> {
     /// Verify the checksums of every section in `buf` (the image bytes `[lo, ..)`, 8-byte
     /// aligned in memory) and validate every record. `hw` selects the SSE4.2 CRC.
     pub fn parse(h: &Header, buf: &'a [u8], lo: u64, hw: bool) -> Result<Tables<'a>, FormatError> {
+        Tables::parse_with(h, buf, lo, Some(hw))
+    }
+
+    /// Validate every record of tables whose checksums [`Tables::parse`] already
+    /// verified in these very bytes (moved or copied in memory since, never
+    /// changed): the restorer parses its tables again once it runs from its new
+    /// place, and a second CRC of them (most of a megabyte for 64 threads) would
+    /// find nothing.
+    pub fn parse_verified(h: &Header, buf: &'a [u8], lo: u64) -> Result<Tables<'a>, FormatError> {
+        Tables::parse_with(h, buf, lo, None)
+    }
+
+    fn parse_with(h: &Header, buf: &'a [u8], lo: u64, hw: Option<bool>) -> Result<Tables<'a>, FormatError> {
         let threads: &[Thread] = records(section_bytes(h, buf, lo, SectionKind::Threads, hw)?, SectionKind::Threads)?;
         let vmas: &[Vma] = records(section_bytes(h, buf, lo, SectionKind::Vmas, hw)?, SectionKind::Vmas)?;
         let runs: &[PageRun] = records(section_bytes(h, buf, lo, SectionKind::Runs, hw)?, SectionKind::Runs)?;
@@ -333,11 +355,12 @@ impl<'a> Tables<'a> {
         let tree_objects = records(section_bytes(h, buf, lo, SectionKind::TreeObjects, hw)?, SectionKind::TreeObjects)?;
         let tree_data = section_bytes(h, buf, lo, SectionKind::TreeData, hw)?;
         let working_set = records(section_bytes(h, buf, lo, SectionKind::WorkingSet, hw)?, SectionKind::WorkingSet)?;
+        let chunks = records(section_bytes(h, buf, lo, SectionKind::Chunks, hw)?, SectionKind::Chunks)?;
         let mm = mm.first().ok_or(FormatError::BadMm { what: "image has no mm record" })?;
         let t = Tables {
             threads, vmas, runs, mm, fds, strings, xstate, vdso, process: process.first(), signals, timers, epoll, seccomp,
             locks, files, extents, sockets, kernel: kernel.first(), sockopts, vdso_syms, tree_procs, tree_objects, tree_data,
-            working_set,
+            working_set, chunks,
         };
         t.check(h)?;
         Ok(t)
@@ -358,6 +381,7 @@ impl<'a> Tables<'a> {
         self.check_kernel()?;
         self.check_vdso_syms()?;
         crate::working_set::check(self.working_set, self.vmas)?;
+        crate::compress::check(h.flags, self.runs, self.chunks, h.image_size)?;
         self.check_tree()
     }
 
@@ -587,7 +611,10 @@ impl<'a> Tables<'a> {
                 return bad("clean file pages stored for a mapping that takes them from its file");
             }
             prev_end = end;
-            if r.data_off < DATA_START || r.data_off.checked_add(r.len).is_none_or(|e| e > h.image_size) {
+            // A compressed image's runs are in their chunks (compress::check).
+            if h.flags & crate::HDR_COMPRESSED == 0
+                && (r.data_off < DATA_START || r.data_off.checked_add(r.len).is_none_or(|e| e > h.image_size))
+            {
                 return bad("data outside the image");
             }
         }

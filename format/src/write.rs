@@ -42,6 +42,7 @@ pub struct ImageParts {
     pub tree_objects: Vec<TreeObject>,
     pub tree_data: Vec<u8>,
     pub working_set: Vec<WorkingSetRange>,
+    pub chunks: Vec<PageChunk>,
     pub xcr0: u64,
     pub xstate_size: u32,
     pub gadget_syscall_ret: u64,
@@ -84,6 +85,7 @@ pub fn finish(p: &ImageParts, data_end: u64, hw: bool) -> (Header, Vec<u8>) {
         (SectionKind::TreeObjects, slice_as_bytes(&p.tree_objects), p.tree_objects.len() as u32),
         (SectionKind::TreeData, &p.tree_data, p.tree_data.len() as u32),
         (SectionKind::WorkingSet, slice_as_bytes(&p.working_set), p.working_set.len() as u32),
+        (SectionKind::Chunks, slice_as_bytes(&p.chunks), p.chunks.len() as u32),
     ];
     for (kind, bytes, count) in blobs {
         if bytes.is_empty() {

@@ -29,6 +29,8 @@ pub struct Source<'a> {
     pub resume_exe: bool,
     /// Checksums of referenced files, still being computed (fileref.rs).
     pub file_crcs: Option<crate::fileref::Pending>,
+    /// Store the pages compressed (compress.rs, HDR_COMPRESSED).
+    pub compress: bool,
 }
 
 /// Place the fd blobs, then the file extents, from image offset `at` (page aligned
@@ -62,16 +64,24 @@ fn prefix(src: &Source, image_size: u64) -> Result<Vec<u8>> {
     Ok(if src.resume_exe { ckpt_linker::resume_prefix(ckpt_linker::STUB, image_size)? } else { Vec::new() })
 }
 
-fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, data_end: u64) -> Result<(Header, Vec<u8>)> {
+fn layout(src: &mut Source, runs: Vec<ckpt_format::PageRun>, chunks: Chunks, data_end: u64) -> Result<(Header, Vec<u8>)> {
     if let Some(c) = src.file_crcs.take() {
         crate::trace::mark("pages written");
         c.apply(src.vmas)?;
         crate::trace::mark("file checksums joined");
     }
     src.parts.runs = runs;
+    if let Some((chunks, raw, stored)) = chunks {
+        src.parts.chunks = chunks;
+        src.parts.flags |= ckpt_format::HDR_COMPRESSED;
+        crate::trace::mark(&format!("pages compressed: {raw} bytes stored in {stored}"));
+    }
     src.parts.vmas = src.vmas.iter().map(|v| v.vma).collect();
     Ok(write::finish(src.parts, data_end, ckpt_format::crc32c::have_hw()))
 }
+
+/// The chunks of compressed page data, and the bytes before and after.
+type Chunks = Option<(Vec<ckpt_format::PageChunk>, u64, u64)>;
 
 /// What the pages are read from, checked after reading: a read from a process
 /// that died mid-freeze fails in unhelpful ways, or reads nothing.
@@ -104,11 +114,12 @@ pub fn to_file(src: &mut Source, file: &File, t: &dyn Alive) -> Result<(Stats, u
     let prefix_len = prefix(src, 0)?.len() as u64;
     let mut bw = BufWriter::with_capacity(1 << 20, crate::writeback::Writeback::new(file));
     bw.seek(SeekFrom::Start(prefix_len + DATA_START))?;
-    let mut pw = PageWriter::new(bw, DATA_START);
+    let mut pw = PageWriter::new(bw, DATA_START).compressing(src.compress);
     dump(src, &mut pw, t)?;
+    let chunks = pw.end_chunks()?;
     let (mut bw, runs, stats, pages_end) = pw.finish();
     let data_end = place_blobs(src, pages_end, Some(&mut bw))?;
-    let (hdr, tables) = layout(src, runs, data_end)?;
+    let (hdr, tables) = layout(src, runs, chunks, data_end)?;
     bw.seek(SeekFrom::Start(prefix_len + align_up(data_end, 64)))?;
     bw.write_all(&tables)?;
     bw.seek(SeekFrom::Start(prefix_len))?;
@@ -146,20 +157,22 @@ fn pad_to<W: Write>(w: &mut Counted<W>, at: u64) -> std::io::Result<()> {
 
 /// Two passes into a sequential stream. Returns the stats and the bytes written.
 pub fn to_stream<W: Write>(src: &mut Source, out: W, t: &dyn Alive) -> Result<(Stats, u64, u64)> {
-    let mut probe = PageWriter::new(std::io::sink(), DATA_START);
+    let mut probe = PageWriter::new(std::io::sink(), DATA_START).compressing(src.compress);
     dump(src, &mut probe, t)?;
+    let chunks = probe.end_chunks()?;
     let (_, runs, _, pages_end) = probe.finish();
     let data_end = place_blobs::<std::io::Sink>(src, pages_end, None)?;
-    let (hdr, tables) = layout(src, runs.clone(), data_end)?;
+    let (hdr, tables) = layout(src, runs.clone(), chunks.clone(), data_end)?;
     let pre = prefix(src, hdr.image_size)?;
     let mut w = Counted { w: BufWriter::with_capacity(1 << 20, out), n: 0 };
     w.write_all(&pre)?;
     w.write_all(as_bytes(&hdr))?;
     pad_to(&mut w, pre.len() as u64 + DATA_START)?;
-    let mut pw = PageWriter::new(w, DATA_START);
+    let mut pw = PageWriter::new(w, DATA_START).compressing(src.compress);
     dump(src, &mut pw, t)?;
+    let chunks2 = pw.end_chunks()?;
     let (mut w, runs2, stats, pages_end2) = pw.finish();
-    if runs2 != runs || pages_end2 != pages_end {
+    if runs2 != runs || pages_end2 != pages_end || chunks2 != chunks {
         bail!("the target's memory changed between the two passes of the stream");
     }
     place_blobs(src, pages_end, Some(&mut w))?;

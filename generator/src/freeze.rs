@@ -11,12 +11,12 @@ use crate::group::Group;
 use crate::ptrace::Release;
 use crate::inject::Injector;
 use crate::outcome::{Report, Stage};
-use crate::{cow, emit, trace, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
+use crate::{cow, emit, precopy, trace, fdplan, fileref, gadgets, inventory, proc, procstate, progress, thread_state};
 use anyhow::{bail, Context, Result};
 use ckpt_format::*;
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum After {
@@ -48,6 +48,11 @@ pub struct Options {
     /// With After::Continue, read the pages from a copy-on-write copy (cow.rs) so
     /// the process runs on while they are written.
     pub cow: bool,
+    /// Store the pages compressed (compress.rs, HDR_COMPRESSED).
+    pub compress: bool,
+    /// With `cow`, copy a process with much anonymous memory while it runs and
+    /// only its written pages while it is stopped (precopy.rs), rather than fork it.
+    pub precopy: bool,
 }
 
 /// Whether a process runs with privileges it got from its executable (setuid,
@@ -277,7 +282,8 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
         gadget_sigreturn: gd.sigreturn,
         pid: pid as u32,
         kernel_release: proc::kernel_release(),
-        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 },
+        flags: if o.missing_files_ignore { HDR_MISSING_FILES_IGNORE } else { 0 } | if o.lazy { HDR_LAZY } else { 0 }
+            | if o.compress { ckpt_format::HDR_COMPRESSED } else { 0 },
         created_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         ..Default::default()
     };
@@ -388,6 +394,7 @@ impl Captured {
     /// Write the image (a `.resume` executable when `resume_exe`); returns the page
     /// statistics, the bytes written and the image's own size.
     pub fn write(&mut self, sink: Sink, g: &dyn emit::Alive, resume_exe: bool) -> Result<(crate::pages::Stats, u64, u64)> {
+        let compress = self.parts.flags & ckpt_format::HDR_COMPRESSED != 0;
         let mut src = emit::Source {
             mem: &self.mem,
             pm: &mut self.pm,
@@ -397,6 +404,7 @@ impl Captured {
             extent_data: &self.extent_data,
             resume_exe,
             file_crcs: self.file_crcs.take(),
+            compress,
         };
         match sink {
             Sink::File(f) => emit::to_file(&mut src, f, g),
@@ -423,6 +431,28 @@ impl Captured {
         };
         warnings.push(format!("pid {}: {why}; it stays stopped until its pages are written", g.pid));
         Ok(None)
+    }
+
+    /// Read the pages from here on from what `p` copied, with the written pages
+    /// copied again now (the process is stopped), so the process can be let go.
+    /// False, with the reason traced, if that failed: the caller falls back to
+    /// the fork.
+    pub fn use_precopy(&mut self, p: &mut precopy::Precopy, changed: precopy::Changed, g: &Group) -> bool {
+        let made = p.snapshot(&self.vmas, &self.mem, &mut self.pm, changed).and_then(|(snap, rec)| {
+            let mem = Mem::from_snapshot(g.pid, snap).with_context(|| format!("opening the memory of pid {}", g.pid))?;
+            let pm = Pagemap::recorded(g.reader().pid, rec).with_context(|| format!("opening the page map of pid {}", g.pid))?;
+            Ok((mem, pm))
+        });
+        match made {
+            Ok((mem, pm)) => {
+                (self.mem, self.pm) = (mem, pm);
+                true
+            }
+            Err(e) => {
+                trace::mark(&format!("pre-copy not used: {e:#}"));
+                false
+            }
+        }
     }
 
     pub fn nvmas(&self) -> usize {
@@ -471,6 +501,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     // A copy-on-write freeze reads smaps (whose cost grows with the resident size)
     // before the stop, and only the cheap layout while stopped (inventory.rs).
     let use_cow = o.after == After::Continue && o.cow;
+    let mut pre = if use_cow && o.precopy { start_precopy(o) } else { None };
     let early_maps = if use_cow { proc::maps::read_smaps(o.pid).ok() } else { None };
     trace::mark("early smaps");
     let t_seize = Instant::now();
@@ -485,21 +516,40 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
             kids.join(" ")
         ));
     }
-    let mut c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings)?;
+    // The pre-copy's scan for changed pages reads only the page map: it runs on
+    // the other core while the rest of the state is captured.
+    let (c, changed) = std::thread::scope(|s| {
+        let scan = pre.as_ref().map(|p| s.spawn(|| p.changed()));
+        let c = capture(o, &g, ExtraFds::default(), early_maps, &mut warnings);
+        (c, scan.map(|h| h.join()))
+    });
+    let mut c = c?;
     // Every piece of state but the pages is read: a process that runs on is let go
-    // now, its pages read from a copy-on-write copy of its memory.
-    let cow = if use_cow { c.copy_on_write(&g, &mut warnings)? } else { None };
+    // now, its pages read from what was copied while it ran and the pages it
+    // wrote since, copied now, or else from a copy-on-write copy of its memory.
+    let precopied = match (pre.as_mut(), changed) {
+        (Some(p), Some(Ok(changed))) => c.use_precopy(p, changed, &g),
+        _ => false,
+    };
+    trace::mark("pre-copy snapshot");
+    let cow = if use_cow && !precopied { c.copy_on_write(&g, &mut warnings)? } else { None };
     trace::mark("copy-on-write fork");
+    // The stop for the pre-copy's injection counts too.
+    let setup_stop = pre.as_ref().map_or(Duration::ZERO, |p| p.stopped);
     let mut stopped = None;
-    let g = match cow {
-        Some(_) => {
-            drop(g);
-            stopped = Some(t_seize.elapsed());
-            None
-        }
-        None => Some(g),
+    let g = if cow.is_some() || precopied {
+        drop(g);
+        stopped = Some(t_seize.elapsed() + setup_stop);
+        None
+    } else {
+        Some(g)
     };
     trace::mark("released");
+    if let Some(p) = pre.take() {
+        // Ends the tracking, in ckpt: no longer part of the stop.
+        drop(p);
+        trace::mark("pre-copy: userfaultfd closed");
+    }
     if let (Some(cp), Some(early)) = (&cow, &c.early_maps) {
         cow::verify_flags(early, cp).with_context(|| format!("pid {}", o.pid))?;
         trace::mark("flags checked");
@@ -507,7 +557,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let alive: &dyn emit::Alive = match (&cow, &g) {
         (Some(cp), _) => cp,
         (None, Some(g)) => g,
-        (None, None) => unreachable!("the group is kept unless a copy holds the memory"),
+        (None, None) => &precopy::Copied,
     };
     stage.set(Stage::Write);
     let (stats, file_size, _) = match &out {
@@ -531,7 +581,7 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
         (After::Continue | After::Stop, g) => {
             if g.is_some() {
                 drop(g);
-                stopped = Some(t_seize.elapsed());
+                stopped = Some(t_seize.elapsed() + setup_stop);
             }
             None
         }
@@ -558,6 +608,23 @@ pub fn run(o: &Options, stage: &Cell<Stage>) -> Result<Report> {
     let mut report = Report::new(o.pid, o.output.clone(), file_size, c.nthreads, c.nvmas(), stats, [frozen, stopped, fsync], c.exe.clone());
     report.warnings = warnings;
     Ok(report)
+}
+
+/// Set up the pre-copy of process `o.pid` (precopy.rs), its temporary file next
+/// to the output; None, with the reason traced, where it cannot be used.
+fn start_precopy(o: &Options) -> Option<precopy::Precopy> {
+    let dir = match o.output.parent() {
+        _ if o.output.as_os_str() == "-" => std::env::temp_dir(),
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match precopy::start(o.pid, &dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            trace::mark(&format!("pre-copy not used: {e:#}"));
+            None
+        }
+    }
 }
 
 /// How the seized threads are let go when nothing killed them.

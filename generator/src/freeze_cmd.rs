@@ -26,6 +26,11 @@ pub struct FreezeArgs {
     /// instead of reading its pages from a copy-on-write copy while it runs on.
     #[arg(long, requires = "leave_running")]
     pub no_cow: bool,
+    /// With --leave-running, take the copy-on-write copy even of a process with
+    /// much anonymous memory, instead of copying that memory while it runs and
+    /// only the pages it wrote meanwhile while it is stopped.
+    #[arg(long, requires = "leave_running", conflicts_with = "no_cow")]
+    pub no_precopy: bool,
     /// Leave the original stopped (SIGSTOP) after the dump instead of killing it.
     #[arg(long)]
     pub leave_stopped: bool,
@@ -77,6 +82,11 @@ pub struct FreezeArgs {
     /// sessions and the pipes between its processes.
     #[arg(long)]
     pub tree: bool,
+    /// Store the memory compressed (LZ4): a smaller file for a slow disk or a
+    /// copy to another machine, at the cost of CPU time at freeze and resume.
+    /// Not with --lazy or --tree.
+    #[arg(long, conflicts_with_all = ["lazy", "tree"])]
+    pub compress: bool,
     #[command(flatten)]
     pub every: EveryArgs,
 }
@@ -116,7 +126,9 @@ impl FreezeArgs {
             lazy: self.lazy,
             embed_files: self.embed_files,
             cow: !self.no_cow,
+            precopy: !self.no_precopy,
             tree: self.tree,
+            compress: self.compress,
         }
     }
 }

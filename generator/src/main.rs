@@ -2,6 +2,7 @@
 
 mod binfmt;
 mod check;
+mod compress;
 mod convert;
 mod docs;
 mod core_file;
@@ -26,6 +27,7 @@ mod pagemap;
 mod pages;
 mod periodic;
 mod plan;
+mod precopy;
 mod proc;
 mod procstate;
 mod profile;
@@ -34,10 +36,13 @@ mod ptrace;
 mod reader;
 mod regs;
 mod resume;
+mod stash;
 mod syscall_batch;
 mod thread_state;
 mod trace;
+mod uffd_wp;
 mod vdso_syms;
+mod wp_scan;
 mod tree;
 /// The image writer, shared with the format crate's tests (see its module doc).
 #[path = "../../format/src/write.rs"]

@@ -14,13 +14,26 @@ use std::os::unix::fs::FileExt;
 pub struct Mem {
     pid: i32,
     file: File,
+    /// Pages captured earlier, read instead of the live process (precopy.rs).
+    snapshot: Option<std::sync::Arc<dyn Snapshot>>,
+}
+
+/// Pages of a process captured while it was stopped, readable after it runs on.
+pub trait Snapshot: Send + Sync {
+    /// As [`Mem::read_segments`].
+    fn read_segments(&self, segs: &[(u64, usize)], buf: &mut [u8]) -> usize;
 }
 
 const PAGE: usize = 4096;
 
 impl Mem {
     pub fn open(pid: i32) -> io::Result<Mem> {
-        Ok(Mem { pid, file: File::open(format!("/proc/{pid}/mem"))? })
+        Ok(Mem { pid, file: File::open(format!("/proc/{pid}/mem"))?, snapshot: None })
+    }
+
+    /// Pages read from `snapshot` (of process `pid`), not from the process now.
+    pub fn from_snapshot(pid: i32, snapshot: std::sync::Arc<dyn Snapshot>) -> io::Result<Mem> {
+        Ok(Mem { snapshot: Some(snapshot), ..Mem::open(pid)? })
     }
 
     /// Read exactly `buf.len()` bytes at `addr` through /proc/PID/mem.
@@ -46,6 +59,9 @@ impl Mem {
     /// Fill `buf` with the concatenation of `segs` (address, length). Returns the
     /// number of pages that could not be read (left as zero).
     pub fn read_segments(&self, segs: &[(u64, usize)], buf: &mut [u8]) -> usize {
+        if let Some(s) = &self.snapshot {
+            return s.read_segments(segs, buf);
+        }
         let got = self.vm_readv(segs, buf);
         let mut unreadable = 0;
         let mut off = 0usize;

@@ -13,49 +13,78 @@ use std::os::unix::io::AsRawFd;
 
 const PAGE: u64 = 4096;
 /// _IOWR('f', 16, struct pm_scan_arg) (include/uapi/linux/fs.h).
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub(crate) const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
+/// struct pm_scan_arg (include/uapi/linux/fs.h).
 #[repr(C)]
 #[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
+pub(crate) struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
 }
 
+/// struct page_region (include/uapi/linux/fs.h).
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
+pub(crate) struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// Answers recorded while the process was stopped, given instead of reading
+/// its live page map once it runs on (a pre-copied freeze, precopy.rs): per
+/// VMA `(start, end)`, the ranges [`Pagemap::populated`] and
+/// [`Pagemap::private_copies`] return.
+#[derive(Default)]
+pub struct Recorded {
+    pub populated: std::collections::HashMap<(u64, u64), Vec<(u64, u64)>>,
+    pub copies: std::collections::HashMap<(u64, u64), Vec<(u64, u64)>>,
+}
+
+fn recorded(m: &std::collections::HashMap<(u64, u64), Vec<(u64, u64)>>, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    m.get(&(start, end))
+        .cloned()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no pages were recorded for {start:x}-{end:x} at the stop")))
 }
 
 pub struct Pagemap {
     file: File,
     scan_works: bool,
+    recorded: Option<std::sync::Arc<Recorded>>,
 }
 
 impl Pagemap {
     pub fn open(pid: i32) -> io::Result<Pagemap> {
-        Ok(Pagemap { file: File::open(format!("/proc/{pid}/pagemap"))?, scan_works: true })
+        Ok(Pagemap { file: File::open(format!("/proc/{pid}/pagemap"))?, scan_works: true, recorded: None })
+    }
+
+    /// A page map that answers from `r` (recorded at the stop) instead of the
+    /// process's live page map.
+    pub fn recorded(pid: i32, r: std::sync::Arc<Recorded>) -> io::Result<Pagemap> {
+        Ok(Pagemap { recorded: Some(r), ..Pagemap::open(pid)? })
     }
 
     /// Ranges of `[start, end)` holding data (present or swapped), in order,
     /// excluding pages that map the shared zero page.
     pub fn populated(&mut self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        if let Some(r) = &self.recorded {
+            return recorded(&r.populated, start, end);
+        }
         if self.scan_works {
             match self.scan(start, end) {
                 Ok(v) => return Ok(v),
@@ -110,6 +139,9 @@ impl Pagemap {
     /// the process, or swapped out, which only anonymous pages are in a private file
     /// mapping): pagemap bit 63 present without bit 61 file-page, or bit 62 swapped.
     pub fn private_copies(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        if let Some(r) = &self.recorded {
+            return recorded(&r.copies, start, end);
+        }
         self.scan_entries(start, end, |v| (v & (1 << 63) != 0 && v & (1 << 61) == 0) || v & (1 << 62) != 0)
     }
 

@@ -42,6 +42,8 @@ pub struct PageWriter<W: Write> {
     pub runs: Vec<PageRun>,
     cur: Option<PageRun>,
     pub stats: Stats,
+    /// With `--compress`: the runs' bytes go out as compressed chunks.
+    pack: Option<crate::compress::Packer>,
 }
 
 /// CRC-32C of page data continued from `crc`: the crc32c crate interleaves three
@@ -68,7 +70,24 @@ fn is_zero(page: &[u8]) -> bool {
 
 impl<W: Write> PageWriter<W> {
     pub fn new(out: W, start: u64) -> Self {
-        PageWriter { out, pos: start, runs: Vec::new(), cur: None, stats: Stats::default() }
+        PageWriter { out, pos: start, runs: Vec::new(), cur: None, stats: Stats::default(), pack: None }
+    }
+
+    /// Store the page data compressed (compress.rs): the runs' `data_off` is 0.
+    pub fn compressing(mut self, on: bool) -> Self {
+        self.pack = on.then(|| crate::compress::Packer::new(crc32c::have_hw()));
+        self
+    }
+
+    /// The chunks of a compressed image once every page is in, and (raw, stored)
+    /// bytes; the page data then ends page aligned. None when not compressing.
+    pub fn end_chunks(&mut self) -> std::io::Result<Option<(Vec<ckpt_format::PageChunk>, u64, u64)>> {
+        let Some(mut p) = self.pack.take() else { return Ok(None) };
+        p.flush(&mut self.out, &mut self.pos)?;
+        let end = ckpt_format::align_up(self.pos, PAGE_SIZE);
+        self.out.write_all(&vec![0u8; (end - self.pos) as usize])?;
+        self.pos = end;
+        Ok(Some((p.chunks, p.raw_bytes, p.stored_bytes)))
     }
 
     fn close_run(&mut self) {
@@ -97,11 +116,17 @@ impl<W: Write> PageWriter<W> {
             }
             _ => {
                 self.close_run();
-                self.cur = Some(PageRun { addr, data_off: self.pos, len, crc, vma, flags, _pad: 0 });
+                let data_off = if self.pack.is_some() { 0 } else { self.pos };
+                self.cur = Some(PageRun { addr, data_off, len, crc, vma, flags, _pad: 0 });
             }
         }
-        self.out.write_all(data)?;
-        self.pos += len;
+        if let Some(p) = &mut self.pack {
+            // The run being extended is the next one of `runs`.
+            p.add(&mut self.out, &mut self.pos, self.runs.len() as u32, addr, data)?;
+        } else {
+            self.out.write_all(data)?;
+            self.pos += len;
+        }
         self.stats.stored_pages += len / PAGE_SIZE;
         Ok(())
     }

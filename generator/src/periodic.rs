@@ -92,7 +92,9 @@ pub fn options(pid: i32, output: PathBuf) -> freeze::Options {
         lazy: false,
         embed_files: false,
         cow: true,
+        precopy: true,
         tree: false,
+        compress: false,
     }
 }
 

@@ -30,6 +30,9 @@ pub fn run(file: &Path, out: Option<&Path>, window: Duration) -> Result<i32> {
     if !img.tables()?.tree_procs.is_empty() {
         bail!("{}: a process tree (freeze --tree); ckpt profile takes the file of one process", file.display());
     }
+    if img.header.flags & ckpt_format::HDR_COMPRESSED != 0 {
+        bail!("{}: its pages are compressed (freeze --compress), and only a lazy resume, which reads them in place, can be profiled", file.display());
+    }
     let (rd, wr) = profile_pipe()?;
     let exe = std::env::current_exe().context("cannot find the ckpt executable")?;
     let mut child = Command::new(exe)

@@ -26,10 +26,11 @@ use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 const CHUNK: u64 = 2 << 20;
 /// Below this, a chunk's pages are left to fault in during the read.
 const POPULATE_MIN: u64 = 64 << 10;
-/// Fills of at least this many bytes are shared with a second thread: below it,
-/// on a busy machine, waiting for a new thread to be scheduled (and to exit) costs
-/// more than it saves.
-const TWO_THREADS_MIN: u64 = 64 << 20;
+/// Fills of at least this many bytes are shared with a second thread. Starting it
+/// and waiting for its exit costs about 0.1 ms; allocating and reading 4 MiB costs
+/// about 2 ms on one core (python with numpy imported has 18 MiB to fill: 15 ms on
+/// one thread, 10 ms on two). Below it the second thread would barely start.
+const TWO_THREADS_MIN: u64 = 4 << 20;
 
 /// One piece of a run: `[addr, addr + len)` from image offset `off`.
 #[derive(Clone, Copy)]
@@ -199,7 +200,11 @@ extern "C" fn work() {
             // Best effort: without it (EINVAL before 5.14) the read faults pages in.
             let _ = sys::madvise(c.addr as usize, c.len as usize, sys::MADV_POPULATE_WRITE);
         }
-        image::read_at(ctx, c.addr as usize, c.len as usize, c.off, Step::FillPages);
+        if crate::decompress::active(ctx) {
+            crate::decompress::fill(ctx, c.addr, c.len);
+        } else {
+            image::read_at(ctx, c.addr as usize, c.len as usize, c.off, Step::FillPages);
+        }
         // SAFETY: the chunk was just written in a mapped, readable range.
         let data = unsafe { core::slice::from_raw_parts(c.addr as *const u8, c.len as usize) };
         // SAFETY: slot i belongs to this chunk; verify reads it after both threads end.

@@ -13,6 +13,9 @@ use crate::{reloc, sys};
 use ckpt_format::{align_up, Tables, PAGE_SIZE, USER_TOP};
 
 const STACK_LEN: u64 = 256 * 1024;
+/// The top of the restorer's stack, allocated with the gap (the restore's deepest
+/// calls stay within it).
+const STACK_POPULATE: u64 = 32 * 1024;
 /// Lowest address considered (well above mmap_min_addr).
 const LOW: u64 = 0x1_0000;
 /// Addresses few programs use, tried first; then every hole of the target layout.
@@ -86,7 +89,22 @@ fn find_in(t: &Tables, len: u64) -> Option<u64> {
     None
 }
 
-/// Copy the stub, the tables and `ctx` into a gap and continue in phase 2 there.
+/// Move the tables (their own page-aligned mapping, image::load) to `to` in the gap:
+/// mremap(2) moves the pages instead of copying them, which for a process with
+/// many threads (about 11 KiB of xstate each) is most of a megabyte. Copied when
+/// the move fails.
+fn move_tables(tables: &[u8], to: u64) {
+    let len = align_up(tables.len().max(1) as u64, PAGE_SIZE) as usize;
+    // SAFETY: the source is the tables' own mapping of `len` bytes, used no more in
+    // phase 1 after this; the destination is inside the gap, ours.
+    if unsafe { sys::mremap_fixed(tables.as_ptr() as usize, len, to as usize) }.is_err() {
+        // SAFETY: as above; both ranges are mapped and disjoint.
+        unsafe { core::ptr::copy_nonoverlapping(tables.as_ptr(), to as *mut u8, tables.len()) };
+    }
+}
+
+/// Copy the stub and `ctx` into a gap, move the tables there, and continue in phase
+/// 2 there.
 pub fn enter(ctx: &mut Ctx, t: &Tables, tables: &[u8]) -> ! {
     let (start, end) = (reloc::stub_start(), reloc::stub_end());
     let code_len = align_up((end - start) as u64, PAGE_SIZE);
@@ -96,6 +114,11 @@ pub fn enter(ctx: &mut Ctx, t: &Tables, tables: &[u8]) -> ! {
     let len = code_len + tables_len + ctx_len + stacks_len + STACK_LEN;
     let base = find(t, len);
     out::trace("restorer gap", base, base + len);
+    // The code, the Ctx and the top of the stack are written at once: allocated in
+    // one call each rather than a page fault per page (MADV_POPULATE_WRITE, Linux
+    // 5.14; best effort). The tables are moved in, the threads' stacks used little.
+    let _ = sys::madvise(base as usize, code_len as usize, sys::MADV_POPULATE_WRITE);
+    let _ = sys::madvise((base + len - STACK_POPULATE) as usize, STACK_POPULATE as usize, sys::MADV_POPULATE_WRITE);
 
     let tables_addr = base + code_len;
     let ctx_addr = tables_addr + tables_len;
@@ -108,9 +131,9 @@ pub fn enter(ctx: &mut Ctx, t: &Tables, tables: &[u8]) -> ! {
     // sources; the stub image [start, end) is mapped (link.ld keeps it contiguous).
     unsafe {
         core::ptr::copy_nonoverlapping(start as *const u8, base as *mut u8, end - start);
-        core::ptr::copy_nonoverlapping(tables.as_ptr(), tables_addr as *mut u8, tables.len());
         core::ptr::copy_nonoverlapping(ctx as *const Ctx, ctx_addr as *mut Ctx, 1);
     }
+    move_tables(tables, tables_addr);
     let old_bias = reloc::bias();
     let new_bias = base as usize - (start - old_bias);
     // SAFETY: the copy at new_bias has the same layout as the running image.

@@ -118,21 +118,33 @@ pub fn load(ctx: &mut Ctx) -> &'static [u8] {
     let (lo, hi) = tables_span(&ctx.hdr);
     let len = (hi - lo) as usize;
     let map_len = ckpt_format::align_up(len.max(1) as u64, PAGE_SIZE) as usize;
+    // Populated at once: one call allocates every page instead of a fault per page
+    // inside the read. Moved (not copied) into the gap later (gap::enter).
     // SAFETY: a new anonymous mapping at an address of the kernel's choice.
     let addr = out::check(
-        unsafe { sys::mmap(0, map_len, sys::PROT_READ | sys::PROT_WRITE, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS, -1, 0) },
+        unsafe { sys::mmap(0, map_len, sys::PROT_READ | sys::PROT_WRITE, sys::MAP_PRIVATE | sys::MAP_ANONYMOUS | sys::MAP_POPULATE, -1, 0) },
         Step::OpenImage, 0, map_len as u64,
     );
     read_at(ctx, addr, len, lo, Step::OpenImage);
     ctx.tables_lo = lo;
     out::trace("tables read from image offsets", lo, hi);
-    // SAFETY: the mapping stays until layout::unmap_old, after phase 1 copied it.
+    // SAFETY: the mapping stays until gap::enter moves it into the gap.
     unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
 }
 
 /// Verify checksums and validate every record of the tables in `buf`.
 pub fn parse(ctx: &Ctx, buf: &'static [u8]) -> Tables<'static> {
     match Tables::parse(&ctx.hdr, buf, ctx.tables_lo, ctx.hw_crc) {
+        Ok(t) => t,
+        Err(e) => bad_image(e),
+    }
+}
+
+/// The tables again in phase 2, from the bytes [`parse`] verified in phase 1 and
+/// gap::enter moved (or, failing that, copied) into the gap: records validated,
+/// checksums not computed twice.
+pub fn parse_moved(ctx: &Ctx, buf: &'static [u8]) -> Tables<'static> {
+    match Tables::parse_verified(&ctx.hdr, buf, ctx.tables_lo) {
         Ok(t) => t,
         Err(e) => bad_image(e),
     }

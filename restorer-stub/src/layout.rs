@@ -4,6 +4,7 @@
 //! a bug, reported with the range), writable while its pages are read straight from
 //! the image into place, then given its final protection and madvise flags.
 
+use crate::backing::LastFile;
 use crate::ctx::{Ctx, Range};
 use crate::fill;
 use crate::image;
@@ -41,24 +42,18 @@ pub fn cpath<'a>(s: &[u8], buf: &'a mut [u8; 4096]) -> &'a [u8] {
     &buf[..n + 1]
 }
 
-/// Open the file behind a private file mapping if it still exists and covers the
-/// whole mapped range (writing a page past EOF of a private file mapping is SIGBUS).
-/// Also says whether it is the very file that was mapped at the freeze (same device,
-/// inode, size and mtime): then its bytes are the clean pages' bytes.
-fn open_backing(t: &Tables, v: &Vma) -> Option<(usize, bool, u64)> {
-    let mut buf = [0u8; 4096];
-    let path = cpath(t.string(v.name_off, v.name_len), &mut buf);
-    let fd = sys::open(path, sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
-    let mut st = sys::Stat::zeroed();
-    if sys::fstat(fd, &mut st).is_err() || align_up(st.st_size as u64, PAGE_SIZE) < v.file_offset + (v.end - v.start) {
-        let _ = sys::close(fd);
+/// The file behind a private file mapping if it still exists and covers the whole
+/// mapped range (writing a page past EOF of a private file mapping is SIGBUS),
+/// from `last` (opened once for a row of mappings of one file). Also says whether
+/// it is the very file that was mapped at the freeze (same device, inode, size and
+/// mtime): then its bytes are the clean pages' bytes.
+fn open_backing<'a>(t: &Tables<'a>, v: &Vma, last: &mut LastFile<'a>) -> Option<(usize, bool, u64)> {
+    let (fd, st) = last.open(t.string(v.name_off, v.name_len))?;
+    if align_up(st.size, PAGE_SIZE) < v.file_offset + (v.end - v.start) {
         return None;
     }
-    // st_times: atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec.
-    let mtime = st.st_times[2].wrapping_mul(1_000_000_000).wrapping_add(st.st_times[3]);
-    let same = v.file_mtime_ns != 0
-        && (st.st_dev, st.st_ino, st.st_size as u64, mtime) == (v.file_dev, v.file_ino, v.file_size, v.file_mtime_ns);
-    Some((fd, same, st.st_size as u64))
+    let same = v.file_mtime_ns != 0 && (st.dev, st.ino, st.size, st.mtime_ns) == (v.file_dev, v.file_ino, v.file_size, v.file_mtime_ns);
+    Some((fd, same, st.size))
 }
 
 /// A shared file mapping's content is the file: it must still be there.
@@ -114,11 +109,14 @@ fn check_file_ref(ctx: &Ctx, t: &Tables, v: &Vma, file_size: u64) {
 /// Create the VMA; returns whether it maps the very file it mapped at the freeze,
 /// and the protection it was mapped with (its final one unless pages are to be
 /// written or a referenced file's contents read).
-fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> (bool, usize) {
+fn create<'a>(ctx: &Ctx, t: &Tables<'a>, v: &Vma, kind: VmaKind, lazy: bool, last: &mut LastFile<'a>) -> (bool, usize) {
     let len = (v.end - v.start) as usize;
     let file_ref = v.flags & VMA_FILE_REF != 0;
+    if kind != VmaKind::FilePrivate {
+        last.close();
+    }
     let backing = match kind {
-        VmaKind::FilePrivate => open_backing(t, v),
+        VmaKind::FilePrivate => open_backing(t, v, last),
         VmaKind::SharedFile => Some((open_shared(t, v), false, 0)),
         _ => None,
     };
@@ -154,7 +152,8 @@ fn create(ctx: &Ctx, t: &Tables, v: &Vma, kind: VmaKind, lazy: bool) -> (bool, u
             None => sys::mmap(v.start as usize, len, prot_fill, flags | sys::MAP_ANONYMOUS, -1, 0),
         }
     };
-    if let Some((fd, _, _)) = backing {
+    // A private mapping's file stays open in `last` for the next VMA of its row.
+    if let (Some((fd, _, _)), VmaKind::SharedFile) = (backing, kind) {
         let _ = sys::close(fd);
     }
     out::check(r, Step::MapVma, v.start, v.end);
@@ -217,6 +216,11 @@ fn fill(ctx: &Ctx, t: &Tables, v: &Vma, same: bool) -> bool {
         wrote = true;
         // In pieces, so the progress moves during a run of gigabytes.
         let mut done = 0;
+        if crate::decompress::active(ctx) {
+            crate::decompress::fill(ctx, r.addr, r.len);
+            progress::add(r.len);
+            done = r.len;
+        }
         while done < r.len {
             let n = (r.len - done).min(FILL_PIECE);
             image::read_at(ctx, (r.addr + done) as usize, n as usize, r.data_off + done, Step::FillPages);
@@ -300,32 +304,37 @@ fn map_object(ctx: &Ctx, t: &Tables, index: usize, v: &Vma, kind: VmaKind) {
 /// Create, fill and protect every VMA except the kernel-provided ones: every VMA
 /// first, then all their pages at once (fill.rs, on both cores), then each one's
 /// final protection and lock.
-pub fn create_all(ctx: &Ctx, t: &Tables, lazy: Option<&crate::lazy::Lazy>) {
+pub fn create_all<'a>(ctx: &Ctx, t: &Tables<'a>, lazy: Option<&crate::lazy::Lazy>) {
     progress::begin(t.runs.iter().map(|r| r.len).sum());
     let mut plan = fill::Plan::new(t);
+    let _buffers = crate::decompress::prepare(ctx, t);
+    let mut last = LastFile::new();
     for (index, v) in t.vmas.iter().enumerate() {
         let kind = match VmaKind::from_u32(v.kind) {
             Some(k) if !k.is_special() => k,
             _ => continue,
         };
         if matches!(kind, VmaKind::SharedObject | VmaKind::PrivateObject) {
+            last.close();
             map_object(ctx, t, index, v, kind);
             lock(v);
             continue;
         }
         if let Some(l) = lazy.filter(|_| crate::lazy::eligible(v)) {
             // Created with its final protection, empty: the helper brings its pages.
-            create(ctx, t, v, kind, true);
+            create(ctx, t, v, kind, true, &mut last);
+            last.close();
             l.register(ctx, t, v);
             continue;
         }
-        let (same, prot) = create(ctx, t, v, kind, false);
+        let (same, prot) = create(ctx, t, v, kind, false, &mut last);
         let anon = !matches!(kind, VmaKind::FilePrivate | VmaKind::SharedFile);
         plan.add(t, runs(t, v), same, anon);
         // create mapped it writable exactly when there are pages to write (or
         // readable to check a referenced file's contents): one mprotect then.
         plan.finish_later(index, prot != v.prot as usize);
     }
+    last.close();
     plan.run(ctx);
     plan.verify(t);
     for (index, v) in t.vmas.iter().enumerate() {

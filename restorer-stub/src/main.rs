@@ -16,7 +16,9 @@
 
 #[path = "arch/x86_64.rs"]
 mod arch;
+mod backing;
 mod ctx;
+mod decompress;
 mod fds;
 mod fill;
 mod filler;
@@ -98,7 +100,7 @@ pub(crate) extern "C" fn phase2(ctx: *const ctx::Ctx) -> ! {
     // SAFETY: gap::enter passes a pointer to the Ctx it copied into the gap.
     let ctx = unsafe { &*ctx };
     out::trace("restorer running in gap", ctx.gap_start as u64, (ctx.gap_start + ctx.gap_len) as u64);
-    let t = image::parse(ctx, ctx.tables());
+    let t = image::parse_moved(ctx, ctx.tables());
     layout::unmap_old(ctx);
     if ctx.vdso_trampolines {
         trampoline::install(ctx, &t);

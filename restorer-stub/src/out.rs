@@ -47,6 +47,8 @@ pub enum Step {
     Tree = 117,
     /// A pseudo-terminal's queued input, typed into the new pair again (fds/pty.rs).
     Tty = 118,
+    /// A chunk of a compressed image's pages (decompress.rs).
+    Decompress = 120,
 }
 
 // The refusals of format::compat (probe.rs) exit with these steps' codes.
@@ -77,6 +79,7 @@ impl Step {
             Step::LockMemory => "lock memory",
             Step::Tree => "restore process tree",
             Step::Tty => "restore terminal input",
+            Step::Decompress => "decompress pages",
         }
     }
 }

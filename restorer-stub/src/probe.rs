@@ -130,17 +130,21 @@ pub fn clocks() -> [u64; NCLOCKS] {
     })
 }
 
+/// Longest path whose identity [`Look`] remembers.
+const LAST_PATH: usize = 512;
+
 /// Ids and files, looked at from here.
 struct Look {
     hw: bool,
+    /// The last file asked about and what stat said: a library is mapped as four
+    /// or five VMAs in a row, each asking for the same path.
+    last_path: [u8; LAST_PATH],
+    last_len: usize,
+    last: Option<Option<FileId>>,
 }
 
-impl Probe for Look {
-    fn id_taken(&mut self, tid: u32) -> bool {
-        crate::pid::taken(tid) && !crate::pid::is_zombie(tid)
-    }
-
-    fn stat(&mut self, path: &[u8]) -> Option<FileId> {
+impl Look {
+    fn stat_uncached(path: &[u8]) -> Option<FileId> {
         let mut buf = [0u8; 4096];
         let fd = sys::open(cpath(path, &mut buf), sys::O_RDONLY | sys::O_CLOEXEC, 0).ok()?;
         let mut st = sys::Stat::zeroed();
@@ -149,6 +153,25 @@ impl Probe for Look {
         // st_times: atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec.
         let mtime_ns = st.st_times[2].wrapping_mul(1_000_000_000).wrapping_add(st.st_times[3]);
         ok.then_some(FileId { dev: st.st_dev, ino: st.st_ino, size: st.st_size as u64, mtime_ns })
+    }
+}
+
+impl Probe for Look {
+    fn id_taken(&mut self, tid: u32) -> bool {
+        crate::pid::taken(tid) && !crate::pid::is_zombie(tid)
+    }
+
+    fn stat(&mut self, path: &[u8]) -> Option<FileId> {
+        if let Some(id) = self.last.filter(|_| self.last_path[..self.last_len] == *path) {
+            return id;
+        }
+        let id = Look::stat_uncached(path);
+        if path.len() <= LAST_PATH {
+            self.last_path[..path.len()].copy_from_slice(path);
+            self.last_len = path.len();
+            self.last = Some(id);
+        }
+        id
     }
 
     fn crc(&mut self, path: &[u8], offset: u64, len: u64) -> Option<u32> {
@@ -196,7 +219,7 @@ pub fn check(ctx: &Ctx, t: &Tables) -> Plan {
         pid: sys::getpid() as u32,
     };
     let hdr = ctx.hdr;
-    check_with(&hdr, t, &m, &mut Look { hw: ctx.hw_crc })
+    check_with(&hdr, t, &m, &mut Look { hw: ctx.hw_crc, last_path: [0; LAST_PATH], last_len: 0, last: None })
 }
 
 fn check_with(h: &ckpt_format::Header, t: &Tables, m: &Machine, p: &mut Look) -> Plan {

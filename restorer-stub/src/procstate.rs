@@ -312,6 +312,10 @@ pub fn requeue_signals(t: &Tables) {
 /// si_code SI_USER, SI_TKILL or another kernel code only to itself (EPERM for any
 /// other target, do_rt_tgsigqueueinfo in kernel/signal.c).
 pub fn requeue_thread_signals(t: &Tables, saved_tid: u32) {
+    // Asked only when there is a signal to queue (two system calls per thread).
+    if !t.signals.iter().any(|s| s.thread == saved_tid) {
+        return;
+    }
     let (pid, tid) = (sys::getpid(), sys::gettid());
     for s in t.signals.iter().filter(|s| s.thread == saved_tid) {
         // SAFETY: info is a 128-byte siginfo_t; the target is the calling thread.

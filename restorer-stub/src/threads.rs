@@ -13,8 +13,9 @@
 //! most programs, is the one that goes on first) leaves at once; or, when the
 //! leader had already exited (pthread_exit), the first other thread: the leader
 //! then ends again with exit(2) once the others are released, and the process
-//! shows the same zombie leader. Creating them takes no round trip per thread: the
-//! leader clones them all, and the last one to be ready wakes it once.
+//! shows the same zombie leader. Creating them takes no round trip per thread:
+//! the leader and the first thread it creates each create half of the others, on
+//! two cores at once, and the last one to be ready wakes the leader once.
 //! Every signal stays blocked in every thread until its own rt_sigreturn.
 
 use crate::arch;
@@ -46,6 +47,8 @@ static LEFT: AtomicU32 = AtomicU32::new(0);
 static LEADER_HERE: AtomicU32 = AtomicU32::new(0);
 /// Whether every thread leaves through the target's text (the gap is then unmapped).
 static THROUGH_TARGET: AtomicU32 = AtomicU32::new(0);
+/// Whether threads are created with their saved ids (clone3 `set_tid`).
+static SAME_IDS: AtomicU32 = AtomicU32::new(0);
 /// The Ctx in the gap, for the threads created here.
 static CTX: AtomicUsize = AtomicUsize::new(0);
 
@@ -108,11 +111,45 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
     if n == 1 {
         return;
     }
+    SAME_IDS.store(same_ids as u32, SeqCst);
     out::trace("create threads", 1, n as u64);
-    for i in 1..n {
-        let th = &t.threads[i];
+    create_children(ctx, t, 0);
+    if !same_ids {
+        Line::new().s("ckpt: warning: the ").dec(n as u64 - 1).s(" other threads run with new thread ids (the saved ones could not be had)").emit();
+    }
+    loop {
+        let r = READY.load(SeqCst);
+        if r as usize == n - 1 {
+            break;
+        }
+        sys::futex_wait(&READY, r);
+    }
+    out::trace("every thread ready", 1, n as u64);
+}
+
+/// The threads thread `i` creates: the leader (0) creates thread 1 and then half
+/// of the rest, thread 1 the other half. So two threads call clone3(2) at once,
+/// one per core, at the price of one wait for a new thread to be scheduled (a
+/// deeper tree waits once per level, which on a loaded machine costs more than it
+/// saves). Thread 1 creates its share before anything else, and before its own
+/// state is set, so each thread starts with the leader's scheduling and name, as
+/// when the leader created them all.
+fn creates(i: usize, n: usize) -> core::ops::Range<usize> {
+    let mid = 2 + (n.saturating_sub(2)) / 2;
+    match i {
+        0 if n > 1 => 1..mid,
+        1 => mid..n,
+        _ => 0..0,
+    }
+}
+
+/// Create the threads thread `i` creates ([`creates`]).
+fn create_children(ctx: &Ctx, t: &Tables, i: usize) {
+    let same_ids = SAME_IDS.load(SeqCst) != 0;
+    for c in creates(i, t.threads.len()) {
+        let th = &t.threads[c];
         let tid = th.tid as i32;
-        let stack = ctx.thread_stacks + (i - 1) * STACK as usize;
+        let stack = ctx.thread_stacks + (c - 1) * STACK as usize;
         let args = CloneArgs {
             flags: sys::CLONE_THREAD_FLAGS | sys::CLONE_SETTLS | sys::CLONE_CHILD_CLEARTID,
             pidfd: 0,
@@ -126,26 +163,16 @@ pub fn start(ctx: &Ctx, t: &Tables<'static>, same_ids: bool) {
             set_tid_size: same_ids as u64,
             cgroup: 0,
         };
-        let r = create(&args, i);
+        let r = create(&args, c);
         if r < 0 {
             Line::new().s("restore thread state failed: cannot create thread ").dec(th.tid as u64)
                 .s(if same_ids { " with its saved thread id: " } else { ": " }).errno(-r).emit();
             sys::exit_group(Step::Thread as i32);
         }
-        // SAFETY: slot i is read only after this write (by the leader itself).
-        unsafe { (*TIDS.0.get())[i] = r as u32 };
+        // SAFETY: slot c is written once, here, before thread c's creator counts
+        // itself ready (READY), and read only after every thread is ready.
+        unsafe { (*TIDS.0.get())[c] = r as u32 };
     }
-    if !same_ids {
-        Line::new().s("ckpt: warning: the ").dec(n as u64 - 1).s(" other threads run with new thread ids (the saved ones could not be had)").emit();
-    }
-    loop {
-        let r = READY.load(SeqCst);
-        if r as usize == n - 1 {
-            break;
-        }
-        sys::futex_wait(&READY, r);
-    }
-    out::trace("every thread ready", 1, n as u64);
 }
 
 /// Create thread `i`. A saved id can still be held for a moment by a thread that
@@ -169,6 +196,7 @@ extern "C" fn thread_main(i: usize) -> ! {
     let t = tables();
     // SAFETY: CTX points at the Ctx copied into the gap, which outlives every thread.
     let ctx = unsafe { &*(CTX.load(SeqCst) as *const Ctx) };
+    create_children(ctx, t, i);
     let th = &t.threads[i];
     thread::restore(th, true);
     procstate::requeue_thread_signals(t, th.tid);
@@ -179,10 +207,20 @@ extern "C" fn thread_main(i: usize) -> ! {
     while GO.load(SeqCst) == 0 {
         sys::futex_wait(&GO, 0);
     }
+    wake_two();
     if i == last_index(t) {
         leave_last(ctx, t, i, frame)
     }
     leave_counted(ctx, t, i, frame)
+}
+
+/// Wake two of the threads waiting for the release; each thread woken wakes two
+/// more, so the leader spends one short system call on the release instead of
+/// waking every thread itself, and the wakeups spread over the cores. None is
+/// left asleep: no thread waits once GO is set (futex(2) compares the word), and
+/// while one still waits, every thread woken makes another call that wakes it.
+fn wake_two() {
+    sys::futex_wake(&GO, 2);
 }
 
 /// Any thread but the last one out: leave, counting itself out of LEFT.
@@ -233,13 +271,14 @@ pub fn release_and_leave(ctx: &Ctx, t: &Tables) -> ! {
     if t.threads.len() > 1 {
         out::trace("release every thread", 0, t.threads.len() as u64);
     }
+    // The leader's frame first: from the release on, the others compete for the CPU.
+    let frame = if !exited && THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, &t.threads[0]) } else { 0 };
     GO.store(1, SeqCst);
-    sys::futex_wake(&GO, i32::MAX as u32);
+    wake_two();
     if exited {
         out::trace("the leader had exited: ending it again", 0, 0);
         sys::exit_thread(0)
     }
-    let frame = if THROUGH_TARGET.load(SeqCst) != 0 { sigframe::place_on_target(ctx, t, &t.threads[0]) } else { 0 };
     if last_index(t) == 0 {
         leave_last(ctx, t, 0, frame)
     }

@@ -2,7 +2,8 @@
 //! 20 points and from 200 copies with one flipped bit each (spread over the image
 //! header, its page padding, the page data and the tables; never in the ELF part,
 //! whose stub code may legitimately crash when flipped). Every run must end within
-//! RUN_TIMEOUT by a normal exit: either a restorer refusal (exit 100..=113 with a
+//! RUN_TIMEOUT by a normal exit: either a restorer refusal (exit 100..=113, or 120
+//! for a compressed chunk, with a
 //! `ckpt-restore:` line) or, for a byte nobody reads, the counter's correct ending.
 //! A flip in a byte covered by a checksum (header, tables, page runs) must never
 //! run to completion.
@@ -133,11 +134,21 @@ impl Layout {
         // others are read and checked.
         let mut dirty = Vec::new();
         for (i, r) in t.runs.iter().enumerate() {
-            if r.flags & ckpt_format::RUN_FILE_CLEAN == 0 {
+            if r.flags & ckpt_format::RUN_FILE_CLEAN == 0 && h.flags & ckpt_format::HDR_COMPRESSED == 0 {
                 covered.push((r.data_off, r.data_off + r.len, format!("page run {i}")));
                 dirty.push((r.data_off, r.data_off + r.len));
             }
         }
+        // A compressed image's runs are in their chunks (each checked before it
+        // is decoded).
+        for (i, c) in t.chunks.iter().enumerate() {
+            if t.runs[c.run as usize].flags & ckpt_format::RUN_FILE_CLEAN == 0 {
+                let end = c.data_off + c.stored_len as u64;
+                covered.push((c.data_off, end, format!("compressed chunk {i} of page run {}", c.run)));
+                dirty.push((c.data_off, end));
+            }
+        }
+
         assert!(!dirty.is_empty(), "the image has no page run that is always read");
         Layout {
             dirty,
@@ -223,7 +234,7 @@ fn classify(r: io::Result<Output>, expected_stdout: &str) -> Outcome {
             stdout.lines().count(),
             stdout.lines().last()
         )),
-        Some(c @ 100..=113) if stderr.lines().any(|l| l.starts_with("ckpt-restore:")) => {
+        Some(c @ (100..=113 | 120)) if stderr.lines().any(|l| l.starts_with("ckpt-restore:")) => {
             Outcome::Refused(c)
         }
         Some(c) => Outcome::Bad(format!("exit {c}\nstdout:\n{stdout}\nstderr:\n{stderr}")),
@@ -290,12 +301,23 @@ fn cases(l: &Layout) -> Vec<Case> {
 
 #[test]
 fn truncated_and_bit_flipped_resume_files() {
+    corrupted_copies("corrupt", &[]);
+}
+
+/// The same with the pages compressed (`--compress`): a flipped bit in a chunk's
+/// stored bytes is refused (exit 120) before it is decoded.
+#[test]
+fn truncated_and_bit_flipped_compressed_resume_files() {
+    corrupted_copies("corrupt_compressed", &["--compress"]);
+}
+
+fn corrupted_copies(name: &str, freeze_args: &[&str]) {
     let start = Instant::now();
-    let dir = TestDir::new("corrupt");
+    let dir = TestDir::new(name);
     let mut orig = spawn_fixture("counter", false, &[&N.to_string(), PERIOD_MS]);
     orig.wait_ready();
     let img = dir.image("counter.resume");
-    freeze_ok(orig.pid(), &img, &[]);
+    freeze_ok(orig.pid(), &img, freeze_args);
     let before = orig.expect_killed_by_ckpt();
 
     // The intact file resumes correctly: its output is what every completed
@@ -365,7 +387,7 @@ fn truncated_and_bit_flipped_resume_files() {
         }
     }
     let mut report = format!(
-        "corrupt: {} copies of a {}-byte .resume (image at {:#x}) in {:.1?}\n",
+        "{name}: {} copies of a {}-byte .resume (image at {:#x}) in {:.1?}\n",
         cases.len(),
         data.len(),
         layout.base,

@@ -458,7 +458,7 @@ fn children_of(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// A --leave-running freeze reads the pages from a copy-on-write child: once
+/// A --leave-running --no-precopy freeze reads the pages from a copy-on-write child: once
 /// that child exists the target is no longer traced and runs while ckpt is still
 /// writing; it handles a SIGUSR1 then (count 0 -> 1, a write to its memory after
 /// the copy was taken). The image holds count 0, the child is gone and reaped
@@ -471,7 +471,7 @@ fn target_runs_while_its_copy_is_written() {
     target.wait_ready();
     let pid = target.pid();
     let img = dir.image("sigcount");
-    let mut ckpt = spawn_freeze(pid, &img, &["--leave-running"]);
+    let mut ckpt = spawn_freeze(pid, &img, &["--leave-running", "--no-precopy"]);
     let deadline = Instant::now() + READY_TIMEOUT;
     let copy = loop {
         let kids = children_of(pid);

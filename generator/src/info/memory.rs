@@ -81,7 +81,7 @@ impl<'a> ImageMemory<'a> {
             let n = want.min(r.addr + r.len - cur) as usize;
             let at = out.len();
             out.resize(at + n, 0);
-            if self.img.file.read_exact_at(&mut out[at..], self.img.offset + r.data_off + (cur - r.addr)).is_err() {
+            if self.run_bytes(r, cur - r.addr, &mut out[at..]).is_err() {
                 out.truncate(at);
                 break;
             }
@@ -125,6 +125,14 @@ impl<'a> ImageMemory<'a> {
         gaps
     }
 
+    /// The bytes of run `r` from `off` on, stored as they are or compressed.
+    fn run_bytes(&self, r: &PageRun, off: u64, buf: &mut [u8]) -> Result<()> {
+        if self.t.chunks.is_empty() {
+            return Ok(self.img.file.read_exact_at(buf, self.img.offset + r.data_off + off)?);
+        }
+        crate::compress::read_pages(&self.img.file, self.img.offset, self.t.chunks, r.addr + off, buf)
+    }
+
     /// Stream one page run in chunks to `sink(offset_in_run, bytes)`, verifying its
     /// CRC-32C; a mismatch is an error naming the range.
     pub fn for_each_chunk(&self, r: &PageRun, mut sink: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
@@ -136,9 +144,7 @@ impl<'a> ImageMemory<'a> {
         while done < r.len {
             let n = CHUNK.min(r.len - done) as usize;
             let b = &mut buf[..n];
-            self.img
-                .file
-                .read_exact_at(b, self.img.offset + r.data_off + done)
+            self.run_bytes(r, done, b)
                 .with_context(|| format!("{}: reading pages {:#x}-{:#x}", self.img.path.display(), r.addr, r.addr + r.len))?;
             crc = if hw {
                 // SAFETY: hw is true only when the CPU has SSE4.2 (have_hw above).

@@ -189,6 +189,10 @@ pub struct Totals {
     /// Pages and ranges of the working-set hint (`ckpt profile`).
     pub working_set_pages: u64,
     pub working_set_ranges: usize,
+    /// `ckpt freeze --compress`: the page data's bytes in the file (None when not
+    /// compressed) and the number of chunks.
+    pub compressed_bytes: Option<u64>,
+    pub compressed_chunks: usize,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -315,6 +319,8 @@ pub fn build(img: &ImageFile) -> anyhow::Result<Report> {
         mapped_bytes: t.vmas.iter().map(|v| v.end - v.start).sum(),
         working_set_pages: t.working_set.iter().map(|r| r.len / PAGE_SIZE).sum(),
         working_set_ranges: t.working_set.len(),
+        compressed_bytes: (h.flags & ckpt_format::HDR_COMPRESSED != 0).then(|| t.chunks.iter().map(|c| c.stored_len as u64).sum()),
+        compressed_chunks: t.chunks.len(),
     };
     let gadget = |a: u64| (a != 0).then(|| hex(a));
 

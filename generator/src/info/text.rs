@@ -202,6 +202,13 @@ pub fn render(r: &Report) -> String {
     o.kv("page runs", tt.runs);
     o.kv("pages stored", tt.pages_stored);
     o.kv("stored", stored_share(tt));
+    if let Some(c) = tt.compressed_bytes {
+        let pct = if tt.stored_bytes == 0 { 100.0 } else { 100.0 * c as f64 / tt.stored_bytes as f64 };
+        o.kv("compressed", format!(
+            "{} in the file for {} of pages ({pct:.1}%), {} LZ4 chunks (ckpt freeze --compress)",
+            super::decode::human(c), super::decode::human(tt.stored_bytes), tt.compressed_chunks
+        ));
+    }
     if tt.working_set_ranges != 0 {
         o.kv("working set", format!(
             "{} pages in {} ranges, read in before the first instruction of a lazy resume (ckpt profile)",

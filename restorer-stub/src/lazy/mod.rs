@@ -78,6 +78,10 @@ fn start(ctx: &Ctx, t: &Tables) -> Option<Lazy> {
     if !ctx.lazy || !t.vmas.iter().any(eligible) {
         return None;
     }
+    if ctx.hdr.flags & ckpt_format::HDR_COMPRESSED != 0 {
+        // The helper reads pages in place from the image; compressed ones are not.
+        return eager("the file's pages are compressed (ckpt freeze --compress)", 0);
+    }
     if !ctx.image_base.is_multiple_of(PAGE_SIZE) {
         return eager("the image is not page aligned in its file", 0);
     }

@@ -177,6 +177,11 @@ pub struct Roundtrip {
 /// ones, check every VMA's VmFlags, open the gate and let it finish; it must
 /// succeed.
 pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) -> Roundtrip {
+    gated_roundtrip_freezing_with(dir, name, static_, args, &[])
+}
+
+/// [`gated_roundtrip`] with `freeze_args` given to `ckpt freeze`.
+pub fn gated_roundtrip_freezing_with(dir: &TestDir, name: &str, static_: bool, args: &[&str], freeze_args: &[&str]) -> Roundtrip {
     let gate = dir.gate();
     assert!(!gate.exists());
     let mut orig = spawn_fixture(name, static_, args);
@@ -184,7 +189,7 @@ pub fn gated_roundtrip(dir: &TestDir, name: &str, static_: bool, args: &[&str]) 
     let maps = read_maps(orig.pid());
     let vmflags = read_vmflags(orig.pid());
     let img = dir.image(name);
-    freeze_ok(orig.pid(), &img, &[]);
+    freeze_ok(orig.pid(), &img, freeze_args);
     orig.expect_killed_by_ckpt();
     let image_len = fs::metadata(&img).unwrap().len();
 

@@ -1,0 +1,129 @@
+//! Which pages a running process wrote since a point in time, read from ckpt's
+//! side of /proc/PID/pagemap with the PAGEMAP_SCAN ioctl (Linux 6.7; works for
+//! an unprivileged reader of a same-uid process).
+//!
+//! In a VMA registered with a userfaultfd in UFFDIO_REGISTER_MODE_WP mode whose
+//! API enabled UFFD_FEATURE_WP_ASYNC (uffd_wp.rs), PM_SCAN_WP_MATCHING sets the
+//! uffd-wp bit of every page it reports (make_uffd_wp_pte(), fs/proc/task_mmu.c).
+//! A later write to such a page is resolved by the kernel itself, which clears the
+//! bit (do_wp_page() for WP_ASYNC), so the page then reports PAGE_IS_WRITTEN
+//! (pagemap_page_category(): a present or swapped pte without the bit). A page
+//! that was not present when protected and is faulted in later has no bit either:
+//! it reports written too. PM_SCAN_CHECK_WPASYNC makes the ioctl fail with EPERM
+//! rather than silently skip a VMA that is not registered that way
+//! (pagemap_scan_test_walk()).
+//!
+//! Asking for PAGE_IS_WRITTEN alone (category and return masks) takes the
+//! kernel's fast path, which only tests each pte's uffd-wp bit
+//! (pagemap_scan_pmd_entry()): about 0.3 ms per GiB here, against 2–6 ms for
+//! a scan that also classifies each page. A pte without the bit (none, or
+//! written) is reported written, so a page dropped since its protection is
+//! among the written ranges too.
+
+use crate::pagemap::{PageRegion, PmScanArg, PAGEMAP_SCAN, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
+/// A range of pages holding data (present or swapped, not the shared zero page),
+/// and whether it was written since it was protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub start: u64,
+    pub end: u64,
+    pub written: bool,
+}
+
+pub struct WpScan {
+    file: File,
+    pid: i32,
+}
+
+impl WpScan {
+    pub fn open(pid: i32) -> io::Result<WpScan> {
+        Ok(WpScan { file: File::open(format!("/proc/{pid}/pagemap"))?, pid })
+    }
+
+    /// Write-protect the pages of `[start, end)` holding data and return them.
+    pub fn protect(&self, start: u64, end: u64) -> io::Result<Vec<Held>> {
+        self.scan(start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
+    }
+
+    /// The pages of `[start, end)` holding data, each flagged written or not.
+    pub fn held(&self, start: u64, end: u64) -> io::Result<Vec<Held>> {
+        self.scan(start, end, PM_SCAN_CHECK_WPASYNC)
+    }
+
+    /// The ranges of `[start, end)` without the uffd-wp bit: written since
+    /// their protection, or holding no page (the fast path).
+    pub fn unprotected(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        self.walk(start, end, PM_SCAN_CHECK_WPASYNC, 0, PAGE_IS_WRITTEN, PAGE_IS_WRITTEN, |r| match out.last_mut() {
+            Some(last) if last.1 == r.start => last.1 = r.end,
+            _ => out.push((r.start, r.end)),
+        })?;
+        Ok(out)
+    }
+
+    fn scan(&self, start: u64, end: u64, flags: u64) -> io::Result<Vec<Held>> {
+        let mut out: Vec<Held> = Vec::new();
+        let anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        self.walk(start, end, flags, anyof, 0, anyof | PAGE_IS_PFNZERO | PAGE_IS_WRITTEN, |r| {
+            if r.categories & PAGE_IS_PFNZERO != 0 {
+                return;
+            }
+            let written = r.categories & PAGE_IS_WRITTEN != 0;
+            match out.last_mut() {
+                Some(last) if last.end == r.start && last.written == written => last.end = r.end,
+                _ => out.push(Held { start: r.start, end: r.end, written }),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// PAGEMAP_SCAN over `[start, end)`, each reported region handed to `each`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(&self, start: u64, end: u64, flags: u64, anyof: u64, mask: u64, ret: u64, mut each: impl FnMut(&PageRegion)) -> io::Result<()> {
+        let mut regions = vec![PageRegion::default(); 1024];
+        let mut at = start;
+        let mut done = start;
+        while at < end {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                flags,
+                start: at,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                category_mask: mask,
+                category_anyof_mask: anyof,
+                return_mask: ret,
+                ..Default::default()
+            };
+            // SAFETY: arg is a complete pm_scan_arg whose vec points at `regions`
+            // (vec_len entries), which the kernel fills.
+            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("PAGEMAP_SCAN of {at:x}-{end:x} in pid {}: {e}", self.pid)));
+            }
+            // A call that filled `regions` may report again, in the next call,
+            // the region it stopped in: only what lies past the last one counts.
+            for r in &regions[..n as usize] {
+                let start = r.start.max(done);
+                if start < r.end {
+                    each(&PageRegion { start, ..*r });
+                    done = r.end;
+                }
+            }
+            if arg.walk_end <= at {
+                break;
+            }
+            at = arg.walk_end;
+        }
+        Ok(())
+    }
+}
