@@ -36,6 +36,10 @@ Ratios (1.0 = as fast as the limit; higher is faster than the limit):
   python-hint   the same for the python workload profiled with `ckpt profile` (one
                 answer, a 2 s window) and then resumed lazily with that hint
   threads-64    its resume time minus that of the single-threaded small program
+  compress-*    frozen with --compress (LZ4): compress-1g the random pages of
+                mem-1g, compress-1g-half-text 1 GiB of which half the pages are
+                random and half text (its uncompressed row: mem-1g-half-text),
+                python-compress the python workload; file MiB is the compressed file
   lazy-1g/4g    the mem workloads resumed with CKPT_LAZY=1: first instruction (resume
                 ms), until every page is in (populated ms), and how much slower the
                 program's own work runs meanwhile (slowdown; see lazy_resume)
@@ -397,7 +401,8 @@ def measure_limits(bins, tmp):
 class Workload:
     """A program to freeze and resume. kind: "mem" (ratios by bytes), "small"
     (resume against fork+exec), "x8" (8 resumes at once), "leave" (freeze with
-    --leave-running only), "lazy" (resumed with CKPT_LAZY=1: lazy_resume), "hint"
+    --leave-running only), "compress" (frozen with --compress, resumed eagerly),
+    "lazy" (resumed with CKPT_LAZY=1: lazy_resume), "hint"
     (profiled with `ckpt profile` first, then resumed lazily with its hint)."""
 
     def __init__(self, name, argv, kind="small", ready_s=120, skip=None):
@@ -427,6 +432,13 @@ def workloads(bins, tmp, skip_big):
         Workload("lazy-4g", [wl, "mem", 4096], "lazy", skip=big),
         Workload("leave-running-1g", [wl, "mem", 1024], "leave"),
         Workload("leave-running-4g", [wl, "mem", 4096], "leave", skip=big),
+        # `ckpt freeze --compress` next to the same workloads uncompressed: the
+        # random pages of mem-1g (stored raw), 1 GiB half random half log text,
+        # and the python workload.
+        Workload("compress-1g", [wl, "mem", 1024], "compress"),
+        Workload("mem-1g-half-text", [wl, "text", 1024, 50], "mem"),
+        Workload("compress-1g-half-text", [wl, "text", 1024, 50], "compress"),
+        Workload("python-compress", py, "compress", skip=LazyReason(numpy_or_reason)),
     ]
 
 
@@ -473,9 +485,9 @@ class Running:
 FREEZE_LINE = re.compile(r"total ([\d.]+) ms, target stopped ([\d.]+) ms, fsync ([\d.]+) ms")
 
 
-def freeze(pid, path, log, leave_running=False, timeout=600):
+def freeze(pid, path, log, leave_running=False, timeout=600, extra=()):
     """Run `ckpt freeze -v`; its wall time, stopped/fsync times, size and peak RSS."""
-    argv = [CKPT, "freeze", pid, "-o", path, "-v"] + (["--leave-running"] if leave_running else [])
+    argv = [CKPT, "freeze", pid, "-o", path, "-v"] + (["--leave-running"] if leave_running else []) + list(extra)
     with open(log, "w") as err:
         t0 = time.perf_counter()
         cpid = spawn(argv, stderr=err.fileno(), session=False)
@@ -510,7 +522,8 @@ def one_run(w, tmp, bins):
     with open(tmp / "workload.log", "w") as wlog:
         run = Running(w.argv, w.ready_s, wlog)
     try:
-        row.update(freeze(run.pid, path, log, leave_running=w.kind == "leave"))
+        row.update(freeze(run.pid, path, log, leave_running=w.kind == "leave",
+                          extra=["--compress"] if w.kind == "compress" else []))
         if w.kind != "leave" and wait_exit(run.pid, 10) is None:  # ckpt kills the original
             raise BenchError("the original outlived its freeze")
     except BenchError as e:
@@ -858,7 +871,7 @@ def main():
             s = summarize(w.name, w.kind, rows, limits, "")
             if w.name == "small":
                 small_resume = s.get("resume_ms")
-            if w.name in ("python", "python-hint") and "resume_ms" in s:
+            if w.name in ("python", "python-hint", "python-compress") and "resume_ms" in s:
                 if python_cold is None:
                     cold_rows = python_cold_start(n)
                     all_rows.append(("python-cold-start", cold_rows))

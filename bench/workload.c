@@ -2,6 +2,9 @@
  *
  *   workload small              nothing but the C runtime (a small dynamic program)
  *   workload mem MIB            MIB MiB of random (incompressible) data, every page written
+ *   workload text MIB PCT       MIB MiB in which PCT % of the pages (spread evenly) hold
+ *                               random data and the others lines of a made-up
+ *                               request log (text LZ4 shrinks about 4x)
  *   workload sparse GIB PCT     GIB GiB reserved with MAP_NORESERVE, PCT % of its pages
  *                               written with random data (spread evenly)
  *   workload vmas N             N one-page VMAs, alternately read-write and read-only
@@ -71,6 +74,30 @@ static void setup_mem(size_t mib)
 {
 	uint64_t seed = 0x9e3779b97f4a7c15ULL;
 	fill_random(map_anon(mib << 20, 0), mib << 20, &seed);
+}
+
+static void setup_text(size_t mib, size_t pct)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	size_t pages = (mib << 20) / PAGE, every = pct ? 100 / pct : 0, n = 0;
+	char *p = map_anon(mib << 20, 0);
+	for (size_t i = 0; i < pages; i++) {
+		char *pg = p + i * PAGE;
+		if (every && i % every == 0) {
+			fill_random(pg, PAGE, &seed);
+			continue;
+		}
+		size_t at = 0;
+		while (at < PAGE) {
+			char line[128];
+			int len = snprintf(line, sizeof line, "%010zu INFO GET /api/v1/items/%zu user=u%zu status=200 bytes=%zu\n",
+					   n, n % 9973, n % 311, (n * 37) % 65536);
+			size_t k = (size_t)len < PAGE - at ? (size_t)len : PAGE - at;
+			memcpy(pg + at, line, k);
+			at += k;
+			n++;
+		}
+	}
 }
 
 static void setup_sparse(size_t gib, size_t pct)
@@ -173,6 +200,8 @@ int main(int argc, char **argv)
 	long a = argc > 2 ? atol(argv[2]) : 0, b = argc > 3 ? atol(argv[3]) : 0;
 	if (!strcmp(mode, "mem"))
 		setup_mem(a);
+	else if (!strcmp(mode, "text"))
+		setup_text(a, b);
 	else if (!strcmp(mode, "sparse"))
 		setup_sparse(a, b);
 	else if (!strcmp(mode, "vmas"))

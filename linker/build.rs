@@ -9,7 +9,8 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = out.join("stub-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for p in ["restorer-stub/src", "restorer-stub/link.ld", "restorer-stub/build.rs", "restorer-stub/Cargo.toml", "format/src"] {
+    // Cargo.toml: the stub profile is defined in the workspace root.
+    for p in ["restorer-stub/src", "restorer-stub/link.ld", "restorer-stub/build.rs", "restorer-stub/Cargo.toml", "format/src", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let status = Command::new(cargo)

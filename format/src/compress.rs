@@ -140,14 +140,10 @@ mod tests {
     /// A fixed-capacity list (the format crate has no allocator).
     mod alloc_free {
         use super::PageChunk;
+        #[derive(Default)]
         pub struct Chunks {
             pub items: [PageChunk; 16],
             pub len: usize,
-        }
-        impl Default for Chunks {
-            fn default() -> Self {
-                Chunks { items: [PageChunk::default(); 16], len: 0 }
-            }
         }
         impl Chunks {
             pub fn push(&mut self, c: PageChunk) {

@@ -76,7 +76,7 @@ impl Packer {
 
     /// Compress one chunk and write it (raw when LZ4 does not make it smaller).
     fn put<W: Write>(&mut self, w: &mut W, pos: &mut u64, run: u32, addr: u64, data: &[u8]) -> io::Result<()> {
-        debug_assert!(data.len() as u64 <= COMPRESS_CHUNK && data.len() as u64 % PAGE_SIZE == 0);
+        debug_assert!(data.len() as u64 <= COMPRESS_CHUNK && (data.len() as u64).is_multiple_of(PAGE_SIZE));
         self.out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
         let stored = match lz4_flex::block::compress_into(data, &mut self.out) {
             Ok(n) if n < data.len() => &self.out[..n],

@@ -5,7 +5,8 @@
 //! through protections like a debugger. We batch with the first and fall back to the
 //! second where the first stops short. Pages that neither can read (e.g. a file
 //! mapping past the end of its file, which would SIGBUS in the target too) read as
-//! zero and are reported to the caller.
+//! zero and are reported to the caller. A `--leave-running` freeze that pre-copied
+//! the memory reads a [`Snapshot`] taken at the stop instead (precopy.rs).
 
 use std::fs::File;
 use std::io;

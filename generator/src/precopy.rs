@@ -160,8 +160,11 @@ fn merge(r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
+/// An address range, `[start, end)`.
+type Range = (u64, u64);
+
 /// Per registered VMA, the ranges changed since their protection.
-pub struct Changed(Vec<((u64, u64), Vec<(u64, u64)>)>);
+pub struct Changed(Vec<(Range, Vec<Range>)>);
 
 /// The parts of the pre-copied `copied` (address order) inside `vma` and
 /// outside the `changed` ranges (address order).
@@ -189,7 +192,6 @@ fn unchanged(copied: &[Extent], vma: (u64, u64), changed: &[(u64, u64)]) -> Vec<
 impl Precopy {
     /// With every thread of the target stopped and `vmas` planned: the snapshot
     /// the pages are written from, and the page map answers that go with it.
-    /// `mem`/`pm` read the stopped target.
     /// With every thread of the target stopped: the ranges of each registered
     /// VMA that changed since their protection (wp_scan.rs). Reads only the page
     /// map, so it runs beside the capture of the rest of the state; a VMA the scan
@@ -253,7 +255,7 @@ impl Precopy {
                 }
             }
         }
-        trace::mark(&format!("pre-copy: page maps read at the stop ({tracked} of {} tracked VMAs unchanged)", self.ranges.len()));
+        trace::mark(&format!("pre-copy: page maps read at the stop ({tracked} of {} registered VMAs still in place)", self.ranges.len()));
         again.sort_unstable();
         let stash = self.stash.as_mut().expect("the stash exists until the snapshot");
         let before = stash.len();
@@ -264,6 +266,7 @@ impl Precopy {
             reused as f64 / (1 << 20) as f64
         ));
         if unreadable > 0 {
+            // The fork path reads them as zero and counts them in the report.
             bail!("{unreadable} pages of pid {} could not be read at the stop", self.pid);
         }
         clean.extend(fresh);

@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 
 /// Bytes read from the target per batch, and at most this many ranges per batch.
 const BATCH: usize = 8 << 20;
@@ -47,31 +48,53 @@ impl Stash {
 
     /// Copy `ranges` (address order, page aligned) of `mem` to the end of the
     /// stash; returns where each went and how many pages neither
-    /// process_vm_readv nor /proc/PID/mem could read (stored as zero).
+    /// process_vm_readv nor /proc/PID/mem could read (stored as zero). A thread
+    /// reads the next batch while this one writes the previous (two buffers).
     pub fn copy(&mut self, mem: &Mem, ranges: &[(u64, u64)]) -> io::Result<(Vec<Extent>, usize)> {
-        let total: u64 = ranges.iter().map(|(lo, hi)| hi - lo).sum();
-        let mut buf = vec![0u8; (total as usize).min(BATCH)];
-        let mut extents = Vec::with_capacity(ranges.len());
-        let mut unreadable = 0;
-        let mut segs: Vec<(u64, usize)> = Vec::new();
-        let mut filled = 0usize;
-        let mut flush = |segs: &mut Vec<(u64, usize)>, filled: &mut usize, len: &mut u64| -> io::Result<()> {
-            if segs.is_empty() {
-                return Ok(());
+        let (extents, batches) = self.plan(ranges);
+        let file = &self.file;
+        let biggest = batches.iter().map(|b| b.1).max().unwrap_or(0);
+        let (tx, rx) = sync_channel::<(Vec<u8>, usize, u64, usize)>(1);
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(2);
+        for _ in 0..2.min(batches.len()) {
+            free_tx.send(vec![0u8; biggest]).expect("room for both buffers");
+        }
+        let written = std::thread::scope(|s| {
+            s.spawn(move || {
+                for (segs, n, off) in batches {
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let unreadable = mem.read_segments(&segs, &mut buf[..n]);
+                    if tx.send((buf, n, off, unreadable)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut unreadable = 0;
+            for (buf, n, off, u) in rx.iter() {
+                file.write_all_at(&buf[..n], off)?;
+                unreadable += u;
+                let _ = free_tx.send(buf);
             }
-            unreadable += mem.read_segments(segs, &mut buf[..*filled]);
-            self.file.write_all_at(&buf[..*filled], *len)?;
-            *len += *filled as u64;
-            segs.clear();
-            *filled = 0;
-            Ok(())
-        };
-        let mut len = self.len;
+            drop(free_tx);
+            Ok::<usize, io::Error>(unreadable)
+        })?;
+        self.len += extents.iter().map(|e| e.len).sum::<u64>();
+        Ok((extents, written))
+    }
+
+    /// Where `ranges` go from the end of the stash on, and the batches that read
+    /// them: (address, length) segments, their total, their offset in the stash.
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, ranges: &[(u64, u64)]) -> (Vec<Extent>, Vec<(Vec<(u64, usize)>, usize, u64)>) {
+        let mut extents: Vec<Extent> = Vec::with_capacity(ranges.len());
+        let mut batches = Vec::new();
+        let mut segs: Vec<(u64, usize)> = Vec::new();
+        let (mut filled, mut at) = (0usize, self.len);
         for &(lo, hi) in ranges {
             let mut a = lo;
             while a < hi {
                 let n = ((hi - a) as usize).min(BATCH - filled);
-                let off = len + filled as u64;
+                let off = at + filled as u64;
                 match extents.last_mut() {
                     Some(Extent { addr, len: l, off: o }) if *addr + *l == a && *o + *l == off => *l += n as u64,
                     _ => extents.push(Extent { addr: a, len: n as u64, off }),
@@ -80,13 +103,16 @@ impl Stash {
                 filled += n;
                 a += n as u64;
                 if filled == BATCH || segs.len() == MAX_SEGS {
-                    flush(&mut segs, &mut filled, &mut len)?;
+                    batches.push((std::mem::take(&mut segs), filled, at));
+                    at += filled as u64;
+                    filled = 0;
                 }
             }
         }
-        flush(&mut segs, &mut filled, &mut len)?;
-        self.len = len;
-        Ok((extents, unreadable))
+        if !segs.is_empty() {
+            batches.push((segs, filled, at));
+        }
+        (extents, batches)
     }
 
     /// Bytes stored so far.

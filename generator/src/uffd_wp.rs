@@ -78,6 +78,21 @@ fn take(tid: i32, fd: i32) -> Result<OwnedFd> {
 }
 
 impl Tracker {
+    /// A userfaultfd of ckpt's own memory (tests).
+    #[cfg(test)]
+    pub fn of_self() -> Tracker {
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
+        // SAFETY: userfaultfd takes flags and returns a new fd or -1.
+        let mut fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+        if fd < 0 {
+            // SAFETY: as above.
+            fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY as i32) };
+        }
+        assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+        // SAFETY: a new fd we own.
+        Tracker { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid: std::process::id() as i32 }
+    }
+
     fn ioctl(&self, what: &str, req: libc::c_ulong, arg: &mut [u64]) -> Result<()> {
         // SAFETY: arg is the complete struct the request reads and writes
         // (uffdio_api: 3 words, uffdio_register: 4 words).

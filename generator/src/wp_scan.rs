@@ -47,7 +47,8 @@ impl WpScan {
         Ok(WpScan { file: File::open(format!("/proc/{pid}/pagemap"))?, pid })
     }
 
-    /// Write-protect the pages of `[start, end)` holding data and return them.
+    /// Write-protect the pages of `[start, end)` holding data and return them
+    /// (flagged as they were found: written, if never protected before).
     pub fn protect(&self, start: u64, end: u64) -> io::Result<Vec<Held>> {
         self.scan(start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC)
     }
@@ -125,5 +126,51 @@ impl WpScan {
             at = arg.walk_end;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uffd_wp::Tracker;
+
+    const PAGE: u64 = 4096;
+
+    /// The kernel facts the pre-copy relies on, checked on this kernel: after
+    /// protection, a written page, a page faulted in, and a page dropped
+    /// (MADV_DONTNEED) are all listed as changed; untouched pages are not.
+    #[test]
+    fn written_faulted_and_dropped_pages_are_changed() {
+        let n = 64u64;
+        // SAFETY: a fresh private anonymous mapping, unmapped at the end.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), (n * PAGE) as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) } as *mut u8;
+        assert_ne!(p as isize, -1);
+        let base = p as u64;
+        let page = |i: u64| (base + i * PAGE, base + (i + 1) * PAGE);
+        // SAFETY: offsets inside the mapping.
+        let poke = |i: u64| unsafe { p.add((i * PAGE) as usize).write_volatile(7) };
+        (0..32).for_each(poke);
+        let t = Tracker::of_self();
+        assert_eq!(t.track(&[(base, base + n * PAGE)]).unwrap(), [(base, base + n * PAGE)]);
+        let wp = WpScan::open(std::process::id() as i32).unwrap();
+        let held = wp.protect(base, base + n * PAGE).unwrap();
+        // Reported as found, before the protection (written, never protected).
+        assert_eq!(held, [Held { start: base, end: page(31).1, written: true }]);
+        assert!(wp.unprotected(base, page(31).1).unwrap().is_empty(), "nothing changed yet");
+        poke(3);
+        poke(40);
+        // SAFETY: dropping two pages of our own mapping.
+        assert_eq!(unsafe { libc::madvise(p.add((10 * PAGE) as usize).cast(), (2 * PAGE) as usize, libc::MADV_DONTNEED) }, 0);
+        let changed = wp.unprotected(base, base + n * PAGE).unwrap();
+        for want in [page(3), (page(10).0, page(11).1), page(40)] {
+            assert!(changed.iter().any(|&(lo, hi)| lo <= want.0 && want.1 <= hi), "{want:x?} not in {changed:x?}");
+        }
+        assert!(!changed.iter().any(|&(lo, hi)| lo < page(2).1 && page(2).0 < hi), "page 2 was not touched: {changed:x?}");
+        let held = wp.held(base, base + n * PAGE).unwrap();
+        assert!(held.contains(&Held { start: page(3).0, end: page(3).1, written: true }), "{held:x?}");
+        assert!(!held.iter().any(|h| h.start < page(11).1 && page(10).0 < h.end), "dropped pages hold no data: {held:x?}");
+        drop(t);
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(p.cast(), (n * PAGE) as usize) };
     }
 }

@@ -1,8 +1,9 @@
 //! The pages of a compressed image (`ckpt freeze --compress`, format compress.rs):
 //! each chunk of a run is read from the image into a buffer, its checksum checked,
-//! and its LZ4 block decoded straight into place (a raw chunk is read into place).
-//! A chunk whose stored bytes do not match their checksum, or do not decode to
-//! exactly its length, ends the restore naming its address range (Step::Decompress).
+//! and its LZ4 block decoded straight into place. A chunk whose stored bytes do not
+//! match their checksum, or do not decode to exactly its length, ends the restore
+//! naming its address range (Step::Decompress). A raw chunk (LZ4 could not shrink
+//! it) is read straight into place and checked, as any page data, by its run's CRC.
 //!
 //! Two slots of buffers, one per thread of the eager fill (fill.rs): a slot holds a
 //! chunk's stored bytes and, for a range that starts or ends inside a chunk, the
@@ -120,15 +121,17 @@ pub fn fill(ctx: &Ctx, addr: u64, len: u64) {
 /// Decode chunk `c` to `dest` (`c.len` writable bytes), its stored bytes read
 /// through `buf` (a slot's first half).
 fn put(ctx: &Ctx, c: &PageChunk, buf: u64, dest: u64) {
-    let stored_at = if c.is_raw() { dest } else { buf };
-    image::read_at(ctx, stored_at as usize, c.stored_len as usize, c.data_off, Step::Decompress);
+    if c.is_raw() {
+        // Its bytes are the pages themselves: the fill checks them with their
+        // run's CRC-32C, as in a file that is not compressed (exit 108).
+        image::read_at(ctx, dest as usize, c.len as usize, c.data_off, Step::Decompress);
+        return;
+    }
+    image::read_at(ctx, buf as usize, c.stored_len as usize, c.data_off, Step::Decompress);
     // SAFETY: just read, in a mapped range of stored_len <= COMPRESS_CHUNK bytes.
-    let stored = unsafe { core::slice::from_raw_parts(stored_at as *const u8, c.stored_len as usize) };
+    let stored = unsafe { core::slice::from_raw_parts(buf as *const u8, c.stored_len as usize) };
     if crc32c(stored, ctx.hw_crc) != c.crc {
         corrupt(c, "compressed chunk checksum mismatch");
-    }
-    if c.is_raw() {
-        return;
     }
     // SAFETY: dest is c.len writable bytes (the chunk's place, or the slot's second
     // half), disjoint from the stored bytes in the first half.
