@@ -119,8 +119,9 @@ pub fn children(pid: i32) -> Vec<String> {
 /// which a filter could otherwise fail or answer by killing the task. Filters are
 /// per thread (seccomp(2)); threads with different filters are refused, since the
 /// resume installs one set for all (SECCOMP_FILTER_FLAG_TSYNC).
-fn seccomp(g: &Group) -> Result<Vec<u8>> {
-    let st = proc::status::read_status(g.reader().pid)?;
+/// `status`: the text of the reader thread's /proc/PID/status, read after the stop.
+fn seccomp(g: &Group, status: &str) -> Result<Vec<u8>> {
+    let st = proc::status::parse_status(status).map_err(|e| anyhow::anyhow!("/proc/{}/status: {e}", g.reader().pid))?;
     if st.seccomp == 0 {
         return Ok(Vec::new());
     }
@@ -184,10 +185,10 @@ fn capture_threads(g: &Group, mem: &Mem, injected: Vec<thread_state::Injected>, 
 /// The system calls run inside the process: the process-wide ones and the first
 /// thread's own in one batch, then each other thread's own from the same code
 /// page (syscall_batch.rs), which is unmapped at the end, whatever happened.
-fn inject_all(g: &Group, syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, strings: &mut Strings) -> Result<(procstate::Captured, Vec<thread_state::Injected>)> {
+fn inject_all(g: &Group, syscall_at: u64, writable: &dyn Fn(u64, u64) -> bool, status: &str, strings: &mut Strings) -> Result<(procstate::Captured, Vec<thread_state::Injected>)> {
     let (pid, reader) = (g.pid, g.reader());
     let inj = Injector::new(reader, reader.regs()?, syscall_at, writable)?;
-    let ps = procstate::capture(reader, &inj, &thread_state::calls(), strings).with_context(|| format!("reading the kernel state of pid {pid}"))?;
+    let ps = procstate::capture(reader, &inj, &thread_state::calls(), status, strings).with_context(|| format!("reading the kernel state of pid {pid}"))?;
     let others = || -> Result<Vec<thread_state::Injected>> {
         let mut all = vec![thread_state::injected(reader.pid, inj.task_sigmask(), &ps.own).with_context(|| format!("pid {pid}"))?];
         for t in &g.threads[1..] {
@@ -265,8 +266,10 @@ pub fn capture(o: &Options, g: &Group, extra: ExtraFds, early: Option<Vec<crate:
     }
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
     trace::mark("gadgets");
-    let seccomp_filters = seccomp(g)?;
-    let (state, injected) = inject_all(g, gd.syscall, &writable, &mut strings)?;
+    // Read once for the seccomp mode, the umask and the groups (procstate.rs).
+    let status = proc::read_file_text(format!("/proc/{rpid}/status")).with_context(|| format!("reading /proc/{rpid}/status"))?;
+    let seccomp_filters = seccomp(g, &status)?;
+    let (state, injected) = inject_all(g, gd.syscall, &writable, &status, &mut strings)?;
     trace::mark("process state");
     let threads = capture_threads(g, &mem, injected, warnings)?;
     trace::mark("threads");

@@ -39,7 +39,6 @@ pub struct PageWriter<W: Write> {
     out: W,
     /// Image offset of the next byte written.
     pub pos: u64,
-    hw: bool,
     pub runs: Vec<PageRun>,
     cur: Option<PageRun>,
     pub stats: Stats,
@@ -71,12 +70,12 @@ fn is_zero(page: &[u8]) -> bool {
 
 impl<W: Write> PageWriter<W> {
     pub fn new(out: W, start: u64) -> Self {
-        PageWriter { out, pos: start, hw: crc32c::have_hw(), runs: Vec::new(), cur: None, stats: Stats::default(), pack: None }
+        PageWriter { out, pos: start, runs: Vec::new(), cur: None, stats: Stats::default(), pack: None }
     }
 
     /// Store the page data compressed (compress.rs): the runs' `data_off` is 0.
     pub fn compressing(mut self, on: bool) -> Self {
-        self.pack = on.then(|| crate::compress::Packer::new(self.hw));
+        self.pack = on.then(|| crate::compress::Packer::new(crc32c::have_hw()));
         self
     }
 
@@ -99,17 +98,26 @@ impl<W: Write> PageWriter<W> {
 
     /// Store `data` (whole pages) for `addr`, extending the current run when it
     /// continues it. One write per span, not per page.
+    #[cfg(test)]
     fn push(&mut self, vma: u32, addr: u64, data: &[u8], flags: u32) -> std::io::Result<()> {
+        let crc = page_crc(0, data, crc32c::have_hw());
+        self.push_span(vma, addr, data, flags, crc)
+    }
+
+    /// [`Self::push`] with the CRC-32C of `data` computed already (by the reading
+    /// thread): a run that goes on takes it with crc32c_combine, which costs
+    /// a few dozen multiplications, not a pass over the bytes.
+    fn push_span(&mut self, vma: u32, addr: u64, data: &[u8], flags: u32, crc: u32) -> std::io::Result<()> {
         let len = data.len() as u64;
         match &mut self.cur {
             Some(r) if r.vma == vma && r.addr + r.len == addr && r.flags == flags => {
                 r.len += len;
-                r.crc = page_crc(r.crc, data, self.hw);
+                r.crc = ::crc32c::crc32c_combine(r.crc, crc, data.len());
             }
             _ => {
                 self.close_run();
                 let data_off = if self.pack.is_some() { 0 } else { self.pos };
-                self.cur = Some(PageRun { addr, data_off, len, crc: page_crc(0, data, self.hw), vma, flags, _pad: 0 });
+                self.cur = Some(PageRun { addr, data_off, len, crc, vma, flags, _pad: 0 });
             }
         }
         if let Some(p) = &mut self.pack {
@@ -144,17 +152,22 @@ fn ranges(pm: &mut Pagemap, v: &PlannedVma) -> Result<Vec<(u64, u64)>> {
     })
 }
 
-/// The VMA whose batches the writer is storing: index, whether zero pages are
-/// skipped, and the written ranges of a whole-stored private file mapping.
-type Current = (usize, bool, Option<Vec<(u64, u64)>>);
+/// Pages of a batch to store as one piece: `buf[off..off + len]`, for `addr`,
+/// with their run flags and CRC-32C.
+struct Span {
+    off: usize,
+    addr: u64,
+    len: usize,
+    flags: u32,
+    crc: u32,
+}
 
 /// What the reading thread hands to the writing one, in order.
 enum Msg {
-    /// The pages of VMA `vma` follow. `copies`: for a whole-stored private file
-    /// mapping, the ranges the process wrote (the rest is marked RUN_FILE_CLEAN).
-    Vma { vma: usize, skip_zero: bool, copies: Option<Vec<(u64, u64)>> },
-    /// `buf[..len]` holds the bytes of `segs` (address, length), concatenated.
-    Batch { segs: Vec<(u64, usize)>, buf: Vec<u8>, len: usize, unreadable: usize },
+    /// The pages of VMA `vma` follow.
+    Vma { vma: usize },
+    /// `buf` holds the spans to store (all-zero pages left out, `zero` of them).
+    Batch { spans: Vec<Span>, buf: Vec<u8>, zero: u64, unreadable: usize },
 }
 
 /// Where the reading side gets its buffers and hands its messages: the writing
@@ -210,6 +223,7 @@ impl<W: Write> Feed for Inline<'_, W> {
 /// The reading side: process_vm_readv batches of the ranges `all` (one list per
 /// VMA), each batch in a buffer the writer gives back once written.
 fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], all: Vec<Vec<(u64, u64)>>, feed: &mut dyn Feed) -> Result<()> {
+    let hw = crc32c::have_hw();
     for ((i, v), rs) in vmas.iter().enumerate().zip(all) {
         let pages = v.pages;
         let copies = if pages == Pages::All {
@@ -219,7 +233,8 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], all: Vec<Vec<(u64,
         } else {
             None
         };
-        if !feed.send(Msg::Vma { vma: i, skip_zero: !matches!(pages, Pages::All | Pages::Written), copies }) {
+        let skip_zero = !matches!(pages, Pages::All | Pages::Written);
+        if !feed.send(Msg::Vma { vma: i }) {
             return Ok(()); // the writer stopped; its error is the one reported
         }
         let mut segs: Vec<(u64, usize)> = Vec::new();
@@ -236,7 +251,9 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], all: Vec<Vec<(u64,
             }
             let unreadable = mem.read_segments(segs, &mut buf[..*total]);
             crate::progress::add_done(*total as u64);
-            let ok = feed.send(Msg::Batch { segs: std::mem::take(segs), buf, len: *total, unreadable });
+            let (spans, zero) = spans(skip_zero, &copies, segs, &buf[..*total], hw);
+            segs.clear();
+            let ok = feed.send(Msg::Batch { spans, buf, zero, unreadable });
             *total = 0;
             ok
         };
@@ -259,69 +276,83 @@ fn read_all(mem: &Mem, pm: &mut Pagemap, vmas: &[PlannedVma], all: Vec<Vec<(u64,
     Ok(())
 }
 
-/// Store one batch: spans of pages with the same flags, between skipped zero pages.
-fn store<W: Write>(w: &mut PageWriter<W>, vma: u32, skip_zero: bool, copies: &Option<Vec<(u64, u64)>>, segs: &[(u64, usize)], b: &[u8]) -> Result<()> {
+/// Cut one batch into spans of pages with the same flags, between skipped zero
+/// pages, each with its checksum: the reading thread does this CPU work (a pass
+/// over the bytes each) while the writing one copies the previous batch into
+/// the file, so that the two halves of the pipeline take about as long.
+/// Returns the spans and the number of zero pages left out.
+fn spans(skip_zero: bool, copies: &Option<Vec<(u64, u64)>>, segs: &[(u64, usize)], b: &[u8], hw: bool) -> (Vec<Span>, u64) {
     let page_flags = |addr: u64| match copies {
         Some(c) if !c.iter().any(|&(lo, hi)| lo <= addr && addr < hi) => RUN_FILE_CLEAN,
         _ => 0,
     };
+    let mut out = Vec::new();
+    let mut zeros = 0;
+    let mut span = |off: usize, addr: u64, data: &[u8], flags: u32| {
+        out.push(Span { off, addr, len: data.len(), flags, crc: page_crc(0, data, hw) });
+    };
     let mut off = 0;
     for &(addr, len) in segs {
         let seg = &b[off..off + len];
-        let io = || format!("writing the pages of {:x}-{:x}", addr, addr + len as u64);
         let mut span_start = 0;
         let mut span_flags = page_flags(addr);
         for p in (0..len).step_by(PAGE) {
             let zero = skip_zero && is_zero(&seg[p..p + PAGE]);
             let flags = page_flags(addr + p as u64);
             if (zero || flags != span_flags) && span_start < p {
-                w.push(vma, addr + span_start as u64, &seg[span_start..p], span_flags).with_context(io)?;
+                span(off + span_start, addr + span_start as u64, &seg[span_start..p], span_flags);
                 span_start = p;
             }
             span_flags = flags;
             if zero {
-                w.stats.zero_pages += 1;
-                w.close_run();
+                zeros += 1;
                 span_start = p + PAGE;
             }
         }
         if span_start < len {
-            w.push(vma, addr + span_start as u64, &seg[span_start..], span_flags).with_context(io)?;
+            span(off + span_start, addr + span_start as u64, &seg[span_start..], span_flags);
         }
         off += len;
     }
-    Ok(())
+    (out, zeros)
 }
 
 /// The writing side's state: the VMA whose batches are being stored.
 struct Storing<'a, W: Write> {
     w: &'a mut PageWriter<W>,
     vmas: &'a mut [PlannedVma],
-    cur: Option<Current>,
+    /// The index of the VMA whose batches are being stored.
+    cur: Option<usize>,
 }
 
 impl<W: Write> Storing<'_, W> {
     /// Store one message; the buffer of a batch comes back to be used again.
     fn take(&mut self, m: Msg) -> Result<Option<Vec<u8>>> {
         match m {
-            Msg::Vma { vma, skip_zero, copies } => {
+            Msg::Vma { vma } => {
                 self.finish_vma();
                 self.w.close_run();
                 self.vmas[vma].vma.first_run = self.w.runs.len() as u32;
-                self.cur = Some((vma, skip_zero, copies));
+                self.cur = Some(vma);
                 Ok(None)
             }
-            Msg::Batch { segs, buf, len, unreadable } => {
+            Msg::Batch { spans, buf, zero, unreadable } => {
                 self.w.stats.unreadable_pages += unreadable as u64;
-                let (vma, skip_zero, copies) = self.cur.as_ref().expect("a batch follows its vma");
-                store(self.w, *vma as u32, *skip_zero, copies, &segs, &buf[..len])?;
+                self.w.stats.zero_pages += zero;
+                let vma = self.cur.expect("a batch follows its vma") as u32;
+                for sp in spans {
+                    let data = &buf[sp.off..sp.off + sp.len];
+                    self.w.push_span(vma, sp.addr, data, sp.flags, sp.crc).with_context(|| {
+                        format!("writing the pages of {:x}-{:x}", sp.addr, sp.addr + sp.len as u64)
+                    })?;
+                }
                 Ok(Some(buf))
             }
         }
     }
 
     fn finish_vma(&mut self) {
-        if let Some((i, _, _)) = self.cur.take() {
+        if let Some(i) = self.cur.take() {
             self.w.close_run();
             self.vmas[i].vma.nruns = self.w.runs.len() as u32 - self.vmas[i].vma.first_run;
         }

@@ -146,10 +146,11 @@ pub struct WithThread {
 
 /// Read the process-wide state through thread `t` (injector `inj`); `own`: calls
 /// of that thread's own, run in the same batch.
-pub fn capture(t: &Seized, inj: &Injector, own: &[Call], strings: &mut Strings) -> Result<WithThread> {
+/// `status`: the text of its /proc/PID/status, read after the stop.
+pub fn capture(t: &Seized, inj: &Injector, own: &[Call], status: &str, strings: &mut Strings) -> Result<WithThread> {
     let pid = t.pid;
     let page = crate::syscall_batch::Page::map(inj, pid, t.pid, &batch_size_hint(own))?;
-    match capture_on(t, inj, page.as_ref(), own, strings) {
+    match capture_on(t, inj, page.as_ref(), own, status, strings) {
         Ok((state, own)) => Ok(WithThread { state, own, page }),
         Err(e) => {
             if let Some(p) = page {
@@ -170,7 +171,7 @@ fn batch_size_hint(own: &[Call]) -> Vec<Call> {
     calls
 }
 
-fn capture_on(t: &Seized, inj: &Injector, page: Option<&crate::syscall_batch::Page>, own: &[Call], strings: &mut Strings) -> Result<(Captured, crate::syscall_batch::Results)> {
+fn capture_on(t: &Seized, inj: &Injector, page: Option<&crate::syscall_batch::Page>, own: &[Call], status: &str, strings: &mut Strings) -> Result<(Captured, crate::syscall_batch::Results)> {
     let pid = t.pid;
     let mut p = Process { flags: PROC_HAVE_STATE, ..Default::default() };
     let mut timers = match crate::proc::read_file_text(format!("/proc/{pid}/timers")) {
@@ -196,8 +197,7 @@ fn capture_on(t: &Seized, inj: &Injector, page: Option<&crate::syscall_batch::Pa
     calls.extend(timers.iter().map(|tm| Call::new(libc::SYS_timer_gettime, [v(tm.id as u64), Arg::Out, v(0), v(0), v(0), v(0)], 32)));
     let probes = crate::identity::membarrier_probes();
     calls.extend(probes.iter().map(|(c, _)| *c));
-    let status = crate::proc::read_file_text(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
-    let umask = umask_of(&status);
+    let umask = umask_of(status);
     if umask.is_none() {
         calls.push(Call::new(libc::SYS_umask, [v(0); 6], 0));
     }
@@ -270,7 +270,7 @@ fn capture_on(t: &Seized, inj: &Injector, page: Option<&crate::syscall_batch::Pa
     p.comm[..comm.len().min(15)].copy_from_slice(&comm[..comm.len().min(15)]);
 
     read_tty(pid, &mut p);
-    crate::identity::capture(pid, &status, membarrier, strings, &mut p)?;
+    crate::identity::capture(pid, status, membarrier, strings, &mut p)?;
     let mut signals: Vec<PendingSignal> =
         t.pending(true)?.into_iter().map(|info| PendingSignal { thread: 0, signo: info[0] as u32, info }).collect();
     rearm_expired(&mut timers, &mut signals);

@@ -132,6 +132,8 @@ fn layout(calls: &[Call], at: u64) -> Vec<u8> {
 pub struct Page {
     at: u64,
     size: u64,
+    /// The thread that mapped it, checked for the trap just before.
+    mapped_by: i32,
 }
 
 impl Page {
@@ -150,14 +152,14 @@ impl Page {
         if (-4095..0).contains(&at) {
             return Ok(None);
         }
-        Ok(Some(Page { at: at as u64, size }))
+        Ok(Some(Page { at: at as u64, size, mapped_by: tid }))
     }
 
     /// Run `calls` in the task of `inj` (thread `tid` of `pid`) from this page;
     /// None when the trap cannot be used in that thread, or the calls do not fit.
     pub fn run(&self, inj: &Injector, pid: i32, tid: i32, calls: &[Call]) -> Result<Option<Results>> {
         let (offs, len) = out_offsets(calls);
-        if len as u64 > self.size || !trap_usable(pid, tid) {
+        if len as u64 > self.size || (tid != self.mapped_by && !trap_usable(pid, tid)) {
             return Ok(None);
         }
         let at = self.at;
