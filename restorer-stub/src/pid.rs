@@ -177,6 +177,14 @@ fn in_new_namespace(ctx: &Ctx, want: u32, keep_pdeathsig: bool) -> bool {
     out::trace("continuing in a new user and pid namespace", want as u64, 0);
     match fork_as(None) {
         Ok(0) => {
+            // The namespace's init dies with the resumer's process (the PID the user
+            // started and may kill): when an init ends, the kernel kills every other
+            // process of its namespace (zap_pid_ns_processes()), so nothing is left
+            // running unseen. Its parent, outside the namespace, reads as 0 from here
+            // (getppid(2)), so the race with a parent already gone cannot be checked
+            // as child_setup() does; the window is the few instructions since fork.
+            // SAFETY: integer arguments.
+            let _ = unsafe { sys::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
             own_proc();
             // PID 1 of the new namespace. Signals with the default action never reach
             // a namespace init (pid_namespaces(7)): give every one a handler, so the

@@ -3,6 +3,7 @@
 //! current PID, and fail with ESRCH under another PID).
 
 use crate::util::*;
+use std::os::unix::process::ExitStatusExt;
 
 /// As root with the original still running (its PID taken): the resume goes into
 /// a new user + PID namespace where the PID is free, so getpid() and raise() work.
@@ -21,25 +22,56 @@ fn taken_pid_goes_to_a_new_namespace() {
     let mut resumed = resume_launch(&img).spawn();
     // The resumed process's real PID differs from the original's, which still runs;
     // inside its namespace it has the original one.
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    let inner = loop {
-        let found = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|&p| {
-            p != orig.pid()
-                && std::fs::read_to_string(format!("/proc/{p}/status"))
-                    .is_ok_and(|s| s.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some(&orig.pid().to_string())))
-        });
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "no process with NSpid ... {} appeared", orig.pid());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let inner = inner_pid(orig.pid());
     resumed.track_pid(inner);
     open_gate(&gate);
     let fin = resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
     assert_eq!(fin.line_starting("pid now "), format!("pid now {}", orig.pid()));
     orig.wait_output(RESUME_TIMEOUT).assert_success();
+}
+
+/// The host PID of the process whose PID in its own namespace is `inner`
+/// (NSpid: host, then namespace), waiting for it to appear.
+fn inner_pid(inner: i32) -> i32 {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let found = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).find(|&p| {
+            p != inner
+                && std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .is_ok_and(|s| s.lines().any(|l| l.starts_with("NSpid:") && l.split_whitespace().nth(2) == Some(&inner.to_string())))
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no process with NSpid ... {inner} appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL of the PID the resume was started as (which relays signals to the
+/// process in its namespace, but cannot relay SIGKILL) ends the process too:
+/// nothing of the resume runs on unseen.
+#[test]
+fn killing_the_resumed_pid_ends_the_namespace() {
+    if !is_root() {
+        eprintln!("killing_the_resumed_pid_ends_the_namespace: skipped (needs the original's PID taken by a running process)");
+        return;
+    }
+    let dir = TestDir::new("pid_kill_proxy");
+    let gate = dir.gate();
+    let mut orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
+    orig.wait_ready();
+    let img = dir.image("pidkeep");
+    freeze_ok(orig.pid(), &img, &["--leave-running"]);
+    let mut resumed = resume_launch(&img).spawn();
+    let inner = inner_pid(orig.pid());
+    resumed.track_pid(inner);
+    // SAFETY: kill has no memory-safety preconditions; the PID is our child's.
+    assert_eq!(unsafe { libc::kill(resumed.pid(), libc::SIGKILL) }, 0);
+    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    assert_eq!(fin.status.signal(), Some(libc::SIGKILL), "{fin}");
+    wait_ended(&[inner], RESUME_TIMEOUT, "the resumed process after its resumer's PID was killed");
 }
 
 /// CKPT_SAME_PID=0: the process runs on under a new PID, and the resume says so.
