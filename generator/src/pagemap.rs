@@ -46,6 +46,58 @@ pub(crate) struct PageRegion {
     pub categories: u64,
 }
 
+/// What a PAGEMAP_SCAN asks for: its flags, the categories of which a page
+/// must have one (`anyof`) or all (`all`), and those reported.
+#[derive(Clone, Copy)]
+pub(crate) struct ScanMasks {
+    pub flags: u64,
+    pub anyof: u64,
+    pub all: u64,
+    pub report: u64,
+}
+
+/// PAGEMAP_SCAN over `[start, end)` of the page map `file`, each reported region
+/// handed to `each` in order. A call that filled its buffer may report again, in
+/// the next call, the region it stopped in: only what lies past the last region
+/// handed on counts.
+pub(crate) fn scan_regions(file: &File, start: u64, end: u64, want: ScanMasks, mut each: impl FnMut(&PageRegion)) -> io::Result<()> {
+    let mut regions = vec![PageRegion::default(); 1024];
+    let mut at = start;
+    let mut done = start;
+    while at < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: want.flags,
+            start: at,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_mask: want.all,
+            category_anyof_mask: want.anyof,
+            return_mask: want.report,
+            ..Default::default()
+        };
+        // SAFETY: arg is a complete pm_scan_arg whose vec points at `regions`
+        // (vec_len entries), which the kernel fills.
+        let n = unsafe { libc::ioctl(file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for r in &regions[..n as usize] {
+            let from = r.start.max(done);
+            if from < r.end {
+                each(&PageRegion { start: from, ..*r });
+                done = r.end;
+            }
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(())
+}
+
 /// Answers recorded while the process was stopped, given instead of reading
 /// its live page map once it runs on (a pre-copied freeze, precopy.rs): per
 /// VMA `(start, end)`, the ranges [`Pagemap::populated`] and
@@ -99,39 +151,17 @@ impl Pagemap {
 
     fn scan(&self, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut regions = vec![PageRegion::default(); 512];
-        let mut at = start;
-        while at < end {
-            let mut arg = PmScanArg {
-                size: std::mem::size_of::<PmScanArg>() as u64,
-                start: at,
-                end,
-                vec: regions.as_mut_ptr() as u64,
-                vec_len: regions.len() as u64,
-                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO,
-                ..Default::default()
-            };
-            // SAFETY: arg is a complete pm_scan_arg whose vec points at `regions`
-            // (vec_len entries), which the kernel fills.
-            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
+        let anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+        let want = ScanMasks { flags: 0, anyof, all: 0, report: anyof | PAGE_IS_PFNZERO };
+        scan_regions(&self.file, start, end, want, |r| {
+            if r.categories & PAGE_IS_PFNZERO != 0 {
+                return;
             }
-            for r in &regions[..n as usize] {
-                if r.categories & PAGE_IS_PFNZERO != 0 {
-                    continue;
-                }
-                match out.last_mut() {
-                    Some(last) if last.1 == r.start => last.1 = r.end,
-                    _ => out.push((r.start, r.end)),
-                }
+            match out.last_mut() {
+                Some(last) if last.1 == r.start => last.1 = r.end,
+                _ => out.push((r.start, r.end)),
             }
-            if arg.walk_end <= at {
-                break;
-            }
-            at = arg.walk_end;
-        }
+        })?;
         Ok(out)
     }
 

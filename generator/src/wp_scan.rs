@@ -20,10 +20,9 @@
 //! written) is reported written, so a page dropped since its protection is
 //! among the written ranges too.
 
-use crate::pagemap::{PageRegion, PmScanArg, PAGEMAP_SCAN, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
+use crate::pagemap::{scan_regions, PageRegion, ScanMasks, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN};
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
@@ -87,45 +86,9 @@ impl WpScan {
 
     /// PAGEMAP_SCAN over `[start, end)`, each reported region handed to `each`.
     #[allow(clippy::too_many_arguments)]
-    fn walk(&self, start: u64, end: u64, flags: u64, anyof: u64, mask: u64, ret: u64, mut each: impl FnMut(&PageRegion)) -> io::Result<()> {
-        let mut regions = vec![PageRegion::default(); 1024];
-        let mut at = start;
-        let mut done = start;
-        while at < end {
-            let mut arg = PmScanArg {
-                size: std::mem::size_of::<PmScanArg>() as u64,
-                flags,
-                start: at,
-                end,
-                vec: regions.as_mut_ptr() as u64,
-                vec_len: regions.len() as u64,
-                category_mask: mask,
-                category_anyof_mask: anyof,
-                return_mask: ret,
-                ..Default::default()
-            };
-            // SAFETY: arg is a complete pm_scan_arg whose vec points at `regions`
-            // (vec_len entries), which the kernel fills.
-            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(e.kind(), format!("PAGEMAP_SCAN of {at:x}-{end:x} in pid {}: {e}", self.pid)));
-            }
-            // A call that filled `regions` may report again, in the next call,
-            // the region it stopped in: only what lies past the last one counts.
-            for r in &regions[..n as usize] {
-                let start = r.start.max(done);
-                if start < r.end {
-                    each(&PageRegion { start, ..*r });
-                    done = r.end;
-                }
-            }
-            if arg.walk_end <= at {
-                break;
-            }
-            at = arg.walk_end;
-        }
-        Ok(())
+    fn walk(&self, start: u64, end: u64, flags: u64, anyof: u64, all: u64, report: u64, each: impl FnMut(&PageRegion)) -> io::Result<()> {
+        scan_regions(&self.file, start, end, ScanMasks { flags, anyof, all, report }, each)
+            .map_err(|e| io::Error::new(e.kind(), format!("PAGEMAP_SCAN of {start:x}-{end:x} in pid {}: {e}", self.pid)))
     }
 }
 

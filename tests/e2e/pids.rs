@@ -60,7 +60,7 @@ fn killing_the_resumed_pid_ends_the_namespace() {
     }
     let dir = TestDir::new("pid_kill_proxy");
     let gate = dir.gate();
-    let mut orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
+    let orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
     orig.wait_ready();
     let img = dir.image("pidkeep");
     freeze_ok(orig.pid(), &img, &["--leave-running"]);
