@@ -111,7 +111,7 @@ pub fn start(pid: i32, dir: &Path) -> Result<Precopy> {
     t.request_stop()?;
     t.wait_stop()?;
     let writable = |lo: u64, hi: u64| vmas.iter().any(|v| v.vma.start <= lo && hi <= v.vma.end && v.map.write);
-    let tracker = {
+    let mut tracker = {
         let inj = Injector::new(&t, t.regs()?, syscall_at, writable)?;
         uffd_wp::create(&inj, pid, tid)?
     };

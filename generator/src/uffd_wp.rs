@@ -25,6 +25,10 @@ const UFFD_USER_MODE_ONLY: u64 = 1;
 const UFFD_API: u64 = 0xaa;
 /// _IOWR(0xAA, 0x3F, struct uffdio_api) (include/uapi/linux/userfaultfd.h).
 const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+/// _IOR(0xAA, 0x01, struct uffdio_range).
+const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
+/// What one UFFDIO_UNREGISTER at the drop covers.
+const UNREGISTER_PIECE: u64 = 64 << 20;
 /// _IOWR(0xAA, 0x00, struct uffdio_register).
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
@@ -34,6 +38,8 @@ const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 pub struct Tracker {
     fd: OwnedFd,
     pid: i32,
+    /// The ranges registered, unregistered piece by piece at the drop.
+    registered: Vec<(u64, u64)>,
 }
 
 /// Create the userfaultfd in the stopped task of `inj` (thread of pid `pid`)
@@ -49,7 +55,7 @@ pub fn create(inj: &Injector, pid: i32, tid: i32) -> Result<Tracker> {
     let ours = take(tid, theirs as i32);
     let r = inj.syscall(libc::SYS_close, [theirs as u64, 0, 0, 0, 0, 0])?;
     checked(r, &format!("closing fd {theirs} after taking it"), &task)?;
-    Ok(Tracker { fd: ours?, pid })
+    Ok(Tracker { fd: ours?, pid, registered: Vec::new() })
 }
 
 /// PIDFD_THREAD (Linux 6.9): a pidfd of a thread, not only of a group leader.
@@ -90,7 +96,7 @@ impl Tracker {
         }
         assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
         // SAFETY: a new fd we own.
-        Tracker { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid: std::process::id() as i32 }
+        Tracker { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid: std::process::id() as i32, registered: Vec::new() }
     }
 
     fn ioctl(&self, what: &str, req: libc::c_ulong, arg: &mut [u64]) -> Result<()> {
@@ -106,17 +112,44 @@ impl Tracker {
     /// ranges registered. A range the target unmapped or changed since its maps
     /// were read is refused (EINVAL: not one whole anonymous VMA any more,
     /// userfaultfd_register()) and left out, with the reason traced.
-    pub fn track(&self, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+    pub fn track(&mut self, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
         let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
         self.ioctl("UFFDIO_API with UFFD_FEATURE_WP_ASYNC", UFFDIO_API, &mut api)?;
         let mut done = Vec::new();
         for &(lo, hi) in ranges {
             let mut reg = [lo, hi - lo, UFFDIO_REGISTER_MODE_WP, 0];
             match self.ioctl(&format!("UFFDIO_REGISTER (write-protect mode) of {lo:x}-{hi:x}"), UFFDIO_REGISTER, &mut reg) {
-                Ok(()) => done.push((lo, hi)),
+                Ok(()) => {
+                    done.push((lo, hi));
+                    self.registered.push((lo, hi));
+                }
                 Err(e) => crate::trace::mark(&format!("pre-copy: {e:#}; that range is read at the stop")),
             }
         }
         Ok(done)
+    }
+}
+
+/// Ending the tracking clears the uffd-wp bit of every page it set, under the
+/// target's mmap lock held for writing (userfaultfd_release() and
+/// userfaultfd_unregister() walk the page tables, uffd_wp_range()): about 20 ms
+/// per GiB here, during which the target's page faults wait. Unregistering
+/// 64 MiB at a time lets it run between the pieces (each piece splits its VMA,
+/// which merges again with the piece before once both are unregistered); the
+/// close then finds nothing left. A range the target unmapped or changed
+/// meanwhile fails here and is left to the close.
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        for &(lo, hi) in &self.registered {
+            let mut at = lo;
+            while at < hi {
+                let len = UNREGISTER_PIECE.min(hi - at);
+                let mut range = [at, len];
+                if self.ioctl("UFFDIO_UNREGISTER", UFFDIO_UNREGISTER, &mut range).is_err() {
+                    break;
+                }
+                at += len;
+            }
+        }
     }
 }

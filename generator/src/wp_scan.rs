@@ -113,7 +113,7 @@ mod tests {
         // SAFETY: offsets inside the mapping.
         let poke = |i: u64| unsafe { p.add((i * PAGE) as usize).write_volatile(7) };
         (0..32).for_each(poke);
-        let t = Tracker::of_self();
+        let mut t = Tracker::of_self();
         assert_eq!(t.track(&[(base, base + n * PAGE)]).unwrap(), [(base, base + n * PAGE)]);
         let wp = WpScan::open(std::process::id() as i32).unwrap();
         let held = wp.protect(base, base + n * PAGE).unwrap();
