@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::process::Command;
-use std::thread;
 use std::time::Duration;
 
 use ckpt_format::{check_header, tables_span, Tables, HDR_COMPRESSED, RUN_FILE_CLEAN};
@@ -65,19 +64,7 @@ fn with_tables<R>(file: &[u8], f: impl FnOnce(u64, &ckpt_format::Header, &Tables
 #[test]
 fn python_resumes_from_a_compressed_file() {
     let dir = TestDir::new("compress_python");
-    let script = fixtures_src().join("dictwork.py");
-    let reference = Launch::new(python3()).arg(&script).label("python reference").spawn().wait_output(RESUME_TIMEOUT);
-    reference.assert_success();
-    let want = reference.line_starting("checksum ").to_owned();
-
-    let mut orig = Launch::new(python3()).arg(&script).label("python").spawn();
-    orig.wait_ready();
-    thread::sleep(Duration::from_millis(300));
-    let img = dir.image("python");
-    freeze_ok(orig.pid(), &img, &["--compress"]);
-    let before = orig.expect_killed_by_ckpt();
-    assert!(!before.iter().any(|l| l.starts_with("checksum")), "python finished before the freeze: {before:?}");
-
+    let (img, want) = crate::python::frozen_mid_run(&dir, "dictwork.py", "python", Duration::from_millis(300), &["--compress"]);
     let (stored, compressed) = with_tables(&fs::read(&img).unwrap(), |_, h, t| {
         assert_ne!(h.flags & HDR_COMPRESSED, 0, "the header says the pages are compressed");
         (t.runs.iter().map(|r| r.len).sum::<u64>(), t.chunks.iter().map(|c| c.stored_len as u64).sum::<u64>())
@@ -97,17 +84,23 @@ fn python_resumes_from_a_compressed_file() {
     assert_eq!(res.line_starting("checksum "), want, "{res}");
 }
 
-/// One flipped byte in the middle of a compressed chunk of anonymous memory: the
-/// resume stops with exit 120 (decompress) and names the chunk's address range.
-#[test]
-fn corrupted_chunk_exits_120_naming_its_range() {
-    let dir = TestDir::new("compress_corrupt");
+/// The heap fixture, waiting at its gate, frozen with --compress: the file and the gate.
+fn heap_frozen_compressed(dir: &TestDir) -> (std::path::PathBuf, std::path::PathBuf) {
     let gate = dir.gate();
     let mut orig = spawn_fixture("heap", false, &[gate.to_str().unwrap()]);
     orig.wait_ready();
     let img = dir.image("heap");
     freeze_ok(orig.pid(), &img, &["--compress"]);
     orig.expect_killed_by_ckpt();
+    (img, gate)
+}
+
+/// One flipped byte in the middle of a compressed chunk of anonymous memory: the
+/// resume stops with exit 120 (decompress) and names the chunk's address range.
+#[test]
+fn corrupted_chunk_exits_120_naming_its_range() {
+    let dir = TestDir::new("compress_corrupt");
+    let (img, _gate) = heap_frozen_compressed(&dir);
     let mut data = fs::read(&img).unwrap();
     let (at, lo, hi) = with_tables(&data, |base, _, t| {
         let c = t
@@ -133,12 +126,7 @@ fn corrupted_chunk_exits_120_naming_its_range() {
 #[test]
 fn lazy_resume_of_a_compressed_file_is_eager() {
     let dir = TestDir::new("compress_lazy");
-    let gate = dir.gate();
-    let mut orig = spawn_fixture("heap", false, &[gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("heap");
-    freeze_ok(orig.pid(), &img, &["--compress"]);
-    orig.expect_killed_by_ckpt();
+    let (img, gate) = heap_frozen_compressed(&dir);
     let mut res = resume_launch(&img).env("CKPT_LAZY", "1").spawn();
     open_gate(&gate);
     let fin = res.wait_output(RESUME_TIMEOUT);

@@ -6,29 +6,29 @@ use std::time::Duration;
 
 use crate::util::*;
 
+/// Runs `script` once to the end for its `checksum` line, then again, frozen
+/// with `freeze_args` after `settle` past its ready line (the original must be
+/// killed before it printed its checksum). Returns the file and the line the
+/// resumed run must print.
+pub(crate) fn frozen_mid_run(dir: &TestDir, script: &str, name: &str, settle: Duration, freeze_args: &[&str]) -> (std::path::PathBuf, String) {
+    let script = fixtures_src().join(script);
+    let reference = Launch::new(python3()).arg(&script).label(&format!("{name} reference")).spawn().wait_output(RESUME_TIMEOUT);
+    reference.assert_success();
+    let want = reference.line_starting("checksum ").to_owned();
+    let mut orig = Launch::new(python3()).arg(&script).label(name).spawn();
+    orig.wait_ready();
+    thread::sleep(settle);
+    let img = dir.image(name);
+    freeze_ok(orig.pid(), &img, freeze_args);
+    let before = orig.expect_killed_by_ckpt();
+    assert!(!before.iter().any(|l| l.starts_with("checksum")), "{name} finished before the freeze: {before:?}");
+    (img, want)
+}
+
 #[test]
 fn dict_checksum_survives_freeze() {
     let dir = TestDir::new("python");
-    let script = fixtures_src().join("dictwork.py");
-
-    let reference = Launch::new(python3())
-        .arg(&script)
-        .label("python reference")
-        .spawn()
-        .wait_output(RESUME_TIMEOUT);
-    reference.assert_success();
-    let want = reference.line_starting("checksum ").to_owned();
-
-    let mut orig = Launch::new(python3()).arg(&script).label("python").spawn();
-    orig.wait_ready();
-    thread::sleep(Duration::from_millis(300));
-    let img = dir.image("python");
-    freeze_ok(orig.pid(), &img, &[]);
-    let before = orig.expect_killed_by_ckpt();
-    assert!(
-        !before.iter().any(|l| l.starts_with("checksum")),
-        "python finished before the freeze: {before:?}"
-    );
+    let (img, want) = frozen_mid_run(&dir, "dictwork.py", "python", Duration::from_millis(300), &[]);
     let res = resume(&img);
     res.assert_success();
     assert_eq!(res.line_starting("checksum "), want, "{res}");
@@ -39,18 +39,7 @@ fn dict_checksum_survives_freeze() {
 #[test]
 fn asyncio_timer_loop_survives_freeze() {
     let dir = TestDir::new("asyncio");
-    let script = fixtures_src().join("asyncio_timers.py");
-    let reference = Launch::new(python3()).arg(&script).label("asyncio reference").spawn().wait_output(RESUME_TIMEOUT);
-    reference.assert_success();
-    let want = reference.line_starting("checksum ").to_owned();
-
-    let mut orig = Launch::new(python3()).arg(&script).label("asyncio").spawn();
-    orig.wait_ready();
-    thread::sleep(Duration::from_millis(200));
-    let img = dir.image("asyncio");
-    freeze_ok(orig.pid(), &img, &[]);
-    let before = orig.expect_killed_by_ckpt();
-    assert!(!before.iter().any(|l| l.starts_with("checksum")), "asyncio finished before the freeze: {before:?}");
+    let (img, want) = frozen_mid_run(&dir, "asyncio_timers.py", "asyncio", Duration::from_millis(200), &[]);
     let res = resume(&img);
     res.assert_success();
     assert_eq!(res.line_starting("checksum "), want, "{res}");
