@@ -5,17 +5,27 @@
 use crate::util::*;
 use std::os::unix::process::ExitStatusExt;
 
-/// As root with the original still running (its PID taken): the resume goes into
-/// a new user + PID namespace where the PID is free, so getpid() and raise() work.
-#[test]
-fn taken_pid_goes_to_a_new_namespace() {
+/// The pidkeep fixture frozen with --leave-running and resumed while the original
+/// still runs (its PID taken), so the resume goes into a new user + PID namespace.
+struct BesideOriginal {
+    _dir: TestDir,
+    gate: std::path::PathBuf,
+    orig: Proc,
+    resumed: Proc,
+    /// The host PID of the resumed process, tracked by `resumed`.
+    inner: i32,
+}
+
+/// None (the test is skipped, saying `why`) unless run as root: as an ordinary
+/// user every resume takes the namespace route.
+fn resumed_beside_original(name: &str, why: &str) -> Option<BesideOriginal> {
     if !is_root() {
-        eprintln!("taken_pid_goes_to_a_new_namespace: skipped (as an ordinary user every resume takes that route)");
-        return;
+        eprintln!("{name}: skipped ({why})");
+        return None;
     }
-    let dir = TestDir::new("pid_taken");
+    let dir = TestDir::new(name);
     let gate = dir.gate();
-    let mut orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
+    let orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
     orig.wait_ready();
     let img = dir.image("pidkeep");
     freeze_ok(orig.pid(), &img, &["--leave-running"]);
@@ -24,11 +34,20 @@ fn taken_pid_goes_to_a_new_namespace() {
     // inside its namespace it has the original one.
     let inner = inner_pid(orig.pid());
     resumed.track_pid(inner);
-    open_gate(&gate);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    Some(BesideOriginal { _dir: dir, gate, orig, resumed, inner })
+}
+
+/// As root with the original still running (its PID taken): the resume goes into
+/// a new user + PID namespace where the PID is free, so getpid() and raise() work.
+#[test]
+fn taken_pid_goes_to_a_new_namespace() {
+    let why = "as an ordinary user every resume takes that route";
+    let Some(mut b) = resumed_beside_original("taken_pid_goes_to_a_new_namespace", why) else { return };
+    open_gate(&b.gate);
+    let fin = b.resumed.wait_output(RESUME_TIMEOUT);
     fin.assert_success();
-    assert_eq!(fin.line_starting("pid now "), format!("pid now {}", orig.pid()));
-    orig.wait_output(RESUME_TIMEOUT).assert_success();
+    assert_eq!(fin.line_starting("pid now "), format!("pid now {}", b.orig.pid()));
+    b.orig.wait_output(RESUME_TIMEOUT).assert_success();
 }
 
 /// The host PID of the process whose PID in its own namespace is `inner`
@@ -54,24 +73,13 @@ fn inner_pid(inner: i32) -> i32 {
 /// nothing of the resume runs on unseen.
 #[test]
 fn killing_the_resumed_pid_ends_the_namespace() {
-    if !is_root() {
-        eprintln!("killing_the_resumed_pid_ends_the_namespace: skipped (needs the original's PID taken by a running process)");
-        return;
-    }
-    let dir = TestDir::new("pid_kill_proxy");
-    let gate = dir.gate();
-    let orig = spawn_fixture("pidkeep", false, &[gate.to_str().unwrap()]);
-    orig.wait_ready();
-    let img = dir.image("pidkeep");
-    freeze_ok(orig.pid(), &img, &["--leave-running"]);
-    let mut resumed = resume_launch(&img).spawn();
-    let inner = inner_pid(orig.pid());
-    resumed.track_pid(inner);
+    let why = "needs the original's PID taken by a running process";
+    let Some(mut b) = resumed_beside_original("killing_the_resumed_pid_ends_the_namespace", why) else { return };
     // SAFETY: kill has no memory-safety preconditions; the PID is our child's.
-    assert_eq!(unsafe { libc::kill(resumed.pid(), libc::SIGKILL) }, 0);
-    let fin = resumed.wait_output(RESUME_TIMEOUT);
+    assert_eq!(unsafe { libc::kill(b.resumed.pid(), libc::SIGKILL) }, 0);
+    let fin = b.resumed.wait_output(RESUME_TIMEOUT);
     assert_eq!(fin.status.signal(), Some(libc::SIGKILL), "{fin}");
-    wait_ended(&[inner], RESUME_TIMEOUT, "the resumed process after its resumer's PID was killed");
+    wait_ended(&[b.inner], RESUME_TIMEOUT, "the resumed process after its resumer's PID was killed");
 }
 
 /// CKPT_SAME_PID=0: the process runs on under a new PID, and the resume says so.
